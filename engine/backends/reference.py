@@ -1,0 +1,48 @@
+"""The reference backend: the PyTorch transformer and the PyTorch sampler, step by step.
+
+Runs on CPU or CUDA; one host round trip per token (it is the oracle, not the fast path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from ..config import ModelConfig
+from ..model import KVCache, Transformer, build_weights
+from ..sampling import SamplingParams, make_generator, sample
+from . import Backend
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
+                 dtype: torch.dtype, max_len: int):
+        self.cfg, self.device, self.dtype, self.max_len = cfg, device, dtype, max_len
+        self.model = Transformer(cfg, build_weights(cfg, weights, device, dtype), max_len)
+
+    def new_cache(self) -> KVCache:
+        return self.model.new_cache()
+
+    def _ids(self, tokens: list[int]) -> torch.Tensor:
+        return torch.tensor(tokens, dtype=torch.int64, device=self.device)
+
+    def prefill(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
+        return self.model.forward(self._ids(tokens), start, cache, last_only=True)[0]
+
+    def logits(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
+        return self.model.forward(self._ids(tokens), start, cache)
+
+    def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
+               stop_ids: frozenset[int], max_new: int) -> Iterator[int]:
+        gen = None if params.greedy else make_generator(params.seed, self.device)
+        pos = start
+        for i in range(max_new):
+            tok = int(sample(logits, params, gen))
+            yield tok
+            if tok in stop_ids or i == max_new - 1:
+                return
+            logits = self.model.forward(self._ids([tok]), pos, cache, last_only=True)[0]
+            pos += 1

@@ -1,0 +1,194 @@
+"""The engine: a loaded model, a backend, sessions, and the generation loop.
+
+Turns a prompt (text, token ids, or chat messages) into streamed text: prefix reuse through
+sessions, prefill, decode on the backend, incremental detokenization, stop strings, limits.
+Knows nothing about HTTP or agents.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .backends import Backend, create_backend
+from .errors import ContextLengthError
+from .loaders import LoadedModel, Progress, load_model
+from .sampling import SamplingParams
+from .session import Session, SessionStore
+from .stops import StopMatcher
+from .tokenizer import IncrementalDecoder
+
+
+@dataclass
+class Chunk:
+    text: str  # new text (may be empty while a multi-byte character or stop string is pending)
+    token_ids: list[int]
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]  # generated tokens, without the stop token
+    finish_reason: str  # "stop" (EOS, stop token or stop string), "length", "cancelled"
+    prompt_tokens: int
+    reused_tokens: int  # prompt tokens whose K/V came from the session
+    prefilled_tokens: int  # prompt tokens computed now
+    stop: str | int | None = None  # the stop string or token id that ended it
+    ttft_s: float = 0.0  # request start -> first token
+    decode_s: float = 0.0  # first token -> last token
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = len(self.token_ids) - 1
+        return n / self.decode_s if n > 0 and self.decode_s > 0 else 0.0
+
+
+class Generation:
+    """An in-progress generation: iterate for `Chunk`s; `result` is set when it ends.
+    `close()` cancels it (the backend stops at its next token)."""
+
+    def __init__(self, it: Iterator[Chunk]):
+        self._it = it
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self._it
+
+    def close(self) -> None:
+        self._it.close()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Engine:
+    def __init__(self, model: LoadedModel, backend: str = "reference",
+                 device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                 max_context: int | None = None, max_sessions: int = 8):
+        self.model = model
+        self.config, self.tokenizer = model.config, model.tokenizer
+        self.device = torch.device(device) if device else default_device()
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        limit = self.config.max_position_embeddings
+        self.max_context = min(max_context, limit) if max_context else limit
+        from .model import check_weights
+
+        check_weights(self.config, model.weights, str(model.source))
+        self.backend: Backend = create_backend(backend, self.config, model.weights, self.device,
+                                               self.dtype, self.max_context)
+        self.sessions = SessionStore(max_sessions)
+        eos = set(self.tokenizer.eos_ids) | set(self.config.eos_token_ids)
+        self.eos_ids = frozenset(eos)
+
+    @classmethod
+    def load(cls, path: str | None = None, progress: Progress | None = None, **kw: Any) -> Engine:
+        return cls(load_model(path, progress), **kw)
+
+    # ---- prompts -------------------------------------------------------------------------
+
+    def encode_chat(self, messages: list[dict[str, Any]], tools: list[dict] | None = None,
+                    add_generation_prompt: bool = True) -> list[int]:
+        return self.tokenizer.encode_chat(messages, tools=tools,
+                                          add_generation_prompt=add_generation_prompt)
+
+    def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
+        return self.tokenizer.encode(prompt, add_special=True) if isinstance(prompt, str) else (
+            list(prompt))
+
+    # ---- generation ----------------------------------------------------------------------
+
+    def stream(self, prompt: str | list[int], params: SamplingParams | None = None,
+               session: str | None = None) -> Generation:
+        """Start generating from a raw prompt (text or token ids). With `session`, K/V of a
+        matching prefix from that session's earlier requests is reused."""
+        params = params or SamplingParams()
+        ids = self._prompt_ids(prompt)
+        self._check_length(ids)
+        sess = self.sessions.get(session or f"_once_{uuid.uuid4().hex}", self.backend.new_cache)
+        g = Generation(iter(()))
+        g._it = self._run(g, sess, ids, params, drop_after=session is None)
+        return g
+
+    def generate(self, prompt: str | list[int], params: SamplingParams | None = None,
+                 session: str | None = None) -> GenerationResult:
+        g = self.stream(prompt, params, session)
+        for _ in g:
+            pass
+        assert g.result is not None
+        return g.result
+
+    def chat(self, messages: list[dict[str, Any]], params: SamplingParams | None = None,
+             session: str | None = None, tools: list[dict] | None = None) -> GenerationResult:
+        return self.generate(self.encode_chat(messages, tools), params, session)
+
+    def _check_length(self, ids: list[int]) -> None:
+        if not ids:
+            raise ContextLengthError("the prompt is empty (0 tokens)")
+        if len(ids) >= self.max_context:
+            raise ContextLengthError(
+                f"the prompt has {len(ids)} tokens; the context holds {self.max_context} "
+                f"(max_position_embeddings={self.config.max_position_embeddings}"
+                f"{', --max-context' if self.max_context < self.config.max_position_embeddings else ''})"
+            )
+
+    def _run(self, g: Generation, sess: Session, ids: list[int], params: SamplingParams,
+             drop_after: bool) -> Iterator[Chunk]:
+        t0 = time.perf_counter()
+        reused = sess.reusable_prefix(ids)
+        logits = self.backend.prefill(sess.cache, ids[reused:], reused)
+        sess.tokens = list(ids)
+        stop_ids = frozenset(params.stop_token_ids) | (
+            frozenset() if params.ignore_eos else self.eos_ids)
+        max_new = min(params.max_tokens, self.max_context - len(ids))
+        decoder = IncrementalDecoder(self.tokenizer)
+        stops = StopMatcher(params.stop)
+        out_ids: list[int] = []
+        text: list[str] = []
+        finish, stop_by, t_first = "length", None, None
+        steps = self.backend.decode(sess.cache, logits, len(ids), params, stop_ids, max_new)
+        try:
+            for tok in steps:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                sess.tokens.append(tok)
+                if tok in stop_ids:
+                    finish, stop_by = "stop", tok
+                    break
+                out_ids.append(tok)
+                delta = stops.push(decoder.push(tok))
+                text.append(delta)
+                yield Chunk(delta, [tok])
+                if stops.stopped is not None:
+                    break
+            if stops.stopped is None:  # what the decoder and the stop matcher held back
+                tail = stops.push(decoder.flush())
+                if stops.stopped is None:
+                    tail += stops.flush()
+                text.append(tail)
+                if tail:
+                    yield Chunk(tail, [])
+            if stops.stopped is not None:
+                finish, stop_by = "stop", stops.stopped
+        except GeneratorExit:
+            finish = "cancelled"
+            raise
+        finally:
+            steps.close()
+            # The last sampled token has no K/V yet: the cache holds all tokens but that one.
+            if len(sess.tokens) > len(ids):
+                sess.tokens.pop()
+            t_end = time.perf_counter()
+            g.result = GenerationResult(
+                text="".join(text), token_ids=out_ids, finish_reason=finish,
+                prompt_tokens=len(ids), reused_tokens=reused, prefilled_tokens=len(ids) - reused,
+                stop=stop_by, ttft_s=(t_first or t_end) - t0, decode_s=t_end - (t_first or t_end),
+            )
+            if drop_after:
+                self.sessions.drop(sess.id)

@@ -1,0 +1,226 @@
+"""The reference transformer: plain PyTorch, CPU or CUDA, float32 or bfloat16.
+
+This is the oracle every fast path is checked against, and the CPU fallback. It knows the math
+of Llama / Qwen2 / Qwen3 / Mistral decoders and the KV cache layout; it knows nothing about
+files, tokenizers or sampling. Weights are looked up by their HF names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .errors import ModelLoadError
+from .rope import apply_rope, rope_tables
+
+
+@dataclass
+class LayerWeights:
+    attn_norm: torch.Tensor  # [H]
+    wq: torch.Tensor  # [nh*hd, H]
+    wk: torch.Tensor  # [nkv*hd, H]
+    wv: torch.Tensor  # [nkv*hd, H]
+    wo: torch.Tensor  # [H, nh*hd]
+    mlp_norm: torch.Tensor  # [H]
+    w_gate: torch.Tensor  # [I, H]
+    w_up: torch.Tensor  # [I, H]
+    w_down: torch.Tensor  # [H, I]
+    bq: torch.Tensor | None = None
+    bk: torch.Tensor | None = None
+    bv: torch.Tensor | None = None
+    bo: torch.Tensor | None = None
+    q_norm: torch.Tensor | None = None  # [hd] (Qwen3)
+    k_norm: torch.Tensor | None = None
+
+
+@dataclass
+class ModelWeights:
+    embed: torch.Tensor  # [V, H]
+    layers: list[LayerWeights]
+    norm: torch.Tensor  # [H]
+    lm_head: torch.Tensor  # [V, H] (the embedding itself when tied)
+
+
+def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    h, i, q, kv, hd = cfg.hidden_size, cfg.intermediate_size, cfg.q_size, cfg.kv_size, cfg.head_dim
+    shapes = {"model.embed_tokens.weight": (cfg.vocab_size, h), "model.norm.weight": (h,)}
+    if not cfg.tie_word_embeddings:
+        shapes["lm_head.weight"] = (cfg.vocab_size, h)
+    for n in range(cfg.num_layers):
+        p = f"model.layers.{n}."
+        shapes.update({
+            p + "input_layernorm.weight": (h,),
+            p + "self_attn.q_proj.weight": (q, h),
+            p + "self_attn.k_proj.weight": (kv, h),
+            p + "self_attn.v_proj.weight": (kv, h),
+            p + "self_attn.o_proj.weight": (h, q),
+            p + "post_attention_layernorm.weight": (h,),
+            p + "mlp.gate_proj.weight": (i, h),
+            p + "mlp.up_proj.weight": (i, h),
+            p + "mlp.down_proj.weight": (h, i),
+        })
+        if cfg.qkv_bias:
+            shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
+                           p + "self_attn.v_proj.bias": (kv,)})
+        if cfg.o_bias:
+            shapes[p + "self_attn.o_proj.bias"] = (h,)
+        if cfg.qk_norm:
+            shapes.update({p + "self_attn.q_norm.weight": (hd,),
+                           p + "self_attn.k_norm.weight": (hd,)})
+    return shapes
+
+
+def check_weights(cfg: ModelConfig, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Every expected tensor present with its shape, nothing unexpected left over."""
+    expected = _expected_shapes(cfg)
+    for name, shape in expected.items():
+        if name not in sd:
+            raise ModelLoadError(f"{source}: tensor {name!r} is missing")
+        if tuple(sd[name].shape) != shape:
+            raise ModelLoadError(f"{source}: tensor {name!r} has shape {tuple(sd[name].shape)}, "
+                                 f"config says {shape}")
+    extra = sorted(set(sd) - set(expected) - {"lm_head.weight"})
+    extra = [n for n in extra if not n.endswith("rotary_emb.inv_freq")]
+    if extra:
+        raise ModelLoadError(f"{source}: unexpected tensor {extra[0]!r} "
+                             f"({len(extra)} unexpected in all)")
+
+
+def build_weights(cfg: ModelConfig, sd: dict[str, torch.Tensor], device: torch.device | str,
+                  dtype: torch.dtype) -> ModelWeights:
+    """Move and cast HF-named CPU tensors into ModelWeights (norm weights kept in float32)."""
+
+    def t(name: str, norm: bool = False) -> torch.Tensor:
+        return sd[name].to(device=device, dtype=torch.float32 if norm else dtype)
+
+    def opt(name: str, norm: bool = False) -> torch.Tensor | None:
+        return t(name, norm) if name in sd else None
+
+    layers = []
+    for n in range(cfg.num_layers):
+        p = f"model.layers.{n}."
+        a, m = p + "self_attn.", p + "mlp."
+        layers.append(LayerWeights(
+            attn_norm=t(p + "input_layernorm.weight", True),
+            wq=t(a + "q_proj.weight"), wk=t(a + "k_proj.weight"), wv=t(a + "v_proj.weight"),
+            wo=t(a + "o_proj.weight"),
+            mlp_norm=t(p + "post_attention_layernorm.weight", True),
+            w_gate=t(m + "gate_proj.weight"), w_up=t(m + "up_proj.weight"),
+            w_down=t(m + "down_proj.weight"),
+            bq=opt(a + "q_proj.bias"), bk=opt(a + "k_proj.bias"), bv=opt(a + "v_proj.bias"),
+            bo=opt(a + "o_proj.bias"),
+            q_norm=opt(a + "q_norm.weight", True), k_norm=opt(a + "k_norm.weight", True),
+        ))
+    embed = t("model.embed_tokens.weight")
+    head = embed if cfg.tie_word_embeddings else t("lm_head.weight")
+    return ModelWeights(embed=embed, layers=layers, norm=t("model.norm.weight", True), lm_head=head)
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """HF's RMSNorm: statistics in float32, weight applied after casting back to x.dtype."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (w * xf.to(x.dtype)).to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of one sequence: k, v [layers, kv_heads, capacity, head_dim].
+
+    Grows by doubling up to `max_len`; the owner tracks how many positions are valid."""
+
+    def __init__(self, cfg: ModelConfig, max_len: int, device: torch.device | str,
+                 dtype: torch.dtype, initial: int = 256):
+        self.cfg, self.max_len, self.device, self.dtype = cfg, max_len, device, dtype
+        self.k = self.v = torch.empty(0)
+        self._alloc(min(initial, max_len))
+
+    def _alloc(self, cap: int) -> None:
+        c = self.cfg
+        shape = (c.num_layers, c.num_kv_heads, cap, c.head_dim)
+        k = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        v = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        n = min(self.k.shape[2], cap) if self.k.dim() == 4 else 0
+        if n:
+            k[:, :, :n] = self.k[:, :, :n]
+            v[:, :, :n] = self.v[:, :, :n]
+        self.k, self.v = k, v
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+    def ensure(self, n: int) -> None:
+        assert n <= self.max_len, f"KV cache of {self.max_len} positions asked for {n}"
+        if n > self.capacity:
+            cap = self.capacity
+            while cap < n:
+                cap *= 2
+            self._alloc(min(cap, self.max_len))
+
+
+class Transformer:
+    """Reference forward pass over a KV cache, T positions at a time (prefill or decode)."""
+
+    def __init__(self, cfg: ModelConfig, weights: ModelWeights, max_len: int):
+        self.cfg, self.w, self.max_len = cfg, weights, max_len
+        self.device, self.dtype = weights.embed.device, weights.embed.dtype
+        self.cos, self.sin = rope_tables(cfg, max_len, self.device)  # [max_len, hd] float32
+
+    def new_cache(self, initial: int = 256) -> KVCache:
+        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial)
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, start: int, cache: KVCache,
+                last_only: bool = False) -> torch.Tensor:
+        """tokens [T] int64 at positions start..start+T-1 -> logits [T, V] float32 (or [1, V]
+        for the last position when last_only). Writes K/V of these positions into `cache`."""
+        cfg, w = self.cfg, self.w
+        T = tokens.shape[0]
+        end = start + T
+        cache.ensure(end)
+        x = w.embed[tokens]  # [T, H]
+        cos, sin = self.cos[start:end], self.sin[start:end]  # [T, hd]
+        mask = self._mask(start, T)  # [T, end] bool, True = attend
+        for li, lw in enumerate(w.layers):
+            x = x + self._attention(li, lw, rms_norm(x, lw.attn_norm, cfg.rms_norm_eps),
+                                    cos, sin, start, cache, mask)
+            h = rms_norm(x, lw.mlp_norm, cfg.rms_norm_eps)
+            x = x + F.linear(F.silu(F.linear(h, lw.w_gate)) * F.linear(h, lw.w_up), lw.w_down)
+        if last_only:
+            x = x[-1:]
+        x = rms_norm(x, w.norm, cfg.rms_norm_eps)
+        return F.linear(x, w.lm_head).float()  # [T, V]
+
+    def _mask(self, start: int, T: int) -> torch.Tensor:
+        q_pos = torch.arange(start, start + T, device=self.device)[:, None]  # [T, 1]
+        k_pos = torch.arange(start + T, device=self.device)[None, :]  # [1, end]
+        mask = k_pos <= q_pos
+        if self.cfg.sliding_window:
+            mask &= k_pos > q_pos - self.cfg.sliding_window
+        return mask
+
+    def _attention(self, li: int, lw: LayerWeights, h: torch.Tensor, cos: torch.Tensor,
+                   sin: torch.Tensor, start: int, cache: KVCache, mask: torch.Tensor
+                   ) -> torch.Tensor:
+        cfg = self.cfg
+        T, hd = h.shape[0], cfg.head_dim
+        q = F.linear(h, lw.wq, lw.bq).view(T, cfg.num_heads, hd)  # [T, nh, hd]
+        k = F.linear(h, lw.wk, lw.bk).view(T, cfg.num_kv_heads, hd)  # [T, nkv, hd]
+        v = F.linear(h, lw.wv, lw.bv).view(T, cfg.num_kv_heads, hd)
+        if lw.q_norm is not None:
+            q = rms_norm(q, lw.q_norm, cfg.rms_norm_eps)
+            k = rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        end = start + T
+        cache.k[li, :, start:end] = k.transpose(0, 1)
+        cache.v[li, :, start:end] = v.transpose(0, 1)
+        keys = cache.k[li, :, :end]  # [nkv, end, hd]
+        vals = cache.v[li, :, :end]
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1), keys, vals, attn_mask=mask, enable_gqa=cfg.group_size > 1
+        )  # [nh, T, hd]
+        out = out.transpose(0, 1).reshape(T, cfg.q_size)
+        return F.linear(out, lw.wo, lw.bo)

@@ -1,0 +1,202 @@
+"""Tokenizer, chat template and incremental detokenization.
+
+Wraps a `tokenizers.Tokenizer` (built from `tokenizer.json`, or from GGUF metadata by the GGUF
+loader) with the special-token ids and the Jinja chat template. Knows nothing about models or
+devices: token ids in, text out. transformers is never imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.ext
+import jinja2.sandbox
+from tokenizers import Tokenizer as HFTokenizer
+
+from .errors import ModelLoadError, RequestError
+
+
+def _token_str(v: Any) -> str | None:
+    """tokenizer_config.json stores special tokens as strings or as AddedToken dicts."""
+    if isinstance(v, dict):
+        return v.get("content")
+    return v
+
+
+@dataclass
+class Tokenizer:
+    tok: HFTokenizer
+    bos_id: int | None = None
+    eos_ids: tuple[int, ...] = ()
+    chat_template: str | None = None
+    add_bos: bool = False
+    special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token, eos_token, ...
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_special: bool = False) -> list[int]:
+        """Token ids of `text`. `add_special` prepends BOS when the model wants one; chat
+        templates write their own special tokens as text, which are parsed as special tokens."""
+        ids = self.tok.encode(text, add_special_tokens=False).ids
+        if add_special and self.add_bos and self.bos_id is not None:
+            if not ids or ids[0] != self.bos_id:
+                ids = [self.bos_id] + ids
+        return ids
+
+    def decode(self, ids: list[int], skip_special: bool = True) -> str:
+        return self.tok.decode(ids, skip_special_tokens=skip_special)
+
+    def token_id(self, text: str) -> int | None:
+        return self.tok.token_to_id(text)
+
+    # ---- chat template -------------------------------------------------------------------
+
+    def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> str:
+        """The prompt text for `messages`, rendered with the model's Jinja chat template the way
+        transformers' `apply_chat_template` does (same globals and filters)."""
+        if not self.chat_template:
+            raise RequestError("this model has no chat template; use `generate` with a raw prompt")
+        template = _compile_template(self.chat_template)
+        try:
+            return template.render(
+                messages=messages,
+                tools=tools,
+                add_generation_prompt=add_generation_prompt,
+                **self.special_tokens,
+                **extra,
+            )
+        except jinja2.TemplateError as e:
+            raise RequestError(f"chat template: {e}") from None
+
+    def encode_chat(self, messages: list[dict[str, Any]], **kw: Any) -> list[int]:
+        text = self.render_chat(messages, **kw)
+        ids = self.encode(text, add_special=False)
+        # Templates normally write BOS themselves; add it only when the template did not.
+        if self.add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+            bos = self.special_tokens.get("bos_token")
+            if not (bos and text.startswith(bos)):
+                ids = [self.bos_id] + ids
+        return ids
+
+
+_TEMPLATE_CACHE: dict[str, jinja2.Template] = {}
+
+
+def _raise_exception(message: str):
+    raise jinja2.TemplateError(message)
+
+
+def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: Any = None, sort_keys: bool = False) -> str:
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _compile_template(source: str) -> jinja2.Template:
+    t = _TEMPLATE_CACHE.get(source)
+    if t is None:
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+        )
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        try:
+            t = env.from_string(source)
+        except jinja2.TemplateSyntaxError as e:
+            raise ModelLoadError(f"chat template does not parse: {e}") from None
+        _TEMPLATE_CACHE[source] = t
+    return t
+
+
+def load_hf_tokenizer(folder: Path, gen_eos: tuple[int, ...] = ()) -> Tokenizer:
+    """Tokenizer from an HF checkpoint folder: tokenizer.json + tokenizer_config.json
+    (+ chat_template.jinja when the template lives in its own file)."""
+    tj = folder / "tokenizer.json"
+    if not tj.is_file():
+        raise ModelLoadError(f"{tj}: file not found (an HF checkpoint needs tokenizer.json)")
+    try:
+        tok = HFTokenizer.from_file(str(tj))
+    except Exception as e:  # the Rust error is one line
+        raise ModelLoadError(f"{tj}: cannot be read as a tokenizer ({e})") from None
+    cfg: dict[str, Any] = {}
+    tc = folder / "tokenizer_config.json"
+    if tc.is_file():
+        try:
+            cfg = json.loads(tc.read_text())
+        except json.JSONDecodeError as e:
+            raise ModelLoadError(f"{tc}: invalid JSON ({e})") from None
+    template = cfg.get("chat_template")
+    if isinstance(template, list):  # named templates: take "default"
+        named = {t["name"]: t["template"] for t in template}
+        template = named.get("default") or next(iter(named.values()), None)
+    jinja_file = folder / "chat_template.jinja"
+    if template is None and jinja_file.is_file():
+        template = jinja_file.read_text()
+    special = {k: _token_str(cfg.get(k)) for k in ("bos_token", "eos_token", "unk_token",
+                                                     "pad_token")}
+    special = {k: v for k, v in special.items() if v}
+    bos_id = tok.token_to_id(special["bos_token"]) if "bos_token" in special else None
+    eos_ids = list(gen_eos)
+    if "eos_token" in special:
+        e = tok.token_to_id(special["eos_token"])
+        if e is not None and e not in eos_ids:
+            eos_ids.append(e)
+    return Tokenizer(
+        tok=tok,
+        bos_id=bos_id,
+        eos_ids=tuple(eos_ids),
+        chat_template=template,
+        add_bos=bool(cfg.get("add_bos_token", False)) and bos_id is not None,
+        special_tokens=special,
+    )
+
+
+class IncrementalDecoder:
+    """Streams text from token ids, correct across multi-byte characters and merges.
+
+    Decodes a window of tokens and emits only the text past what was already emitted; text
+    ending in U+FFFD (an incomplete UTF-8 sequence) is held back until the next token completes
+    it. Cost per token is bounded by the window, not the whole output.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, skip_special: bool = True):
+        self.tokenizer = tokenizer
+        self.skip_special = skip_special
+        self.ids: list[int] = []
+        self.prefix_offset = 0  # start of the window that gives context to the next token
+        self.read_offset = 0  # tokens whose text has been emitted
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the newly completed text (maybe empty)."""
+        self.ids.append(token_id)
+        dec = self.tokenizer.decode
+        prefix = dec(self.ids[self.prefix_offset:self.read_offset], self.skip_special)
+        full = dec(self.ids[self.prefix_offset:], self.skip_special)
+        if full.endswith("\ufffd") or len(full) <= len(prefix):
+            return ""
+        new = full[len(prefix):]
+        self.prefix_offset = self.read_offset
+        self.read_offset = len(self.ids)
+        return new
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character at the very end)."""
+        dec = self.tokenizer.decode
+        prefix = dec(self.ids[self.prefix_offset:self.read_offset], self.skip_special)
+        full = dec(self.ids[self.prefix_offset:], self.skip_special)
+        self.prefix_offset = self.read_offset = len(self.ids)
+        return full[len(prefix):] if len(full) > len(prefix) else ""

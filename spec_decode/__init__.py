@@ -1,0 +1,1 @@
+"""Speculative decoding: drafters and the accept rule (not yet built)."""

@@ -1,0 +1,79 @@
+"""Tiny random checkpoints written with transformers' save_pretrained, for tests (no network).
+
+Each has a small byte-level BPE tokenizer (trained here on a few sentences) and a ChatML
+chat template, so the whole loading path runs as it does for a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "The capital of France is Paris. The quick brown fox jumps over the lazy dog.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # 5",
+    "Agents call tools, read files, and write them back with an edit. 0123456789",
+    "{\"name\": \"read_file\", \"arguments\": {\"path\": \"src/main.py\"}}",
+]
+VOCAB = 320
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def write_tokenizer(folder: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": CHATML,
+        "add_bos_token": False, "tokenizer_class": "PreTrainedTokenizerFast",
+    }))
+
+
+def _config(arch: str, **over):
+    import transformers as tf
+
+    common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    common.update(over)
+    cls = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
+           "mistral": tf.MistralConfig}[arch]
+    if arch == "qwen3":
+        common.setdefault("head_dim", 32)
+    return cls(**common)
+
+
+def make_checkpoint(folder: Path, arch: str, seed: int = 0, **over) -> Path:
+    """Write a random `arch` checkpoint into `folder` and return it."""
+    import transformers as tf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = _config(arch, **over)
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
+    with torch.no_grad():  # HF init leaves norms at 1 and biases at 0: make every weight count
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder)
+    write_tokenizer(folder)
+    return folder
+
+
+def hf_model(folder: Path):
+    import transformers as tf
+
+    return tf.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
