@@ -134,8 +134,8 @@ class Engine:
         if len(ids) >= self.max_context:
             raise ContextLengthError(
                 f"the prompt has {len(ids)} tokens; the context holds {self.max_context} "
-                f"(max_position_embeddings={self.config.max_position_embeddings}"
-                f"{', --max-context' if self.max_context < self.config.max_position_embeddings else ''})"
+                f"(model max_position_embeddings={self.config.max_position_embeddings}, "
+                f"engine max_context={self.max_context})"
             )
 
     def _run(self, g: Generation, sess: Session, ids: list[int], params: SamplingParams,

@@ -45,9 +45,9 @@ class Tokenizer:
         """Token ids of `text`. `add_special` prepends BOS when the model wants one; chat
         templates write their own special tokens as text, which are parsed as special tokens."""
         ids = self.tok.encode(text, add_special_tokens=False).ids
-        if add_special and self.add_bos and self.bos_id is not None:
-            if not ids or ids[0] != self.bos_id:
-                ids = [self.bos_id] + ids
+        bos = self.bos_id
+        if add_special and self.add_bos and bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
         return ids
 
     def decode(self, ids: list[int], skip_special: bool = True) -> str:

@@ -54,7 +54,7 @@ def _read_safetensors(path: Path, out: dict[str, torch.Tensor], progress: Progre
                       done: int, total: int) -> int:
     try:
         with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 out[name] = f.get_tensor(name)
                 done += 1
                 if progress:

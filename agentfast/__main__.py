@@ -1,0 +1,5 @@
+import sys
+
+from agentfast.cli import main
+
+sys.exit(main())
