@@ -1,4 +1,4 @@
-"""The `agentfast` command: chat, generate, info.
+"""The `agentfast` command: chat, generate, info, bench.
 
 Parses arguments, loads the model with a progress line, streams text to stdout. Every expected
 failure is an AgentfastError printed as one line; nothing here knows about tensors.
@@ -168,10 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="architecture, parameters, weight bytes, roofline")
     _add_model_args(p, sampling=False)
     p.set_defaults(fn=cmd_info)
+    sub.add_parser("bench", help="decode speed of every backend beside HF transformers (GPU)",
+                   add_help=False)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser: `agentfast bench --help`
+        from agentfast.engine.bench.run import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)

@@ -1,0 +1,1 @@
+"""The benchmark harness (`agentfast bench`, `python -m agentfast.engine.bench`)."""

@@ -1,0 +1,186 @@
+"""`agentfast bench`: batch-1 decode speed of every backend beside HF transformers, one GPU.
+
+For each model shape: random bf16 weights built on the GPU, a correctness check of each fast
+backend against the reference (greedy tokens; a flip is reported with the reference's logit gap),
+then ms/token at each context length. Copy bandwidth is measured in the same run and gives the
+roofline. Results go to JSON (one record per measurement), a markdown table and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from ..backends import Backend, create_backend
+from ..config import ModelConfig
+from ..hardware import measure_copy_bandwidth
+from ..sampling import SamplingParams
+from .models import SHAPES, random_weights
+
+
+def _versions() -> dict:
+    try:
+        import triton
+
+        tv = triton.__version__
+    except ImportError:
+        tv = None
+    return {"torch": torch.__version__, "triton": tv, "python": platform.python_version()}
+
+
+def decode_seconds(backend: Backend, prompt: list[int], steps: int) -> float:
+    """Seconds per token of greedy decode after prefilling `prompt` (the prefill is untimed)."""
+    cache = backend.new_cache()
+    logits = backend.prefill(cache, prompt, 0)
+    it = backend.decode(cache, logits, len(prompt), SamplingParams(max_tokens=steps + 4),
+                        frozenset(), steps + 4)
+    for _ in range(4):  # warm-up steps (graph capture, compile) are not timed
+        next(it)
+    _sync(backend.device)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in it:
+        n += 1
+    _sync(backend.device)
+    return (time.perf_counter() - t0) / n
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def greedy_check(ref: Backend, fast: Backend, prompt: list[int], steps: int) -> dict:
+    """Greedy tokens of `fast` against `ref` from the same prompt. On the first difference,
+    the reference's top-1 minus the fast path's token logit tells a near-tie from a bug."""
+    out = {}
+    for name, b in (("ref", ref), ("fast", fast)):
+        cache = b.new_cache()
+        logits = b.prefill(cache, prompt, 0)
+        out[name] = list(b.decode(cache, logits, len(prompt), SamplingParams(max_tokens=steps),
+                                  frozenset(), steps))
+    r, f = out["ref"], out["fast"]
+    first = next((i for i, (a, b) in enumerate(zip(r, f, strict=True)) if a != b), None)
+    rec = {"steps": steps, "equal": first is None, "first_diff": first}
+    if first is not None:
+        cache = ref.new_cache()
+        seq = prompt + r[:first]
+        logits = ref.logits(cache, seq, 0)[-1]
+        rec["ref_logit_gap"] = float(logits[r[first]] - logits[f[first]])
+        top2 = torch.topk(logits, 2).values
+        rec["ref_top2_gap"] = float(top2[0] - top2[1])
+    return rec
+
+
+def bench_model(key: str, cfg: ModelConfig, args, bw: float, emit) -> None:
+    dev = torch.device(args.device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    max_ctx = max(args.contexts) + args.steps + 16
+    weights = random_weights(cfg, dev, dtype)
+    wbytes = cfg.decode_weight_bytes(2)
+    base = {"model": key, "weight_bytes": wbytes, "roofline_tokens_per_s": bw / wbytes if bw
+            else None, "T": 1}
+    g = torch.Generator().manual_seed(1)
+    prompts = {c: torch.randint(0, cfg.vocab_size, (c,), generator=g).tolist()
+               for c in args.contexts}
+    backends = {}
+    for name in [b for b in args.backends if not b.startswith("hf-")]:
+        try:
+            backends[name] = create_backend(name, cfg, weights, dev, dtype, max_ctx)
+        except Exception as e:  # report and go on with the other backends
+            emit({**base, "backend": name, "error": f"{type(e).__name__}: {e}"[:500]})
+    if "reference" in backends:
+        for name, b in backends.items():
+            if name != "reference" and args.check_steps:
+                rec = greedy_check(backends["reference"], b, prompts[min(args.contexts)],
+                                   args.check_steps)
+                emit({**base, "backend": name, "check": rec})
+    for ctx in args.contexts:
+        for name, b in backends.items():
+            steps = args.steps if name != "reference" else min(args.steps, 32)
+            try:
+                s = decode_seconds(b, prompts[ctx], steps)
+                emit({**base, "backend": name, "context": ctx, "ms_per_token": s * 1e3,
+                      "tokens_per_s": 1 / s})
+            except Exception as e:
+                emit({**base, "backend": name, "context": ctx, "error": repr(e)[:500]})
+    del backends
+    hf_backends = [b for b in args.backends if b.startswith("hf-")]
+    if hf_backends and dev.type == "cuda":
+        _bench_hf(cfg, weights, prompts, args, hf_backends, max_ctx, base, emit)
+
+
+def _bench_hf(cfg, weights, prompts, args, names, max_ctx, base, emit) -> None:
+    from . import hf_baseline as hb
+
+    try:
+        model = hb.hf_model(cfg, weights, max_ctx)
+    except Exception as e:
+        emit({**base, "backend": "hf", "error": repr(e)[:500]})
+        return
+    compiled = None
+    for ctx in args.contexts:
+        dev_prompt = torch.tensor(prompts[ctx], device=args.device)
+        for name in names:
+            try:
+                if name == "hf-eager":
+                    s = hb.time_eager(model, dev_prompt, min(args.steps, 32))
+                else:
+                    compiled = compiled or hb.CompiledStep(model, max_ctx)
+                    s = compiled.time(dev_prompt, args.steps)
+                emit({**base, "backend": name, "context": ctx, "ms_per_token": s * 1e3,
+                      "tokens_per_s": 1 / s})
+            except Exception as e:
+                traceback.print_exc()
+                emit({**base, "backend": name, "context": ctx, "error": repr(e)[:500]})
+    del model, compiled
+    torch.compiler.reset()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="agentfast bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(SHAPES), help="comma list of " + ", ".join(SHAPES))
+    ap.add_argument("--contexts", default="128,1024,8192")
+    ap.add_argument("--backends", default="hf-eager,hf-compile,reference,graph")
+    ap.add_argument("--steps", type=int, default=128, help="decode steps timed per point")
+    ap.add_argument("--check-steps", type=int, default=256, help="greedy steps compared")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--tag", default="decode")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(argv)
+    args.contexts = [int(c) for c in args.contexts.split(",")]
+    args.backends = args.backends.split(",")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"{args.tag}-{stamp}.json"
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
+    bw = measure_copy_bandwidth(args.device) if args.device.startswith("cuda") else None
+    common = {"gpu": gpu, "copy_TBps": bw / 1e12 if bw else None, "date": stamp,
+              **_versions()}
+    records: list[dict] = []
+
+    def emit(rec: dict) -> None:
+        records.append({**common, **rec})
+        print(json.dumps(rec), flush=True)
+        path.write_text(json.dumps(records, indent=1))
+
+    for key in args.models.split(","):
+        if key not in SHAPES:
+            ap.error(f"unknown model {key!r} (known: {', '.join(SHAPES)})")
+        bench_model(key, SHAPES[key], args, bw or 0.0, emit)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    from .report import write_report
+
+    write_report(records, path.with_suffix(""), " ".join(["agentfast bench", *argv]))
+    return 0
