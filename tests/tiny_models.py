@@ -63,7 +63,7 @@ def make_checkpoint(folder: Path, arch: str, seed: int = 0, **over) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     cfg = _config(arch, **over)
     torch.manual_seed(seed)
-    model = tf.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
+    model = tf.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():  # HF init leaves norms at 1 and biases at 0: make every weight count
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith(".bias"):
@@ -76,4 +76,4 @@ def make_checkpoint(folder: Path, arch: str, seed: int = 0, **over) -> Path:
 def hf_model(folder: Path):
     import transformers as tf
 
-    return tf.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    return tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

@@ -52,4 +52,11 @@ def create_backend(name: str, cfg: ModelConfig, weights: dict[str, torch.Tensor]
         from .reference import ReferenceBackend
 
         return ReferenceBackend(cfg, weights, device, dtype, max_len)
-    raise RequestError(f"unknown backend {name!r} (available: reference)")
+    if name == "graph":
+        from .graph import GraphBackend
+
+        return GraphBackend(cfg, weights, device, dtype, max_len)
+    raise RequestError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
+
+
+BACKENDS = ("reference", "graph")

@@ -41,19 +41,14 @@ def hf_model(cfg: ModelConfig, weights: dict[str, torch.Tensor], max_len: int):
 
     dev, dtype = next(iter(weights.values())).device, next(iter(weights.values())).dtype
     hcfg = hf_config(cfg, max_len)
-    with torch.device("meta"):
-        m = tf.AutoModelForCausalLM.from_config(hcfg, torch_dtype=dtype)
+    with torch.device(dev):  # buffers (RoPE tables) built on the device; parameters replaced
+        m = tf.AutoModelForCausalLM.from_config(hcfg, dtype=dtype)
     sd = dict(weights)
     if cfg.tie_word_embeddings:
         sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     m.load_state_dict(sd, assign=True, strict=True)
-    # Non-persistent buffers (RoPE inv_freq) are still on meta: rebuild them on the device.
-    for mod in m.modules():
-        if hasattr(mod, "inv_freq") and hasattr(mod, "rope_init_fn"):
-            inv, scale = mod.rope_init_fn(mod.config, dev)
-            mod.register_buffer("inv_freq", inv, persistent=False)
-            mod.original_inv_freq = inv
-            mod.attention_scaling = scale
+    if cfg.tie_word_embeddings:
+        m.tie_weights()
     return m.to(dev).eval()
 
 
@@ -67,7 +62,7 @@ def time_eager(model, prompt: torch.Tensor, steps: int) -> float:
     tok = out.logits[:, -1:].argmax(-1)
     for _ in range(2):
         tok = model(input_ids=tok, past_key_values=cache, use_cache=True).logits.argmax(-1)
-    torch.cuda.synchronize()
+    _sync(prompt.device)
     t0 = time.perf_counter()
     for _ in range(steps):
         tok = model(input_ids=tok, past_key_values=cache, use_cache=True).logits.argmax(-1)
@@ -105,9 +100,14 @@ class CompiledStep:
         tok = logits[:, -1:].argmax(-1)
         for i in range(3):  # compile on first use; later warm-ups replay the graph
             tok = self.step(tok, torch.tensor([P + i], device=dev)).clone()
-        torch.cuda.synchronize()
+        _sync(dev)
         t0 = time.perf_counter()
         for i in range(steps):
             tok = self.step(tok, torch.tensor([P + 3 + i], device=dev)).clone()
             int(tok)
         return (time.perf_counter() - t0) / steps
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

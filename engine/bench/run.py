@@ -25,6 +25,19 @@ from ..hardware import measure_copy_bandwidth
 from ..sampling import SamplingParams
 from .models import SHAPES, random_weights
 
+EMBEDDED = "embedded"
+
+
+def default_models() -> list[str]:
+    from ..errors import ModelLoadError
+    from ..loaders import embedded_model_path
+
+    try:
+        embedded_model_path()
+        return [EMBEDDED, *SHAPES]
+    except ModelLoadError:
+        return list(SHAPES)
+
 
 def _versions() -> dict:
     try:
@@ -58,33 +71,45 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def greedy_check(ref: Backend, fast: Backend, prompt: list[int], steps: int) -> dict:
-    """Greedy tokens of `fast` against `ref` from the same prompt. On the first difference,
-    the reference's top-1 minus the fast path's token logit tells a near-tie from a bug."""
-    out = {}
-    for name, b in (("ref", ref), ("fast", fast)):
-        cache = b.new_cache()
-        logits = b.prefill(cache, prompt, 0)
-        out[name] = list(b.decode(cache, logits, len(prompt), SamplingParams(max_tokens=steps),
-                                  frozenset(), steps))
-    r, f = out["ref"], out["fast"]
-    first = next((i for i, (a, b) in enumerate(zip(r, f, strict=True)) if a != b), None)
-    rec = {"steps": steps, "equal": first is None, "first_diff": first}
-    if first is not None:
-        cache = ref.new_cache()
-        seq = prompt + r[:first]
-        logits = ref.logits(cache, seq, 0)[-1]
-        rec["ref_logit_gap"] = float(logits[r[first]] - logits[f[first]])
-        top2 = torch.topk(logits, 2).values
-        rec["ref_top2_gap"] = float(top2[0] - top2[1])
+def greedy_check(oracle: Backend, fast: Backend, prompt: list[int], steps: int) -> dict:
+    """Greedy tokens of `fast`, checked step by step against `oracle` (the reference backend in
+    float32 on the same bf16 weights), teacher-forced along fast's own tokens: one oracle pass
+    scores every step. Where fast's token is not the oracle's argmax, the oracle's logit gap
+    (its max minus its logit of fast's token) tells a near-tie from a bug."""
+    cache = fast.new_cache()
+    logits = fast.prefill(cache, prompt, 0)
+    toks = list(fast.decode(cache, logits, len(prompt), SamplingParams(max_tokens=steps),
+                            frozenset(), steps))
+    ocache = oracle.new_cache()
+    oracle.prefill(ocache, prompt[:-1], 0)
+    ref = oracle.logits(ocache, prompt[-1:] + toks[:-1], len(prompt) - 1)  # [steps, V]
+    chosen = ref.gather(1, torch.tensor(toks, device=ref.device)[:, None])[:, 0]
+    gaps = ref.max(dim=1).values - chosen  # 0 where fast picked the oracle's argmax
+    flips = (gaps > 0).nonzero()[:, 0].tolist()
+    top2 = torch.topk(ref, 2, dim=1).values
+    rec = {"steps": steps, "equal": not flips, "flips": len(flips),
+           "first_flip": flips[0] if flips else None,
+           "max_flip_gap": float(gaps.max()), "median_top2_gap":
+           float((top2[:, 0] - top2[:, 1]).median())}
     return rec
 
 
-def bench_model(key: str, cfg: ModelConfig, args, bw: float, emit) -> None:
+def load_bench_model(key: str, dev: torch.device, dtype: torch.dtype
+                     ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Random weights at a real shape, or the embedded default's own weights ("embedded")."""
+    if key == EMBEDDED:
+        from ..loaders import load_model
+
+        m = load_model(None)
+        return m.config, {k: v.to(dev, dtype) for k, v in m.weights.items()}
+    return SHAPES[key], random_weights(SHAPES[key], dev, dtype)
+
+
+def bench_model(key: str, args, bw: float, emit) -> None:
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    max_ctx = max(args.contexts) + args.steps + 16
-    weights = random_weights(cfg, dev, dtype)
+    cfg, weights = load_bench_model(key, dev, dtype)
+    max_ctx = min(max(args.contexts) + args.steps + 16, cfg.max_position_embeddings)
     wbytes = cfg.decode_weight_bytes(2)
     base = {"model": key, "weight_bytes": wbytes, "roofline_tokens_per_s": bw / wbytes if bw
             else None, "T": 1}
@@ -97,12 +122,15 @@ def bench_model(key: str, cfg: ModelConfig, args, bw: float, emit) -> None:
             backends[name] = create_backend(name, cfg, weights, dev, dtype, max_ctx)
         except Exception as e:  # report and go on with the other backends
             emit({**base, "backend": name, "error": f"{type(e).__name__}: {e}"[:500]})
-    if "reference" in backends:
-        for name, b in backends.items():
-            if name != "reference" and args.check_steps:
-                rec = greedy_check(backends["reference"], b, prompts[min(args.contexts)],
-                                   args.check_steps)
-                emit({**base, "backend": name, "check": rec})
+    fast = [n for n in backends if n != "reference"]
+    if fast and args.check_steps:
+        oracle = create_backend("reference", cfg, {k: v.float() for k, v in weights.items()},
+                                dev, torch.float32, max_ctx)
+        for name in fast:
+            for ctx in sorted({min(args.contexts), max(args.contexts)}):
+                rec = greedy_check(oracle, backends[name], prompts[ctx], args.check_steps)
+                emit({**base, "backend": name, "context": ctx, "check": rec})
+        del oracle
     for ctx in args.contexts:
         for name, b in backends.items():
             steps = args.steps if name != "reference" else min(args.steps, 32)
@@ -114,7 +142,7 @@ def bench_model(key: str, cfg: ModelConfig, args, bw: float, emit) -> None:
                 emit({**base, "backend": name, "context": ctx, "error": repr(e)[:500]})
     del backends
     hf_backends = [b for b in args.backends if b.startswith("hf-")]
-    if hf_backends and dev.type == "cuda":
+    if hf_backends and dev.type == "cuda" and key != EMBEDDED:  # same shape as smollm2-135m
         _bench_hf(cfg, weights, prompts, args, hf_backends, max_ctx, base, emit)
 
 
@@ -147,7 +175,9 @@ def _bench_hf(cfg, weights, prompts, args, names, max_ctx, base, emit) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="agentfast bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(SHAPES), help="comma list of " + ", ".join(SHAPES))
+    ap.add_argument("--models", default=",".join(default_models()),
+                    help=f"comma list of {', '.join(SHAPES)}, {EMBEDDED} (the embedded default's "
+                    "real weights; included by default when its file is installed)")
     ap.add_argument("--contexts", default="128,1024,8192")
     ap.add_argument("--backends", default="hf-eager,hf-compile,reference,graph")
     ap.add_argument("--steps", type=int, default=128, help="decode steps timed per point")
@@ -175,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(records, indent=1))
 
     for key in args.models.split(","):
-        if key not in SHAPES:
-            ap.error(f"unknown model {key!r} (known: {', '.join(SHAPES)})")
-        bench_model(key, SHAPES[key], args, bw or 0.0, emit)
+        if key not in SHAPES and key != EMBEDDED:
+            ap.error(f"unknown model {key!r} (known: {', '.join(SHAPES)}, {EMBEDDED})")
+        bench_model(key, args, bw or 0.0, emit)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     from .report import write_report

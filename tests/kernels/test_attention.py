@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_utils import (
+    DEVICE,
+    DTYPES,
+    assert_close,
+    interpreted,
+    qkv_args,
+    randn,
+    rope_tables,
+    seeded,  # noqa: F401 (autouse fixture)
+)
+
+from agentfast.kernels import attention as at
+from agentfast.kernels import qkv_rope as qr
+
+HEADS = [(4, 2, 64), (9, 3, 64), (8, 8, 128), (4, 2, 16), (6, 2, 32)]
+
+pytestmark = interpreted
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pos", [0, 5, 37])
+@pytest.mark.parametrize("nh,nkv,hd", HEADS)
+def test_attention(nh, nkv, hd, pos, dtype):
+    q = randn(nh, hd, dtype=dtype)
+    kc, vc = randn(nkv, 64, hd, dtype=dtype), randn(nkv, 64, hd, dtype=dtype)
+    p = torch.tensor([pos], dtype=torch.int32, device=DEVICE)
+    out = torch.empty_like(q)
+    assert at.attention(q, kc, vc, p, out=out, num_splits=4, block_t=16) is out
+    assert_close(out, at.attention_ref(q, kc, vc, p), dtype)
+
+
+@pytest.mark.parametrize("pos,window,num_splits,block_t", [
+    (0, None, 4, 32), (150, None, 8, 16), (150, 20, 4, 16), (199, 100, 16, 16), (199, 1, 2, 64),
+    (63, 64, 3, 32), (100, 300, 1, 64), (199, None, 64, 16), (37, None, 5, 128),
+])
+def test_attention_splits_and_window(pos, window, num_splits, block_t):
+    nh, nkv, hd = 4, 2, 64
+    q = randn(nh, hd, dtype=torch.bfloat16, scale=2.0)
+    kc, vc = randn(nkv, 200, hd, dtype=torch.bfloat16), randn(nkv, 200, hd, dtype=torch.bfloat16)
+    p = torch.tensor([pos], dtype=torch.int32, device=DEVICE)
+    out = at.attention(q, kc, vc, p, sliding_window=window, num_splits=num_splits,
+                       block_t=block_t)
+    assert_close(out, at.attention_ref(q, kc, vc, p, sliding_window=window), torch.bfloat16)
+
+
+def test_workspace_reused_as_length_grows():
+    """One workspace and fixed launch arguments for every step, like a replayed graph."""
+    nh, nkv, hd, max_len = 4, 2, 64, 96
+    kc, vc = randn(nkv, max_len, hd), randn(nkv, max_len, hd)
+    ws = torch.full((at.workspace_size(nh, hd, max_len, 4),), float("nan"), device=DEVICE)
+    p = torch.zeros(1, dtype=torch.int32, device=DEVICE)
+    out = torch.empty(nh, hd, device=DEVICE)
+    for pos in (95, 3, 40):
+        q = randn(nh, hd)
+        p.fill_(pos)
+        at.attention(q, kc, vc, p, out=out, workspace=ws, num_splits=4, block_t=16)
+        assert_close(out, at.attention_ref(q, kc, vc, p), torch.float32)
+
+
+def test_split_heuristic():
+    for nkv in (1, 2, 3, 8):  # the default workspace fits every default split count
+        for max_len in (1, 16, 100, 4096, 131072):
+            s = at.pick_num_splits(nkv, max_len)
+            assert at.workspace_size(8, 64, max_len) >= at.workspace_size(8, 64, max_len, s)
+    assert at.pick_num_splits(8, 8192) == 16
+    assert at.pick_num_splits(3, 8192) == 32
+    assert at.pick_num_splits(2, 200) == 4  # no more splits than blocks of 64
+    assert at.pick_num_splits(3, 64) == 1
+
+
+def test_decode_chain():
+    """qkv_rope then attention over three steps; the caches fill up as a decode would."""
+    nh, nkv, hd, K = 9, 3, 64, 96
+    cos, sin = rope_tables(32, hd)
+    kc, vc = torch.zeros(nkv, 32, hd, device=DEVICE), torch.zeros(nkv, 32, hd, device=DEVICE)
+    kr, vr = kc.clone(), vc.clone()
+    p = torch.zeros(1, dtype=torch.int32, device=DEVICE)
+    for pos in range(3):
+        p.fill_(pos)
+        args = qkv_args(nh, nkv, hd, K, torch.float32, True, True, False)
+        q = qr.qkv_rope(**args, cos=cos, sin=sin, pos=p, k_cache=kc, v_cache=vc)
+        o = at.attention(q, kc, vc, p)
+        q_ref = qr.qkv_rope_ref(**args, cos=cos, sin=sin, pos=p, k_cache=kr, v_cache=vr)
+        assert_close(o, at.attention_ref(q_ref, kr, vr, p), torch.float32, tol=1e-4)

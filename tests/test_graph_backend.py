@@ -1,0 +1,92 @@
+"""The CUDA-graph backend against the reference backend (GPU tests run on the device machine)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agentfast.engine import Engine, SamplingParams
+from agentfast.engine.errors import RequestError
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# The graph kernels take head_dim 64 or 128: checkpoints of their own, every architecture.
+GPU_VARIANTS = {
+    "llama": ("llama", {"hidden_size": 256, "num_attention_heads": 4}),
+    "qwen2": ("qwen2", {"hidden_size": 256, "num_attention_heads": 4}),
+    "qwen3_tied_hd128": ("qwen3", {"head_dim": 128, "tie_word_embeddings": True}),
+    "mistral_window": ("mistral", {"hidden_size": 256, "num_attention_heads": 4,
+                                   "sliding_window": 16}),
+    "llama_bias_llama3rope": ("llama", {
+        "hidden_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "attention_bias": True,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+}
+
+
+@pytest.fixture(scope="module")
+def gpu_checkpoints(tmp_path_factory):
+    from tiny_models import make_checkpoint
+
+    root = tmp_path_factory.mktemp("gpu_ckpt")
+    return {name: make_checkpoint(root / name, arch, seed=i, **over)
+            for i, (name, (arch, over)) in enumerate(GPU_VARIANTS.items())}
+
+
+def test_graph_backend_needs_cuda(llama_dir):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the refusal path is for CPU machines")
+    with pytest.raises(RequestError, match="CUDA"):
+        Engine.load(str(llama_dir), backend="graph", device="cpu")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("name", list(GPU_VARIANTS))
+def test_graph_greedy_equals_reference_fp32(gpu_checkpoints, name):
+    folder = str(gpu_checkpoints[name])
+    ref = Engine.load(folder, backend="reference", device="cuda", dtype=torch.float32)
+    fast = Engine.load(folder, backend="graph", device="cuda", dtype=torch.float32)
+    ids = ref.tokenizer.encode("The capital of France is Paris. def add(a, b): return a + b")
+    p = SamplingParams(max_tokens=200, ignore_eos=True)
+    assert fast.generate(ids, p).token_ids == ref.generate(ids, p).token_ids
+
+
+@pytest.mark.gpu
+@cuda
+def test_graph_sessions_sampling_and_stops(gpu_checkpoints):
+    folder = str(gpu_checkpoints["llama"])
+    eng = Engine.load(folder, backend="graph", device="cuda", dtype=torch.float32)
+    ref = Engine.load(folder, backend="reference", device="cuda", dtype=torch.float32)
+    ids = eng.tokenizer.encode("Agents call tools, read files")
+    p = SamplingParams(max_tokens=24, temperature=1.0, top_p=0.9, top_k=40, seed=3,
+                       ignore_eos=True)
+    a, b = eng.generate(ids, p), eng.generate(ids, p)
+    assert a.token_ids == b.token_ids and len(a.token_ids) == 24
+    c = eng.generate(ids, SamplingParams(max_tokens=24, temperature=1.0, seed=4, ignore_eos=True))
+    assert c.token_ids != a.token_ids
+    g = SamplingParams(max_tokens=16, ignore_eos=True)
+    first = eng.generate(ids, g, session="s")
+    warm = eng.generate(ids + first.token_ids[:5] + ids[:3], g, session="s")
+    assert warm.reused_tokens == len(ids) + 5
+    assert warm.token_ids == ref.generate(ids + first.token_ids[:5] + ids[:3], g).token_ids
+    stop_tok = first.token_ids[6]
+    r = eng.generate(ids, SamplingParams(max_tokens=16, stop_token_ids=(stop_tok,),
+                                         ignore_eos=True))
+    assert r.token_ids == first.token_ids[: first.token_ids.index(stop_tok)]
+
+
+@pytest.mark.gpu
+@cuda
+def test_graph_embedded_model_answers():
+    from agentfast.engine.errors import ModelLoadError
+    from agentfast.engine.loaders import embedded_model_path
+
+    try:
+        embedded_model_path()
+    except ModelLoadError as e:
+        pytest.skip(str(e))
+    eng = Engine.load(None, backend="graph", device="cuda")
+    r = eng.chat([{"role": "user", "content": "What is the capital of France?"}])
+    assert "Paris" in r.text
