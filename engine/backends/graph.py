@@ -98,8 +98,10 @@ class GraphBackend(Backend):
                  dtype: torch.dtype, max_len: int):
         if device.type != "cuda":
             raise RequestError("the graph backend needs a CUDA device (use --backend reference)")
-        if cfg.head_dim not in (64, 128):
-            raise RequestError(f"the graph backend supports head_dim 64 and 128, not "
+        from ...kernels.attention import HEAD_DIMS
+
+        if cfg.head_dim not in HEAD_DIMS:
+            raise RequestError(f"the graph backend supports head_dim {HEAD_DIMS}, not "
                                f"{cfg.head_dim}")
         self.cfg, self.device, self.dtype, self.max_len = cfg, device, dtype, max_len
         w = build_weights(cfg, weights, device, dtype)

@@ -101,3 +101,24 @@ def write_report(records: list[dict], stem: Path, command: str) -> str:
         print("(matplotlib not installed: no plot)")
     print(text)
     return text
+
+
+def merge(paths: list[Path], stem: Path, command: str) -> str:
+    """One report from the records of several runs (each record keeps its own run's copy
+    bandwidth and roofline): `python -m agentfast.engine.bench.report OUT_STEM A.json B.json`."""
+    import json
+
+    latest: dict[tuple, dict] = {}  # a later run's record replaces an earlier one's
+    for p in paths:
+        for r in json.loads(Path(p).read_text()):
+            kind = "check" if "check" in r else "error" if "error" in r else "time"
+            latest[(r["model"], r["backend"], r.get("context"), kind)] = r
+    records = list(latest.values())
+    stem.with_suffix(".json").write_text(json.dumps(records, indent=1))
+    return write_report(records, stem, command)
+
+
+if __name__ == "__main__":
+    import sys
+
+    merge([Path(p) for p in sys.argv[2:]], Path(sys.argv[1]), " ".join(sys.argv[2:]))
