@@ -43,3 +43,19 @@ def test_prefill_in_chunks_equals_one_pass(checkpoints):
     parts = [eng.backend.logits(cache, ids[:7], 0), eng.backend.logits(cache, ids[7:8], 7),
              eng.backend.logits(cache, ids[8:], 8)]
     torch.testing.assert_close(torch.cat(parts), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_sharded_checkpoint_loads_like_single(tmp_path, checkpoints):
+    """A checkpoint saved in several shards (with the index file) gives the same logits."""
+    from tiny_models import hf_model, write_tokenizer
+
+    src = checkpoints["qwen2"]
+    sharded = tmp_path / "sharded"
+    hf_model(src).save_pretrained(sharded, max_shard_size="100KB")
+    write_tokenizer(sharded)
+    assert (sharded / "model.safetensors.index.json").is_file()
+    assert len(list(sharded.glob("*.safetensors"))) > 1
+    a, b = Engine.load(str(src), device="cpu"), Engine.load(str(sharded), device="cpu")
+    ids = a.tokenizer.encode(PROMPT)
+    torch.testing.assert_close(a.backend.logits(a.backend.new_cache(), ids, 0),
+                               b.backend.logits(b.backend.new_cache(), ids, 0))
