@@ -44,7 +44,7 @@ class ModelWeights:
     lm_head: torch.Tensor  # [V, H] (the embedding itself when tied)
 
 
-def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     h, i, q, kv, hd = cfg.hidden_size, cfg.intermediate_size, cfg.q_size, cfg.kv_size, cfg.head_dim
     shapes = {"model.embed_tokens.weight": (cfg.vocab_size, h), "model.norm.weight": (h,)}
     if not cfg.tie_word_embeddings:
@@ -75,7 +75,7 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def check_weights(cfg: ModelConfig, sd: dict[str, torch.Tensor], source: str) -> None:
     """Every expected tensor present with its shape, nothing unexpected left over."""
-    expected = _expected_shapes(cfg)
+    expected = expected_shapes(cfg)
     for name, shape in expected.items():
         if name not in sd:
             raise ModelLoadError(f"{source}: tensor {name!r} is missing")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..config import ModelConfig, RopeScaling
-from ..model import _expected_shapes
+from ..model import expected_shapes
 
 SHAPES: dict[str, ModelConfig] = {
     "smollm2-135m": ModelConfig(
@@ -41,7 +41,7 @@ def random_weights(cfg: ModelConfig, device: torch.device | str, dtype: torch.dt
     spread (fewer bf16 near-ties in greedy comparisons), norms 1 + N(0, 0.05)."""
     g = torch.Generator(device=device).manual_seed(seed)
     out = {}
-    for name, shape in _expected_shapes(cfg).items():
+    for name, shape in expected_shapes(cfg).items():
         t = torch.empty(shape, device=device, dtype=dtype)
         if len(shape) == 1:
             std, mean = (0.05, 1.0) if "norm" in name else (0.02, 0.0)

@@ -23,6 +23,7 @@ from gguf import GGMLQuantizationType as T
 
 from ..config import ModelConfig, RopeScaling
 from ..errors import ModelLoadError, UnsupportedModelError
+from ..model import expected_shapes
 from . import LoadedModel, Progress
 from .gguf_tokenizer import field_value, tokenizer_from_gguf
 
@@ -179,30 +180,6 @@ def _config(r: gguf.GGUFReader, src: str, names: set[str], vocab: int) -> ModelC
     )
 
 
-def _expected(c: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """HF name -> shape of every tensor the config implies."""
-    h, q, kv, i, d = c.hidden_size, c.q_size, c.kv_size, c.intermediate_size, c.head_dim
-    out = {"model.embed_tokens.weight": (c.vocab_size, h), "model.norm.weight": (h,)}
-    if not c.tie_word_embeddings:
-        out["lm_head.weight"] = (c.vocab_size, h)
-    for n in range(c.num_layers):
-        p = f"model.layers.{n}."
-        layer = {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
-                 "self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h),
-                 "self_attn.v_proj.weight": (kv, h), "self_attn.o_proj.weight": (h, q),
-                 "mlp.gate_proj.weight": (i, h), "mlp.up_proj.weight": (i, h),
-                 "mlp.down_proj.weight": (h, i)}
-        if c.qkv_bias:
-            layer.update({"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,),
-                          "self_attn.v_proj.bias": (kv,)})
-        if c.o_bias:
-            layer["self_attn.o_proj.bias"] = (h,)
-        if c.qk_norm:
-            layer.update({"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)})
-        out.update({p + k: v for k, v in layer.items()})
-    return out
-
-
 def unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """Undo llama.cpp's q/k row permutation (rows of each head: interleaved pairs -> halves)."""
     rest = w.shape[1:]
@@ -225,7 +202,7 @@ def load_gguf(path: Path, progress: Progress | None = None) -> LoadedModel:
     tokenizer = tokenizer_from_gguf(r, src)
     n_tokens = len(r.fields["tokenizer.ggml.tokens"].data)
     config = _config(r, src, names, n_tokens)
-    expected = _expected(config)
+    expected = expected_shapes(config)
     tensors = [t for t in r.tensors if t.name != "rope_freqs.weight"]
     hf = {t.name: hf_name(t.name, src) for t in tensors}
     for t in tensors:
