@@ -1,4 +1,4 @@
-"""The `agentfast` command: chat, generate, info, bench.
+"""The `agentfast` command: chat, generate, info, serve, bench.
 
 Parses arguments, loads the model with a progress line, streams text to stdout. Every expected
 failure is an AgentfastError printed as one line; nothing here knows about tensors.
@@ -135,12 +135,29 @@ def cmd_info(args) -> None:
         print(f"{k:<{width}}  {v}")
 
 
+def cmd_serve(args) -> None:
+    import logging
+
+    import uvicorn
+
+    from agentfast.server import create_app
+
+    app = create_app(_engine(args), model_name=args.model_name,
+                     request_timeout=args.request_timeout or None)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    print(f"agentfast: serving {app.state.agentfast.model!r} on http://{args.host}:{args.port}/v1"
+          " (POST /chat/completions, /completions, /responses; GET /models; /health, /metrics)",
+          file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
 def _add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     p.add_argument("-m", "--model", help="HF checkpoint folder or .gguf file "
                    "(default: the embedded SmolLM2-135M-Instruct)")
     if not sampling:
         return
-    p.add_argument("--backend", default="reference", help="reference (default)")
+    p.add_argument("--backend", default="reference",
+                   help="reference (default; CPU or GPU), graph (CUDA graph of Triton kernels)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--max-context", type=int, default=None, help="cap the KV cache length")
@@ -168,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="architecture, parameters, weight bytes, roofline")
     _add_model_args(p, sampling=False)
     p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/chat/completions, "
+                       "/v1/completions, /v1/responses, /metrics)")
+    _add_model_args(p, sampling=False)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", default="reference", help="reference (default), graph")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--max-context", type=int, default=None, help="cap the KV cache length")
+    p.add_argument("--request-timeout", type=float, default=600.0,
+                   help="seconds a request may wait + generate (0 = no limit; default 600)")
+    p.add_argument("--model-name", default=None,
+                   help="the model id clients send (default: the checkpoint's name)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(fn=cmd_serve)
     sub.add_parser("bench", help="decode speed of every backend beside HF transformers (GPU)",
                    add_help=False)
     return ap

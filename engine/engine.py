@@ -11,17 +11,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .backends import Backend, create_backend
-from .errors import ContextLengthError
+from .errors import ContextLengthError, RequestError
 from .loaders import LoadedModel, Progress, load_model
 from .sampling import SamplingParams
 from .session import Session, SessionStore
 from .stops import StopMatcher
 from .tokenizer import IncrementalDecoder
+
+if TYPE_CHECKING:
+    from .constraints import TokenAutomaton
 
 
 @dataclass
@@ -138,21 +141,36 @@ class Engine:
                 f"engine max_context={self.max_context})"
             )
 
+    def _automaton(self, params: SamplingParams) -> TokenAutomaton | None:
+        """The compiled constraint of `params` (memoized per tokenizer), or None."""
+        if params.constraint is None:
+            return None
+        if not self.backend.supports_constraints:
+            raise RequestError(f"the {self.backend.name} backend does not support constraints "
+                               "(use --backend reference)")
+        from .constraints import compile as compile_constraint
+
+        return compile_constraint(params.constraint, self.tokenizer, tuple(self.eos_ids))
+
     def _run(self, g: Generation, sess: Session, ids: list[int], params: SamplingParams,
              drop_after: bool) -> Iterator[Chunk]:
         t0 = time.perf_counter()
+        automaton = self._automaton(params)
         reused = sess.reusable_prefix(ids)
         logits = self.backend.prefill(sess.cache, ids[reused:], reused)
         sess.tokens = list(ids)
         stop_ids = frozenset(params.stop_token_ids) | (
             frozenset() if params.ignore_eos else self.eos_ids)
+        if automaton is not None:  # under a constraint EOS ends the (complete) output
+            stop_ids |= frozenset(automaton.eos_ids)
         max_new = min(params.max_tokens, self.max_context - len(ids))
         decoder = IncrementalDecoder(self.tokenizer)
         stops = StopMatcher(params.stop)
         out_ids: list[int] = []
         text: list[str] = []
         finish, stop_by, t_first = "length", None, None
-        steps = self.backend.decode(sess.cache, logits, len(ids), params, stop_ids, max_new)
+        kw = {} if automaton is None else {"automaton": automaton}
+        steps = self.backend.decode(sess.cache, logits, len(ids), params, stop_ids, max_new, **kw)
         try:
             for tok in steps:
                 if t_first is None:

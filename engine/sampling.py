@@ -8,10 +8,14 @@ tokenizers: stop strings are matched on text by the generation loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import RequestError
+
+if TYPE_CHECKING:
+    from .constraints import Constraint
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # stop strings, matched on the generated text
     stop_token_ids: tuple[int, ...] = ()  # in addition to the model's EOS ids
     ignore_eos: bool = False
+    # Structured output (JSON Schema, regex, choice, tool call): disallowed tokens are masked
+    # before sampling and EOS is allowed only where the output is complete. Compared by spec.
+    constraint: Constraint | None = None
 
     def __post_init__(self):
         if self.max_tokens < 1:
@@ -36,6 +43,12 @@ class SamplingParams:
             raise RequestError(f"top_p must be in (0, 1], got {self.top_p}")
         if any(not s for s in self.stop):
             raise RequestError("stop strings must not be empty")
+        if self.constraint is not None:
+            from .constraints import Constraint
+
+            if not isinstance(self.constraint, Constraint):
+                raise RequestError("constraint must be made by agentfast.engine.constraints "
+                                   f"(json_schema, regex, ...), not {type(self.constraint)}")
 
     @property
     def greedy(self) -> bool:

@@ -90,3 +90,30 @@ def test_graph_embedded_model_answers():
     eng = Engine.load(None, backend="graph", device="cuda")
     r = eng.chat([{"role": "user", "content": "What is the capital of France?"}])
     assert "Paris" in r.text
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_graph_constrained_equals_reference(gpu_checkpoints, temperature):
+    import json
+
+    import jsonschema
+
+    from agentfast.engine.constraints import json_schema
+
+    # Every string of this schema is short, so even a random model completes it.
+    schema = {"type": "object", "properties": {"color": {"enum": ["red", "green", "blue"]},
+                                               "ok": {"type": "boolean"}},
+              "required": ["color", "ok"], "additionalProperties": False}
+    folder = str(gpu_checkpoints["qwen3_tied_hd128"])
+    fast = Engine.load(folder, backend="graph", device="cuda", dtype=torch.float32)
+    ref = Engine.load(folder, backend="reference", device="cuda", dtype=torch.float32)
+    ids = fast.tokenizer.encode("Give me a person as JSON:")
+    p = SamplingParams(max_tokens=120, temperature=temperature, seed=5,
+                       constraint=json_schema(schema))
+    out = fast.generate(ids, p)
+    assert out.finish_reason == "stop"
+    jsonschema.validate(json.loads(out.text), schema)
+    if temperature == 0.0:
+        assert out.token_ids == ref.generate(ids, p).token_ids

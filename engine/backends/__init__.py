@@ -23,6 +23,9 @@ class Backend(ABC):
     device: torch.device
     dtype: torch.dtype
     max_len: int
+    # Whether `decode` takes `automaton=` (structured outputs); the engine refuses a constrained
+    # request on a backend without it rather than generate unconstrained.
+    supports_constraints: bool = False
 
     @abstractmethod
     def new_cache(self) -> Any:
@@ -34,10 +37,16 @@ class Backend(ABC):
 
     @abstractmethod
     def decode(self, cache: Any, logits: torch.Tensor, start: int, params: SamplingParams,
-               stop_ids: frozenset[int], max_new: int) -> Iterator[int]:
+               stop_ids: frozenset[int], max_new: int, automaton: Any = None) -> Iterator[int]:
         """Sample from `logits`, then keep decoding: yield each new token id. The token at
         position `start` is the first sampled one. Stops after a token in `stop_ids` (yielded)
-        or `max_new` tokens; the caller may close the iterator early (cancellation)."""
+        or `max_new` tokens; the caller may close the iterator early (cancellation).
+
+        `automaton` (a `constraints.TokenAutomaton`, only passed when `supports_constraints`):
+        before each sample, tokens the current state does not allow get logit -inf; after it,
+        the state advances. Its EOS ids are in `stop_ids`; when the state allows only EOS, the
+        backend yields an EOS id without running the model (also after the `max_new`-th
+        token: a complete output ends with "stop", not "length")."""
 
     def logits(self, cache: Any, tokens: list[int], start: int) -> torch.Tensor:
         """Logits [T, V] float32 of every position of `tokens` (tests and oracles)."""

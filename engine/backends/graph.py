@@ -23,6 +23,11 @@ from ..sampling import SamplingParams
 from . import Backend
 
 LOOKAHEAD = 2  # decode steps the host enqueues ahead of the token it is reading
+MAX_GRAPHS = 8  # captured graphs kept per KV cache (greedy/sampled x recent constraints)
+
+
+def _cdiv(a: int, b: int) -> int:  # (triton.cdiv without importing triton here)
+    return -(-a // b)
 
 
 @dataclass
@@ -86,13 +91,20 @@ class StepState:
         self.top_p = torch.ones(1, dtype=f32, device=device)
         self.seed = torch.zeros(1, dtype=torch.int64, device=device)
         self.offset = torch.zeros(1, dtype=torch.int64, device=device)
-        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}  # greedy? -> graph
+        self.cstate = torch.zeros(1, dtype=i32, device=device)  # constraint automaton state
+        self.ws_argmax = (torch.zeros(_cdiv(cfg.vocab_size, 4096), dtype=f32,
+                                      device=device),
+                          torch.zeros(_cdiv(cfg.vocab_size, 4096), dtype=i32,
+                                      device=device))
+        # (greedy?, automaton or None) -> graph; the automaton's tables are baked in.
+        self.graphs: dict[tuple[bool, object], torch.cuda.CUDAGraph] = {}
         self.ring = torch.zeros(LOOKAHEAD + 2, dtype=i32, pin_memory=True)
         self.events = [torch.cuda.Event() for _ in range(LOOKAHEAD + 2)]
 
 
 class GraphBackend(Backend):
     name = "graph"
+    supports_constraints = True
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int):
@@ -124,10 +136,10 @@ class GraphBackend(Backend):
 
     # ---- the captured step ---------------------------------------------------------------
 
-    def _step(self, st: StepState, cache: KVCache, greedy: bool) -> None:
-        """One decode step on the device: st.tok at st.pos -> next st.tok, st.pos + 1."""
+    def _step(self, st: StepState, cache: KVCache, greedy: bool, automaton=None) -> None:
+        """One decode step on the device: st.tok at st.pos -> next st.tok, st.pos + 1 (and the
+        constraint state advanced past the new token)."""
         from ...kernels import attention as attn
-        from ...kernels import lm_head as head
         from ...kernels import matvec as mv
         from ...kernels.qkv_rope import qkv_rope
 
@@ -143,29 +155,53 @@ class GraphBackend(Backend):
             mv.gate_up_silu(lw.w_gate, lw.w_up, st.x, norm_weight=lw.mlp_norm, eps=eps,
                             out=st.act)
             mv.matvec(lw.w_down, st.act, residual=st.x)
-        if greedy:
+        if greedy and automaton is None:
+            from ...kernels import lm_head as head
+
             head.lm_head_argmax(st.x, self.w.norm, self.w.lm_head, eps, out=st.tok,
                                 logits=st.logits, workspace=st.ws_head)
         else:
+            from ...kernels import lm_head as head
+
             head.lm_head(st.x, self.w.norm, self.w.lm_head, eps, out=st.logits)
-            head.sample(st.logits, st.temperature, st.top_k, st.top_p, st.seed, st.offset,
-                        out=st.tok)
+            self._pick(st, greedy, automaton)
         st.pos.add_(1)
 
-    def _graph(self, st: StepState, cache: KVCache, greedy: bool) -> torch.cuda.CUDAGraph:
-        g = st.graphs.get(greedy)
+    def _pick(self, st: StepState, greedy: bool, automaton) -> None:
+        """st.logits -> st.tok: mask by the constraint state, argmax or sample, advance."""
+        from ...kernels import constraint_mask as cm
+        from ...kernels import lm_head as head
+
+        if automaton is not None:
+            cm.mask_logits(st.logits, automaton.bitmask, st.cstate)
+        if greedy:
+            head.argmax(st.logits, out=st.tok, workspace=st.ws_argmax)
+        else:
+            head.sample(st.logits, st.temperature, st.top_k, st.top_p, st.seed, st.offset,
+                        out=st.tok)
+        if automaton is not None:
+            cm.advance_state(st.cstate, st.tok, automaton.row_ptr, automaton.tokens,
+                             automaton.next_state, automaton.max_row)
+
+    def _graph(self, st: StepState, cache: KVCache, greedy: bool,
+               automaton=None) -> torch.cuda.CUDAGraph:
+        key = (greedy, automaton)
+        g = st.graphs.get(key)
         if g is None:
-            saved = (st.tok.clone(), st.pos.clone(), st.offset.clone())
+            if len(st.graphs) >= MAX_GRAPHS:  # constrained graphs pile up: drop the oldest
+                st.graphs.pop(next(iter(st.graphs)))
+            saved = [t.clone() for t in (st.tok, st.pos, st.offset, st.cstate)]
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # compile every kernel before capture
-                self._step(st, cache, greedy)
+                self._step(st, cache, greedy, automaton)
             torch.cuda.current_stream(self.device).wait_stream(side)
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):
-                self._step(st, cache, greedy)
-            st.tok.copy_(saved[0]), st.pos.copy_(saved[1]), st.offset.copy_(saved[2])
-            st.graphs[greedy] = g
+                self._step(st, cache, greedy, automaton)
+            for t, v in zip((st.tok, st.pos, st.offset, st.cstate), saved, strict=True):
+                t.copy_(v)
+            st.graphs[key] = g
         return g
 
     def _state(self, cache: KVCache) -> StepState:
@@ -175,23 +211,24 @@ class GraphBackend(Backend):
         return st
 
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
-               stop_ids: frozenset[int], max_new: int) -> Iterator[int]:
-        from ...kernels import lm_head as head
-
+               stop_ids: frozenset[int], max_new: int, automaton=None) -> Iterator[int]:
         st = self._state(cache)
         greedy = params.greedy
-        if greedy:
-            head.argmax(logits.contiguous(), out=st.tok)
-        else:
+        host_auto = automaton  # host tables: the host follows the state to see the end
+        if automaton is not None:
+            automaton = automaton.to(self.device)
+            st.cstate.fill_(automaton.state0)
+        if not greedy:
             st.temperature.fill_(params.temperature), st.top_k.fill_(params.top_k)
             st.top_p.fill_(params.top_p)
             seed = params.seed if params.seed is not None else int(
                 torch.randint(0, 2**62, (1,)).item())
             st.seed.fill_(seed), st.offset.fill_(0)
-            head.sample(logits.contiguous(), st.temperature, st.top_k, st.top_p, st.seed,
-                        st.offset, out=st.tok)
+        st.logits.copy_(logits)
+        self._pick(st, greedy, automaton)  # the first token, from the prefill's logits
         st.pos.fill_(start)
-        graph = self._graph(st, cache, greedy)
+        graph = self._graph(st, cache, greedy, automaton)
+        host_state = automaton.state0 if automaton is not None else 0
         slots = len(st.events)
 
         def publish(i: int) -> None:  # enqueue: token i -> host ring slot
@@ -210,3 +247,8 @@ class GraphBackend(Backend):
             yield tok
             if tok in stop_ids:
                 return
+            if host_auto is not None:
+                host_state = host_auto.next(host_state, tok)
+                if host_auto.is_done(host_state):  # only EOS is left
+                    yield host_auto.eos_ids[0]
+                    return

@@ -1,11 +1,13 @@
 """The reference backend: the PyTorch transformer and the PyTorch sampler, step by step.
 
 Runs on CPU or CUDA; one host round trip per token (it is the oracle, not the fast path).
+Constraints are applied with tensor ops (the state's bitmask row), the state advanced on the host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -14,9 +16,13 @@ from ..model import KVCache, Transformer, build_weights
 from ..sampling import SamplingParams, make_generator, sample
 from . import Backend
 
+if TYPE_CHECKING:
+    from ..constraints import TokenAutomaton
+
 
 class ReferenceBackend(Backend):
     name = "reference"
+    supports_constraints = True
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int):
@@ -41,13 +47,26 @@ class ReferenceBackend(Backend):
         return self.model.forward(self._ids(tokens), start, cache)
 
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
-               stop_ids: frozenset[int], max_new: int) -> Iterator[int]:
+               stop_ids: frozenset[int], max_new: int,
+               automaton: TokenAutomaton | None = None) -> Iterator[int]:
         gen = None if params.greedy else make_generator(params.seed, self.device)
+        masks = automaton.to(logits.device) if automaton is not None else None
+        state = automaton.state0 if automaton is not None else 0
         pos = start
         for i in range(max_new):
+            if masks is not None:
+                logits = masks.mask_logits(logits, state)  # disallowed tokens -> -inf
             tok = int(sample(logits, params, gen))
             yield tok
-            if tok in stop_ids or i == max_new - 1:
+            if tok in stop_ids:
+                return
+            if automaton is not None:
+                state = automaton.next(state, tok)
+                assert state >= 0, f"token {tok} is not allowed by the constraint"
+                if automaton.is_done(state):  # only EOS is left: no forward pass needed
+                    yield automaton.eos_ids[0]
+                    return
+            if i == max_new - 1:
                 return
             logits = self.model.forward(self._ids([tok]), pos, cache, last_only=True)[0]
             pos += 1

@@ -1,0 +1,176 @@
+"""One engine, one request at a time: a FIFO queue and one worker thread per engine.
+
+Requests wait in arrival order (fair); the worker thread runs each generation to its end and
+posts every chunk to the asyncio loop of the request that asked, so event loops never block on
+the model. Between tokens the worker checks the request's cancel flag (client gone) and its
+deadline (per-request timeout); either closes the generation (`Generation.close()`). Knows the
+engine's streaming API, not HTTP or OpenAI shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from agentfast.engine import Engine, GenerationResult, SamplingParams
+from agentfast.engine.errors import AgentfastError, ContextLengthError
+
+from .logprobs import Scorer, TokenLogprob
+from .metrics import Metrics
+from .protocol import APIError
+
+log = logging.getLogger("agentfast.server")
+
+
+@dataclass
+class Work:
+    ids: list[int]
+    params: SamplingParams
+    session: str
+    top_logprobs: int | None = None  # None: no logprobs; n >= 0: with n alternatives
+
+
+@dataclass
+class Step:
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class Done:
+    result: GenerationResult
+
+
+class Job:
+    def __init__(self, work: Work, loop: asyncio.AbstractEventLoop, timeout: float | None):
+        self.work, self.loop = work, loop
+        self.q: asyncio.Queue = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.submitted = time.monotonic()
+        self.deadline = self.submitted + timeout if timeout else float("inf")
+        self.timeout = timeout
+
+    def cancel(self) -> None:
+        """Stop at the next token (or skip, if still queued). Safe to call more than once."""
+        self.cancelled.set()
+
+    def post(self, item: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.q.put_nowait, item)
+        except RuntimeError:  # the requester's loop is gone
+            self.cancelled.set()
+
+    def timed_out(self) -> APIError:
+        return APIError(f"the request did not finish within the server's request timeout of "
+                        f"{self.timeout:g} s", status=408, code="request_timeout",
+                        type="timeout_error")
+
+    async def events(self) -> AsyncIterator[Step | Done]:
+        """Steps as produced, then Done; raises the error if the generation failed."""
+        while True:
+            item = await self.q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if isinstance(item, Done):
+                return
+
+
+class Scheduler:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.metrics = Metrics()
+        self._q: queue.Queue[Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, work: Work, timeout: float | None) -> Job:
+        job = Job(work, asyncio.get_running_loop(), timeout)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="agentfast-engine",
+                                                daemon=True)
+                self._thread.start()
+        self.metrics.queue(+1)
+        self._q.put(job)
+        return job
+
+    def close(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                self._q.put(None)
+                self._thread.join()
+                self._thread = None
+
+    def _loop(self) -> None:
+        while (job := self._q.get()) is not None:
+            if job.cancelled.is_set():
+                self.metrics.skipped("cancelled")
+                log.info("request cancelled while queued")
+                continue
+            if time.monotonic() > job.deadline:
+                self.metrics.skipped("timeout")
+                job.post(job.timed_out())
+                continue
+            self.metrics.started(time.monotonic() - job.submitted)
+            try:
+                self._run(job)
+            except BaseException as e:  # a bug: answer it, keep serving
+                log.exception("generation failed")
+                self.metrics.finished(None, "error")
+                job.post(e if isinstance(e, AgentfastError | APIError) else APIError(
+                    f"internal error: {type(e).__name__}: {e}", status=500, type="server_error"))
+
+    def _run(self, job: Job) -> None:
+        w, eng = job.work, self.engine
+        try:
+            gen = eng.stream(w.ids, w.params, session=w.session)
+        except ContextLengthError as e:
+            raise APIError(str(e), param="messages", code="context_length_exceeded") from None
+        scorer = None if w.top_logprobs is None else Scorer(eng, w.ids, w.session,
+                                                            w.top_logprobs)
+        outcome = None
+        try:
+            for chunk in gen:
+                if job.cancelled.is_set():
+                    outcome = "cancelled"
+                    break
+                if time.monotonic() > job.deadline:
+                    outcome = "timeout"
+                    break
+                lps = scorer.step(chunk.token_ids) if scorer else None
+                job.post(Step(chunk.text, chunk.token_ids, lps))
+        finally:
+            gen.close()
+        r = gen.result
+        outcome = outcome or (r.finish_reason if r else "error")
+        self.metrics.finished(r, outcome)
+        if outcome in ("cancelled", "timeout"):
+            n = len(r.token_ids) if r else 0
+            log.info("generation %s after %d tokens (session %s)", outcome, n, w.session)
+        if outcome == "timeout":
+            job.post(job.timed_out())
+        else:
+            assert r is not None
+            job.post(Done(r))
+
+
+_SCHEDULERS: weakref.WeakKeyDictionary[Engine, Scheduler] = weakref.WeakKeyDictionary()
+_SCHEDULERS_LOCK = threading.Lock()
+
+
+def scheduler_for(engine: Engine) -> Scheduler:
+    """The one scheduler of an engine, shared by every app serving it (one request at a time
+    per engine, whatever the number of apps or clients)."""
+    with _SCHEDULERS_LOCK:
+        s = _SCHEDULERS.get(engine)
+        if s is None:
+            s = _SCHEDULERS[engine] = Scheduler(engine)
+        return s

