@@ -65,7 +65,11 @@ def create_backend(name: str, cfg: ModelConfig, weights: dict[str, torch.Tensor]
         from .graph import GraphBackend
 
         return GraphBackend(cfg, weights, device, dtype, max_len)
+    if name == "monokernel":
+        from .monokernel import MonokernelBackend
+
+        return MonokernelBackend(cfg, weights, device, dtype, max_len)
     raise RequestError(f"unknown backend {name!r} (available: {', '.join(BACKENDS)})")
 
 
-BACKENDS = ("reference", "graph")
+BACKENDS = ("reference", "graph", "monokernel")

@@ -1,0 +1,146 @@
+"""The monokernel backend: decode runs inside one persistent kernel, many tokens per launch.
+
+Prefill (and `logits`) run the reference transformer over the same weights (stacked copies the
+reference layers point into) and the same KV cache, as the graph backend does. Decode chooses the
+first token from the prefill logits on the device by the kernel's own rule, then launches the
+kernel for the rest: it writes each token to a host-visible ring (pinned memory on CUDA) and
+bumps a progress counter, so the host yields tokens while the kernel runs; closing the iterator
+sets the cancel flag the kernel reads once per step, then waits for it to stop. CUDA; on CPU only
+under TRITON_INTERPRET=1 (tests). Knows nothing about text, sessions or stop strings.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import RequestError
+from ..model import KVCache, Transformer, build_weights
+from ..sampling import SamplingParams
+from . import Backend
+
+POLL_S = 20e-6  # host sleep between reads of the progress counter
+
+
+class MonokernelBackend(Backend):
+    name = "monokernel"
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
+                 dtype: torch.dtype, max_len: int, programs_per_sm: int = 2,
+                 num_programs: int | None = None):
+        from ...kernels.monokernel import weights as W
+        from ...kernels.monokernel.kernel import Monokernel, interpreting
+        from ...kernels.monokernel.plan import plan
+
+        if device.type == "cpu" and not interpreting():
+            raise RequestError("the monokernel backend needs a CUDA device (on CPU it runs only "
+                               "under TRITON_INTERPRET=1, for tests; use --backend reference)")
+        if device.type not in ("cpu", "cuda"):
+            raise RequestError(f"the monokernel backend does not run on {device.type}")
+        if cfg.head_dim not in (16, 32, 64, 128, 256):
+            raise RequestError(f"the monokernel backend does not support head_dim "
+                               f"{cfg.head_dim}")
+        self.cfg, self.device, self.dtype, self.max_len = cfg, device, dtype, max_len
+        mw = build_weights(cfg, weights, device, dtype)
+        self.model = Transformer(cfg, mw, max_len)  # prefill path, same weights and cache
+        self.w = W.pack_weights(cfg, mw, self.model.cos, self.model.sin)
+        def build(programs: int) -> None:
+            self.plan = plan(cfg, programs, 1, max_len, wbytes=self.w.w_qkv.element_size())
+            self.kernel = Monokernel(self.plan, self.w)
+
+        if num_programs is not None or device.type == "cpu":
+            build(num_programs or 1)  # the interpreter runs programs one after another
+        else:  # as many programs per SM as fit (compiles the greedy kernel once, here)
+            sms = torch.cuda.get_device_properties(device).multi_processor_count
+            build(programs_per_sm * sms)
+            k = torch.zeros(cfg.num_layers, cfg.num_kv_heads, 16, cfg.head_dim, dtype=dtype,
+                            device=device)
+            try:
+                fit = self.kernel.resident_per_sm(
+                    W.alloc_buffers(self.plan, device, dtype, k, k.clone()), sampling=False)
+            except (AttributeError, TypeError):  # compiled-kernel API of another triton
+                fit = programs_per_sm
+            if fit < 1:
+                raise RequestError("the monokernel does not fit on one SM of this GPU")
+            if fit < programs_per_sm:
+                build(fit * sms)
+        self._bufs: weakref.WeakKeyDictionary[KVCache, Any] = weakref.WeakKeyDictionary()
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial=self.max_len)
+
+    def prefill(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
+        ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)
+        return self.model.forward(ids, start, cache, last_only=True)[0]
+
+    def logits(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
+        ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)
+        return self.model.forward(ids, start, cache)
+
+    def _buffers(self, cache: KVCache):
+        from ...kernels.monokernel.weights import alloc_buffers
+
+        b = self._bufs.get(cache)
+        if b is None:
+            b = self._bufs[cache] = alloc_buffers(self.plan, self.device, self.dtype, cache.k,
+                                                  cache.v, pin=self.device.type == "cuda")
+        return b
+
+    def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
+               stop_ids: frozenset[int], max_new: int, automaton: Any = None) -> Iterator[int]:
+        from ...kernels.monokernel import weights as W
+        from ...kernels.monokernel.sampling import choose, sampling_mode
+
+        if automaton is not None:
+            raise RequestError("the monokernel backend does not support constraints yet")
+        cap = self.plan.tiling.cand
+        mode, top_k = sampling_mode(params.temperature, params.top_k, params.top_p,
+                                    self.cfg.vocab_size, cap)
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)))
+        first, over = choose(logits, mode, params.temperature, top_k, params.top_p,
+                             seed + start, cap)
+        if over:
+            raise RequestError(f"monokernel: the top-p nucleus reaches past its {cap} "
+                               "candidates (set top_k, or use another backend)")
+        yield first
+        if first in stop_ids or max_new <= 1:
+            return
+        b = self._buffers(cache)
+        W.start_sequence(b, self.w, token=first, pos=start, max_new=max_new,
+                         stop_ids=sorted(stop_ids), capacity=cache.capacity, mode=mode,
+                         temperature=params.temperature, top_k=top_k, top_p=params.top_p,
+                         seed=seed)
+        yield from self._stream(b, max_new, sampling=mode != W.GREEDY)
+
+    def _stream(self, b, max_new: int, sampling: bool) -> Iterator[int]:
+        from ...kernels.monokernel import weights as W
+
+        seen, running = 1, None
+        try:
+            while seen < max_new:
+                self.kernel.launch(b, max_new - seen, sampling=sampling)
+                if self.device.type == "cuda":
+                    running = torch.cuda.Event()
+                    running.record()
+                while True:  # yield tokens as the kernel writes them
+                    finished = running is None or running.query()
+                    n = int(b.host[W.H_PROGRESS])
+                    for i in range(seen, n):
+                        yield int(b.host[W.HOST_HDR + i])
+                    seen = n
+                    if finished:
+                        break
+                    time.sleep(POLL_S)
+                running = None
+                self.kernel.check(b)
+                if int(b.state[W.DONE]) or seen >= max_new:
+                    return
+        finally:
+            if running is not None:  # closed early: ask the kernel to stop, wait until it has
+                b.host[W.H_CANCEL] = 1
+                running.synchronize()

@@ -1,0 +1,120 @@
+"""A model, its plan and one sequence's buffers, set up for the VM, the kernel and the reference.
+
+Shared by the tests, diff.py and gpu_check.py: random weights at any shape (HF names, built on
+the target device, never zeros), the reference transformer over the same (stacked) weights, a
+KV cache, a prefill, and the host-side start of a decode (first token from the prefill logits by
+the kernel's own sampling rule). Knows nothing about the engine's sessions or tokenizers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from agentfast.engine import model as M
+from agentfast.engine.config import ModelConfig
+
+from . import weights as W
+from .plan import Plan, Tiling, plan
+from .sampling import choose, sampling_mode
+from .vm import VM
+
+
+def random_state_dict(cfg: ModelConfig, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.float32, seed: int = 0
+                      ) -> dict[str, torch.Tensor]:
+    """HF-named random weights: matrices ~ N(0, 1/fan_in), embedding ~ N(0, 0.01), norms ~
+    1 + N(0, 0.01), biases ~ N(0, 0.01)."""
+    shapes = (getattr(M, "expected_shapes", None) or M._expected_shapes)(cfg)
+    g = torch.Generator(device=device).manual_seed(seed)
+    sd = {}
+    for name, shape in shapes.items():
+        t = torch.randn(shape, generator=g, device=device, dtype=torch.float32)
+        if name.endswith("norm.weight"):
+            t = 1 + 0.1 * t
+        elif name.endswith(".bias"):
+            t = 0.1 * t
+        elif "embed_tokens" in name:
+            t = 0.1 * t  # small next to the layers' output: tied heads do not echo the input
+        else:
+            t = t / math.sqrt(shape[-1])
+        sd[name] = t.to(dtype)
+    return sd
+
+
+@dataclass
+class Harness:
+    cfg: ModelConfig
+    model: M.Transformer
+    w: W.MonoWeights
+    plan: Plan
+    bufs: W.Buffers
+    cache: M.KVCache  # bufs.k_cache / v_cache are its tensors
+    max_len: int
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, num_programs: int, T: int, max_len: int,
+              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+              seed: int = 0, tiling: Tiling | None = None, ranks: int = 1,
+              pin: bool = False) -> Harness:
+        sd = random_state_dict(cfg, device, dtype, seed)
+        mw = M.build_weights(cfg, sd, device, dtype)
+        del sd
+        model = M.Transformer(cfg, mw, max_len)
+        w = W.pack_weights(cfg, mw, model.cos, model.sin)
+        p = plan(cfg, num_programs, T, max_len, ranks=ranks, tiling=tiling,
+                 wbytes=torch.finfo(dtype).bits // 8)
+        cache = model.new_cache(initial=max_len)
+        bufs = W.alloc_buffers(p, device, dtype, cache.k, cache.v, pin=pin)
+        return cls(cfg, model, w, p, bufs, cache, max_len)
+
+    def replan(self, **kw) -> Harness:
+        """Same weights and cache, another plan (program count, T, tiling...)."""
+        args = dict(num_programs=self.plan.num_programs, T=self.plan.T, max_len=self.max_len,
+                    ranks=self.plan.ranks, tiling=self.plan.tiling,
+                    wbytes=self.w.w_qkv.element_size())
+        p = plan(self.cfg, **{**args, **kw})
+        dev = self.bufs.x.device
+        bufs = W.alloc_buffers(p, dev, self.bufs.x.dtype, self.bufs.k_cache, self.bufs.v_cache,
+                               pin=self.bufs.host.is_pinned())
+        return Harness(self.cfg, self.model, self.w, p, bufs, self.cache, self.max_len)
+
+    def start(self, prompt: list[int], max_new: int, *, temperature: float = 0.0,
+              top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_ids: tuple = (),
+              drafts: list[int] | None = None) -> int:
+        """Prefill `prompt` into the cache, choose the first token, set up the buffers."""
+        ids = torch.tensor(prompt, device=self.bufs.x.device)
+        logits = self.model.forward(ids, 0, self.cache, last_only=True)[0]
+        mode, k = sampling_mode(temperature, top_k, top_p, self.cfg.vocab_size,
+                                self.plan.tiling.cand)
+        first, _ = choose(logits, mode, temperature, k, top_p, seed + len(prompt),
+                          self.plan.tiling.cand)
+        W.start_sequence(self.bufs, self.w, token=first, pos=len(prompt), max_new=max_new,
+                         stop_ids=list(stop_ids), capacity=self.max_len, mode=mode,
+                         temperature=temperature, top_k=k, top_p=top_p, seed=seed,
+                         drafts=drafts)
+        return first
+
+    def tokens(self, bufs: W.Buffers | None = None) -> list[int]:
+        b = bufs or self.bufs
+        return b.host[W.HOST_HDR:W.HOST_HDR + int(b.host[W.H_PROGRESS])].tolist()
+
+    def vm(self, bufs: W.Buffers | None = None) -> VM:
+        return VM(self.plan, self.w, [bufs or self.bufs])
+
+    def reference_greedy(self, prompt: list[int], n: int) -> tuple[list[int], torch.Tensor]:
+        """n greedy tokens from the reference transformer on its own cache, and the logits
+        [n, V] that chose them."""
+        cache = self.model.new_cache(initial=self.max_len)
+        logits = self.model.forward(torch.tensor(prompt, device=self.bufs.x.device), 0, cache,
+                                    last_only=True)
+        out, rows = [], []
+        for i in range(n):
+            rows.append(logits[0])
+            out.append(int(torch.argmax(logits[0])))
+            if i + 1 < n:
+                logits = self.model.forward(torch.tensor([out[-1]], device=logits.device),
+                                            len(prompt) + i, cache)
+        return out, torch.stack(rows)

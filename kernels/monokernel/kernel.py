@@ -1,0 +1,261 @@
+"""The persistent monokernel and its launcher.
+
+grid = num_programs; each program walks its instruction records (plan.py) for up to `nsteps`
+steps. Per step it first waits for the previous step's SAMPLE and stops when the sequence is
+done; per record it prefetches the run's first weight tile into L2, waits for the producer
+op's counter (bounded), runs the op (ops_mv, ops_attn, ops_sample) and releases its own
+counter. Counters are zeroed per launch by the host, so epochs restart at 1. With one program
+(the CPU interpreter runs programs one after another) every wait is satisfied by the program
+itself. Only ranks == 1 runs here (ALLREDUCE is an error). Knows nothing about sessions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import torch
+import triton
+import triton.language as tl
+
+from agentfast.engine.errors import AgentfastError, RequestError
+
+from . import plan as P
+from . import weights as W
+from .ops_attn import attn_run, reduce_run
+from .ops_mv import gateup_run, proj_run, qkv_run
+from .ops_sample import lm_run, sample_run
+from .sync import prefetch_rows, release, wait
+
+RECORD = tl.constexpr(P.RECORD)
+QKV = tl.constexpr(P.QKV)
+ATTN = tl.constexpr(P.ATTN)
+ATTN_REDUCE = tl.constexpr(P.ATTN_REDUCE)
+OPROJ = tl.constexpr(P.OPROJ)
+GATEUP = tl.constexpr(P.GATEUP)
+DOWN = tl.constexpr(P.DOWN)
+LMHEAD = tl.constexpr(P.LMHEAD)
+SAMPLE = tl.constexpr(P.SAMPLE)
+POS = tl.constexpr(W.POS)
+DONE = tl.constexpr(W.DONE)
+H_CANCEL = tl.constexpr(W.H_CANCEL)
+ERR_OPCODE = tl.constexpr(W.ERR_OPCODE)
+LOG2E = 1.4426950408889634
+DEFAULT_SPIN_CAP = 1 << 22  # polls (an L2 round trip + 20 ns sleep each): seconds, not a hang
+
+
+class MonokernelError(AgentfastError):
+    """The kernel stopped on an error it recorded (a wait that never completed)."""
+
+
+@triton.jit(do_not_specialize=["nsteps", "spin_cap", "kv_cap", "window"])
+def _monokernel(
+    instr, offs, ctr, err, state, fparams, tokens, stop_ids, drafts, host,
+    x, qkv, att_acc, att_ml, attn, act, logits, lm_val, lm_idx, lm_stat, cand,
+    w_qkv, b_qkv, attn_norm, q_norm, k_norm, w_o, b_o, mlp_norm, w_gu, w_down, norm_f, embed,
+    lm_head, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps, qk_scale, kv_cap, window,
+    H: tl.constexpr, FF: tl.constexpr, V: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr,
+    HD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, TP2: tl.constexpr, M: tl.constexpr,
+    S: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, BN_LM: tl.constexpr,
+    BKH: tl.constexpr, BKQ: tl.constexpr, BKI: tl.constexpr, NT: tl.constexpr,
+    NCL: tl.constexpr, C: tl.constexpr, SAMPLE_SEQ: tl.constexpr, LINE: tl.constexpr,
+    HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    Q: tl.constexpr = NH * HD
+    NQKV: tl.constexpr = Q + 2 * NKV * HD
+    pid = tl.program_id(0)
+    i0 = tl.load(offs + pid)
+    i1 = tl.load(offs + pid + 1)
+    step = 0
+    go = 1
+    while (step < nsteps) & (go == 1):
+        # the previous step's SAMPLE decided whether this step runs (same answer everywhere)
+        go = wait(ctr + SAMPLE_SEQ, step, err, spin_cap, -1, SAMPLE_SEQ, SAMPLE_SEQ, pid, step,
+                  USE_PTX)
+        if go == 1:
+            go = (tl.load(state + DONE, cache_modifier=".cg") == 0).to(tl.int32)
+        epoch = step + 1
+        i = i0
+        while (i < i1) & (go == 1):
+            rec = instr + i * RECORD
+            op = tl.load(rec)
+            seq = tl.load(rec + 1)
+            layer = tl.load(rec + 2)
+            a = tl.load(rec + 3)
+            b = tl.load(rec + 4)
+            aux = tl.load(rec + 7)
+            wseq = tl.load(rec + 8)
+            wl = layer.to(tl.int64)
+            cancel = 0
+            if op == QKV:  # the run's first weights stream in while we wait
+                prefetch_rows(w_qkv + wl * (NQKV * H), a, b - a, H, BN, LINE, USE_PTX)
+            elif op == OPROJ:
+                prefetch_rows(w_o + wl * (H * Q), a, b - a, Q, BN, LINE, USE_PTX)
+            elif op == GATEUP:
+                prefetch_rows(w_gu + wl * (2 * FF * H), a, b - a, H, BN, LINE, USE_PTX)
+            elif op == DOWN:
+                prefetch_rows(w_down + wl * (H * FF), a, b - a, FF, BN, LINE, USE_PTX)
+            elif op == LMHEAD:
+                prefetch_rows(lm_head, a, b - a, H, BN_LM, LINE, USE_PTX)
+            elif op == SAMPLE:  # host memory: read before the wait, off the critical path
+                cancel = tl.load(host + H_CANCEL, volatile=True)
+            target = (epoch + tl.load(rec + 10)) * tl.load(rec + 9)
+            ok = wait(ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, USE_PTX)
+            if ok == 1:
+                pos = tl.load(state + POS, cache_modifier=".cg")
+                if op == QKV:
+                    qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, H, NQKV, T, TP,
+                            BN, BKH, HAS_QKV_BIAS, IEEE)
+                elif op == ATTN:
+                    attn_run(layer, a, b, pos, qkv, att_acc, att_ml, q_norm, k_norm, cos, sin,
+                             k_cache, v_cache, kv_cap, window, eps, qk_scale, NH, NKV, HD, T,
+                             S, BT, M, TP2, QK_NORM, HAS_WINDOW, IEEE)
+                elif op == ATTN_REDUCE:
+                    reduce_run(a, b, pos, att_acc, att_ml, attn, window, NH, HD, T, TP2, S, BT,
+                               HAS_WINDOW)
+                elif op == OPROJ:
+                    proj_run(layer, a, b, attn, x, w_o, b_o, eps, H, Q, T, TP, BN, BKQ,
+                             HAS_O_BIAS, IEEE)
+                elif op == GATEUP:
+                    gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, H, FF, T, TP, BN, BKH,
+                               IEEE)
+                elif op == DOWN:
+                    proj_run(layer, a, b, act, x, w_down, b_o, eps, H, FF, T, TP, BN, BKI,
+                             False, IEEE)
+                elif op == LMHEAD:
+                    lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm_f,
+                           state, fparams, eps, H, V, T, TP, BN_LM, BKH, NT, NCL, C, SAMPLING,
+                           IEEE)
+                elif op == SAMPLE:
+                    sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x,
+                               embed, lm_val, lm_idx, lm_stat, cand, err, H, V, T, TP2, NT, NCL,
+                               C, SAMPLING)
+                else:  # ALLREDUCE (ranks > 1) or garbage: not for this kernel
+                    tl.atomic_cas(err, 0, ERR_OPCODE)
+                    ok = 0
+                if ok == 1:
+                    release(ctr + seq, tl.load(rec + 11))
+            go = ok
+            i += 1
+        step += 1
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _bk(K: int, bk: int) -> int:
+    return min(bk, triton.next_power_of_2(K))
+
+
+class Monokernel:
+    """A plan bound to weights on one device: tables uploaded once, launched many times."""
+
+    def __init__(self, plan: P.Plan, w: W.MonoWeights, num_warps: int = 8, num_stages: int = 1,
+                 use_ptx: bool | None = None):
+        assert plan.ranks == 1, "the kernel runs one rank; use the VM for ranks > 1"
+        c, dev = plan.cfg, w.w_qkv.device
+        assert c.head_dim in (16, 32, 64, 128, 256), f"head_dim {c.head_dim}"
+        self.plan, self.w, self.num_warps, self.num_stages = plan, w, num_warps, num_stages
+        self._fits: dict[bool, int] = {}
+        self.fit_info: dict = {}  # registers, shared memory, programs per SM (CUDA, 1st launch)
+        recs, offs = plan.table()
+        self.instr = torch.from_numpy(recs).to(dev)
+        self.offs = torch.from_numpy(offs).to(dev)
+        if use_ptx is None:
+            use_ptx = dev.type == "cuda" and not interpreting() and torch.version.hip is None
+        g, tp2, bk = c.group_size, triton.next_power_of_2(plan.T), plan.tiling.bk
+        self.consts = dict(
+            H=c.hidden_size, FF=c.intermediate_size, V=c.vocab_size, NH=c.num_heads,
+            NKV=c.num_kv_heads, HD=c.head_dim, T=plan.T, TP=plan.TP, TP2=tp2,
+            M=max(16, triton.next_power_of_2(g) * tp2), S=plan.splits, BT=plan.tiling.attn_block,
+            BN=plan.tiling.bn, BN_LM=plan.tiling.bn_lm, BKH=_bk(c.hidden_size, bk),
+            BKQ=_bk(c.q_size, bk), BKI=_bk(c.intermediate_size, bk), NT=plan.n_lm_tiles,
+            NCL=max(1, plan.n_cand_lists), C=plan.tiling.cand, SAMPLE_SEQ=plan.sample_seq,
+            LINE=128 // w.w_qkv.element_size(), HAS_QKV_BIAS=w.b_qkv is not None,
+            HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
+            HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx,
+            IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
+
+    def _args(self, b: W.Buffers, nsteps: int, spin_cap: int) -> tuple:
+        w, c = self.w, self.plan.cfg
+        dummy = w.attn_norm
+        return (
+            self.instr, self.offs, b.ctr, b.err, b.state, b.fparams, b.tokens, b.stop_ids,
+            b.drafts, b.host, b.x, b.qkv, b.att_acc, b.att_ml, b.attn, b.act, b.logits, b.lm_val,
+            b.lm_idx, b.lm_stat, b.cand, w.w_qkv, dummy if w.b_qkv is None else w.b_qkv,
+            w.attn_norm, dummy if w.q_norm is None else w.q_norm,
+            dummy if w.k_norm is None else w.k_norm, w.w_o, dummy if w.b_o is None else w.b_o,
+            w.mlp_norm, w.w_gu, w.w_down, w.norm, w.embed, w.lm_head, w.cos, w.sin, b.k_cache,
+            b.v_cache, nsteps, spin_cap, c.rms_norm_eps, LOG2E / math.sqrt(c.head_dim),
+            b.k_cache.shape[2], c.sliding_window or 0)
+
+    def launch(self, b: W.Buffers, nsteps: int, sampling: bool = False,
+               spin_cap: int = DEFAULT_SPIN_CAP) -> None:
+        """Zero the counters and run up to `nsteps` steps (asynchronous on CUDA). `sampling`
+        compiles the variant with temperature / top-k / top-p (greedy does without)."""
+        assert sampling or int(b.state[W.MODE]) == W.GREEDY, "sampling state needs sampling=True"
+        assert b.k_cache.shape[2] <= self.w.cos.shape[0], "KV capacity beyond the RoPE table"
+        if self.w.w_qkv.is_cuda and sampling not in self._fits:
+            try:
+                self._fits[sampling] = self.check_fits(b, sampling)
+            except (AttributeError, TypeError) as e:  # compiled-kernel API of another triton
+                warnings.warn(f"monokernel: residency check skipped ({e})", stacklevel=2)
+                self._fits[sampling] = 0
+        b.ctr.zero_()
+        _monokernel[(self.plan.num_programs,)](
+            *self._args(b, nsteps, spin_cap), SAMPLING=sampling, num_warps=self.num_warps,
+            num_stages=self.num_stages, **self.consts)
+
+    def resident_per_sm(self, b: W.Buffers, sampling: bool) -> int:
+        """Compile without launching; programs of this kernel that fit on one SM at once."""
+        k = _monokernel.warmup(*self._args(b, 1, 1), SAMPLING=sampling, grid=(1,),
+                               num_warps=self.num_warps, num_stages=self.num_stages,
+                               **self.consts)
+        k._init_handles()
+        props = torch.cuda.get_device_properties(b.x.device)
+        regs_sm = getattr(props, "regs_per_multiprocessor", 65536)
+        smem_sm = getattr(props, "shared_memory_per_multiprocessor", 233472)
+        warp_regs = -(-k.n_regs * 32 // 256) * 256  # allocated per warp in units of 256
+        per_sm = min(regs_sm // (warp_regs * self.num_warps),
+                     smem_sm // max(1, k.metadata.shared + 1024), 32)
+        self.fit_info = dict(registers=k.n_regs, spills=getattr(k, "n_spills", None),
+                             shared=k.metadata.shared, programs_per_sm=per_sm,
+                             sms=props.multi_processor_count)
+        return per_sm
+
+    def check_fits(self, b: W.Buffers, sampling: bool) -> int:
+        """Every program must be resident at once: a persistent kernel whose programs cannot
+        all run would wait for ever (here: until the wait cap, then an error)."""
+        per_sm = self.resident_per_sm(b, sampling)
+        sms = self.fit_info["sms"]
+        if self.plan.num_programs > per_sm * sms:
+            raise MonokernelError(
+                f"monokernel: {self.plan.num_programs} programs cannot all be resident: "
+                f"{self.fit_info['registers']} registers/thread x {self.num_warps} warps and "
+                f"{self.fit_info['shared']} B shared memory fit {per_sm} per SM on {sms} SMs")
+        return per_sm
+
+    def check(self, b: W.Buffers) -> None:
+        """Raise the error the kernel recorded, if any (after it finished)."""
+        raise_recorded(self.plan, b.err)
+
+
+def raise_recorded(plan: P.Plan, err: torch.Tensor) -> None:
+    code, rec, seq, wseq, target, seen, pid, step = err.tolist()
+    if code == 0:
+        return
+    if code == W.ERR_CAP:
+        raise RequestError(f"monokernel: the top-p nucleus reached past the {plan.tiling.cand} "
+                           "candidates the kernel keeps (set top_k, or use another backend)")
+    name = plan.ops[seq].name if 0 <= seq < len(plan.ops) else f"op {seq}"
+    if code == W.ERR_OPCODE:
+        raise MonokernelError(f"monokernel: {name} has an opcode this kernel does not run")
+    dep = plan.ops[wseq].name if 0 <= wseq < len(plan.ops) else f"counter {wseq}"
+    where = "at the start of the step" if rec < 0 else f"before {name} (record {rec})"
+    raise MonokernelError(
+        f"monokernel stalled: program {pid} in step {step} waited {where} for the counter of "
+        f"{dep} to reach {target}, saw {seen}; the wait cap expired")

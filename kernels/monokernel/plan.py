@@ -1,0 +1,326 @@
+"""The instruction stream of the monokernel: dataclasses, their int32 records, the planner.
+
+One decode step is a fixed sequence of ops (per layer: QKV, ATTN, ATTN_REDUCE, OPROJ, GATEUP,
+DOWN, with ALLREDUCE after OPROJ and DOWN when ranks > 1; then LMHEAD, SAMPLE). Op number `seq`
+in that sequence is also the index of its dependency counter. Each op is cut into tiles (rows
+of a weight, or (kv head, KV split) pairs, or query heads); each program gets one contiguous
+run of tiles per op, runs balanced by bytes read, in op order. A run waits until the counter of
+the op before it reaches epoch * tiles (epoch = step number from 1, never reset within a
+launch; the first op waits for the previous step's SAMPLE), then computes, then adds its tile
+count to its own counter with release semantics. Knows shapes and bytes, not tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import numpy as np
+
+from agentfast.engine.config import ModelConfig
+
+NOP, QKV, ATTN, ATTN_REDUCE, OPROJ, GATEUP, DOWN, LMHEAD, SAMPLE, ALLREDUCE = range(10)
+OP_NAMES = {QKV: "QKV", ATTN: "ATTN", ATTN_REDUCE: "ATTN_REDUCE", OPROJ: "OPROJ",
+            GATEUP: "GATEUP", DOWN: "DOWN", LMHEAD: "LMHEAD", SAMPLE: "SAMPLE",
+            ALLREDUCE: "ALLREDUCE", NOP: "NOP"}
+RECORD = 12  # int32 fields per serialized instruction
+
+
+@dataclass(frozen=True)
+class Instr:
+    """A run of tiles [start, end) of op `seq`. Waits for counter `wait_seq` to reach
+    (epoch - prev) * wait_count, then adds its tile count `signal` to counter `seq`."""
+
+    opcode: ClassVar[int] = NOP
+    seq: int
+    layer: int
+    start: int
+    end: int
+    wait_seq: int
+    wait_count: int
+    wait_prev: bool
+    signal: int
+    cost: int  # bytes this run reads (weights, KV): what the planner balances
+
+    def extra(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
+
+    def serialize(self) -> list[int]:
+        """[opcode, seq, layer, start, end, k0, k1, aux, wait_seq, wait_count, wait_off, signal]"""
+        return [self.opcode, self.seq, self.layer, self.start, self.end, *self.extra(),
+                self.wait_seq, self.wait_count, -1 if self.wait_prev else 0, self.signal]
+
+
+@dataclass(frozen=True)
+class Qkv(Instr):
+    """Rows [start, end) of the fused [q + 2kv, H] weight; RMSNorm of x fused; -> qkv fp32."""
+
+    opcode: ClassVar[int] = QKV
+
+
+@dataclass(frozen=True)
+class Attn(Instr):
+    """Tiles kvh * splits + split: q/k norm, RoPE, K/V append of the new positions that fall in
+    the split's chunk, partial softmax over the chunk for the group's heads and all T."""
+
+    opcode: ClassVar[int] = ATTN
+
+
+@dataclass(frozen=True)
+class AttnReduce(Instr):
+    """Query heads [start, end): merge the live splits' partials -> attn [T, q]."""
+
+    opcode: ClassVar[int] = ATTN_REDUCE
+
+
+@dataclass(frozen=True)
+class OProj(Instr):
+    """Rows of Wo over columns [k0, k1) (this rank's heads); partial: write `part`, else add
+    the bias and the residual into x."""
+
+    opcode: ClassVar[int] = OPROJ
+    k0: int = 0
+    k1: int = 0
+    partial: bool = False
+
+    def extra(self) -> tuple[int, int, int]:
+        return (self.k0, self.k1, int(self.partial))
+
+
+@dataclass(frozen=True)
+class GateUp(Instr):
+    """Rows [start, end) of I: silu(Wg @ n(x)) * (Wu @ n(x)) -> act, RMSNorm fused."""
+
+    opcode: ClassVar[int] = GATEUP
+
+
+@dataclass(frozen=True)
+class Down(OProj):
+    """Rows of Wdown over columns [k0, k1) (this rank's FFN slice); + residual or partial."""
+
+    opcode: ClassVar[int] = DOWN
+
+
+@dataclass(frozen=True)
+class AllReduce(Instr):
+    """x += sum over ranks of `part` (+ the O-proj bias once): the tensor-parallel sync point."""
+
+    opcode: ClassVar[int] = ALLREDUCE
+    bias: bool = False
+
+    def extra(self) -> tuple[int, int, int]:
+        return (0, 0, int(self.bias))
+
+
+@dataclass(frozen=True)
+class LmHead(Instr):
+    """Vocabulary rows [start, end) with the final RMSNorm fused -> logits, per-tile argmax (or
+    Gumbel argmax, or softmax stats) and, for top-k/top-p, candidate list number `slot`."""
+
+    opcode: ClassVar[int] = LMHEAD
+    slot: int = 0
+
+    def extra(self) -> tuple[int, int, int]:
+        return (0, 0, self.slot)
+
+
+@dataclass(frozen=True)
+class Sample(Instr):
+    """Token choice per position, draft acceptance, stop checks, output ring, next inputs."""
+
+    opcode: ClassVar[int] = SAMPLE
+
+
+@dataclass(frozen=True)
+class Tiling:
+    # Defaults keep the whole kernel near 115 registers/thread at 8 warps (sm_90, measured with
+    # cuobjdump on Qwen3-1.7B shapes: gate/up at 16 x 512 and attention blocks of 64 keys need
+    # 238-255 and spill), so 2 programs fit per SM. To be tuned on the GPU (gpu_check.py).
+    bn: int = 16  # weight rows per matvec tile (QKV, O-proj, gate/up, down); >= 16 when T > 1
+    bk: int = 256  # K elements per matvec step
+    bn_lm: int = 16  # vocabulary rows per LM-head tile
+    attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
+    attn_block: int = 32  # keys per attention block
+    cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    seq: int
+    opcode: int
+    layer: int  # -1 for LMHEAD and SAMPLE
+    tiles: int  # per rank
+
+    @property
+    def name(self) -> str:
+        where = f"layer {self.layer} " if self.layer >= 0 else ""
+        return f"{where}{OP_NAMES[self.opcode]} (op {self.seq})"
+
+
+@dataclass
+class Plan:
+    cfg: ModelConfig
+    num_programs: int
+    T: int
+    max_len: int
+    ranks: int
+    tiling: Tiling
+    splits: int
+    ops: list[OpInfo]
+    programs: list[list[list[Instr]]]  # [rank][program] -> instructions in op order
+    last_seq: int = field(default=-1)  # < len(ops) - 1: a truncated plan (debugging)
+
+    @property
+    def TP(self) -> int:  # positions padded: 1, or 16 for tl.dot
+        return 1 if self.T == 1 else 16
+
+    @property
+    def n_lm_tiles(self) -> int:
+        return math.ceil(self.cfg.vocab_size / self.tiling.bn_lm)
+
+    @property
+    def n_cand_lists(self) -> int:
+        return sum(isinstance(i, LmHead) for p in self.programs[0] for i in p)
+
+    @property
+    def sample_seq(self) -> int:
+        return len(self.ops) - 1
+
+    def instructions(self, rank: int = 0) -> list[Instr]:
+        return [i for p in self.programs[rank] for i in p]
+
+    def table(self, rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(records int32 [N, RECORD], offsets int32 [P + 1]): program p runs records
+        offsets[p]:offsets[p + 1] every step."""
+        progs = self.programs[rank]
+        recs = [i.serialize() for p in progs for i in p] or [[NOP] + [0] * (RECORD - 1)]
+        offs = np.cumsum([0] + [len(p) for p in progs])
+        return np.asarray(recs, dtype=np.int32), offs.astype(np.int32)
+
+    def last_seq_of_layer(self, layer: int) -> int:
+        """Op number of layer `layer`'s last op (DOWN, or its ALLREDUCE): stop there."""
+        return max(o.seq for o in self.ops if o.layer == layer)
+
+    def truncated(self, last_seq: int) -> Plan:
+        """The same plan cut after op `last_seq` (a step then ends there: no SAMPLE)."""
+        progs = [[[i for i in p if i.seq <= last_seq] for p in r] for r in self.programs]
+        return replace(self, programs=progs, last_seq=last_seq)
+
+    def describe(self) -> str:
+        n = sum(len(p) for p in self.programs[0])
+        cost = [sum(i.cost for i in p) for p in self.programs[0]]
+        return (f"plan: {self.num_programs} programs x {self.ranks} ranks, T={self.T}, "
+                f"{len(self.ops)} ops, {n} instructions, splits={self.splits}, bytes/program "
+                f"min {min(cost)} max {max(cost)}")
+
+
+def _spread(costs: list[int], P: int) -> list[tuple[int, int]]:
+    """Contiguous runs [lo, hi) of tiles per program, balanced by cost: tile i goes to the
+    program whose share of the total holds the middle of tile i's cost."""
+    total = sum(costs) or 1
+    owner, acc = [], 0
+    for c in costs:
+        owner.append(min(P - 1, int((acc + c / 2) * P // total)))
+        acc += c
+    runs = [(0, 0)] * P
+    for i, p in enumerate(owner):
+        lo, hi = runs[p]
+        runs[p] = (i, i + 1) if lo == hi else (lo, i + 1)
+    return runs
+
+
+def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int = 1,
+         tiling: Tiling | None = None, wbytes: int = 2, context: int | None = None) -> Plan:
+    """Instruction lists for `num_programs` persistent programs per rank, T positions per step,
+    KV capacity `max_len`. `wbytes`: bytes per weight; `context`: typical KV length, for the
+    cost of attention tiles (default max_len / 2)."""
+    tl_ = tiling or Tiling()
+    P, R = num_programs, ranks
+    h, hd, nh, nkv, inter = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads,
+                             cfg.intermediate_size)
+    assert P >= 1 and 1 <= T <= 16, f"programs {P} >= 1 and 1 <= T={T} <= 16"
+    assert T == 1 or min(tl_.bn, tl_.bn_lm) >= 16, "T > 1 uses tl.dot: row tiles of >= 16"
+    assert nkv % R == 0 and inter % R == 0, f"{R} ranks must divide kv heads and FFN width"
+    assert tl_.cand & (tl_.cand - 1) == 0, "the candidate cap is a power of two"
+    nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
+    blocks = math.ceil(max_len / tl_.attn_block)
+    splits = tl_.attn_splits or max(1, min(32, blocks, 1 << max(0, (P // nkv_r).bit_length() - 1)))
+    ctx = context or max_len // 2
+    q, kv = cfg.q_size, cfg.kv_size
+
+    ops: list[OpInfo] = []
+    progs: list[list[list[Instr]]] = [[[] for _ in range(P)] for _ in range(R)]
+
+    def add(opcode: int, layer: int, rank_rows, bn: int, row_bytes: int, make) -> None:
+        """rank_rows(r) -> row ranges [(lo, hi)]; make(r, lo, hi) -> extra fields."""
+        seq = len(ops)
+        for r in range(R):
+            tiles = [(lo + t * bn, min(hi, lo + (t + 1) * bn)) for lo, hi in rank_rows(r)
+                     for t in range(math.ceil((hi - lo) / bn))]
+            if r == 0:
+                ops.append(OpInfo(seq, opcode, layer, len(tiles)))
+            prev = ops[seq - 1] if seq else None
+            for p, (a, b) in enumerate(_spread([(hi - lo) * row_bytes for lo, hi in tiles], P)):
+                while a < b:  # one instruction per contiguous stretch of rows
+                    c = a + 1
+                    while c < b and tiles[c][0] == tiles[c - 1][1]:
+                        c += 1
+                    lo, hi = tiles[a][0], tiles[c - 1][1]
+                    cls, kw = make(r, lo, hi)
+                    progs[r][p].append(cls(
+                        seq=seq, layer=layer, start=lo, end=hi,
+                        wait_seq=prev.seq if prev else -1, wait_count=prev.tiles if prev else 0,
+                        wait_prev=False, signal=c - a, cost=(hi - lo) * row_bytes, **kw))
+                    a = c
+
+    for layer in range(cfg.num_layers):
+        def qkv_rows(r):  # this rank's q heads, k heads, v heads (one range when R == 1)
+            rows = [(r * nh_r * hd, (r + 1) * nh_r * hd),
+                    (q + r * nkv_r * hd, q + (r + 1) * nkv_r * hd),
+                    (q + kv + r * nkv_r * hd, q + kv + (r + 1) * nkv_r * hd)]
+            merged = [rows[0]]
+            for lo, hi in rows[1:]:
+                if merged[-1][1] == lo:
+                    merged[-1] = (merged[-1][0], hi)
+                else:
+                    merged.append((lo, hi))
+            return merged
+
+        add(QKV, layer, qkv_rows, tl_.bn, h * wbytes, lambda r, lo, hi: (Qkv, {}))
+        add(ATTN, layer, lambda r: [(r * nkv_r * splits, (r + 1) * nkv_r * splits)], 1,
+            2 * hd * wbytes * math.ceil(ctx / splits), lambda r, lo, hi: (Attn, {}))
+        add(ATTN_REDUCE, layer, lambda r: [(r * nh_r, (r + 1) * nh_r)], 1,
+            splits * hd * 4, lambda r, lo, hi: (AttnReduce, {}))
+        add(OPROJ, layer, lambda r: [(0, h)], tl_.bn, nh_r * hd * wbytes,
+            lambda r, lo, hi: (OProj, dict(k0=r * nh_r * hd, k1=(r + 1) * nh_r * hd,
+                                           partial=R > 1)))
+        if R > 1:
+            add(ALLREDUCE, layer, lambda r: [(0, h)], h, h * 4 * R,
+                lambda r, lo, hi: (AllReduce, dict(bias=cfg.o_bias)))
+        add(GATEUP, layer, lambda r: [(r * i_r, (r + 1) * i_r)], tl_.bn, 2 * h * wbytes,
+            lambda r, lo, hi: (GateUp, {}))
+        add(DOWN, layer, lambda r: [(0, h)], tl_.bn, i_r * wbytes,
+            lambda r, lo, hi: (Down, dict(k0=r * i_r, k1=(r + 1) * i_r, partial=R > 1)))
+        if R > 1:
+            add(ALLREDUCE, layer, lambda r: [(0, h)], h, h * 4 * R,
+                lambda r, lo, hi: (AllReduce, dict(bias=False)))
+    slots = [0] * R
+
+    def lm_make(r, lo, hi):
+        slots[r] += 1
+        return LmHead, dict(slot=slots[r] - 1)
+
+    add(LMHEAD, -1, lambda r: [(0, cfg.vocab_size)], tl_.bn_lm, h * wbytes, lm_make)
+    seq = len(ops)
+    ops.append(OpInfo(seq, SAMPLE, -1, 1))
+    for r in range(R):  # the last program samples
+        progs[r][P - 1].append(Sample(seq=seq, layer=-1, start=0, end=1, wait_seq=seq - 1,
+                                      wait_count=ops[seq - 1].tiles, wait_prev=False, signal=1,
+                                      cost=cfg.vocab_size * 4 * T))
+    # the first op of a step waits for the previous step's SAMPLE
+    for r in range(R):
+        for p in progs[r]:
+            p[:] = [replace(i, wait_seq=seq, wait_count=1, wait_prev=True) if i.seq == 0 else i
+                    for i in p]
+    return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, last_seq=seq)

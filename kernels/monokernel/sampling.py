@@ -1,0 +1,121 @@
+"""The monokernel's sampling rules in torch: what the kernel computes, exactly, as an oracle.
+
+Greedy: the first index of the max. Temperature: Gumbel-max, argmax(l / t + g) with
+g = -log(-log(u)), u = Philox(key = seed + position, counter = token id) (what tl.rand draws for
+int32 offsets), so every LM-head tile draws its own tokens' noise and positions are independent
+of how many are scored per step: plain and speculative decoding sample the same tokens.
+Top-k / top-p (HF order: top-k on l / t, softmax, keep the smallest prefix of mass >= top_p):
+Gumbel-max over the kept set, found among the top `cap` candidates; a request whose kept set may
+reach beyond the cap is an error (ERR_CAP), never an approximation. Candidates are int64 keys
+(order-preserving bits of the logit, then the inverted token id, so ties go to the lower id).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agentfast.engine.errors import RequestError
+
+from .weights import FILTERED, GREEDY, TEMPERATURE
+
+MIN_KEY = -(1 << 63)
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def philox_uniform(key: int, offsets: torch.Tensor) -> torch.Tensor:
+    """tl.rand(key, offsets) for int32 offsets: float32 uniforms in [0, 1), on offsets' device."""
+    c0 = offsets.cpu().numpy().astype(np.int64).astype(np.uint64) & _M32
+    c1 = np.zeros_like(c0)
+    c2, c3 = np.zeros_like(c0), np.zeros_like(c0)
+    key &= (1 << 64) - 1
+    k0, k1 = np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32)
+    ra, rb = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+    for _ in range(10):
+        _c0, _c2 = c0, c2
+        c0 = ((rb * _c2) >> np.uint64(32)) ^ c1 ^ k0
+        c2 = ((ra * _c0) >> np.uint64(32)) ^ c3 ^ k1
+        c1, c3 = (rb * _c2) & _M32, (ra * _c0) & _M32
+        k0, k1 = (k0 + np.uint64(0x9E3779B9)) & _M32, (k1 + np.uint64(0xBB67AE85)) & _M32
+    x = c0.astype(np.uint32).view(np.int32)
+    x = np.where(x < 0, ~x, x)
+    u = x.astype(np.float32) * np.float32(4.6566127342e-10)
+    return torch.from_numpy(u).to(offsets.device)
+
+
+def gumbel(key: int, ids: torch.Tensor) -> torch.Tensor:
+    """-log(-log(u)) float32 for token ids (int) under Philox key `key`."""
+    u = philox_uniform(key, ids.to(torch.int32))
+    return -torch.log(-torch.log(u))
+
+
+def make_keys(vals: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """fp32 logits and int token ids -> int64 keys ordered like (logit, -id)."""
+    b = vals.float().contiguous().view(torch.int32)
+    o = torch.where(b >= 0, b, b ^ 0x7FFFFFFF).long()
+    return (o << 32) | (0x7FFFFFFF - ids.long())
+
+
+def split_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    o = (keys >> 32).to(torch.int32)
+    vals = torch.where(o >= 0, o, o ^ 0x7FFFFFFF).contiguous().view(torch.float32)
+    return vals, (0x7FFFFFFF - (keys & 0xFFFFFFFF)).long()
+
+
+def sampling_mode(temperature: float, top_k: int, top_p: float, vocab: int, cap: int
+                  ) -> tuple[int, int]:
+    """(mode, top_k as the kernel takes it); RequestError when top-k exceeds the cap."""
+    if temperature <= 0 or top_k == 1:
+        return GREEDY, 0
+    k = 0 if top_k >= vocab else top_k
+    if k == 0 and top_p >= 1.0:
+        return TEMPERATURE, 0
+    if k > cap:
+        raise RequestError(f"top_k={top_k} exceeds the monokernel's candidate cap of {cap} "
+                           "(use a smaller top_k or another backend)")
+    return FILTERED, k
+
+
+def choose_filtered(keys: torch.Tensor, z_all: float, vocab: int, temperature: float,
+                    top_k: int, top_p: float, key: int) -> tuple[int, bool]:
+    """keys: the global top-`cap` candidates [cap] int64, sorted descending (MIN_KEY padding);
+    z_all: sum of exp(l / t - max) over the whole vocabulary. -> (token, cap_exceeded)."""
+    cap = keys.numel()
+    vals, ids = split_keys(keys)
+    valid = keys != MIN_KEY
+    s = vals / temperature  # [cap]
+    e = torch.where(valid, torch.exp(s - s[0]), torch.zeros_like(s))
+    over = False
+    if top_k > 0:
+        kept = valid & (s >= s[top_k - 1])
+        z = float(e[kept].sum())
+        over = bool(kept[-1]) and vocab > cap  # ties with the k-th may go on past the cap
+    else:
+        kept, z = valid, z_all
+    if top_p < 1.0:
+        ek = torch.where(kept, e, torch.zeros_like(e))
+        before = torch.cumsum(ek, 0) - ek
+        kept = kept & (before < top_p * z)
+        if top_k == 0 and vocab > cap and float(ek.sum()) < top_p * z:
+            over = True  # the nucleus reaches past the candidates
+    score = torch.where(kept, s + gumbel(key, ids.clamp(min=0)), torch.full_like(s, -np.inf))
+    return int(ids[int(torch.argmax(score))]), over
+
+
+def choose(logits: torch.Tensor, mode: int, temperature: float, top_k: int, top_p: float,
+           key: int, cap: int) -> tuple[int, bool]:
+    """One token from a full logits row [V] by the kernel's rule (the first decoded token is
+    chosen here, on the host, from the prefill logits)."""
+    logits = logits.float()
+    if mode == GREEDY:
+        return int(torch.argmax(logits)), False
+    s = logits / temperature
+    if mode == TEMPERATURE:
+        ids = torch.arange(logits.numel(), device=logits.device)
+        return int(torch.argmax(s + gumbel(key, ids))), False
+    vals, ids = torch.sort(logits, descending=True, stable=True)
+    keys = torch.full((cap,), MIN_KEY, dtype=torch.int64, device=logits.device)
+    n = min(cap, logits.numel())
+    keys[:n] = make_keys(vals[:n], ids[:n])
+    z = float(torch.exp(s - s.max()).sum())
+    return choose_filtered(keys, z, logits.numel(), temperature, top_k, top_p, key)

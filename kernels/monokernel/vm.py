@@ -1,0 +1,249 @@
+"""The VM: executes a Plan with torch ops, instruction by instruction, on CPU or CUDA.
+
+The oracle for every buffer the kernel writes: same instructions, same tiles, same buffers
+(x, qkv, attention partials, attn, act, logits, per-tile LM-head partials, candidates, token
+ring, counters), fp32 math where the kernel accumulates in fp32. Ops run in plan order, each
+over all programs' runs (any interleaving the counters allow gives the same buffers). With
+several ranks (each its own Buffers, KV cache included) ALLREDUCE sums the ranks' partials.
+Knows nothing about Triton; sampling rules live in sampling.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import plan as P
+from . import weights as W
+from .sampling import MIN_KEY, choose_filtered, gumbel, make_keys
+
+LOG2E = 1.4426950408889634
+
+
+def _rot(t: torch.Tensor) -> torch.Tensor:
+    h = t.shape[-1] // 2
+    return torch.cat([-t[..., h:], t[..., :h]], dim=-1)
+
+
+def seed_of(st: torch.Tensor) -> int:
+    return (int(st[W.SEED_LO]) & 0xFFFFFFFF) | (int(st[W.SEED_HI]) << 32)
+
+
+def live_range(pos: int, T: int, window: int | None, splits: int, block: int):
+    """(lo, n, chunk): keys [lo, n) cut into `splits` chunks of whole blocks."""
+    n = pos + T
+    lo = max(0, pos - window + 1) if window else 0
+    chunk = math.ceil(math.ceil((n - lo) / splits) / block) * block
+    return lo, n, chunk
+
+
+class VM:
+    def __init__(self, plan: P.Plan, w: W.MonoWeights, bufs: list[W.Buffers]):
+        assert len(bufs) == plan.ranks, f"{plan.ranks} ranks need as many Buffers"
+        self.plan, self.w, self.bufs, self.cfg = plan, w, bufs, plan.cfg
+        self.by_seq = [[[] for _ in plan.ops] for _ in range(plan.ranks)]
+        for r in range(plan.ranks):
+            for ins in plan.instructions(r):
+                self.by_seq[r][ins.seq].append(ins)
+
+    def run(self, nsteps: int, stop_after: int | None = None,
+            stop_after_layer: int | None = None) -> int:
+        """Up to `nsteps` steps (fewer when the sequence ends); with `stop_after` (an op
+        number) or `stop_after_layer`, each step ends there. Returns the steps run; the
+        buffers are updated in place (`buffers()`)."""
+        if stop_after_layer is not None:
+            stop_after = self.plan.last_seq_of_layer(stop_after_layer)
+        last = self.plan.last_seq if stop_after is None else min(stop_after, self.plan.last_seq)
+        for b in self.bufs:  # as the kernel's launch does: epochs restart at 1
+            b.ctr.zero_()
+        for step in range(nsteps):
+            if int(self.bufs[0].state[W.DONE]):
+                return step
+            for op in self.plan.ops[: last + 1]:
+                for r, b in enumerate(self.bufs):
+                    for ins in self.by_seq[r][op.seq]:
+                        getattr(self, P.OP_NAMES[ins.opcode].lower())(ins, b, step)
+                        b.ctr[ins.seq] += ins.signal
+        return nsteps
+
+    def buffers(self, rank: int = 0) -> dict[str, torch.Tensor]:
+        return self.bufs[rank].tensors()
+
+    # ---- ops: (instruction, this rank's buffers, step) --------------------------------------
+
+    def _normed(self, x: torch.Tensor, nw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xf = x.float()  # [T, H]
+        return xf * nw.float(), torch.rsqrt(xf.pow(2).mean(-1) + self.cfg.rms_norm_eps)
+
+    def qkv(self, ins, b, step):
+        w, rows = self.w, slice(ins.start, ins.end)
+        xn, rstd = self._normed(b.x, w.attn_norm[ins.layer])
+        y = xn @ w.w_qkv[ins.layer, rows].float().T * rstd[:, None]  # [T, rows]
+        if w.b_qkv is not None:
+            y = y + w.b_qkv[ins.layer, rows]
+        b.qkv[:, rows] = y
+
+    def attn(self, ins, b, step):
+        c, w, pl, li = self.cfg, self.w, self.plan, ins.layer
+        T, G, hd, S = pl.T, c.group_size, c.head_dim, pl.splits
+        pos = int(b.state[W.POS])
+        lo, n, chunk = live_range(pos, T, c.sliding_window, S, pl.tiling.attn_block)
+        qpos = torch.arange(pos, pos + T, device=b.x.device)
+        cos, sin = w.cos[pos:pos + T], w.sin[pos:pos + T]  # [T, hd]
+        for tile in range(ins.start, ins.end):
+            kvh, split = divmod(tile, S)
+            s0 = lo + split * chunk
+            s1 = min(s0 + chunk, n)
+            if s0 >= s1:
+                continue
+            heads = slice(kvh * G, (kvh + 1) * G)
+            q = b.qkv[:, kvh * G * hd:(kvh + 1) * G * hd].view(T, G, hd)
+            k = b.qkv[:, c.q_size + kvh * hd:c.q_size + (kvh + 1) * hd]  # [T, hd]
+            v = b.qkv[:, c.q_size + c.kv_size + kvh * hd:c.q_size + c.kv_size + (kvh + 1) * hd]
+            if w.q_norm is not None:
+                q = q * torch.rsqrt(q.pow(2).mean(-1, keepdim=True) + c.rms_norm_eps) * w.q_norm[li]
+                k = k * torch.rsqrt(k.pow(2).mean(-1, keepdim=True) + c.rms_norm_eps) * w.k_norm[li]
+            q = (q * cos[:, None] + _rot(q) * sin[:, None]) * (LOG2E / math.sqrt(hd))
+            k = k * cos + _rot(k) * sin
+            for j in range(T):  # K/V append: the new positions inside this split's chunk
+                if s0 <= pos + j < s1:
+                    b.k_cache[li, kvh, pos + j] = k[j].to(b.k_cache.dtype)
+                    b.v_cache[li, kvh, pos + j] = v[j].to(b.v_cache.dtype)
+            keys = b.k_cache[li, kvh, s0:s1].float()  # [nk, hd]
+            vals = b.v_cache[li, kvh, s0:s1].float()
+            s = torch.einsum("tgd,kd->tgk", q, keys)  # [T, G, nk]
+            kp = torch.arange(s0, s1, device=s.device)
+            ok = kp[None, :] <= qpos[:, None]  # [T, nk]
+            if c.sliding_window:
+                ok &= kp[None, :] > qpos[:, None] - c.sliding_window
+            s = s.masked_fill(~ok[:, None, :], float("-inf"))
+            m = s.amax(-1)  # [T, G]
+            p = torch.exp2(s - torch.where(m == float("-inf"), 0.0, m)[..., None])
+            b.att_acc[heads, split] = (p @ vals).transpose(0, 1)  # [G, T, hd]
+            b.att_ml[0, heads, split] = m.T
+            b.att_ml[1, heads, split] = p.sum(-1).T
+
+    def attn_reduce(self, ins, b, step):
+        c, pl = self.cfg, self.plan
+        lo, n, chunk = live_range(int(b.state[W.POS]), pl.T, c.sliding_window, pl.splits,
+                                  pl.tiling.attn_block)
+        live = math.ceil((n - lo) / chunk)
+        for h in range(ins.start, ins.end):
+            m, l_ = b.att_ml[0, h, :live], b.att_ml[1, h, :live]  # [live, T]
+            wgt = torch.exp2(m - m.amax(0))
+            out = (b.att_acc[h, :live] * wgt[..., None]).sum(0) / (l_ * wgt).sum(0)[:, None]
+            b.attn[:, h * c.head_dim:(h + 1) * c.head_dim] = out.to(b.attn.dtype)
+
+    def _project(self, ins, b, wt, src, bias):
+        rows, cols = slice(ins.start, ins.end), slice(ins.k0, ins.k1)
+        y = src[:, cols].float() @ wt[rows, cols].float().T  # [T, rows]
+        if ins.partial:
+            b.part[:, rows] = y
+            return
+        if bias is not None:
+            y = y + bias[rows]
+        b.x[:, rows] = (y + b.x[:, rows].float()).to(b.x.dtype)
+
+    def oproj(self, ins, b, step):
+        bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
+        self._project(ins, b, self.w.w_o[ins.layer], b.attn, bo)
+
+    def down(self, ins, b, step):
+        self._project(ins, b, self.w.w_down[ins.layer], b.act, None)
+
+    def allreduce(self, ins, b, step):
+        if b is not self.bufs[-1]:
+            return  # done once, for every rank, when the last rank reaches it
+        tot = sum(r.part.float() for r in self.bufs)
+        if ins.bias and self.w.b_o is not None:
+            tot = tot + self.w.b_o[ins.layer]
+        for r in self.bufs:
+            r.x.copy_((tot + r.x.float()).to(r.x.dtype))
+
+    def gateup(self, ins, b, step):
+        w, rows, inter = self.w, slice(ins.start, ins.end), self.cfg.intermediate_size
+        xn, rstd = self._normed(b.x, w.mlp_norm[ins.layer])
+        g = xn @ w.w_gu[ins.layer, rows].float().T * rstd[:, None]
+        u = xn @ w.w_gu[ins.layer, ins.start + inter:ins.end + inter].float().T * rstd[:, None]
+        b.act[:, rows] = (F.silu(g) * u).to(b.act.dtype)
+
+    def lmhead(self, ins, b, step):
+        w, pl, T = self.w, self.plan, self.plan.T
+        bn, n0, n1 = pl.tiling.bn_lm, ins.start, ins.end
+        xn, rstd = self._normed(b.x, w.norm)
+        lg = xn @ w.lm_head[n0:n1].float().T * rstd[:, None]  # [T, n]
+        b.logits[:, n0:n1] = lg
+        st = b.state
+        mode, temp = int(st[W.MODE]), float(b.fparams[W.TEMP])
+        nt = math.ceil((n1 - n0) / bn)
+        tiles = slice(n0 // bn, n0 // bn + nt)
+        pad = F.pad(lg, (0, nt * bn - (n1 - n0)), value=float("-inf")).view(T, nt, bn)
+        val = pad
+        if mode != W.GREEDY:
+            sc = pad / temp
+            mx = sc.amax(-1)  # [T, nt]
+            b.lm_stat[0, :, tiles] = mx
+            b.lm_stat[1, :, tiles] = torch.exp(sc - mx[..., None]).sum(-1)
+            if mode == W.TEMPERATURE:
+                ids = torch.arange(n0, n0 + nt * bn, device=lg.device)
+                pos, seed = int(st[W.POS]), seed_of(st)
+                g = torch.stack([gumbel(seed + pos + t, ids) for t in range(T)])
+                val = sc + g.view(T, nt, bn)
+        b.lm_val[:, tiles] = val.amax(-1)
+        b.lm_idx[:, tiles] = (val.argmax(-1) + torch.arange(nt, device=lg.device)[None] * bn
+                              + n0).to(torch.int32)
+        if mode == W.FILTERED:
+            cap = pl.tiling.cand
+            keys = make_keys(lg, torch.arange(n0, n1, device=lg.device)[None].expand(T, -1))
+            top = torch.sort(keys, dim=-1, descending=True).values[:, :cap]
+            b.cand[:, ins.slot] = F.pad(top, (0, cap - top.shape[1]), value=MIN_KEY)
+
+    def _choose(self, b, t: int) -> tuple[int, bool]:
+        st, pl = b.state, self.plan
+        mode = int(st[W.MODE])
+        if mode != W.FILTERED:
+            return int(b.lm_idx[t, int(torch.argmax(b.lm_val[t]))]), False
+        keys = torch.sort(b.cand[t, : pl.n_cand_lists].flatten(), descending=True).values
+        mx, se = b.lm_stat[0, t], b.lm_stat[1, t]
+        z = float((se * torch.exp(mx - mx.max())).sum())
+        return choose_filtered(keys[: pl.tiling.cand], z, self.cfg.vocab_size,
+                               float(b.fparams[W.TEMP]), int(st[W.TOP_K]),
+                               float(b.fparams[W.TOP_P]), seed_of(st) + int(st[W.POS]) + t)
+
+    def sample(self, ins, b, step):
+        st, T, host = b.state, self.plan.T, b.host
+        pos, n_out = int(st[W.POS]), int(st[W.N_OUT])
+        stops = set(b.stop_ids[: int(st[W.N_STOP])].tolist())
+        toks = b.tokens.tolist()
+        done, emitted, last = 0, 0, toks[0]
+        for t in range(T):
+            a, over = self._choose(b, t)
+            if over:
+                done = W.DONE_ERROR
+                b.err[:3] = torch.tensor([W.ERR_CAP, -1, ins.seq])
+                break
+            host[W.HOST_HDR + n_out] = a
+            n_out, emitted, last = n_out + 1, emitted + 1, a
+            if a in stops:
+                done = W.DONE_STOP
+            elif n_out >= int(st[W.MAX_NEW]):
+                done = W.DONE_LENGTH
+            if done or t + 1 >= T or toks[t + 1] != a:
+                break
+        npos = pos + emitted
+        if not done and int(host[W.H_CANCEL]):
+            done = W.DONE_CANCEL
+        if not done and npos + T > int(st[W.CAPACITY]):
+            done = W.DONE_CAPACITY
+        host[W.H_PROGRESS] = n_out
+        if done:
+            host[W.H_DONE] = done
+        st[W.POS], st[W.N_OUT], st[W.DONE] = npos, n_out, done
+        st[W.STEPS] += 1
+        nd = int(st[W.N_DRAFT])
+        nxt = [last] + [int(b.drafts[n_out - 1 + i]) if n_out - 1 + i < nd else last
+                        for i in range(1, T)]
+        b.tokens.copy_(torch.tensor(nxt, dtype=torch.int32))
+        b.x.copy_(self.w.embed[torch.tensor(nxt, device=self.w.embed.device)])

@@ -1,0 +1,176 @@
+"""Weights stacked per kind, the buffers of one sequence, and the layout of its state.
+
+The kernel addresses layer l's weights as base + l * stride, so the model's per-layer tensors
+are copied into stacked tensors ([L, rows, cols]: q|k|v fused, gate|up fused) and the
+reference model's LayerWeights are pointed at views of them: one copy in memory serves the
+reference prefill and the kernel. Buffers are plain tensors shared by the VM and the kernel
+(one naming, so diff.py compares them by name). Knows shapes and layouts, not the math.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from agentfast.engine.config import ModelConfig
+from agentfast.engine.model import ModelWeights
+
+from .plan import Plan
+
+# int32 `state` slots
+(POS, N_OUT, DONE, MODE, TOP_K, MAX_NEW, N_STOP, N_DRAFT, SEED_LO, SEED_HI, CAPACITY,
+ STEPS) = range(12)  # STEPS: steps SAMPLE completed since start_sequence
+STATE_SIZE = 16
+TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
+H_PROGRESS, H_CANCEL, H_DONE, HOST_HDR = 0, 1, 2, 4  # host-visible int32 buffer, then the ring
+# why a sequence ended (state[DONE], host[H_DONE])
+DONE_STOP, DONE_LENGTH, DONE_CANCEL, DONE_CAPACITY, DONE_ERROR = 1, 2, 3, 4, 5
+GREEDY, TEMPERATURE, FILTERED = 0, 1, 2  # state[MODE]
+# err: [code, record, seq, wait_seq, target, seen, program, step]
+ERR_WAIT, ERR_CAP, ERR_OPCODE = 1, 2, 3
+ERR_SIZE = 8
+
+
+@dataclass
+class MonoWeights:
+    w_qkv: torch.Tensor  # [L, q + 2kv, H]
+    b_qkv: torch.Tensor | None  # [L, q + 2kv] fp32
+    attn_norm: torch.Tensor  # [L, H] fp32
+    q_norm: torch.Tensor | None  # [L, hd] fp32 (Qwen3)
+    k_norm: torch.Tensor | None
+    w_o: torch.Tensor  # [L, H, q]
+    b_o: torch.Tensor | None  # [L, H] fp32
+    mlp_norm: torch.Tensor  # [L, H] fp32
+    w_gu: torch.Tensor  # [L, 2I, H]: gate rows, then up rows
+    w_down: torch.Tensor  # [L, H, I]
+    norm: torch.Tensor  # [H] fp32
+    embed: torch.Tensor  # [V, H]
+    lm_head: torch.Tensor  # [V, H] (the embedding itself when tied)
+    cos: torch.Tensor  # [max_pos, hd] fp32
+    sin: torch.Tensor
+
+
+def pack_weights(cfg: ModelConfig, w: ModelWeights, cos: torch.Tensor,
+                 sin: torch.Tensor) -> MonoWeights:
+    """Stack `w`'s layers (one layer copied at a time) and point `w`'s layers at the views."""
+    q, kv, inter, L = cfg.q_size, cfg.kv_size, cfg.intermediate_size, cfg.num_layers
+    lw0 = w.layers[0]
+
+    def stack(get, shape, dtype=None):
+        t0 = get(lw0)
+        if t0 is None:
+            return None
+        out = torch.empty((L, *shape), dtype=dtype or t0.dtype, device=t0.device)
+        for i, lw in enumerate(w.layers):
+            out[i].copy_(get(lw).reshape(shape))
+        return out
+
+    h = cfg.hidden_size
+    w_qkv = stack(lambda lw: torch.cat([lw.wq, lw.wk, lw.wv]), (q + 2 * kv, h))
+    w_gu = stack(lambda lw: torch.cat([lw.w_gate, lw.w_up]), (2 * inter, h))
+    b_qkv = stack(lambda lw: None if lw.bq is None else torch.cat([lw.bq, lw.bk, lw.bv]),
+                  (q + 2 * kv,), torch.float32)
+    mw = MonoWeights(
+        w_qkv=w_qkv, b_qkv=b_qkv, attn_norm=stack(lambda lw: lw.attn_norm, (h,)),
+        q_norm=stack(lambda lw: lw.q_norm, (cfg.head_dim,)),
+        k_norm=stack(lambda lw: lw.k_norm, (cfg.head_dim,)),
+        w_o=stack(lambda lw: lw.wo, (h, q)), b_o=stack(lambda lw: lw.bo, (h,), torch.float32),
+        mlp_norm=stack(lambda lw: lw.mlp_norm, (h,)), w_gu=w_gu,
+        w_down=stack(lambda lw: lw.w_down, (h, inter)), norm=w.norm.float().contiguous(),
+        embed=w.embed, lm_head=w.lm_head, cos=cos.contiguous(), sin=sin.contiguous())
+    for i, lw in enumerate(w.layers):  # the reference now reads the stacked copies
+        lw.wq, lw.wk, lw.wv = w_qkv[i, :q], w_qkv[i, q:q + kv], w_qkv[i, q + kv:]
+        lw.w_gate, lw.w_up = w_gu[i, :inter], w_gu[i, inter:]
+        lw.wo, lw.w_down = mw.w_o[i], mw.w_down[i]
+    return mw
+
+
+@dataclass
+class Buffers:
+    """Everything one sequence's decode reads and writes besides the weights."""
+
+    x: torch.Tensor  # [T, H] model dtype: the residual stream
+    qkv: torch.Tensor  # [T, q + 2kv] fp32
+    att_acc: torch.Tensor  # [nh, S, T, hd] fp32: per-split unnormalized outputs
+    att_ml: torch.Tensor  # [2, nh, S, T] fp32: per-split max (log2 units) and sum
+    attn: torch.Tensor  # [T, q] model dtype
+    part: torch.Tensor  # [T, H] fp32: this rank's partial sum (ranks > 1)
+    act: torch.Tensor  # [T, I] model dtype
+    logits: torch.Tensor  # [T, V] fp32
+    lm_val: torch.Tensor  # [T, n_lm_tiles] fp32: per-tile max (greedy) or Gumbel max
+    lm_idx: torch.Tensor  # [T, n_lm_tiles] int32: its token id
+    lm_stat: torch.Tensor  # [2, T, n_lm_tiles] fp32: per-tile max and sum of exp(l / temp)
+    cand: torch.Tensor  # [T, n_cand_lists, cand] int64: per-run top candidates, sorted keys
+    tokens: torch.Tensor  # [T] int32: this step's input tokens (last emitted, then drafts)
+    state: torch.Tensor  # [STATE_SIZE] int32
+    fparams: torch.Tensor  # [2] fp32: temperature, top_p
+    stop_ids: torch.Tensor  # [>= 1] int32
+    drafts: torch.Tensor  # [max_len] int32: proposal for output index i
+    host: torch.Tensor  # [HOST_HDR + max_len] int32 (pinned on CUDA): progress, cancel, ring
+    ctr: torch.Tensor  # [ops] int32 dependency counters
+    err: torch.Tensor  # [ERR_SIZE] int32
+    k_cache: torch.Tensor  # [L, nkv, capacity, hd]
+    v_cache: torch.Tensor
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def clone(self) -> Buffers:
+        return Buffers(**{k: v.clone() for k, v in self.tensors().items()})
+
+
+def alloc_buffers(plan: Plan, device: torch.device | str, dtype: torch.dtype,
+                  k_cache: torch.Tensor, v_cache: torch.Tensor, pin: bool = False) -> Buffers:
+    c, T = plan.cfg, plan.T
+    f32, i32 = torch.float32, torch.int32
+
+    def z(*shape, dt=f32):
+        return torch.zeros(shape, dtype=dt, device=device)
+
+    host = torch.zeros(HOST_HDR + plan.max_len, dtype=i32, pin_memory=pin)
+    if not pin:
+        host = host.to(device)
+    nt = plan.n_lm_tiles
+    return Buffers(
+        x=z(T, c.hidden_size, dt=dtype), qkv=z(T, c.q_size + 2 * c.kv_size),
+        att_acc=z(c.num_heads, plan.splits, T, c.head_dim),
+        att_ml=z(2, c.num_heads, plan.splits, T), attn=z(T, c.q_size, dt=dtype),
+        part=z(T, c.hidden_size), act=z(T, c.intermediate_size, dt=dtype),
+        logits=z(T, c.vocab_size), lm_val=z(T, nt), lm_idx=z(T, nt, dt=i32),
+        lm_stat=z(2, T, nt), cand=z(T, max(1, plan.n_cand_lists), plan.tiling.cand,
+                                    dt=torch.int64),
+        tokens=z(T, dt=i32), state=z(STATE_SIZE, dt=i32), fparams=z(2),
+        stop_ids=z(1, dt=i32), drafts=z(plan.max_len, dt=i32), host=host,
+        ctr=z(len(plan.ops), dt=i32), err=z(ERR_SIZE, dt=i32), k_cache=k_cache, v_cache=v_cache)
+
+
+def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_new: int,
+                   stop_ids: list[int], capacity: int, mode: int = GREEDY,
+                   temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                   drafts: list[int] | None = None) -> None:
+    """Host-side setup before the first launch: `token` (output index 0, already sampled from
+    the prefill logits) sits at position `pos`; drafts[i] proposes output index i."""
+    dev, T = bufs.state.device, bufs.tokens.shape[0]
+    drafts = list(drafts or [])
+    assert len(drafts) <= bufs.drafts.numel(), "more drafts than the draft buffer holds"
+    bufs.drafts.zero_()
+    if drafts:
+        bufs.drafts[: len(drafts)] = torch.tensor(drafts, dtype=torch.int32, device=dev)
+    ids = stop_ids or [-1]
+    bufs.stop_ids = torch.tensor(ids, dtype=torch.int32, device=dev)
+    toks = [token] + [drafts[i] if i < len(drafts) else token for i in range(T - 1)]
+    bufs.tokens.copy_(torch.tensor(toks, dtype=torch.int32))
+    bufs.x.copy_(w.embed[torch.tensor(toks, device=w.embed.device)])
+    st = [0] * STATE_SIZE
+    st[POS], st[N_OUT], st[MODE], st[TOP_K], st[MAX_NEW] = pos, 1, mode, top_k, max_new
+    st[N_STOP], st[N_DRAFT], st[CAPACITY] = len(stop_ids), len(drafts), capacity
+    st[SEED_LO], st[SEED_HI] = seed & 0xFFFFFFFF, (seed >> 32) & 0x7FFFFFFF
+    st[SEED_LO] -= (1 << 32) if st[SEED_LO] >= 1 << 31 else 0  # as int32
+    bufs.state.copy_(torch.tensor(st, dtype=torch.int32))
+    bufs.fparams.copy_(torch.tensor([temperature, top_p], dtype=torch.float32))
+    bufs.host.zero_()
+    bufs.host[HOST_HDR] = token
+    bufs.host[H_PROGRESS] = 1
+    bufs.ctr.zero_()
+    bufs.err.zero_()

@@ -1,0 +1,70 @@
+"""The monokernel backend through the engine: greedy equal to the reference, stops, sessions,
+seeded sampling, cancellation; the CPU refusal without the interpreter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mk_utils import interpreted
+
+from agentfast.engine import Engine, SamplingParams
+from agentfast.engine.errors import RequestError
+
+
+@pytest.fixture(scope="module")
+def qwen3_dir(tmp_path_factory):
+    from tiny_models import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("mk") / "qwen3", "qwen3", seed=3,
+                           tie_word_embeddings=True, num_hidden_layers=1)
+
+
+def _engines(folder):
+    ref = Engine.load(str(folder), backend="reference", device="cpu", dtype=torch.float32,
+                      max_context=64)
+    mk = Engine.load(str(folder), backend="monokernel", device="cpu", dtype=torch.float32,
+                     max_context=64)
+    return ref, mk
+
+
+@interpreted
+def test_monokernel_backend_greedy_equals_reference(qwen3_dir):
+    ref, mk = _engines(qwen3_dir)
+    ids = ref.tokenizer.encode("The capital of France is Paris.")
+    p = SamplingParams(max_tokens=8, ignore_eos=True)
+    want = ref.generate(ids, p)
+    got = mk.generate(ids, p)
+    assert got.token_ids == want.token_ids and got.finish_reason == "length"
+    # a session: the second turn reuses the first turn's K/V written by the kernel
+    first = mk.generate(ids, p, session="s")
+    turn2 = ids + first.token_ids[:4] + ids[:2]
+    warm = mk.generate(turn2, p, session="s")
+    assert warm.reused_tokens == len(ids) + 4
+    assert warm.token_ids == ref.generate(turn2, p).token_ids
+    stop = want.token_ids[3]
+    r = mk.generate(ids, SamplingParams(max_tokens=8, stop_token_ids=(stop,), ignore_eos=True))
+    assert r.token_ids == want.token_ids[: want.token_ids.index(stop)]
+    assert r.finish_reason == "stop"
+
+
+@interpreted
+def test_monokernel_backend_sampling_and_cancel(qwen3_dir):
+    _, mk = _engines(qwen3_dir)
+    ids = mk.tokenizer.encode("Agents call tools")
+    p = SamplingParams(max_tokens=6, temperature=0.9, top_k=8, seed=5, ignore_eos=True)
+    a, b = mk.generate(ids, p), mk.generate(ids, p)
+    assert a.token_ids == b.token_ids and len(a.token_ids) == 6
+    g = mk.stream(ids, SamplingParams(max_tokens=6, ignore_eos=True))
+    next(iter(g))
+    g.close()
+    assert g.result is not None and g.result.finish_reason == "cancelled"
+    with pytest.raises(RequestError, match="cap"):  # 100 > 64 candidates, < 320 tokens
+        mk.generate(ids, SamplingParams(max_tokens=3, temperature=1.0, top_k=100))
+
+
+def test_monokernel_backend_needs_cuda_or_the_interpreter(qwen3_dir, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the refusal is for CPU machines")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RequestError, match="CUDA"):
+        Engine.load(str(qwen3_dir), backend="monokernel", device="cpu")

@@ -1,0 +1,157 @@
+"""The persistent kernel (one program, CPU interpreter) against the VM, buffer by buffer, and
+against the reference's greedy tokens; stops, cancel, bounded waits, the diff tool."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+import torch
+from mk_utils import PROMPT, V, gpu, harness, interpreted
+
+from agentfast.engine.errors import RequestError
+from agentfast.kernels.monokernel import weights as W
+from agentfast.kernels.monokernel.diff import compare, first_divergence, kernel_runner, vm_runner
+from agentfast.kernels.monokernel.kernel import Monokernel, MonokernelError
+from agentfast.kernels.monokernel.plan import Tiling
+from agentfast.kernels.monokernel.sampling import philox_uniform
+
+N = 7
+
+
+def _run_both(h, steps, sampling=False, **kw):
+    b = h.bufs.clone()
+    h.vm().run(steps)
+    mk = Monokernel(h.plan, h.w)
+    mk.launch(b, steps, sampling=sampling, **kw)
+    mk.check(b)
+    return b
+
+
+@interpreted
+@pytest.mark.parametrize("name,T,drafts", [
+    ("llama_gqa_tied_hd64", 1, None),
+    ("qwen3_qknorm_hd128", 1, None),
+    ("qwen3_qknorm_hd128", 4, "every_third_wrong"),
+    ("llama_obias_hd64", 4, "perfect"),
+    ("qwen2_bias_hd64", 1, None),
+    ("mistral_window_hd64", 1, None),
+])
+def test_kernel_equals_vm_and_reference(name, T, drafts):
+    h = harness(name, T=T)
+    ref, _ = h.reference_greedy(PROMPT, N)
+    d = {None: None, "perfect": ref,
+         "every_third_wrong": [(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)]}
+    h.start(PROMPT, N, drafts=d[drafts])
+    b = _run_both(h, N)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    assert h.tokens(b) == h.tokens() == ref
+    assert int(b.state[W.DONE]) == W.DONE_LENGTH and int(b.host[W.H_DONE]) == W.DONE_LENGTH
+
+
+@interpreted
+@pytest.mark.parametrize("params", [dict(temperature=0.8),
+                                    dict(temperature=0.6, top_k=10, top_p=0.9)])
+def test_kernel_sampling_equals_vm(params):
+    h = harness("llama_gqa_tied_hd64", tiling=Tiling(bn=64, bn_lm=64, attn_splits=2,
+                                                     attn_block=16, cand=32))
+    h.start(PROMPT, 5, seed=3, **params)
+    b = _run_both(h, 5, sampling=True)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    assert len(h.tokens(b)) == 5 and h.tokens(b) == h.tokens()
+
+
+@interpreted
+def test_kernel_stops_on_stop_id_and_cancel():
+    h = harness("llama_gqa_tied_hd64")
+    ref, _ = h.reference_greedy(PROMPT, N)
+    stop = next(t for t in ref[2:] if t not in ref[:2])
+    h.start(PROMPT, N, stop_ids=(stop, 999))
+    b = _run_both(h, N)
+    assert h.tokens(b) == ref[: ref.index(stop) + 1]
+    assert int(b.state[W.DONE]) == W.DONE_STOP
+    h.start(PROMPT, N)
+    h.bufs.host[W.H_CANCEL] = 1  # read once per step: the first step still runs
+    b = _run_both(h, N)
+    assert h.tokens(b) == ref[:2] and int(b.host[W.H_DONE]) == W.DONE_CANCEL
+
+
+@interpreted
+def test_unsatisfiable_wait_names_the_op():
+    """A 2-program plan run by one program: the first op program 1 should have helped with
+    never completes; the bounded wait records it and the host error names the op."""
+    h = harness("llama_gqa_tied_hd64", programs=2)
+    h.start(PROMPT, N)
+    one = dataclasses.replace(h.plan, num_programs=1)
+    mk = Monokernel(one, h.w)
+    mk.offs = mk.offs[:2].clone()  # program 0's instructions only
+    mk.launch(h.bufs, 2, spin_cap=20)
+    code, rec, seq, wseq = h.bufs.err.tolist()[:4]
+    assert code == W.ERR_WAIT
+    op, dep = h.plan.ops[seq].name, h.plan.ops[wseq].name
+    pattern = f"before {re.escape(op)}.*counter of {re.escape(dep)}"
+    with pytest.raises(MonokernelError, match=pattern) as e:
+        mk.check(h.bufs)
+    # program 0 did half of layer 0's QKV rows; its ATTN run waits for all of them
+    assert "before layer 0 ATTN (op 1)" in str(e.value) and "saw 4" in str(e.value)
+
+
+@interpreted
+def test_top_p_over_cap_raises():
+    h = harness("llama_gqa_tied_hd64")
+    with torch.no_grad():
+        h.w.lm_head.zero_()  # flat logits: any 0.9 nucleus holds 231 of 256 tokens
+    W.start_sequence(h.bufs, h.w, token=1, pos=len(PROMPT), max_new=N, stop_ids=[],
+                     capacity=48, mode=W.FILTERED, temperature=1.0, top_p=0.9)
+    mk = Monokernel(h.plan, h.w)
+    mk.launch(h.bufs, 3, sampling=True)
+    assert int(h.bufs.state[W.DONE]) == W.DONE_ERROR
+    with pytest.raises(RequestError, match="candidates"):
+        mk.check(h.bufs)
+
+
+@interpreted
+def test_philox_matches_tl_rand():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def draw(out, key_ptr, N: tl.constexpr):
+        i = tl.arange(0, N)
+        tl.store(out + i, tl.rand(tl.load(key_ptr), i * 7919))
+
+    out = torch.empty(64)
+    for key in (0, 12345, (1 << 40) + 17):
+        draw[(1,)](out, torch.tensor([key]), N=64)
+        assert torch.equal(out, philox_uniform(key, torch.arange(64) * 7919))
+
+
+@interpreted
+def test_diff_finds_nothing_then_the_broken_op():
+    h = harness("llama_gqa_tied_hd64")
+    h.start(PROMPT, N)
+    assert first_divergence(h.plan, h.bufs, vm_runner(h.w), kernel_runner(h.w), steps=2) is None
+    broken = dataclasses.replace(h.w, w_o=h.w.w_o.clone())
+    broken.w_o[1, 5, 3] += 0.5
+    d = first_divergence(h.plan, h.bufs, vm_runner(h.w), vm_runner(broken), steps=2)
+    assert d is not None and d.buffer == "x" and d.op.startswith("layer 1 OPROJ"), d
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_kernel_equals_vm(dtype):
+    """Next session, on the H200: many programs, real waits across SMs."""
+    torch.manual_seed(0)
+    from mk_utils import cfg
+
+    from agentfast.kernels.monokernel.harness import Harness
+
+    h = Harness.build(cfg("qwen3_qknorm_hd128"), 264, 1, 64, device="cuda", dtype=dtype)
+    ref, _ = h.reference_greedy(PROMPT, N)
+    h.start(PROMPT, N)
+    b = _run_both(h, N)
+    torch.cuda.synchronize()
+    assert compare(h.bufs, b, tol=1e-4 if dtype == torch.float32 else 3e-2) is None
+    if dtype == torch.float32:
+        assert h.tokens(b) == ref

@@ -1,0 +1,94 @@
+"""The planner: records, coverage of every op's rows, balance, dependencies, ranks."""
+
+from __future__ import annotations
+
+import pytest
+from mk_utils import cfg
+
+from agentfast.engine.config import ModelConfig
+from agentfast.kernels.monokernel import plan as P
+
+QWEN3_1P7B = ModelConfig(arch="qwen3", vocab_size=151936, hidden_size=2048,
+                         intermediate_size=6144, num_layers=28, num_heads=16, num_kv_heads=8,
+                         head_dim=128, qk_norm=True, tie_word_embeddings=True)
+
+
+def _rows(p: P.Plan, rank: int, seq: int) -> list[int]:
+    return sorted(r for i in p.instructions(rank) if i.seq == seq for r in range(i.start, i.end))
+
+
+def test_records_and_table():
+    c = cfg("llama_gqa_tied_hd64")
+    p = P.plan(c, 3, 1, 64)
+    recs, offs = p.table()
+    assert recs.shape[1] == P.RECORD and offs[0] == 0 and offs[-1] == len(recs)
+    assert len(offs) == p.num_programs + 1
+    ins = p.instructions()
+    assert [list(r) for r in recs] == [i.serialize() for i in ins]
+    o = next(i for i in ins if isinstance(i, P.OProj))
+    assert o.serialize()[:8] == [P.OPROJ, o.seq, o.layer, o.start, o.end, 0, c.q_size, 0]
+    assert all(i.cost > 0 for i in ins)
+
+
+@pytest.mark.parametrize("programs", [1, 5, 132])
+def test_every_tile_once_and_dependencies(programs):
+    c = cfg("qwen3_qknorm_hd128")
+    p = P.plan(c, programs, 4, 64)
+    full = {P.QKV: c.q_size + 2 * c.kv_size, P.ATTN: c.num_kv_heads * p.splits,
+            P.ATTN_REDUCE: c.num_heads, P.OPROJ: c.hidden_size, P.GATEUP: c.intermediate_size,
+            P.DOWN: c.hidden_size, P.LMHEAD: c.vocab_size, P.SAMPLE: 1}
+    for op in p.ops:
+        assert _rows(p, 0, op.seq) == list(range(full[op.opcode])), op.name
+        runs = [i for i in p.instructions() if i.seq == op.seq]
+        assert sum(i.signal for i in runs) == op.tiles
+        for i in runs:  # each op waits for the one before it; the first for the last SAMPLE
+            prev = p.ops[op.seq - 1] if op.seq else p.ops[-1]
+            assert (i.wait_seq, i.wait_count, i.wait_prev) == (prev.seq, prev.tiles,
+                                                              op.seq == 0)
+    for prog in p.programs[0]:  # op order within every program
+        assert [i.seq for i in prog] == sorted(i.seq for i in prog)
+    sample = [i for i in p.instructions() if i.opcode == P.SAMPLE]
+    assert len(sample) == 1 and p.programs[0][-1][-1] is sample[0]
+
+
+def test_balanced_by_bytes():
+    p = P.plan(QWEN3_1P7B, 264, 1, 4096)
+    for op in p.ops:
+        if op.opcode in (P.QKV, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD):
+            cost = [sum(i.cost for i in prog if i.seq == op.seq) for prog in p.programs[0]]
+            tile = max(i.cost // i.signal for i in p.instructions() if i.seq == op.seq)
+            assert max(cost) - min(cost) <= tile, op.name  # at most one tile apart
+    assert p.splits == 32  # 264 programs / 8 kv heads, capped
+
+
+def test_two_ranks_split_heads_and_ffn():
+    c = cfg("llama_obias_hd64")  # 6 heads, 2 kv heads, I = 192
+    p = P.plan(c, 4, 1, 64, ranks=2)
+    names = [P.OP_NAMES[o.opcode] for o in p.ops[:8]]
+    assert names == ["QKV", "ATTN", "ATTN_REDUCE", "OPROJ", "ALLREDUCE", "GATEUP", "DOWN",
+                     "ALLREDUCE"]
+    hd, q, kv = c.head_dim, c.q_size, c.kv_size
+    for r in range(2):
+        qkv = _rows(p, r, 0)
+        want = (list(range(r * 3 * hd, (r + 1) * 3 * hd)) + list(range(q + r * hd, q + (r + 1)
+                * hd)) + list(range(q + kv + r * hd, q + kv + (r + 1) * hd)))
+        assert qkv == want
+        assert _rows(p, r, 5) == list(range(r * 96, (r + 1) * 96))  # gate/up columns
+        down = [i for i in p.instructions(r) if i.opcode == P.DOWN]
+        assert {(i.k0, i.k1, i.partial) for i in down} == {(r * 96, (r + 1) * 96, True)}
+        oproj = [i for i in p.instructions(r) if i.opcode == P.OPROJ]
+        assert {(i.k0, i.k1) for i in oproj} == {(r * 3 * hd, (r + 1) * 3 * hd)}
+        assert _rows(p, r, 6) == list(range(c.hidden_size))  # every rank: all of x
+    ar = [i for i in p.instructions(0) if i.opcode == P.ALLREDUCE]
+    assert [i.bias for i in ar] == [True, False] * c.num_layers
+
+
+def test_truncated_and_limits():
+    p = P.plan(cfg("llama_gqa_tied_hd64"), 2, 1, 64)
+    cut = p.truncated(3)
+    assert max(i.seq for i in cut.instructions()) == 3 and cut.last_seq == 3
+    assert "instructions" in p.describe()
+    with pytest.raises(AssertionError, match="tl.dot"):
+        P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8))
+    with pytest.raises(AssertionError, match="ranks"):
+        P.plan(cfg("mistral_window_hd64"), 2, 1, 64, ranks=2)  # 1 kv head
