@@ -10,7 +10,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"AsyncOpenAI": "agentfast.server.inprocess", "OpenAI": "agentfast.server.inprocess"}
+_LAZY = {"AsyncOpenAI": "agentfast.server.inprocess", "OpenAI": "agentfast.server.inprocess",
+         "Agent": "agentfast.agent", "tool": "agentfast.agent"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,140 @@
+"""The loop on a scripted client: tool results (and tool failures) go back to the model, calls of
+one turn overlap, max_turns, event order, structured output, the trace."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from agentfast.agent import (
+    Agent,
+    MaxTurnsExceeded,
+    RunFinished,
+    TextDelta,
+    ToolCallStarted,
+    ToolResult,
+    TurnFinished,
+    tool,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def add(a: int, b: int) -> int:
+    """Adds two numbers."""
+    return a + b
+
+
+async def test_tool_result_goes_back_and_run_finishes(fake):
+    client = fake([[("add", {"a": 2, "b": 3})], "The sum is 5."])
+    r = await Agent(client, instructions="Be brief.", tools=[add]).run("2+3?")
+    assert r.output == "The sum is 5." and r.turns == 2
+    roles = [m["role"] for m in r.messages]
+    assert roles == ["system", "user", "assistant", "tool", "assistant"]
+    assert r.messages[3] == {"role": "tool", "tool_call_id": "call_0", "content": "5"}
+    req = client.requests[0]
+    assert req["tool_choice"] == "auto" and req["tools"][0]["function"]["strict"] is True
+    assert req["user"] == client.requests[1]["user"]  # one session for the run
+    assert req["extra_headers"]["x-session-id"] == req["user"]
+    # append-only: the second request starts with the first one's messages
+    assert client.requests[1]["messages"][:2] == r.messages[:2]
+    assert r.usage.completion_tokens == 10 and r.usage.cached_tokens > 0
+
+
+async def test_failures_are_returned_to_the_model(fake):
+    @tool
+    def broken(path: str) -> str:
+        raise FileNotFoundError(path)
+
+    @tool
+    async def sleepy(x: int) -> int:
+        await anyio.sleep(5)
+        return x
+
+    client = fake([[("add", {"a": "two", "b": 3}), ("broken", {"path": "x.py"}),
+                    ("sleepy", {"x": 1}), ("nope", {})], "done"])
+    agent = Agent(client, tools=[add, broken, sleepy], tool_timeout=0.2)
+    r = await agent.run("go")
+    tool_msgs = [m["content"] for m in r.messages if m["role"] == "tool"]
+    assert tool_msgs[0].startswith("Error: invalid arguments for add: a:")
+    assert tool_msgs[1] == "Error: broken raised FileNotFoundError: x.py"
+    assert tool_msgs[2] == "Error: sleepy timed out after 0.2 s"
+    assert tool_msgs[3].startswith("Error: no tool named 'nope'")
+    assert r.output == "done"
+
+
+async def test_calls_of_one_turn_overlap_under_the_limit(fake):
+    running, peak = 0, 0
+
+    @tool
+    async def work(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.1)
+        running -= 1
+        return i
+
+    client = fake([[("work", {"i": i}) for i in range(6)], "ok"])
+    r = await Agent(client, tools=[work], max_concurrent_tools=3).run("go")
+    assert peak == 3
+    assert [m["content"] for m in r.messages if m["role"] == "tool"] == [str(i) for i in range(6)]
+    assert 0.15 < r.trace.turns[0].tool_s < 0.5  # 2 waves of 0.1 s, not 6
+
+
+async def test_max_turns(fake):
+    client = fake([[("add", {"a": 1, "b": 1})]] * 3)
+    with pytest.raises(MaxTurnsExceeded, match="max_turns=3") as e:
+        await Agent(client, tools=[add], max_turns=3).run("loop")
+    assert e.value.result.turns == 3 and len(client.requests) == 3
+
+
+async def test_streamed_event_order(fake):
+    client = fake([[("add", {"a": 1, "b": 2}), ("add", {"a": 3, "b": 4})], "three and seven"])
+    events = [ev async for ev in Agent(client, tools=[add]).run_stream("go")]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["ToolCallStarted", "ToolCallStarted", "ToolResult", "ToolResult",
+                     "TurnFinished", "TextDelta", "TextDelta", "TurnFinished", "RunFinished"]
+    assert isinstance(events[0], ToolCallStarted) and events[0].name == "add"
+    assert isinstance(events[2], ToolResult) and events[2].output == "3" and events[2].ok
+    assert isinstance(events[4], TurnFinished) and events[4].tool_calls == 2
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "three and seven"
+    assert isinstance(events[-1], RunFinished) and events[-1].output == "three and seven"
+
+
+class Answer(BaseModel):
+    city: str
+    population: int
+
+
+async def test_output_type_uses_strict_json_schema(fake):
+    client = fake([json.dumps({"city": "Paris", "population": 2})])
+    r = await Agent(client, output_type=Answer).run("Biggest city?")
+    assert r.output == Answer(city="Paris", population=2)
+    fmt = client.requests[0]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert fmt["json_schema"]["schema"]["additionalProperties"] is False
+
+
+async def test_output_type_with_tools_asks_for_the_structured_answer_last(fake):
+    client = fake([[("add", {"a": 1, "b": 1})], "it is Paris",
+                   json.dumps({"city": "Paris", "population": 2})])
+    r = await Agent(client, tools=[add], output_type=Answer).run("go")
+    assert r.output.city == "Paris" and r.turns == 3
+    assert "response_format" not in client.requests[0]
+    assert "tools" not in client.requests[2] and "response_format" in client.requests[2]
+
+
+async def test_trace(fake):
+    client = fake([[("add", {"a": 1, "b": 1})], "2"])
+    r = await Agent(client, tools=[add]).run("go")
+    t = r.trace
+    assert len(t.turns) == 2 and t.turns[1].cached_tokens > 0
+    assert t.turns[1].prefilled_tokens == t.turns[1].prompt_tokens - t.turns[1].cached_tokens
+    assert "ttft_ms" in t.summary() and "2 turns" in t.summary()
+    d = json.loads(t.to_json())
+    assert {"ttft_s", "decode_tps", "prefilled_tokens", "cached_tokens", "tool_s", "host_s"} <= \
+        set(d["turns"][0])
