@@ -24,6 +24,8 @@ from .stops import StopMatcher
 from .tokenizer import IncrementalDecoder
 
 if TYPE_CHECKING:
+    from agentfast.spec_decode import Drafter
+
     from .constraints import TokenAutomaton
 
 
@@ -74,8 +76,11 @@ def default_device() -> torch.device:
 class Engine:
     def __init__(self, model: LoadedModel, backend: str = "reference",
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                 max_context: int | None = None, max_sessions: int = 8):
+                 max_context: int | None = None, max_sessions: int = 8,
+                 drafter: Drafter | None = None):
         self.model = model
+        # Speculative decoding (agentfast.spec_decode.Drafter), reference backend only for now.
+        self.drafter = drafter
         self.config, self.tokenizer = model.config, model.tokenizer
         self.device = torch.device(device) if device else default_device()
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
@@ -86,6 +91,8 @@ class Engine:
         check_weights(self.config, model.weights, str(model.source))
         self.backend: Backend = create_backend(backend, self.config, model.weights, self.device,
                                                self.dtype, self.max_context)
+        if drafter is not None and not self.backend.supports_drafter:
+            raise RequestError(f"the {backend} backend does not take a drafter")
         self.sessions = SessionStore(max_sessions)
         eos = set(self.tokenizer.eos_ids) | set(self.config.eos_token_ids)
         self.eos_ids = frozenset(eos)
@@ -169,7 +176,9 @@ class Engine:
         out_ids: list[int] = []
         text: list[str] = []
         finish, stop_by, t_first = "length", None, None
-        kw = {} if automaton is None else {"automaton": automaton}
+        kw: dict[str, Any] = {} if automaton is None else {"automaton": automaton}
+        if self.drafter is not None:
+            kw.update(drafter=self.drafter, history=ids)
         steps = self.backend.decode(sess.cache, logits, len(ids), params, stop_ids, max_new, **kw)
         try:
             for tok in steps:

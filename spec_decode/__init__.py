@@ -1,1 +1,13 @@
-"""Speculative decoding: drafters and the accept rule (not yet built)."""
+"""Speculative decoding: drafters that guess the next tokens, and the rule that accepts them.
+
+Knows token ids only (no text, no tensors except in the accept rule). The backend scores the
+current token plus k drafts in one forward and keeps the longest accepted prefix; under greedy
+the output equals plain decode token for token, under sampling it has the same distribution.
+"""
+
+from __future__ import annotations
+
+from .accept import accept_greedy, accept_sampled, verify
+from .drafters import Drafter, DraftLength, NgramDrafter
+
+__all__ = ["Drafter", "DraftLength", "NgramDrafter", "accept_greedy", "accept_sampled", "verify"]

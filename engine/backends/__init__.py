@@ -26,6 +26,8 @@ class Backend(ABC):
     # Whether `decode` takes `automaton=` (structured outputs); the engine refuses a constrained
     # request on a backend without it rather than generate unconstrained.
     supports_constraints: bool = False
+    # Whether `decode` takes `drafter=` and `history=` (speculative decoding, spec_decode/).
+    supports_drafter: bool = False
 
     @abstractmethod
     def new_cache(self) -> Any:

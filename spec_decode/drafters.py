@@ -1,0 +1,92 @@
+"""Drafters: propose the next k tokens of a sequence from its token history (host side).
+
+A drafter knows only token ids. It does not know the model, the sampler or the constraint: the
+backend trims its proposals (automaton, stop ids, budget) and verifies them with the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class Drafter:
+    """One interface, several drafters (n-gram lookup now; MTP heads, draft models later).
+
+    Counts what was drafted and accepted (`observe`), so callers can report the mean accepted
+    drafts per verification step."""
+
+    def __init__(self) -> None:
+        self.steps = 0  # verification steps that carried at least one draft
+        self.drafted = 0
+        self.accepted = 0
+
+    def propose(self, history: list[int], k: int) -> list[int]:
+        """Up to k guessed tokens following `history` (the whole sequence so far)."""
+        raise NotImplementedError
+
+    def observe(self, drafted: list[int], accepted: int) -> None:
+        """The backend verified `drafted`; its first `accepted` tokens were kept."""
+        if drafted:
+            self.steps += 1
+            self.drafted += len(drafted)
+            self.accepted += accepted
+
+    @property
+    def mean_accepted(self) -> float:
+        """Accepted drafts per verification step (the bonus token not counted)."""
+        return self.accepted / self.steps if self.steps else 0.0
+
+
+class NgramDrafter(Drafter):
+    """Suffix lookup over the history: find the longest suffix (max_ngram down to min_ngram
+    tokens) that occurred earlier, most recent occurrence first, and propose what followed it.
+    Agent loops copy from tool outputs and code, so this is the cheapest big win."""
+
+    def __init__(self, max_ngram: int = 8, min_ngram: int = 1):
+        super().__init__()
+        assert 1 <= min_ngram <= max_ngram, f"bad n-gram range {min_ngram}..{max_ngram}"
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+
+    def propose(self, history: list[int], k: int) -> list[int]:
+        size = len(history)
+        if k <= 0 or size <= self.min_ngram:
+            return []
+        last = history[-1]
+        for n in range(min(self.max_ngram, size - 1), self.min_ngram - 1, -1):
+            suffix = history[size - n:]
+            # An earlier occurrence history[i:i+n] with at least one token after it.
+            for i in range(size - n - 1, -1, -1):
+                if history[i + n - 1] == last and history[i:i + n] == suffix:
+                    return history[i + n:i + n + k]
+        return []
+
+
+@dataclass
+class DraftLength:
+    """How many tokens to draft next: grows by one after a full accept, drops to what was
+    accepted (+1) after a reject; pauses drafting (k = 0, plain decode) for `cooldown` steps
+    when the running acceptance rate falls below `min_rate`, then probes again with k = 1."""
+
+    k: int = 4
+    k_max: int = 8
+    min_rate: float = 0.2
+    cooldown: int = 8
+    rate: float = 1.0  # exponential moving average of accepted / drafted
+    _paused: int = 0
+
+    def next_k(self) -> int:
+        if self._paused > 0:
+            self._paused -= 1
+            return 0
+        return self.k
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted == 0:
+            return
+        self.rate = 0.7 * self.rate + 0.3 * accepted / drafted
+        if accepted == drafted:
+            self.k = min(self.k + 1, self.k_max)
+        else:
+            self.k = max(accepted + 1, 1)
+        if self.rate < self.min_rate:
+            self._paused, self.k, self.rate = self.cooldown, 1, self.min_rate
