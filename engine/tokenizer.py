@@ -82,9 +82,12 @@ class Tokenizer:
             raise RequestError(f"chat template: {e}") from None
 
     def encode_chat(self, messages: list[dict[str, Any]], **kw: Any) -> list[int]:
-        text = self.render_chat(messages, **kw)
+        return self.encode_rendered(self.render_chat(messages, **kw))
+
+    def encode_rendered(self, text: str) -> list[int]:
+        """Token ids of a rendered chat prompt. Templates normally write BOS themselves; it is
+        added only when the template did not."""
         ids = self.encode(text, add_special=False)
-        # Templates normally write BOS themselves; add it only when the template did not.
         if self.add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
             bos = self.special_tokens.get("bos_token")
             if not (bos and text.startswith(bos)):

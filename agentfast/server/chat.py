@@ -139,16 +139,6 @@ def session_id(rendered: list[dict], tools: list[dict] | None, user: str | None,
     return "c:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def encode(tok: Tokenizer, text: str) -> list[int]:
-    """Token ids of a rendered chat prompt, BOS added only when the template did not write it."""
-    ids = tok.encode(text, add_special=False)
-    if tok.add_bos and tok.bos_id is not None and (not ids or ids[0] != tok.bos_id):
-        bos = tok.special_tokens.get("bos_token")
-        if not (bos and text.startswith(bos)):
-            ids = [tok.bos_id] + ids
-    return ids
-
-
 @dataclass
 class Prompt:
     text: str
@@ -170,7 +160,7 @@ class PromptCache:
             hit = self._d.get(session)
         if hit and text.startswith(hit[0]) and len(text) > len(hit[0]):
             return hit[1] + tok.encode(text[len(hit[0]):], add_special=False)
-        return encode(tok, text)
+        return tok.encode_rendered(text)
 
     def remember(self, session: str, text: str, ids: list[int]) -> None:
         with self._lock:

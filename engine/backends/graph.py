@@ -20,7 +20,7 @@ from ..config import ModelConfig
 from ..errors import RequestError
 from ..model import KVCache, ModelWeights, Transformer, build_weights
 from ..sampling import SamplingParams
-from . import Backend
+from .prefill import ReferencePrefill
 
 LOOKAHEAD = 2  # decode steps the host enqueues ahead of the token it is reading
 MAX_GRAPHS = 8  # captured graphs kept per KV cache (greedy/sampled x recent constraints)
@@ -102,7 +102,7 @@ class StepState:
         self.events = [torch.cuda.Event() for _ in range(LOOKAHEAD + 2)]
 
 
-class GraphBackend(Backend):
+class GraphBackend(ReferencePrefill):
     name = "graph"
     supports_constraints = True
 
@@ -122,17 +122,6 @@ class GraphBackend(Backend):
         self.model = Transformer(cfg, w, max_len)  # prefill path, same weights and cache
         self.cos, self.sin = self.model.cos.contiguous(), self.model.sin.contiguous()
         self._states: weakref.WeakKeyDictionary[KVCache, StepState] = weakref.WeakKeyDictionary()
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial=self.max_len)
-
-    def prefill(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
-        ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)
-        return self.model.forward(ids, start, cache, last_only=True)[0]
-
-    def logits(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
-        ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)
-        return self.model.forward(ids, start, cache)
 
     # ---- the captured step ---------------------------------------------------------------
 

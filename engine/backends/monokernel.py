@@ -22,12 +22,12 @@ from ..config import ModelConfig
 from ..errors import RequestError
 from ..model import KVCache, Transformer, build_weights
 from ..sampling import SamplingParams
-from . import Backend
+from .prefill import ReferencePrefill
 
 POLL_S = 20e-6  # host sleep between reads of the progress counter
 
 
-class MonokernelBackend(Backend):
+class MonokernelBackend(ReferencePrefill):
     name = "monokernel"
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
@@ -70,17 +70,6 @@ class MonokernelBackend(Backend):
             if fit < programs_per_sm:
                 build(fit * sms)
         self._bufs: weakref.WeakKeyDictionary[KVCache, Any] = weakref.WeakKeyDictionary()
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial=self.max_len)
-
-    def prefill(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
-        ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)
-        return self.model.forward(ids, start, cache, last_only=True)[0]
-
-    def logits(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
-        ids = torch.tensor(tokens, dtype=torch.int64, device=self.device)
-        return self.model.forward(ids, start, cache)
 
     def _buffers(self, cache: KVCache):
         from ...kernels.monokernel.weights import alloc_buffers

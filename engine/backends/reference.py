@@ -16,7 +16,7 @@ import torch
 from ..config import ModelConfig
 from ..model import KVCache, Transformer, build_weights
 from ..sampling import SamplingParams, make_generator, sample
-from . import Backend
+from .prefill import ReferencePrefill
 
 if TYPE_CHECKING:
     from agentfast.spec_decode import Drafter
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..constraints import TokenAutomaton
 
 
-class ReferenceBackend(Backend):
+class ReferenceBackend(ReferencePrefill):
     name = "reference"
     supports_constraints = True
     supports_drafter = True  # decode takes drafter= (agentfast.spec_decode)
@@ -40,16 +40,7 @@ class ReferenceBackend(Backend):
         self.model = Transformer(cfg, build_weights(cfg, weights, device, dtype), max_len)
 
     def new_cache(self) -> KVCache:
-        return self.model.new_cache()
-
-    def _ids(self, tokens: list[int]) -> torch.Tensor:
-        return torch.tensor(tokens, dtype=torch.int64, device=self.device)
-
-    def prefill(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
-        return self.model.forward(self._ids(tokens), start, cache, last_only=True)[0]
-
-    def logits(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
-        return self.model.forward(self._ids(tokens), start, cache)
+        return self.model.new_cache()  # grows with the sequence (no fixed addresses needed)
 
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
                stop_ids: frozenset[int], max_new: int,
