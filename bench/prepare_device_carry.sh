@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# On the CPU machine, before GPU runs: fill the ignored folders that `device` calls carry.
+#   .whl/        wheels the GPU image lacks (cp312, manylinux): gguf, outlines-core, jsonschema...
+#   .carry/p0/   first half of the embedded GGUF (a call carries at most 64 MiB)
+#   .carry/p1/   second half; carry p0 in one call and p1 in the next (within 30 s, machine warm);
+#                bench/device_setup.sh reassembles it there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx "/.whl/" .git/info/exclude || echo "/.whl/" >> .git/info/exclude
+grep -qx "/.carry/" .git/info/exclude || echo "/.carry/" >> .git/info/exclude
+for pkg in gguf outlines-core jsonschema jsonschema-specifications referencing rpds-py; do
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform any -d .whl "$pkg"
+done
+f=$(python3 -c "from agentfast.engine.loaders import embedded_model_path as p; print(p())")
+half=$(( ($(stat -c %s "$f") + 1) / 2 ))
+mkdir -p .carry/p0 .carry/p1
+head -c "$half" "$f" > .carry/p0/part0
+tail -c +"$((half + 1))" "$f" > .carry/p1/part1
+cat .carry/p0/part0 .carry/p1/part1 | cmp - "$f" && echo "ready: .whl/ and .carry/p0, .carry/p1"
