@@ -40,3 +40,22 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def llama_dir(checkpoints) -> Path:
     return checkpoints["llama"]
+
+
+@pytest.fixture(scope="module")
+def tiny(llama_dir):
+    """An engine on the tiny random Llama checkpoint (CPU)."""
+    from agentfast.engine import Engine
+
+    return Engine.load(str(llama_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def smol():
+    """An engine on the embedded SmolLM2 (CPU); skips where the package is absent."""
+    from agentfast.engine import Engine, ModelLoadError
+
+    try:
+        return Engine.load(device="cpu")
+    except ModelLoadError as e:
+        pytest.skip(f"embedded model: {e}")

@@ -20,7 +20,7 @@ import torch
 
 from agentfast.engine import Engine, SamplingParams
 from agentfast.engine import constraints as C
-from agentfast.engine.errors import ModelLoadError, RequestError
+from agentfast.engine.errors import RequestError
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "schemas.json").read_text())
 BY_NAME = {e["name"]: e for e in CORPUS}
@@ -79,19 +79,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(llama_dir) -> Engine:
-    return Engine.load(str(llama_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def smol() -> Engine:
-    try:
-        return Engine.load(device="cpu")
-    except ModelLoadError as e:
-        pytest.skip(f"embedded model: {e}")
 
 
 def generate(engine: Engine, constraint: C.Constraint, temperature: float, seed: int = 0,

@@ -64,8 +64,7 @@ class ReferenceBackend(ReferencePrefill):
             if tok in stop_ids:
                 return
             if automaton is not None:
-                state = automaton.next(state, tok)
-                assert state >= 0, f"token {tok} is not allowed by the constraint"
+                state = automaton.advance(state, tok)
                 if automaton.is_done(state):  # only EOS is left: no forward pass needed
                     yield automaton.eos_ids[0]
                     return
@@ -101,8 +100,7 @@ class ReferenceBackend(ReferencePrefill):
                 if tok in stop_ids:
                     return
                 if automaton is not None:
-                    state = automaton.next(state, tok)
-                    assert state >= 0, f"token {tok} is not allowed by the constraint"
+                    state = automaton.advance(state, tok)
                     if automaton.is_done(state):  # only EOS is left: no forward pass needed
                         yield automaton.eos_ids[0]
                         return

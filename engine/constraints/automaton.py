@@ -87,6 +87,12 @@ class TokenAutomaton:
         i = int(torch.searchsorted(row, torch.tensor(token, dtype=row.dtype, device=row.device)))
         return int(self.next_state[lo + i]) if i < hi - lo and int(row[i]) == token else -1
 
+    def advance(self, state: int, token: int) -> int:
+        """`next` for a token the mask allowed (a disallowed one is a bug, not an input error)."""
+        nxt = self.next(state, token)
+        assert nxt >= 0, f"token {token} is not allowed by the constraint in state {state}"
+        return nxt
+
     def is_accepting(self, state: int) -> bool:
         return bool(self.accepting[state])
 

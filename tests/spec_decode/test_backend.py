@@ -8,7 +8,6 @@ import pytest
 
 from agentfast.engine import Engine, SamplingParams
 from agentfast.engine import constraints as C
-from agentfast.engine.errors import ModelLoadError
 from agentfast.spec_decode import NgramDrafter
 
 PROMPTS = [
@@ -20,19 +19,6 @@ PROMPTS = [
     "a a a a a a a a a a",
     "Paris",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny(llama_dir) -> Engine:
-    return Engine.load(str(llama_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def smol() -> Engine:
-    try:
-        return Engine.load(device="cpu")
-    except ModelLoadError as e:
-        pytest.skip(f"embedded model: {e}")
 
 
 def decode(eng: Engine, text: str, params: SamplingParams, drafter=None, max_new: int = 40,
