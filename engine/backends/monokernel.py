@@ -32,7 +32,7 @@ class MonokernelBackend(ReferencePrefill):
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int = 2,
-                 num_programs: int | None = None):
+                 num_programs: int | None = None, maxnreg: int | None = 128):
         from ...kernels.monokernel import weights as W
         from ...kernels.monokernel.kernel import Monokernel, interpreting
         from ...kernels.monokernel.plan import plan
@@ -51,7 +51,10 @@ class MonokernelBackend(ReferencePrefill):
         self.w = W.pack_weights(cfg, mw, self.model.cos, self.model.sin)
         def build(programs: int) -> None:
             self.plan = plan(cfg, programs, 1, max_len, wbytes=self.w.w_qkv.element_size())
-            self.kernel = Monokernel(self.plan, self.w)
+            # 2 programs of 8 warps per SM need <= 128 registers/thread (spills to local
+            # memory where an op needs more): the fastest setting measured (BENCH.md)
+            self.kernel = Monokernel(self.plan, self.w, maxnreg=maxnreg if device.type == "cuda"
+                                     else None)
 
         if num_programs is not None or device.type == "cpu":
             build(num_programs or 1)  # the interpreter runs programs one after another

@@ -2,11 +2,13 @@
 
 grid = num_programs; each program walks its instruction records (plan.py) for up to `nsteps`
 steps. Per step it first waits for the previous step's SAMPLE and stops when the sequence is
-done; per record it prefetches the run's first weight tile into L2, waits for the producer
-op's counter (bounded), runs the op (ops_mv, ops_attn, ops_sample) and releases its own
-counter. Counters are zeroed per launch by the host, so epochs restart at 1. With one program
-(the CPU interpreter runs programs one after another) every wait is satisfied by the program
-itself. Only ranks == 1 runs here (ALLREDUCE is an error). Knows nothing about sessions.
+done; per record it waits for the producer op's counter (bounded), runs the op (ops_mv,
+ops_attn, ops_sample) and releases its own counter. Counters are zeroed per launch by the
+host, so epochs restart at 1. With one program (the CPU interpreter runs programs one after
+another) every wait is satisfied by the program itself. Only ranks == 1 runs here (ALLREDUCE
+is an error). Knows nothing about sessions. (Requesting the next run's weights into L2 with
+`prefetch.global.L2` before the wait was measured slower on an H200 than no prefetch, at 64K
+to 1M elements and at 2 to 8 chunks ahead: BENCH.md.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from . import weights as W
 from .ops_attn import attn_run, reduce_run
 from .ops_mv import gateup_run, proj_run, qkv_run
 from .ops_sample import lm_run, sample_run
-from .sync import prefetch_rows, release, wait
+from .sync import release, wait
 
 RECORD = tl.constexpr(P.RECORD)
 QKV = tl.constexpr(P.QKV)
@@ -37,6 +39,7 @@ GATEUP = tl.constexpr(P.GATEUP)
 DOWN = tl.constexpr(P.DOWN)
 LMHEAD = tl.constexpr(P.LMHEAD)
 SAMPLE = tl.constexpr(P.SAMPLE)
+NOP = tl.constexpr(P.NOP)
 POS = tl.constexpr(W.POS)
 DONE = tl.constexpr(W.DONE)
 H_CANCEL = tl.constexpr(W.H_CANCEL)
@@ -49,20 +52,22 @@ class MonokernelError(AgentfastError):
     """The kernel stopped on an error it recorded (a wait that never completed)."""
 
 
-@triton.jit(do_not_specialize=["nsteps", "spin_cap", "kv_cap", "window"])
+@triton.jit(do_not_specialize=["nsteps", "spin_cap", "kv_cap", "window", "skip"])
 def _monokernel(
     instr, offs, ctr, err, state, fparams, tokens, stop_ids, drafts, host,
     x, qkv, att_acc, att_ml, attn, act, logits, lm_val, lm_idx, lm_stat, cand,
     w_qkv, b_qkv, attn_norm, q_norm, k_norm, w_o, b_o, mlp_norm, w_gu, w_down, norm_f, embed,
-    lm_head, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps, qk_scale, kv_cap, window,
+    lm_head, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps, qk_scale, kv_cap, window, skip,
     H: tl.constexpr, FF: tl.constexpr, V: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr,
     HD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, TP2: tl.constexpr, M: tl.constexpr,
-    S: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, BN_LM: tl.constexpr,
-    BKH: tl.constexpr, BKQ: tl.constexpr, BKI: tl.constexpr, NT: tl.constexpr,
-    NCL: tl.constexpr, C: tl.constexpr, SAMPLE_SEQ: tl.constexpr, LINE: tl.constexpr,
+    S: tl.constexpr, BT: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
+    BN_O: tl.constexpr, BK_O: tl.constexpr, BN_GU: tl.constexpr, BK_GU: tl.constexpr,
+    BN_DN: tl.constexpr, BK_DN: tl.constexpr, BN_LM: tl.constexpr, BK_LM: tl.constexpr,
+    RED: tl.constexpr, NS: tl.constexpr, NT: tl.constexpr,
+    NCL: tl.constexpr, C: tl.constexpr, SAMPLE_SEQ: tl.constexpr,
     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr,
-    IEEE: tl.constexpr,
+    IEEE: tl.constexpr, NW: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -74,7 +79,8 @@ def _monokernel(
     while (step < nsteps) & (go == 1):
         # the previous step's SAMPLE decided whether this step runs (same answer everywhere)
         go = wait(ctr + SAMPLE_SEQ, step, err, spin_cap, -1, SAMPLE_SEQ, SAMPLE_SEQ, pid, step,
-                  USE_PTX)
+                  NW, USE_PTX)
+        pos = tl.load(state + POS, cache_modifier=".cg")  # fixed for the step
         if go == 1:
             go = (tl.load(state + DONE, cache_modifier=".cg") == 0).to(tl.int32)
         epoch = step + 1
@@ -88,56 +94,49 @@ def _monokernel(
             b = tl.load(rec + 4)
             aux = tl.load(rec + 7)
             wseq = tl.load(rec + 8)
-            wl = layer.to(tl.int64)
             cancel = 0
-            if op == QKV:  # the run's first weights stream in while we wait
-                prefetch_rows(w_qkv + wl * (NQKV * H), a, b - a, H, BN, LINE, USE_PTX)
-            elif op == OPROJ:
-                prefetch_rows(w_o + wl * (H * Q), a, b - a, Q, BN, LINE, USE_PTX)
-            elif op == GATEUP:
-                prefetch_rows(w_gu + wl * (2 * FF * H), a, b - a, H, BN, LINE, USE_PTX)
-            elif op == DOWN:
-                prefetch_rows(w_down + wl * (H * FF), a, b - a, FF, BN, LINE, USE_PTX)
-            elif op == LMHEAD:
-                prefetch_rows(lm_head, a, b - a, H, BN_LM, LINE, USE_PTX)
-            elif op == SAMPLE:  # host memory: read before the wait, off the critical path
+            if op == SAMPLE:  # host memory: read before the wait, off the critical path
                 cancel = tl.load(host + H_CANCEL, volatile=True)
             target = (epoch + tl.load(rec + 10)) * tl.load(rec + 9)
-            ok = wait(ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, USE_PTX)
-            if ok == 1:
-                pos = tl.load(state + POS, cache_modifier=".cg")
-                if op == QKV:
-                    qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, H, NQKV, T, TP,
-                            BN, BKH, HAS_QKV_BIAS, IEEE)
-                elif op == ATTN:
+            run = (((skip >> op) & 1) == 0).to(tl.int32)  # skip: timing variants (tune.py)
+            sy = (ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, run)
+            # matvec ops request their first weights, then wait (mv_stream); the others wait here
+            if op == QKV:
+                ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV, T,
+                             TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS, NW, USE_PTX)
+            elif op == OPROJ:
+                ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O, BK_O,
+                              HAS_O_BIAS, IEEE, RED, NS, NW, USE_PTX)
+            elif op == GATEUP:
+                ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
+                                BN_GU, BK_GU, IEEE, RED, NS, NW, USE_PTX)
+            elif op == DOWN:
+                ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP, BN_DN,
+                              BK_DN, False, IEEE, RED, NS, NW, USE_PTX)
+            elif op == LMHEAD:
+                ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm_f,
+                            state, fparams, eps, sy, H, V, T, TP, BN_LM, BK_LM, NT, NCL, C,
+                            SAMPLING, IEEE, RED, NS, NW, USE_PTX)
+            else:
+                ok = wait(ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, NW,
+                          USE_PTX)
+            if (ok == 1) & (run == 1):
+                if op == ATTN:
                     attn_run(layer, a, b, pos, qkv, att_acc, att_ml, q_norm, k_norm, cos, sin,
                              k_cache, v_cache, kv_cap, window, eps, qk_scale, NH, NKV, HD, T,
                              S, BT, M, TP2, QK_NORM, HAS_WINDOW, IEEE)
                 elif op == ATTN_REDUCE:
                     reduce_run(a, b, pos, att_acc, att_ml, attn, window, NH, HD, T, TP2, S, BT,
                                HAS_WINDOW)
-                elif op == OPROJ:
-                    proj_run(layer, a, b, attn, x, w_o, b_o, eps, H, Q, T, TP, BN, BKQ,
-                             HAS_O_BIAS, IEEE)
-                elif op == GATEUP:
-                    gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, H, FF, T, TP, BN, BKH,
-                               IEEE)
-                elif op == DOWN:
-                    proj_run(layer, a, b, act, x, w_down, b_o, eps, H, FF, T, TP, BN, BKI,
-                             False, IEEE)
-                elif op == LMHEAD:
-                    lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm_f,
-                           state, fparams, eps, H, V, T, TP, BN_LM, BKH, NT, NCL, C, SAMPLING,
-                           IEEE)
                 elif op == SAMPLE:
                     sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x,
                                embed, lm_val, lm_idx, lm_stat, cand, err, H, V, T, TP2, NT, NCL,
                                C, SAMPLING)
-                else:  # ALLREDUCE (ranks > 1) or garbage: not for this kernel
+                elif (op == NOP) | (op > SAMPLE):  # ALLREDUCE (ranks > 1), garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
-                if ok == 1:
-                    release(ctr + seq, tl.load(rec + 11))
+            if ok == 1:
+                release(ctr + seq, tl.load(rec + 11))
             go = ok
             i += 1
         step += 1
@@ -147,19 +146,20 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _bk(K: int, bk: int) -> int:
-    return min(bk, triton.next_power_of_2(K))
-
-
 class Monokernel:
     """A plan bound to weights on one device: tables uploaded once, launched many times."""
 
     def __init__(self, plan: P.Plan, w: W.MonoWeights, num_warps: int = 8, num_stages: int = 1,
-                 use_ptx: bool | None = None):
+                 use_ptx: bool | None = None, maxnreg: int | None = None,
+                 reduce_chunks: bool = False):
         assert plan.ranks == 1, "the kernel runs one rank; use the VM for ranks > 1"
         c, dev = plan.cfg, w.w_qkv.device
         assert c.head_dim in (16, 32, 64, 128, 256), f"head_dim {c.head_dim}"
         self.plan, self.w, self.num_warps, self.num_stages = plan, w, num_warps, num_stages
+        # maxnreg caps registers/thread (CUDA) so more programs fit per SM; spills go to local
+        # memory. reduce_chunks: T = 1 matvec chunks summed as they arrive ([BN] accumulators,
+        # fewer registers)
+        self.opts = {"maxnreg": maxnreg} if maxnreg else {}
         self._fits: dict[bool, int] = {}
         self.fit_info: dict = {}  # registers, shared memory, programs per SM (CUDA, 1st launch)
         recs, offs = plan.table()
@@ -167,20 +167,22 @@ class Monokernel:
         self.offs = torch.from_numpy(offs).to(dev)
         if use_ptx is None:
             use_ptx = dev.type == "cuda" and not interpreting() and torch.version.hip is None
-        g, tp2, bk = c.group_size, triton.next_power_of_2(plan.T), plan.tiling.bk
+        g, tp2, bl = c.group_size, triton.next_power_of_2(plan.T), plan.blocks
         self.consts = dict(
             H=c.hidden_size, FF=c.intermediate_size, V=c.vocab_size, NH=c.num_heads,
             NKV=c.num_kv_heads, HD=c.head_dim, T=plan.T, TP=plan.TP, TP2=tp2,
             M=max(16, triton.next_power_of_2(g) * tp2), S=plan.splits, BT=plan.tiling.attn_block,
-            BN=plan.tiling.bn, BN_LM=plan.tiling.bn_lm, BKH=_bk(c.hidden_size, bk),
-            BKQ=_bk(c.q_size, bk), BKI=_bk(c.intermediate_size, bk), NT=plan.n_lm_tiles,
+            BN_QKV=bl[P.QKV][0], BK_QKV=bl[P.QKV][1], BN_O=bl[P.OPROJ][0], BK_O=bl[P.OPROJ][1],
+            BN_GU=bl[P.GATEUP][0], BK_GU=bl[P.GATEUP][1], BN_DN=bl[P.DOWN][0],
+            BK_DN=bl[P.DOWN][1], BN_LM=bl[P.LMHEAD][0], BK_LM=bl[P.LMHEAD][1],
+            RED=reduce_chunks, NS=plan.stages, NW=num_warps, NT=plan.n_lm_tiles,
             NCL=max(1, plan.n_cand_lists), C=plan.tiling.cand, SAMPLE_SEQ=plan.sample_seq,
-            LINE=128 // w.w_qkv.element_size(), HAS_QKV_BIAS=w.b_qkv is not None,
+            HAS_QKV_BIAS=w.b_qkv is not None,
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 
-    def _args(self, b: W.Buffers, nsteps: int, spin_cap: int) -> tuple:
+    def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0) -> tuple:
         w, c = self.w, self.plan.cfg
         dummy = w.attn_norm
         return (
@@ -191,12 +193,14 @@ class Monokernel:
             dummy if w.k_norm is None else w.k_norm, w.w_o, dummy if w.b_o is None else w.b_o,
             w.mlp_norm, w.w_gu, w.w_down, w.norm, w.embed, w.lm_head, w.cos, w.sin, b.k_cache,
             b.v_cache, nsteps, spin_cap, c.rms_norm_eps, LOG2E / math.sqrt(c.head_dim),
-            b.k_cache.shape[2], c.sliding_window or 0)
+            b.k_cache.shape[2], c.sliding_window or 0, skip)
 
     def launch(self, b: W.Buffers, nsteps: int, sampling: bool = False,
-               spin_cap: int = DEFAULT_SPIN_CAP) -> None:
+               spin_cap: int = DEFAULT_SPIN_CAP, skip: int = 0) -> None:
         """Zero the counters and run up to `nsteps` steps (asynchronous on CUDA). `sampling`
-        compiles the variant with temperature / top-k / top-p (greedy does without)."""
+        compiles the variant with temperature / top-k / top-p (greedy does without). `skip`:
+        a bit mask of opcodes whose compute is skipped (waits and releases stay): timing
+        variants only, the results are then wrong."""
         assert sampling or int(b.state[W.MODE]) == W.GREEDY, "sampling state needs sampling=True"
         assert b.k_cache.shape[2] <= self.w.cos.shape[0], "KV capacity beyond the RoPE table"
         if self.w.w_qkv.is_cuda and sampling not in self._fits:
@@ -207,14 +211,14 @@ class Monokernel:
                 self._fits[sampling] = 0
         b.ctr.zero_()
         _monokernel[(self.plan.num_programs,)](
-            *self._args(b, nsteps, spin_cap), SAMPLING=sampling, num_warps=self.num_warps,
-            num_stages=self.num_stages, **self.consts)
+            *self._args(b, nsteps, spin_cap, skip), SAMPLING=sampling, num_warps=self.num_warps,
+            num_stages=self.num_stages, **self.opts, **self.consts)
 
     def resident_per_sm(self, b: W.Buffers, sampling: bool) -> int:
         """Compile without launching; programs of this kernel that fit on one SM at once."""
         k = _monokernel.warmup(*self._args(b, 1, 1), SAMPLING=sampling, grid=(1,),
                                num_warps=self.num_warps, num_stages=self.num_stages,
-                               **self.consts)
+                               **self.opts, **self.consts)
         k._init_handles()
         props = torch.cuda.get_device_properties(b.x.device)
         regs_sm = getattr(props, "regs_per_multiprocessor", 65536)

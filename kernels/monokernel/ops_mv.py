@@ -1,11 +1,20 @@
-"""Matvec ops of the monokernel (Triton device functions): QKV, O-proj, gate/up, down.
+"""Matvec ops of the monokernel (Triton device functions): QKV, O-proj, gate/up, down, and the
+weight stream of the LM head.
 
-A tile is BN weight rows x all T positions: [T, K] x [K, BN]. T = 1 takes the broadcasting FMA
-path of kernels/matvec.py (fp32 [BN, BK] partial products, one reduction at the end, 16-byte
-weight loads along K); T > 1 pads T to 16 and uses tl.dot (IEEE fp32 for fp32 weights and in
-the interpreter). Input RMSNorm is fused the matvec.py way: W @ (x * w) scaled by rstd after
-the loop (the normalized x is not rounded). Activations other programs wrote are loaded with
-.cg (L2, never a stale L1 line). Knows nothing about waits: the dispatcher waits first.
+A program's run of an op is rows [n0, n1) of one weight, cut in tiles of BN rows and K steps of
+BK columns. `mv_stream` walks the run's (tile, K step) chunks in one flat loop and loads chunk
+c + 1 (weights, and the activations of its columns) before it multiplies chunk c, so two chunks
+are in flight at every moment, across tile boundaries too: with one or two persistent programs
+per SM that, not the number of programs, is what keeps HBM busy. At the end of each tile the
+op's epilogue runs (EPI): QKV (bias, fp32 store), RESID (bias + residual into x: O-proj and
+down), GATEUP (silu(g) * u) or LM (fp32 logits and per-tile argmax / Gumbel / softmax partials).
+
+T = 1 takes the broadcasting FMA path (fp32 [BN, BK] partial products, one reduction per tile,
+16-byte weight loads along K); T > 1 pads T to TP = 16 and uses tl.dot (IEEE fp32 for fp32
+weights and in the interpreter). Input RMSNorm is fused the matvec.py way: W @ (x * w) scaled by
+rstd (sum of squares gathered during the first tile's K steps; the normalized x is not rounded).
+Activations other programs wrote are loaded with .cg (L2, never a stale L1 line). Knows nothing
+about waits: the dispatcher waits first.
 """
 
 from __future__ import annotations
@@ -13,137 +22,251 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from . import weights as W
+from .sync import wait_args
+
 # Each op is its own function in the machine code: inlined, the loop invariants of every op
 # are hoisted out of the persistent loop and live at once (252 registers/thread on Qwen3-1.7B
 # shapes at 8 warps, against 104 noinline; see tests/monokernel/test_mk_compile.py).
 NOINLINE = True
 
-UNROLL = tl.constexpr(4)  # K steps unrolled up to this many; a runtime loop beyond
+E_QKV, E_RESID, E_GATEUP, E_LM = (tl.constexpr(i) for i in range(4))
+BIG = tl.constexpr(2147483647)
+GREEDY = tl.constexpr(W.GREEDY)
+TEMPERATURE = tl.constexpr(W.TEMPERATURE)
 
 
 @triton.jit
-def _mv_step(w_ptr, wu_ptr, rows, rmask, x_ptr, nw_ptr, k0, acc, acc_u, ss, K: tl.constexpr,
-             T: tl.constexpr, TP: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr,
-             GATED: tl.constexpr, IEEE: tl.constexpr):
-    cols = k0 + tl.arange(0, BK)
-    cm = cols < K
-    wp = w_ptr + rows[:, None] * K + cols[None, :]
-    wm = rmask[:, None] & cm[None, :]
-    w = tl.load(wp, mask=wm, other=0.0, eviction_policy="evict_first")  # [BN, BK]
+def _wchunk(w_ptr, wu_ptr, n0, n1, c, KS: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
+            BK: tl.constexpr, GATED: tl.constexpr):
+    """Weights [BN, BK] of chunk c of the run (gate and up when GATED); past the run's end
+    (rows >= n1) fully masked: no memory traffic."""
+    rows = n0 + (c // KS) * BN + tl.arange(0, BN)
+    cols = (c % KS) * BK + tl.arange(0, BK)
+    wm = (rows < n1)[:, None] & (cols < K)[None, :]
+    off = rows[:, None] * K + cols[None, :]
+    w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+    wu = w
     if GATED:
-        wu = tl.load(wu_ptr + rows[:, None] * K + cols[None, :], mask=wm, other=0.0,
-                     eviction_policy="evict_first")
+        wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+    return w, wu
+
+
+@triton.jit
+def _xchunk(x_ptr, nw_ptr, c, KS: tl.constexpr, K: tl.constexpr, T: tl.constexpr,
+            TP: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr):
+    """Inputs of chunk c's columns, x ([BK] or [BK, TP], fp32, times the norm weight), and
+    x * x for the norm."""
+    cols = (c % KS) * BK + tl.arange(0, BK)
+    cm = cols < K
     if T == 1:
         x = tl.load(x_ptr + cols, mask=cm, other=0.0, cache_modifier=".cg").to(tl.float32)
+        sq = x * x
         if HAS_NORM:
-            ss += x * x
             x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)
-        acc += w.to(tl.float32) * x[None, :]
-        if GATED:
-            acc_u += wu.to(tl.float32) * x[None, :]
     else:
         t = tl.arange(0, TP)
         xm = cm[:, None] & (t[None, :] < T)
         x = tl.load(x_ptr + t[None, :] * K + cols[:, None], mask=xm, other=0.0,
                     cache_modifier=".cg").to(tl.float32)  # [BK, TP]
+        sq = x * x
         if HAS_NORM:
-            ss += x * x
             x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)[:, None]
-        if IEEE:
-            acc += tl.dot(w.to(tl.float32), x, input_precision="ieee")
-            if GATED:
-                acc_u += tl.dot(wu.to(tl.float32), x, input_precision="ieee")
-        else:
-            xb = x.to(w.dtype)
-            acc += tl.dot(w, xb)
-            if GATED:
-                acc_u += tl.dot(wu, xb)
-    return acc, acc_u, ss
+    return x, sq
 
 
 @triton.jit
-def matvec_tile(w_ptr, wu_ptr, rows, rmask, x_ptr, nw_ptr, eps, K: tl.constexpr,
-                T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                HAS_NORM: tl.constexpr, GATED: tl.constexpr, IEEE: tl.constexpr):
-    """(y [BN, TP], y_up [BN, TP], rstd [TP]): W[rows] @ x[t] (times rstd[t] with HAS_NORM)."""
+def _fma(acc, w, x, T: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr):
     if T == 1:
-        acc = tl.zeros((BN, BK), tl.float32)
-        acc_u = tl.zeros((BN, BK), tl.float32)
-        ss = tl.zeros((BK,), tl.float32)
+        if RED:  # reduce each chunk: the accumulator is [BN], not [BN, BK] (registers)
+            acc += tl.sum(w.to(tl.float32) * x[None, :], axis=1)
+        else:
+            acc += w.to(tl.float32) * x[None, :]
+    elif IEEE:
+        acc += tl.dot(w.to(tl.float32), x, input_precision="ieee")
     else:
-        acc = tl.zeros((BN, TP), tl.float32)
-        acc_u = tl.zeros((BN, TP), tl.float32)
-        ss = tl.zeros((BK, TP), tl.float32)
-    if K // BK <= UNROLL:
-        for k0 in tl.static_range(0, K, BK):
-            acc, acc_u, ss = _mv_step(w_ptr, wu_ptr, rows, rmask, x_ptr, nw_ptr, k0, acc, acc_u,
-                                      ss, K, T, TP, BK, HAS_NORM, GATED, IEEE)
+        acc += tl.dot(w, x.to(w.dtype))
+    return acc
+
+
+@triton.jit
+def _epilogue(y, yu, rows, rm, tile, out, b_ptr, aux0, aux1, aux2, mode, inv_t, key,
+              OUT_LD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, HAS_BIAS: tl.constexpr,
+              EPI: tl.constexpr, SAMPLING: tl.constexpr, NT: tl.constexpr):
+    """One finished tile, y / yu [BN, TP] (normalized already). QKV: out = qkv (fp32);
+    RESID: out = x (residual, in place); GATEUP: out = act; LM: out = logits, aux = lm_val,
+    lm_idx, lm_stat."""
+    t = tl.arange(0, TP)
+    tv = t < T
+    m2 = rm[:, None] & tv[None, :]
+    op = out + t[None, :] * OUT_LD + rows[:, None]
+    if HAS_BIAS:
+        y += tl.load(b_ptr + rows, mask=rm, other=0.0)[:, None]
+    if EPI == E_QKV:
+        tl.store(op, y, mask=m2)
+    elif EPI == E_RESID:
+        y += tl.load(op, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+        tl.store(op, y.to(out.dtype.element_ty), mask=m2)
+    elif EPI == E_GATEUP:
+        tl.store(op, (y * tl.sigmoid(y) * yu).to(out.dtype.element_ty), mask=m2)
     else:
-        for k0 in range(0, K, BK):
-            acc, acc_u, ss = _mv_step(w_ptr, wu_ptr, rows, rmask, x_ptr, nw_ptr, k0, acc, acc_u,
-                                      ss, K, T, TP, BK, HAS_NORM, GATED, IEEE)
-    if T == 1:
-        y = tl.reshape(tl.sum(acc, axis=1), (BN, 1))
-        y_u = tl.reshape(tl.sum(acc_u, axis=1), (BN, 1))
-        rstd = tl.zeros((1,), tl.float32) + 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)
-    else:
-        y, y_u = acc, acc_u
-        rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)
-    if HAS_NORM:
-        y = y * rstd[None, :]
-        y_u = y_u * rstd[None, :]
-    return y, y_u, rstd
+        tl.store(op, y, mask=m2)
+        v = tl.where(m2, y, float("-inf"))  # [BN, TP]
+        if SAMPLING:  # noqa: SIM102 (constexpr, then runtime: one condition would not fold)
+            if mode != GREEDY:
+                sc = v * inv_t
+                mx = tl.max(sc, axis=0)
+                tl.store(aux2 + t * NT + tile, mx, mask=tv)
+                tl.store(aux2 + (T + t) * NT + tile, tl.sum(tl.exp(sc - mx[None, :]), axis=0),
+                         mask=tv)
+                if mode == TEMPERATURE:
+                    u = tl.rand(key[None, :], rows[:, None])
+                    v = sc - tl.log(-tl.log(u))
+        pm = tl.max(v, axis=0)  # [TP]
+        pi = tl.min(tl.where(v == pm[None, :], rows[:, None], BIG), axis=0)
+        tl.store(aux0 + t * NT + tile, pm, mask=tv)
+        tl.store(aux1 + t * NT + tile, pi, mask=tv)
+
+
+@triton.jit
+def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1, aux2, mode,
+              inv_t, key, sy, K: tl.constexpr, OUT_LD: tl.constexpr, T: tl.constexpr,
+              TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr,
+              GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EPI: tl.constexpr,
+              SAMPLING: tl.constexpr, NT: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
+              NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """out[t, rows] = epilogue(W[rows] @ norm(x[t])) for the rows [n0, n1) of a [*, K] weight,
+    after waiting for the producer of x (`sy`: sync.wait_args); tiles are numbered from row 0
+    (tile = row // BN) for the LM partials. NS: pipeline stages of the chunk loop. RED (T = 1):
+    each chunk is reduced as it arrives into a [BN] accumulator instead of [BN, BK] partial
+    products (fewer registers, a cross-thread sum per chunk). Returns the wait's verdict (1:
+    done; 0: stalled, recorded)."""
+    KS: tl.constexpr = (K + BK - 1) // BK
+    total = ((n1 - n0 + BN - 1) // BN) * KS
+    ok = wait_args(sy, NW, USE_PTX)
+    if (ok == 1) & (sy[9] == 1):
+        if T == 1:
+            if RED:
+                acc = tl.zeros((BN,), tl.float32)
+            else:
+                acc = tl.zeros((BN, BK), tl.float32)
+            ss = tl.zeros((BK,), tl.float32)
+        else:
+            acc = tl.zeros((BN, TP), tl.float32)
+            ss = tl.zeros((BK, TP), tl.float32)
+        acc_u = acc
+        # Triton's pipeliner turns these loads into cp.async copies to shared memory, NS - 1
+        # chunks ahead: bytes in flight without registers
+        for c in tl.range(0, total, num_stages=NS):
+            w, wu = _wchunk(w_ptr, wu_ptr, n0, n1, c, KS, K, BN, BK, GATED)
+            x, sq = _xchunk(x_ptr, nw_ptr, c, KS, K, T, TP, BK, HAS_NORM)
+            acc = _fma(acc, w, x, T, IEEE, RED)
+            if GATED:
+                acc_u = _fma(acc_u, wu, x, T, IEEE, RED)
+            if HAS_NORM:
+                ss += tl.where(c < KS, sq, 0.0)  # x is the same for every tile: first suffices
+            if c % KS == KS - 1:
+                if T == 1:
+                    if RED:
+                        y = tl.reshape(acc, (BN, 1))
+                        yu = tl.reshape(acc_u, (BN, 1))
+                    else:
+                        y = tl.reshape(tl.sum(acc, axis=1), (BN, 1))
+                        yu = tl.reshape(tl.sum(acc_u, axis=1), (BN, 1))
+                else:
+                    y = acc
+                    yu = acc_u
+                if HAS_NORM:
+                    rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)  # scalar, or [TP]
+                    y = y * rstd
+                    yu = yu * rstd
+                r0 = n0 + (c // KS) * BN
+                rows = r0 + tl.arange(0, BN)
+                _epilogue(y, yu, rows, rows < n1, r0 // BN, out, b_ptr, aux0, aux1, aux2, mode,
+                          inv_t, key, OUT_LD, T, TP, HAS_BIAS, EPI, SAMPLING, NT)
+                acc = tl.zeros_like(acc)
+                acc_u = tl.zeros_like(acc_u)
+    return ok
+
+
+@triton.jit
+def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.constexpr,
+             OUT_LD: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr,
+             GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EPI: tl.constexpr, NS: tl.constexpr,
+             NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """T = 1, BK >= K: one chunk per tile of BN whole rows, x loaded (and normalized) once. The
+    wait for x's producer sits in the loop's first iteration, so the pipeliner's prologue, the
+    first NS - 1 tiles' weights (cp.async to shared memory), is in flight while it waits."""
+    cols = tl.arange(0, BK)
+    cm = cols < K
+    x = tl.zeros((BK,), tl.float32)
+    rstd = 1.0
+    ok = 0
+    for c in tl.range(0, (n1 - n0 + BN - 1) // BN, num_stages=NS):
+        rows = n0 + c * BN + tl.arange(0, BN)
+        rm = rows < n1
+        wm = rm[:, None] & cm[None, :]
+        off = rows[:, None] * K + cols[None, :]
+        w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+        wu = w
+        if GATED:
+            wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+        if c == 0:
+            ok = wait_args(sy, NW, USE_PTX)
+            x = tl.load(x_ptr + cols, mask=cm, other=0.0, cache_modifier=".cg").to(tl.float32)
+            if HAS_NORM:
+                rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / K + eps)
+                x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)
+        if (ok == 1) & (sy[9] == 1):
+            y = tl.reshape(tl.sum(w.to(tl.float32) * x[None, :], axis=1) * rstd, (BN, 1))
+            yu = y
+            if GATED:
+                yu = tl.reshape(tl.sum(wu.to(tl.float32) * x[None, :], axis=1) * rstd, (BN, 1))
+            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, 0, 1.0, 0, OUT_LD, 1, 1,
+                      HAS_BIAS, EPI, False, 1)
+    return ok
 
 
 @triton.jit(noinline=NOINLINE)
-def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, H: tl.constexpr,
+def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.constexpr,
             NQKV: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
-            BK: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr):
+            BK: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
+            NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
     """qkv[t, n0:n1] = rmsnorm(x[t]) @ Wqkv[layer, n0:n1].T (+ bias), fp32."""
     w = w_qkv + layer.to(tl.int64) * (NQKV * H)
-    t = tl.arange(0, TP)
-    for r0 in range(n0, n1, BN):
-        rows = r0 + tl.arange(0, BN)
-        rm = rows < n1
-        y, _u, _r = matvec_tile(w, w, rows, rm, x, attn_norm + layer * H, eps, H, T, TP, BN,
-                                BK, True, False, IEEE)
-        if HAS_BIAS:
-            y += tl.load(b_qkv + layer * NQKV + rows, mask=rm, other=0.0)[:, None]
-        tl.store(qkv + t[None, :] * NQKV + rows[:, None], y, mask=rm[:, None] & (t[None, :] < T))
+    if (T == 1) & (BK >= H):
+        return mv_tiles(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
+                        sy, H, NQKV, BN, BK, True, False, HAS_BIAS, E_QKV, NS, NW, USE_PTX)
+    return mv_stream(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
+                     qkv, qkv, qkv, 0, 1.0, 0, sy, H, NQKV, T, TP, BN, BK, True, False,
+                     HAS_BIAS, E_QKV, False, 1, IEEE, RED, NS, NW, USE_PTX)
 
 
 @triton.jit(noinline=NOINLINE)
-def proj_run(layer, n0, n1, src, x, w_all, bias, eps, H: tl.constexpr, K: tl.constexpr,
+def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl.constexpr,
              T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-             HAS_BIAS: tl.constexpr, IEEE: tl.constexpr):
+             HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
+             NW: tl.constexpr, USE_PTX: tl.constexpr):
     """x[t, n0:n1] += W[layer, n0:n1] @ src[t] (+ bias): O-proj (src = attn) or down (act)."""
     w = w_all + layer.to(tl.int64) * (H * K)
-    t = tl.arange(0, TP)
-    for r0 in range(n0, n1, BN):
-        rows = r0 + tl.arange(0, BN)
-        rm = rows < n1
-        y, _u, _r = matvec_tile(w, w, rows, rm, src, src, eps, K, T, TP, BN, BK, False, False,
-                                IEEE)
-        if HAS_BIAS:
-            y += tl.load(bias + layer * H + rows, mask=rm, other=0.0)[:, None]
-        m = rm[:, None] & (t[None, :] < T)
-        xp = x + t[None, :] * H + rows[:, None]
-        y += tl.load(xp, mask=m, other=0.0, cache_modifier=".cg").to(tl.float32)
-        tl.store(xp, y.to(x.dtype.element_ty), mask=m)
+    if (T == 1) & (BK >= K):
+        return mv_tiles(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, BN, BK,
+                        False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX)
+    return mv_stream(w, w, n0, n1, src, src, eps, x, bias + layer * H, x, x, x, 0, 1.0, 0, sy,
+                     K, H, T, TP, BN, BK, False, False, HAS_BIAS, E_RESID, False, 1, IEEE, RED,
+                     NS, NW, USE_PTX)
 
 
 @triton.jit(noinline=NOINLINE)
-def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, H: tl.constexpr, FF: tl.constexpr,
-               T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-               IEEE: tl.constexpr):
+def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
+               FF: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
+               BK: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
+               NW: tl.constexpr, USE_PTX: tl.constexpr):
     """act[t, n0:n1] = silu(Wg @ n(x)) * (Wu @ n(x)), Wg/Wu rows of the fused [2I, H]."""
     w = w_gu + layer.to(tl.int64) * (2 * FF * H)
-    t = tl.arange(0, TP)
-    for r0 in range(n0, n1, BN):
-        rows = r0 + tl.arange(0, BN)
-        rm = rows < n1
-        g, u, _r = matvec_tile(w, w + FF * H, rows, rm, x, mlp_norm + layer * H, eps, H, T, TP,
-                               BN, BK, True, True, IEEE)
-        a = g * tl.sigmoid(g) * u
-        tl.store(act + t[None, :] * FF + rows[:, None], a.to(act.dtype.element_ty),
-                 mask=rm[:, None] & (t[None, :] < T))
+    if (T == 1) & (BK >= H):
+        return mv_tiles(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, sy,
+                        H, FF, BN, BK, True, True, False, E_GATEUP, NS, NW, USE_PTX)
+    return mv_stream(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, act,
+                     act, act, 0, 1.0, 0, sy, H, FF, T, TP, BN, BK, True, True, False, E_GATEUP,
+                     False, 1, IEEE, RED, NS, NW, USE_PTX)

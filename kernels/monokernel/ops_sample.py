@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from . import weights as W
-from .ops_mv import NOINLINE, matvec_tile
+from .ops_mv import E_LM, NOINLINE, mv_stream
 
 MIN_KEY = tl.constexpr(-(1 << 63))
 BIG = tl.constexpr(2147483647)
@@ -59,41 +59,27 @@ def _seed(state):
 
 @triton.jit(noinline=NOINLINE)
 def lm_run(n0, n1, slot, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm_f, state,
-           fparams, eps, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr, TP: tl.constexpr,
+           fparams, eps, sy, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr, TP: tl.constexpr,
            BN: tl.constexpr, BK: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr,
-           C: tl.constexpr, SAMPLING: tl.constexpr, IEEE: tl.constexpr):
-    t = tl.arange(0, TP)
-    tv = t < T
+           C: tl.constexpr, SAMPLING: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
+           NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """LM-head rows [n0, n1) (waits for the last DOWN itself, after requesting weights)."""
     if SAMPLING:
+        t = tl.arange(0, TP)
         mode = tl.load(state + MODE)
         temp = tl.load(fparams)
         inv_t = 1.0 / tl.where(temp > 0, temp, 1.0)
         key = _seed(state) + tl.load(state + POS, cache_modifier=".cg") + t  # [TP] int64
-    for r0 in range(n0, n1, BN):
-        rows = r0 + tl.arange(0, BN)
-        rm = rows < n1
-        y, _u, _r = matvec_tile(lm_head, lm_head, rows, rm, x, norm_f, eps, H, T, TP, BN, BK,
-                                True, False, IEEE)
-        m2 = rm[:, None] & tv[None, :]
-        tl.store(logits + t[None, :] * V + rows[:, None], y, mask=m2)
-        v = tl.where(m2, y, float("-inf"))  # [BN, TP]
-        tile = r0 // BN
-        if SAMPLING:  # noqa: SIM102 (constexpr, then runtime: one condition would not fold)
-            if mode != GREEDY:
-                sc = v * inv_t
-                mx = tl.max(sc, axis=0)
-                tl.store(lm_stat + t * NT + tile, mx, mask=tv)
-                tl.store(lm_stat + (T + t) * NT + tile,
-                         tl.sum(tl.exp(sc - mx[None, :]), axis=0), mask=tv)
-                if mode == TEMPERATURE:
-                    u = tl.rand(key[None, :], rows[:, None])
-                    v = sc - tl.log(-tl.log(u))
-        pm = tl.max(v, axis=0)  # [TP]
-        pi = tl.min(tl.where(v == pm[None, :], rows[:, None], BIG), axis=0)
-        tl.store(lm_val + t * NT + tile, pm, mask=tv)
-        tl.store(lm_idx + t * NT + tile, pi, mask=tv)
+    else:
+        mode = 0
+        inv_t = 1.0
+        key = tl.zeros((TP,), tl.int64)
+    ok = mv_stream(lm_head, lm_head, n0, n1, x, norm_f, eps, logits, norm_f, lm_val, lm_idx,
+                   lm_stat, mode, inv_t, key, sy, H, V, T, TP, BN, BK, True, False, False, E_LM,
+                   SAMPLING, NT, IEEE, RED, NS, NW, USE_PTX)
     if SAMPLING:  # noqa: SIM102
-        if mode == FILTERED:  # this run's top C per position, from the logits it just wrote
+        # this run's top C per position, from the logits it just wrote
+        if (mode == FILTERED) & (ok == 1) & (sy[9] == 1):
             tl.debug_barrier()
             c = tl.arange(0, C)
             for tt in range(0, T):
@@ -106,6 +92,7 @@ def lm_run(n0, n1, slot, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm
                     nxt = tl.sort(tl.where(cm, make_key(val, cols), MIN_KEY))  # ascending
                     top = tl.sort(tl.maximum(top, nxt), descending=True)
                 tl.store(cand + (tt * NCL + slot) * C + c, top)
+    return ok
 
 
 @triton.jit

@@ -134,15 +134,47 @@ class Sample(Instr):
 
 @dataclass(frozen=True)
 class Tiling:
-    # Defaults keep the whole kernel near 115 registers/thread at 8 warps (sm_90, measured with
-    # cuobjdump on Qwen3-1.7B shapes: gate/up at 16 x 512 and attention blocks of 64 keys need
-    # 238-255 and spill), so 2 programs fit per SM. To be tuned on the GPU (gpu_check.py).
-    bn: int = 16  # weight rows per matvec tile (QKV, O-proj, gate/up, down); >= 16 when T > 1
-    bk: int = 256  # K elements per matvec step
-    bn_lm: int = 16  # vocabulary rows per LM-head tile
+    # Defaults from kernels/monokernel/tune.py on an H200 (BENCH.md): 2 programs of 8 warps
+    # per SM with registers capped at 128, 3 stages of <= 16 KB tiles.
+    bn: int = 0  # weight rows per matvec tile; 0: per op (block_sizes)
+    bk: int = 0  # K elements per matvec step; 0: per op, from `chunk`
+    chunk: int = 8192  # weight elements per program per matvec step
+    stages: int = 3  # matvec pipeline stages (cp.async to shared memory, stages - 1 in flight),
+    # fewer where the widest tile would take more than `smem` bytes in all
+    smem: int = 96 * 1024  # shared memory per program for the matvec stages (2 fit an H200 SM)
+    bn_lm: int = 16  # vocabulary rows per LM-head tile (the granularity of the LM partials)
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
     attn_block: int = 32  # keys per attention block
     cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << max(0, int(n).bit_length() - 1)
+
+
+def block_sizes(rows: int, K: int, programs: int, T: int, tiling: Tiling, gated: bool = False,
+                bn: int | None = None, whole_k: bool = False) -> tuple[int, int]:
+    """(BN, BK) of one matvec op. BN rows per tile: the most up to 16 that still gives every
+    program two tiles (16 at least when T > 1: tl.dot). whole_k (T = 1): BK covers K (a power
+    of two, padding masked) and BN shrinks until a tile is at most `chunk` weights (half each
+    for gate/up): tiles stream through the pipeliner, x is read once. Otherwise BK is a power
+    of two with BN x BK near `chunk`, the one that pads K least per step (256 lanes of cost per
+    step against the padding)."""
+    if bn is None:
+        bn = tiling.bn or max(1, min(16, _pow2_floor(rows // (2 * programs))))
+    if T > 1:
+        bn = max(bn, 16)
+    if tiling.bk:
+        return bn, tiling.bk
+    cap = max(64, _pow2_floor(tiling.chunk // bn // (2 if gated else 1)))
+    if whole_k and T == 1:
+        bk = 1 << max(0, (K - 1).bit_length())
+        if not tiling.bn:
+            bn = max(1, min(bn, _pow2_floor(tiling.chunk // bk // (2 if gated else 1))))
+        return bn, bk
+    cands = [1 << i for i in range(6, 20) if (1 << i) <= min(cap, max(64, 2 * K))]
+    bk = min(cands, key=lambda b: (math.ceil(K / b) * (b + 256), -b))
+    return bn, bk
 
 
 @dataclass(frozen=True)
@@ -169,6 +201,8 @@ class Plan:
     splits: int
     ops: list[OpInfo]
     programs: list[list[list[Instr]]]  # [rank][program] -> instructions in op order
+    blocks: dict[int, tuple[int, int]] = field(default_factory=dict)  # opcode -> (BN, BK)
+    wbytes: int = 2  # bytes per weight
     last_seq: int = field(default=-1)  # < len(ops) - 1: a truncated plan (debugging)
 
     @property
@@ -176,8 +210,20 @@ class Plan:
         return 1 if self.T == 1 else 16
 
     @property
+    def stages(self) -> int:
+        """Pipeline stages of the matvec loops: Tiling.stages, fewer (>= 2) where the widest
+        tile times the stages would not fit Tiling.smem."""
+        widest = max(bn * bk * self.wbytes * (2 if op == GATEUP else 1)
+                     for op, (bn, bk) in self.blocks.items())
+        return max(2, min(self.tiling.stages, self.tiling.smem // max(1, widest)))
+
+    @property
+    def bn_lm(self) -> int:
+        return self.blocks[LMHEAD][0]
+
+    @property
     def n_lm_tiles(self) -> int:
-        return math.ceil(self.cfg.vocab_size / self.tiling.bn_lm)
+        return math.ceil(self.cfg.vocab_size / self.bn_lm)
 
     @property
     def n_cand_lists(self) -> int:
@@ -240,7 +286,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     h, hd, nh, nkv, inter = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads,
                              cfg.intermediate_size)
     assert P >= 1 and 1 <= T <= 16, f"programs {P} >= 1 and 1 <= T={T} <= 16"
-    assert T == 1 or min(tl_.bn, tl_.bn_lm) >= 16, "T > 1 uses tl.dot: row tiles of >= 16"
+    assert T == 1 or tl_.bn_lm >= 16, "T > 1 uses tl.dot: LM-head tiles of >= 16 rows"
     assert nkv % R == 0 and inter % R == 0, f"{R} ranks must divide kv heads and FFN width"
     assert tl_.cand & (tl_.cand - 1) == 0, "the candidate cap is a power of two"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
@@ -248,6 +294,13 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     splits = tl_.attn_splits or max(1, min(32, blocks, 1 << max(0, (P // nkv_r).bit_length() - 1)))
     ctx = context or max_len // 2
     q, kv = cfg.q_size, cfg.kv_size
+    blocks = {
+        QKV: block_sizes((nh_r + 2 * nkv_r) * hd, h, P, T, tl_, whole_k=True),
+        OPROJ: block_sizes(h, nh_r * hd, P, T, tl_, whole_k=True),
+        GATEUP: block_sizes(i_r, h, P, T, tl_, gated=True, whole_k=True),
+        DOWN: block_sizes(h, i_r, P, T, tl_, whole_k=True),
+        LMHEAD: block_sizes(cfg.vocab_size // R, h, P, T, tl_, bn=tl_.bn_lm),
+    }
 
     ops: list[OpInfo] = []
     progs: list[list[list[Instr]]] = [[[] for _ in range(P)] for _ in range(R)]
@@ -287,20 +340,21 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
                     merged.append((lo, hi))
             return merged
 
-        add(QKV, layer, qkv_rows, tl_.bn, h * wbytes, lambda r, lo, hi: (Qkv, {}))
+        add(QKV, layer, qkv_rows, blocks[QKV][0], h * wbytes, lambda r, lo, hi: (Qkv, {}))
         add(ATTN, layer, lambda r: [(r * nkv_r * splits, (r + 1) * nkv_r * splits)], 1,
             2 * hd * wbytes * math.ceil(ctx / splits), lambda r, lo, hi: (Attn, {}))
         add(ATTN_REDUCE, layer, lambda r: [(r * nh_r, (r + 1) * nh_r)], 1,
             splits * hd * 4, lambda r, lo, hi: (AttnReduce, {}))
-        add(OPROJ, layer, lambda r: [(0, h)], tl_.bn, nh_r * hd * wbytes,
+        add(OPROJ, layer, lambda r: [(0, h)], blocks[OPROJ][0], nh_r * hd * wbytes,
             lambda r, lo, hi: (OProj, dict(k0=r * nh_r * hd, k1=(r + 1) * nh_r * hd,
                                            partial=R > 1)))
         if R > 1:
             add(ALLREDUCE, layer, lambda r: [(0, h)], h, h * 4 * R,
                 lambda r, lo, hi: (AllReduce, dict(bias=cfg.o_bias)))
-        add(GATEUP, layer, lambda r: [(r * i_r, (r + 1) * i_r)], tl_.bn, 2 * h * wbytes,
+        add(GATEUP, layer, lambda r: [(r * i_r, (r + 1) * i_r)], blocks[GATEUP][0],
+            2 * h * wbytes,
             lambda r, lo, hi: (GateUp, {}))
-        add(DOWN, layer, lambda r: [(0, h)], tl_.bn, i_r * wbytes,
+        add(DOWN, layer, lambda r: [(0, h)], blocks[DOWN][0], i_r * wbytes,
             lambda r, lo, hi: (Down, dict(k0=r * i_r, k1=(r + 1) * i_r, partial=R > 1)))
         if R > 1:
             add(ALLREDUCE, layer, lambda r: [(0, h)], h, h * 4 * R,
@@ -311,7 +365,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         slots[r] += 1
         return LmHead, dict(slot=slots[r] - 1)
 
-    add(LMHEAD, -1, lambda r: [(0, cfg.vocab_size)], tl_.bn_lm, h * wbytes, lm_make)
+    add(LMHEAD, -1, lambda r: [(0, cfg.vocab_size)], blocks[LMHEAD][0], h * wbytes, lm_make)
     seq = len(ops)
     ops.append(OpInfo(seq, SAMPLE, -1, 1))
     for r in range(R):  # the last program samples
@@ -323,4 +377,4 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         for p in progs[r]:
             p[:] = [replace(i, wait_seq=seq, wait_count=1, wait_prev=True) if i.seq == 0 else i
                     for i in p]
-    return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, last_seq=seq)
+    return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, wbytes, last_seq=seq)

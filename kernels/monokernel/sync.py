@@ -1,5 +1,5 @@
 """Synchronization helpers of the monokernel (Triton device functions): bounded waits on
-dependency counters, release, L2 prefetch, error records.
+dependency counters, release, error records.
 
 Measured on an H200 (shared/probes/barrier2.py): thread 0 polling with inline PTX
 `ld.acquire.gpu` (+ nanosleep) and then a CTA barrier is the cheapest wait (~1 us per grid-wide
@@ -23,6 +23,7 @@ _SPIN = tl.constexpr("""{
     .reg .pred p, q;
     .reg .u32 t, n;
     .reg .s32 v, e;
+    mov.b32 $0, 1;
     mov.u32 t, %tid.x;
     setp.ne.u32 p, t, 0;
     @p bra DONE${:uid};
@@ -33,25 +34,32 @@ _SPIN = tl.constexpr("""{
     @q bra DONE${:uid};
     ld.volatile.global.s32 e, [$3];
     setp.ne.s32 q, e, 0;
-    @q bra DONE${:uid};
+    @q bra FAIL${:uid};
     add.u32 n, n, 1;
     setp.ge.u32 q, n, $4;
-    @q bra DONE${:uid};
+    @q bra FAIL${:uid};
     nanosleep.u32 20;
     bra SPIN${:uid};
-    DONE${:uid}:
+    FAIL${:uid}:
     mov.b32 $0, 0;
+    DONE${:uid}:
     }""")
 
 
 @triton.jit
-def wait(ctr_ptr, target, err_ptr, cap, rec, seq, wseq, pid, step, USE_PTX: tl.constexpr):
-    """Until *ctr_ptr >= target (acquire). Returns 1, or 0 after `cap` polls / an abort."""
+def wait(ctr_ptr, target, err_ptr, cap, rec, seq, wseq, pid, step, NW: tl.constexpr,
+         USE_PTX: tl.constexpr):
+    """Until *ctr_ptr >= target (acquire). Returns 1, or 0 after `cap` polls / an abort.
+    CUDA: thread 0 polls (one lane per thread, NW warps) and its verdict reaches every thread
+    through a CTA reduction, whose barrier (shared memory across warps) also orders their later
+    loads after the acquire. No explicit barrier: one inside a loop stops Triton's pipeliner
+    (ops_mv.mv_tiles waits in its loop's first iteration)."""
     if USE_PTX:
-        tl.inline_asm_elementwise(_SPIN, "=r,l,r,l,r", [ctr_ptr, target, err_ptr, cap],
-                                  dtype=tl.int32, is_pure=False, pack=1)
-        tl.debug_barrier()  # thread 0's acquire, then the CTA barrier, orders every thread
-        seen = tl.load(ctr_ptr, volatile=True)
+        z = tl.zeros((32 * NW,), tl.int32)
+        flags = tl.inline_asm_elementwise(_SPIN, "=r,l,r,l,r", [ctr_ptr + z, target + z,
+                                                               err_ptr + z, cap + z],
+                                          dtype=tl.int32, is_pure=False, pack=1)
+        ok = tl.min(flags, axis=0)
     else:
         seen = tl.atomic_add(ctr_ptr, 0, sem="acquire", scope="gpu")
         n = 0
@@ -60,17 +68,25 @@ def wait(ctr_ptr, target, err_ptr, cap, rec, seq, wseq, pid, step, USE_PTX: tl.c
             n += 1
             if tl.load(err_ptr, volatile=True) != 0:
                 n = cap
-    ok = (seen >= target).to(tl.int32)
+        ok = (seen >= target).to(tl.int32)
     if ok == 0:  # noqa: SIM102 (the atomic must not run when the wait succeeded)
         if tl.atomic_cas(err_ptr, 0, ERR_WAIT) == 0:
             tl.store(err_ptr + 1, rec)
             tl.store(err_ptr + 2, seq)
             tl.store(err_ptr + 3, wseq)
             tl.store(err_ptr + 4, target)
-            tl.store(err_ptr + 5, seen)
+            tl.store(err_ptr + 5, tl.load(ctr_ptr, volatile=True))
             tl.store(err_ptr + 6, pid)
             tl.store(err_ptr + 7, step)
     return ok
+
+
+@triton.jit
+def wait_args(sy, NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """wait() with its arguments in one tuple: (counter pointer, target, err, cap, record, seq,
+    wait seq, program, step, run); `run` (0: compute skipped, timing variants) rides along for
+    the ops that wait themselves after requesting their first weights."""
+    return wait(sy[0], sy[1], sy[2], sy[3], sy[4], sy[5], sy[6], sy[7], sy[8], NW, USE_PTX)
 
 
 @triton.jit
@@ -78,19 +94,3 @@ def release(ctr_ptr, n):
     """After this program's stores: counter += n (release, one thread after a CTA barrier)."""
     tl.debug_barrier()
     tl.atomic_add(ctr_ptr, n, sem="release", scope="gpu")
-
-
-@triton.jit
-def prefetch_rows(w_ptr, row0, n_rows, K: tl.constexpr, BN: tl.constexpr, LINE: tl.constexpr,
-                  USE_PTX: tl.constexpr):
-    """Pull rows [row0, row0 + min(BN, n_rows)) of a row-major [*, K] weight (contiguous
-    memory) into L2, one prefetch per 128-byte line (LINE elements): issued before a wait, so
-    the first tile streams while the program spins. No-op off CUDA (interpreter, HIP)."""
-    if USE_PTX:
-        base = w_ptr + row0.to(tl.int64) * K
-        total = tl.minimum(n_rows, BN) * K
-        for i in range(0, total, 256 * LINE):
-            offs = i + tl.arange(0, 256) * LINE
-            ptrs = tl.where(offs < total, base + offs, base)
-            tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.b32 $0, 0;", "=r,l",
-                                      [ptrs], dtype=tl.int32, is_pure=False, pack=1)

@@ -171,7 +171,7 @@ class VM:
 
     def lmhead(self, ins, b, step):
         w, pl, T = self.w, self.plan, self.plan.T
-        bn, n0, n1 = pl.tiling.bn_lm, ins.start, ins.end
+        bn, n0, n1 = pl.bn_lm, ins.start, ins.end
         xn, rstd = self._normed(b.x, w.norm)
         lg = xn @ w.lm_head[n0:n1].float().T * rstd[:, None]  # [T, n]
         b.logits[:, n0:n1] = lg

@@ -89,6 +89,26 @@ def test_truncated_and_limits():
     assert max(i.seq for i in cut.instructions()) == 3 and cut.last_seq == 3
     assert "instructions" in p.describe()
     with pytest.raises(AssertionError, match="tl.dot"):
-        P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8))
+        P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn_lm=8))
+    t4 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8))
+    assert min(bn for bn, _ in t4.blocks.values()) == 16  # T > 1: tl.dot wants 16 rows
+
+
+def test_block_sizes():
+    """Rows per tile: the most (<= 16) that gives each program two tiles; BK near the chunk,
+    padding K least (Qwen3-1.7B's 6144-wide down projection: 3 steps of 2048, not 2 of 4096)."""
+    t = P.Tiling()
+    assert P.block_sizes(4096, 2048, 264, 1, t) == (4, 2048)
+    assert P.block_sizes(2048, 6144, 264, 1, t) == (2, 2048)
+    assert P.block_sizes(960, 576, 264, 1, t) == (1, 1024)
+    assert P.block_sizes(12288, 2048, 264, 1, t, gated=True) == (16, 256)
+    assert P.block_sizes(2048, 6144, 264, 4, t) == (16, 512)
+    assert P.block_sizes(2048, 6144, 264, 1, P.Tiling(bn=8, bk=128)) == (8, 128)
+    # T = 1 whole rows: BK covers K, tiles of at most `chunk` weights (x read once per op)
+    assert P.block_sizes(4096, 2048, 264, 1, t, whole_k=True) == (4, 2048)
+    assert P.block_sizes(2048, 6144, 264, 1, t, whole_k=True) == (1, 8192)
+    assert P.block_sizes(12288, 2048, 264, 1, t, gated=True, whole_k=True) == (2, 2048)
+    assert P.block_sizes(960, 576, 264, 1, t, whole_k=True) == (1, 1024)
+    assert P.block_sizes(2048, 6144, 264, 4, t, whole_k=True) == (16, 512)
     with pytest.raises(AssertionError, match="ranks"):
         P.plan(cfg("mistral_window_hd64"), 2, 1, 64, ranks=2)  # 1 kv head

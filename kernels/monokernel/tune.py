@@ -1,0 +1,181 @@
+"""Where the monokernel's time goes, on a GPU: variants, per-op breakdown, T and context costs.
+
+    python -m agentfast.kernels.monokernel.tune --shapes qwen3-1.7b \\
+        --variants "chunk=8192;chunk=16384,warps=4;per_sm=1" [--breakdown] [--tsteps 4,8,16] \\
+        [--contexts 128,4096,32768]
+
+Random bf16 weights at real shapes (engine/bench/models.py SHAPES), a KV cache filled with
+random values up to the context (speed does not depend on them; correctness is gpu_check's and
+the bench's job), greedy, T = 1 unless said. A variant is a comma list of Tiling fields (bn, bk,
+chunk, stages, bn_lm, attn_splits, attn_block) and launch knobs (warps, per_sm, maxnreg: a
+register cap, red=1: matvec chunks reduced as they arrive). The breakdown
+times the best variant with each op's compute skipped (its waits and releases kept): op cost
+= full - skipped; "sync only" skips them all. Copy bandwidth is measured in the same run.
+Prints a table; JSON to $OUT/tune.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from agentfast.engine.bench.models import SHAPES
+from agentfast.engine.hardware import measure_copy_bandwidth
+
+from . import plan as P
+from . import weights as W
+from .harness import Harness
+from .kernel import Monokernel
+
+TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "attn_splits", "attn_block"}
+SKIPPABLE = [P.QKV, P.ATTN, P.ATTN_REDUCE, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
+
+
+def parse_variant(text: str) -> dict:
+    out: dict = {}
+    for kv in filter(None, (s.strip() for s in text.split(","))):
+        k, v = kv.split("=")
+        out[k.strip()] = int(v)
+    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "maxnreg", "red"}
+    if bad:
+        raise SystemExit(f"unknown variant keys {sorted(bad)}")
+    return out
+
+
+def start_at(h: Harness, ctx: int, max_new: int) -> None:
+    """A sequence at position `ctx` whose cache holds random keys and values."""
+    L = h.cfg.num_layers
+    for t in (h.bufs.k_cache, h.bufs.v_cache):
+        t[:L, :, :ctx].normal_(0, 0.5)
+    W.start_sequence(h.bufs, h.w, token=1, pos=ctx, max_new=max_new, stop_ids=[],
+                     capacity=h.max_len, mode=W.GREEDY, temperature=0.0, top_k=0, top_p=1.0,
+                     seed=0)
+
+
+def time_steps(h: Harness, mk: Monokernel, ctx: int, steps: int, skip: int = 0,
+               reps: int = 3) -> float:
+    """Best of `reps` launches: microseconds per step."""
+    best = float("inf")
+    for _ in range(reps):
+        start_at(h, ctx, 1 << 30)
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        mk.launch(h.bufs, steps, skip=skip)
+        e1.record()
+        e1.synchronize()
+        mk.check(h.bufs)
+        ran = int(h.bufs.state[W.STEPS])
+        assert ran == steps, f"ran {ran} of {steps} steps"
+        best = min(best, e0.elapsed_time(e1) * 1e3 / ran)
+    return best
+
+
+def build(base: Harness, v: dict, sms: int, T: int, ctx: int) -> tuple[Harness, Monokernel]:
+    tiling = P.Tiling(**{k: v[k] for k in TILING_KEYS if k in v})
+    pl = P.plan(base.cfg, v.get("per_sm", 1) * sms, T, base.max_len, tiling=tiling, context=ctx)
+    bufs = W.alloc_buffers(pl, base.bufs.x.device, base.bufs.x.dtype, base.bufs.k_cache,
+                           base.bufs.v_cache)
+    h = Harness(base.cfg, base.model, base.w, pl, bufs, base.cache, base.max_len)
+    mk = Monokernel(h.plan, h.w, num_warps=v.get("warps", 8), maxnreg=v.get("maxnreg"),
+                    reduce_chunks=bool(v.get("red", 0)))
+    start_at(h, ctx, 1 << 30)
+    mk.launch(h.bufs, 2)  # compile + residency check
+    torch.cuda.synchronize()
+    mk.check(h.bufs)
+    return h, mk
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="qwen3-1.7b")
+    ap.add_argument("--variants", default="")
+    ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--breakdown", action="store_true")
+    ap.add_argument("--tsteps", default="")
+    ap.add_argument("--contexts", default="")
+    args = ap.parse_args()
+    dev = torch.cuda.get_device_properties(0)
+    sms = dev.multi_processor_count
+    bw = measure_copy_bandwidth("cuda")
+    res: dict = {"device": dev.name, "copy_TBps": bw / 1e12, "shapes": {}}
+    print(f"{dev.name}: copy {bw / 1e12:.3f} TB/s", flush=True)
+    variants = [parse_variant(s) for s in args.variants.split(";")] if args.variants else [{}]
+    contexts = [int(c) for c in args.contexts.split(",") if c]
+    tsteps = [int(t) for t in args.tsteps.split(",") if t]
+    for name in args.shapes.split(","):
+        cfg = SHAPES[name]
+        wbytes = cfg.decode_weight_bytes(2)
+        roof = bw / wbytes
+        max_len = max([args.ctx, *contexts]) + args.steps * 16 + 64
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        base = Harness.build(cfg, sms, 1, max_len, device="cuda", dtype=torch.bfloat16)
+        print(f"\n{name}: {wbytes / 1e9:.3f} GB of weights, roofline {roof:.0f} tok/s "
+              f"(built in {time.perf_counter() - t0:.0f} s)", flush=True)
+        rows: list[dict] = []
+        best = None
+        for v in variants:
+            r = {"variant": v, "ctx": args.ctx, "T": 1}
+            try:
+                h, mk = build(base, v, sms, 1, args.ctx)
+                us = time_steps(h, mk, args.ctx, args.steps)
+                r.update(step_us=round(us, 2), tok_s=round(1e6 / us, 1),
+                         roofline_frac=round(1e6 / us / roof, 3), blocks=h.plan.blocks,
+                         fit=mk.fit_info)
+                if best is None or us < best[0]:
+                    best = (us, v)
+            except Exception as e:
+                r["error"] = f"{type(e).__name__}: {e}"[:400]
+            rows.append(r)
+            print(json.dumps(r, default=str), flush=True)
+        if best is not None and args.breakdown:
+            v = best[1]
+            h, mk = build(base, v, sms, 1, args.ctx)
+            full = time_steps(h, mk, args.ctx, args.steps)
+            bd = {"full_us": round(full, 2)}
+            for op in SKIPPABLE:
+                bd[P.OP_NAMES[op]] = round(full - time_steps(h, mk, args.ctx, args.steps,
+                                                             skip=1 << op), 2)
+            allmask = sum(1 << op for op in SKIPPABLE)
+            bd["sync_only_us"] = round(time_steps(h, mk, args.ctx, args.steps, skip=allmask), 2)
+            rows.append({"breakdown": bd, "variant": v})
+            print(json.dumps({"breakdown": bd}), flush=True)
+        if best is not None:
+            v = best[1]
+            for T in tsteps:
+                r = {"variant": v, "ctx": args.ctx, "T": T}
+                try:
+                    h, mk = build(base, v, sms, T, args.ctx)
+                    us = time_steps(h, mk, args.ctx, max(16, args.steps // T))
+                    r.update(step_us=round(us, 2), vs_T1=round(us / best[0], 3))
+                except Exception as e:
+                    r["error"] = f"{type(e).__name__}: {e}"[:400]
+                rows.append(r)
+                print(json.dumps(r, default=str), flush=True)
+            for ctx in contexts:
+                r = {"variant": v, "ctx": ctx, "T": 1}
+                try:
+                    h, mk = build(base, v, sms, 1, ctx)
+                    us = time_steps(h, mk, ctx, args.steps)
+                    r.update(step_us=round(us, 2), tok_s=round(1e6 / us, 1),
+                             roofline_frac=round(1e6 / us / roof, 3))
+                except Exception as e:
+                    r["error"] = f"{type(e).__name__}: {e}"[:400]
+                rows.append(r)
+                print(json.dumps(r, default=str), flush=True)
+        res["shapes"][name] = {"weight_bytes": wbytes, "roofline_tok_s": roof, "rows": rows}
+        del base
+        torch.cuda.empty_cache()
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "tune.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
