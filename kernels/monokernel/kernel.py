@@ -60,7 +60,8 @@ def _monokernel(
     lm_head, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps, qk_scale, kv_cap, window, skip,
     H: tl.constexpr, FF: tl.constexpr, V: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr,
     HD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, TP2: tl.constexpr, M: tl.constexpr,
-    S: tl.constexpr, BT: tl.constexpr, BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
+    S: tl.constexpr, SP: tl.constexpr, NSA: tl.constexpr, BT: tl.constexpr,
+    BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
     BN_O: tl.constexpr, BK_O: tl.constexpr, BN_GU: tl.constexpr, BK_GU: tl.constexpr,
     BN_DN: tl.constexpr, BK_DN: tl.constexpr, BN_LM: tl.constexpr, BK_LM: tl.constexpr,
     RED: tl.constexpr, NS: tl.constexpr, NT: tl.constexpr,
@@ -124,10 +125,10 @@ def _monokernel(
                 if op == ATTN:
                     attn_run(layer, a, b, pos, qkv, att_acc, att_ml, q_norm, k_norm, cos, sin,
                              k_cache, v_cache, kv_cap, window, eps, qk_scale, NH, NKV, HD, T,
-                             S, BT, M, TP2, QK_NORM, HAS_WINDOW, IEEE)
+                             S, BT, M, TP2, QK_NORM, HAS_WINDOW, IEEE, NSA)
                 elif op == ATTN_REDUCE:
-                    reduce_run(a, b, pos, att_acc, att_ml, attn, window, NH, HD, T, TP2, S, BT,
-                               HAS_WINDOW)
+                    reduce_run(a, b, pos, att_acc, att_ml, attn, window, NH, HD, T, TP2, S, SP,
+                               BT, HAS_WINDOW)
                 elif op == SAMPLE:
                     sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x,
                                embed, lm_val, lm_idx, lm_stat, cand, err, H, V, T, TP2, NT, NCL,
@@ -171,7 +172,9 @@ class Monokernel:
         self.consts = dict(
             H=c.hidden_size, FF=c.intermediate_size, V=c.vocab_size, NH=c.num_heads,
             NKV=c.num_kv_heads, HD=c.head_dim, T=plan.T, TP=plan.TP, TP2=tp2,
-            M=max(16, triton.next_power_of_2(g) * tp2), S=plan.splits, BT=plan.tiling.attn_block,
+            M=max(16, triton.next_power_of_2(g) * tp2), S=plan.splits,
+            SP=triton.next_power_of_2(plan.splits), NSA=plan.tiling.attn_stages,
+            BT=plan.tiling.attn_block,
             BN_QKV=bl[P.QKV][0], BK_QKV=bl[P.QKV][1], BN_O=bl[P.OPROJ][0], BK_O=bl[P.OPROJ][1],
             BN_GU=bl[P.GATEUP][0], BK_GU=bl[P.GATEUP][1], BN_DN=bl[P.DOWN][0],
             BK_DN=bl[P.DOWN][1], BN_LM=bl[P.LMHEAD][0], BK_LM=bl[P.LMHEAD][1],

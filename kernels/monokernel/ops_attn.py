@@ -58,7 +58,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, q_norm, k_norm, cos, sin,
              v_cache, cap, window, eps, qk_scale, NH: tl.constexpr, NKV: tl.constexpr,
              HD: tl.constexpr, T: tl.constexpr, S: tl.constexpr, BT: tl.constexpr,
              M: tl.constexpr, TP2: tl.constexpr, QK_NORM: tl.constexpr,
-             HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr):
+             HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr, NSA: tl.constexpr):
     G: tl.constexpr = NH // NKV
     HALF: tl.constexpr = HD // 2
     NQKV: tl.constexpr = (NH + 2 * NKV) * HD
@@ -102,7 +102,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, q_norm, k_norm, cos, sin,
             m_i = tl.full((M,), float("-inf"), tl.float32)
             l_i = tl.zeros((M,), tl.float32)
             acc = tl.zeros((M, HD), tl.float32)
-            for b0 in range(start, end, BT):
+            for b0 in tl.range(start, end, BT, num_stages=NSA):  # K/V blocks via cp.async
                 kk = b0 + tl.arange(0, BT)
                 km = kk < end
                 offs = kvh * cap * HD + kk[:, None] * HD + d[None, :]
@@ -128,30 +128,47 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, q_norm, k_norm, cos, sin,
 
 @triton.jit(noinline=NOINLINE)
 def reduce_run(h0, h1, pos, att_acc, att_ml, attn, window, NH: tl.constexpr, HD: tl.constexpr,
-               T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, BT: tl.constexpr,
-               HAS_WINDOW: tl.constexpr):
+               T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, SP: tl.constexpr,
+               BT: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """attn[t, h] = the live splits' partials of head h merged. Small enough (SP x TP2 x HD
+    <= 8192): all splits are loaded at once (one round of L2 latency, not one per split)."""
     lo, n, chunk = live_range(pos, window, T, S, BT, HAS_WINDOW)
     live = tl.cdiv(n - lo, chunk)
     t = tl.arange(0, TP2)
     tv = t < T
     d = tl.arange(0, HD)
     for h in range(h0, h1):
-        m_run = tl.full((TP2,), float("-inf"), tl.float32)
-        den = tl.zeros((TP2,), tl.float32)
-        acc = tl.zeros((TP2, HD), tl.float32)
-        for s in range(0, live):
-            slot = (h * S + s) * T + t
-            m = tl.load(att_ml + slot, mask=tv, other=float("-inf"), cache_modifier=".cg")
-            l_s = tl.load(att_ml + NH * S * T + slot, mask=tv, other=0.0, cache_modifier=".cg")
-            a = tl.load(att_acc + slot[:, None] * HD + d[None, :], mask=tv[:, None], other=0.0,
-                        cache_modifier=".cg")
-            m_new = tl.maximum(m_run, m)
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp2(m_run - m_safe)
-            beta = tl.exp2(m - m_safe)
-            acc = acc * alpha[:, None] + a * beta[:, None]
-            den = den * alpha + l_s * beta
-            m_run = m_new
+        if SP * TP2 * HD <= 8192:
+            sp = tl.arange(0, SP)
+            sm = (sp < live)[:, None] & tv[None, :]  # [SP, TP2]
+            slot = (h * S + sp[:, None]) * T + t[None, :]
+            m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
+            l_s = tl.load(att_ml + NH * S * T + slot, mask=sm, other=0.0, cache_modifier=".cg")
+            a = tl.load(att_acc + slot[:, :, None] * HD + d[None, None, :], mask=sm[:, :, None],
+                        other=0.0, cache_modifier=".cg")  # [SP, TP2, HD]
+            mx = tl.max(m, axis=0)
+            m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+            wgt = tl.where(sm, tl.exp2(m - m_safe[None, :]), 0.0)
+            den = tl.sum(l_s * wgt, axis=0)
+            acc = tl.sum(a * wgt[:, :, None], axis=0)  # [TP2, HD]
+        else:
+            m_run = tl.full((TP2,), float("-inf"), tl.float32)
+            den = tl.zeros((TP2,), tl.float32)
+            acc = tl.zeros((TP2, HD), tl.float32)
+            for s in range(0, live):
+                slot = (h * S + s) * T + t
+                m = tl.load(att_ml + slot, mask=tv, other=float("-inf"), cache_modifier=".cg")
+                l_s = tl.load(att_ml + NH * S * T + slot, mask=tv, other=0.0,
+                              cache_modifier=".cg")
+                a = tl.load(att_acc + slot[:, None] * HD + d[None, :], mask=tv[:, None],
+                            other=0.0, cache_modifier=".cg")
+                m_new = tl.maximum(m_run, m)
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = tl.exp2(m_run - m_safe)
+                beta = tl.exp2(m - m_safe)
+                acc = acc * alpha[:, None] + a * beta[:, None]
+                den = den * alpha + l_s * beta
+                m_run = m_new
         out = acc / tl.where(tv, den, 1.0)[:, None]
         tl.store(attn + t[:, None] * (NH * HD) + h * HD + d[None, :],
                  out.to(attn.dtype.element_ty), mask=tv[:, None])

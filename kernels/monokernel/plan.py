@@ -145,6 +145,7 @@ class Tiling:
     bn_lm: int = 16  # vocabulary rows per LM-head tile (the granularity of the LM partials)
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
     attn_block: int = 32  # keys per attention block
+    attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
     cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
 
 

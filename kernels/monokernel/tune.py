@@ -31,7 +31,8 @@ from . import weights as W
 from .harness import Harness
 from .kernel import Monokernel
 
-TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "attn_splits", "attn_block"}
+TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "attn_splits", "attn_block",
+               "attn_stages"}
 SKIPPABLE = [P.QKV, P.ATTN, P.ATTN_REDUCE, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
 
 
