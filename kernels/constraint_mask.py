@@ -2,12 +2,14 @@
 
 `mask_logits`: fp32 logits [V] in place: -inf where the bitmask row of the current state (read
 from a device int32 [1]) has no bit; tokens past the table's 32 * W ids are never allowed.
-`advance_state`: after sampling, state = the next state of (state, token), found by a binary
-search of the token among the state's sorted CSR entries; a token the state does not allow gives
--1, and state -1 masks every token (a dead state stays dead, visibly). Both read the state and
-the token from device memory and write the state back, so a CUDA graph or a persistent kernel
-walks the automaton without a host round trip. Tables come from `constraints.TokenAutomaton`;
-this file knows nothing about schemas or tokenizers.
+`advance_state`: after sampling, state = the next state of (state, token) in the automaton's
+default-next-state form: -1 when the token's bit is clear in the state's bitmask row, else the
+exception's next state when a binary search finds the token among the state's sorted exception
+tokens (CSR), else the state's default next state. State -1 masks every token and stays -1
+(a dead state stays dead, visibly). Both read the state and the token from device memory and
+write the state back, so a CUDA graph or a persistent kernel walks the automaton without a host
+round trip. Tables come from `constraints.TokenAutomaton`; this file knows nothing about schemas
+or tokenizers.
 """
 
 from __future__ import annotations
@@ -29,25 +31,30 @@ def _mask_kernel(logits_ptr, bitmask_ptr, state_ptr, V, W, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _advance_kernel(state_ptr, token_ptr, row_ptr, tokens_ptr, next_ptr, STEPS: tl.constexpr):
+def _advance_kernel(state_ptr, token_ptr, bitmask_ptr, default_ptr, exc_ptr, exc_tokens_ptr,
+                    exc_next_ptr, W, STEPS: tl.constexpr):
     s = tl.load(state_ptr)
     t = tl.load(token_ptr).to(tl.int32)
-    valid = s >= 0
+    ok = (s >= 0) & (t >= 0) & (t < W * 32)
     s = tl.maximum(s, 0)
-    lo = tl.load(row_ptr + s)
-    end = tl.load(row_ptr + s + 1)
+    tc = tl.where(ok, t, 0)
+    word = tl.load(bitmask_ptr + s.to(tl.int64) * W + (tc >> 5), mask=ok, other=0)
+    ok = ok & (((word >> (tc & 31)) & 1) != 0)  # the allowed bit
+    lo = tl.load(exc_ptr + s)
+    end = tl.load(exc_ptr + s + 1)
     hi = end
-    for _ in tl.static_range(STEPS):  # lower bound of t in tokens[lo:hi]; STEPS >= log2(n + 1)
+    for _ in tl.static_range(STEPS):  # lower bound of t in exc_tokens[lo:hi]; 2^STEPS > n
         active = lo < hi
         mid = (lo + hi) // 2
-        v = tl.load(tokens_ptr + mid, mask=active, other=0)
+        v = tl.load(exc_tokens_ptr + mid, mask=active, other=0)
         lo = tl.where(active & (v < t), mid + 1, lo)
         hi = tl.where(active & (v >= t), mid, hi)
-    found = valid & (lo < end)
-    v = tl.load(tokens_ptr + lo, mask=found, other=-1)
-    found = found & (v == t)
-    nxt = tl.load(next_ptr + lo, mask=found, other=-1)
-    tl.store(state_ptr, tl.where(found, nxt, -1))
+    hit = lo < end
+    v = tl.load(exc_tokens_ptr + lo, mask=hit, other=-1)
+    hit = hit & (v == t)
+    nxt = tl.load(exc_next_ptr + lo, mask=hit, other=-1)
+    dflt = tl.load(default_ptr + s)
+    tl.store(state_ptr, tl.where(ok, tl.where(hit, nxt, dflt), -1))
 
 
 def _check_state(state: torch.Tensor, device: torch.device) -> None:
@@ -74,23 +81,30 @@ def search_steps(max_row: int) -> int:
     return max(1, int(max_row).bit_length())
 
 
-def advance_state(state: torch.Tensor, token: torch.Tensor, row_ptr: torch.Tensor,
-                  tokens: torch.Tensor, next_state: torch.Tensor, max_row: int) -> torch.Tensor:
-    """state int32 [1] (in place) <- next state of (state, token int32/int64 [1]) in the CSR
-    tables row_ptr int32 [S + 1], tokens / next_state int32 [nnz] (rows sorted, at most
-    `max_row` long); -1 when the token is not allowed. Returns state."""
+def advance_state(state: torch.Tensor, token: torch.Tensor, bitmask: torch.Tensor,
+                  default: torch.Tensor, exc_ptr: torch.Tensor, exc_tokens: torch.Tensor,
+                  exc_next: torch.Tensor, max_exc: int) -> torch.Tensor:
+    """state int32 [1] (in place) <- next state of (state, token int32/int64 [1]) in the tables
+    bitmask int32 [S, W], default int32 [S], exc_ptr int32 [S + 1], exc_tokens / exc_next int32
+    [E >= 1] (rows sorted, at most `max_exc` long); -1 when the token is not allowed. Returns
+    state."""
     dev = state.device
     _check_state(state, dev)
     assert token.shape == (1,) and token.dtype in (torch.int32, torch.int64), (
         "token must be int32/int64 [1]")
-    for name, t in (("row_ptr", row_ptr), ("tokens", tokens), ("next_state", next_state)):
-        assert t.dim() == 1 and t.dtype == torch.int32 and t.is_contiguous(), (
-            f"{name} must be contiguous int32 1-D")
-        assert t.device == dev, f"{name} on another device"
     assert token.device == dev, "token on another device"
-    assert tokens.shape == next_state.shape, "tokens and next_state differ in length"
-    _advance_kernel[(1,)](state, token, row_ptr, tokens, next_state,
-                          STEPS=search_steps(max_row))
+    assert bitmask.dim() == 2 and bitmask.dtype == torch.int32 and bitmask.is_contiguous(), (
+        "bitmask must be contiguous int32 [S, W]")
+    for name, t in (("bitmask", bitmask), ("default", default), ("exc_ptr", exc_ptr),
+                    ("exc_tokens", exc_tokens), ("exc_next", exc_next)):
+        assert t.dtype == torch.int32 and t.is_contiguous(), f"{name} must be contiguous int32"
+        assert t.device == dev, f"{name} on another device"
+    S = bitmask.shape[0]
+    assert default.shape == (S,) and exc_ptr.shape == (S + 1,), "default / exc_ptr shapes"
+    assert exc_tokens.dim() == 1 and exc_tokens.shape == exc_next.shape and exc_tokens.numel(), (
+        "exc_tokens and exc_next must be 1-D, equally long, non-empty")
+    _advance_kernel[(1,)](state, token, bitmask, default, exc_ptr, exc_tokens, exc_next,
+                          bitmask.shape[1], STEPS=search_steps(max_exc))
     return state
 
 
@@ -109,13 +123,13 @@ def mask_logits_ref(logits: torch.Tensor, bitmask: torch.Tensor,
     return logits.masked_fill_(~allowed, float("-inf"))
 
 
-def advance_state_ref(state: torch.Tensor, token: torch.Tensor, row_ptr: torch.Tensor,
-                      tokens: torch.Tensor, next_state: torch.Tensor,
-                      max_row: int = 0) -> torch.Tensor:
+def advance_state_ref(state: torch.Tensor, token: torch.Tensor, bitmask: torch.Tensor,
+                      default: torch.Tensor, exc_ptr: torch.Tensor, exc_tokens: torch.Tensor,
+                      exc_next: torch.Tensor, max_exc: int = 0) -> torch.Tensor:
     s, t = int(state[0]), int(token[0])
     nxt = -1
-    if s >= 0:
-        lo, hi = int(row_ptr[s]), int(row_ptr[s + 1])
-        hit = (tokens[lo:hi] == t).nonzero()
-        nxt = int(next_state[lo + int(hit[0])]) if hit.numel() else -1
+    if s >= 0 and 0 <= t < bitmask.shape[1] * 32 and (int(bitmask[s, t >> 5]) >> (t & 31)) & 1:
+        lo, hi = int(exc_ptr[s]), int(exc_ptr[s + 1])
+        hit = (exc_tokens[lo:hi] == t).nonzero()
+        nxt = int(exc_next[lo + int(hit[0])]) if hit.numel() else int(default[s])
     return state.fill_(nxt)

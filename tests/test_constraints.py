@@ -20,6 +20,7 @@ import torch
 
 from agentfast.engine import Engine, SamplingParams
 from agentfast.engine import constraints as C
+from agentfast.engine.constraints.automaton import END, token_bytes
 from agentfast.engine.errors import RequestError
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "schemas.json").read_text())
@@ -157,6 +158,141 @@ def test_mask_of_every_state_is_its_allowed_set(tiny, name):
         assert a.next(s, outside) == -1
 
 
+def outlines_index(constraint: C.Constraint, tokenizer, eos: tuple[int, ...]):
+    """outlines-core's own Index of `constraint` followed by the end sentinel (the full
+    transition dict the automaton was built from), over a vocabulary rebuilt here the way the
+    compiler builds it: the ordinary tokens and the sentinel as the id after the vocabulary."""
+    from outlines_core import Index, Vocabulary
+
+    m = {b: [i for i in ids if i not in eos] for b, ids in token_bytes(tokenizer).items()}
+    m = {b: ids for b, ids in m.items() if ids}
+    sentinel = max(tokenizer.vocab_size, max(eos) + 1)
+    m[END.encode()] = [*m.get(END.encode(), []), sentinel]
+    index = Index(f"(?:{constraint.regex}){END}", Vocabulary(eos[0], m))
+    return index, sentinel
+
+
+def check_against_index(a: C.TokenAutomaton, index, sentinel: int, name: str,
+                        spelled: dict[int, bytes]) -> int:
+    """Walk outlines-core's states (of the regex + sentinel) and ours side by side from the
+    start. A state of theirs is accepting when the sentinel leads to a final state, and live
+    when an accepting state is reachable from it. In every live state: the same allowed set
+    as theirs (ordinary tokens into live states, EOS exactly when accepting), and for every
+    allowed token `next` (default + exceptions) lands on the state that corresponds to
+    outlines-core's target (a bijection). The transitions left out (into dead states) may
+    only be tokens with the sentinel's first byte. Returns the tokens checked."""
+    trans, eos = index.get_transitions(), set(a.eos_ids)
+    finals = set(index.get_final_states())
+    real = {o: {t: x for t, x in d.items() if t not in eos and t != sentinel}
+            for o, d in trans.items()}
+    accepting = {o for o, d in trans.items() if d.get(sentinel) in finals}
+    preds: dict[int, set[int]] = {}
+    for o, d in real.items():
+        for x in d.values():
+            preds.setdefault(x, set()).add(o)
+    live, todo = set(accepting), list(accepting)
+    while todo:
+        for p in preds.get(todo.pop(), ()):
+            if p not in live:
+                live.add(p)
+                todo.append(p)
+    start = index.get_initial_state()
+    assert start in live, name
+    ours, theirs = {start: a.state0}, {a.state0: start}
+    todo, checked = [start], 0
+    while todo:
+        o = todo.pop()
+        n = ours[o]
+        full = {t: x for t, x in real.get(o, {}).items() if x in live}
+        assert all(END.encode()[:1] in spelled[t] for t in set(real.get(o, {})) - set(full))
+        full.update({t: o for t in eos} if o in accepting else {})  # EOS loops in accepting
+        assert a.is_accepting(n) == (o in accepting), (name, n)
+        assert set(a.allowed(n).tolist()) == set(full), (name, n)
+        dense = a.next_states(n)
+        for t, x in sorted(full.items()):
+            got = a.next(n, t)
+            assert int(dense[t]) == got, (name, n, t)
+            if x not in ours:
+                assert got not in theirs, (name, n, t)  # two outlines states, one of ours
+                ours[x], theirs[got] = got, x
+                todo.append(x)
+            assert ours[x] == got, (name, n, t)
+            checked += 1
+        assert int((dense >= 0).sum()) == len(full), (name, n)
+    assert len(ours) == a.num_states, name
+    return checked
+
+
+def test_compact_transitions_equal_outlines_index_on_the_corpus(tiny):
+    """Every state of every corpus schema: the default-next-state form gives the full
+    transition table's next state for every allowed token, and it is smaller."""
+    tok, eos = tiny.tokenizer, tuple(sorted(tiny.eos_ids))
+    spelled = {i: b for b, ids in token_bytes(tok).items() for i in ids}
+    exceptions = 0
+    cases = [(e["name"], C.json_schema(e["schema"], strict=e["strict"])) for e in CORPUS]
+    cases += [("choice", C.choice(["alpha", "alphabet", "al"])), ("digits", C.regex("[0-9]+")),
+              ("auto", C.tool_call([READ], mode="auto")),
+              ("parallel", C.tool_call([READ, WEATHER], parallel=True))]
+    for name, c in cases:
+        a = C.compile(c, tok, eos)
+        index, sentinel = outlines_index(c, tok, eos)
+        assert check_against_index(a, index, sentinel, name, spelled) == a.num_transitions
+        assert a.nbytes <= a.full_csr_nbytes
+        exceptions += a.num_exceptions
+    assert exceptions > 0  # the corpus exercises the exception rows too
+
+
+def test_padded_automaton_disallows_the_added_ids(tiny):
+    a = C.compile(C.json_schema(BY_NAME["get_weather"]["schema"]), tiny.tokenizer)
+    V = a.vocab_size + 100  # a model with more embedding rows than the tokenizer has ids
+    p = a.padded(V)
+    assert p.bitmask.shape == (a.num_states, (V + 31) // 32) and p.vocab_size == V
+    assert torch.equal(p.bitmask[:, :a.bitmask.shape[1]], a.bitmask)
+    assert not p.bitmask[:, a.bitmask.shape[1]:].any()
+    for s in range(a.num_states):
+        assert torch.equal(p.allowed(s), a.allowed(s))
+        n = a.next_states(s).numel()
+        assert torch.equal(p.next_states(s)[:n], a.next_states(s))
+        assert (p.next_states(s)[n:] == -1).all() and p.next(s, V - 1) == -1
+        assert not p.allowed_mask(s, V)[a.vocab_size:].any()
+    assert p.nbytes > a.nbytes and p.padded(V) is not p
+    with pytest.raises(ValueError):
+        a.padded(a.vocab_size - 1)
+
+
+def test_gpu_bench_host_parts(tiny):
+    """The GPU bench's CPU side: its constraints compile, the vocabulary fit, and the host
+    check of the device walk (restarts after EOS or a done state; a wrong state fails)."""
+    from agentfast.engine.constraints import gpu_bench as gb
+
+    tok = tiny.tokenizer
+    a = C.compile(gb.make_constraint("tool_call"), tok)
+    assert gb.fit_vocab(a, a.vocab_size) is a
+    assert gb.fit_vocab(a, a.vocab_size + 64).bitmask.shape[1] == a.bitmask.shape[1] + 2
+    with pytest.raises(ValueError, match="tokenizer"):
+        gb.fit_vocab(a, a.vocab_size - 1)
+    gen = torch.Generator().manual_seed(0)
+    state, toks, states, restarts = a.state0, [], [], 0
+    while restarts < 3:  # three complete tool calls, walked as the device would
+        allowed = a.allowed(state)
+        t = int(allowed[torch.randint(len(allowed), (1,), generator=gen)])
+        state = a.next(state, t)
+        toks.append(t)
+        states.append(state)
+        if t in a.eos_ids or a.is_done(state):
+            state, restarts = a.state0, restarts + 1
+    assert gb.check_walk(a, a.state0, toks, states) == 3
+    i = len(toks) // 2
+    bad = states[:i] + [(states[i] + 1) % a.num_states] + states[i + 1:]
+    with pytest.raises(AssertionError, match=f"step {i}:"):
+        gb.check_walk(a, a.state0, toks, bad)
+    base, slow = gb.summarize([1.0, 1.0, 4.0]), gb.summarize([1.02, 1.02, 4.0])
+    assert base["median_ms"] == 1.0 and base["mean_ms"] == 2.0
+    assert gb.overhead_pct(slow, base)["median"] == pytest.approx(2.0)
+    if not torch.cuda.is_available():
+        assert gb.main(["--models", "smollm2-135m"]) == 2  # no GPU, no numbers
+
+
 def test_masking_logits_and_walking_to_the_end(tiny):
     a = C.compile(C.choice(["yes", "no"]), tiny.tokenizer)
     logits = torch.randn(tiny.config.vocab_size)
@@ -254,6 +390,105 @@ def test_tool_calls_and_json_object_on_embedded_model(smol):
         assert r.finish_reason == "stop" and isinstance(json.loads(r.text), dict), r.text
 
 
+# ---- (c') states whose text is complete but may go on (outlines-core drops those steps) ----
+
+def words(*vocab: str):
+    """A tokenizer whose tokens are exactly `vocab` (ids 0..), then <eos>."""
+    from tokenizers import Tokenizer as HF
+    from tokenizers import models
+
+    from agentfast.engine.tokenizer import Tokenizer
+
+    ids = {w: i for i, w in enumerate(vocab)}
+    hf = HF(models.WordLevel({**ids, "<eos>": len(ids)}, unk_token="<eos>"))
+    hf.add_special_tokens(["<eos>"])
+    return Tokenizer(hf, eos_ids=(len(ids),))
+
+
+def walk(a: C.TokenAutomaton, ids: list[int]) -> int:
+    s = a.state0
+    for t in ids:
+        s = a.next(s, t)
+        assert s >= 0, f"token {t} not allowed"
+    return s
+
+
+def test_accepting_states_can_go_on():
+    """outlines-core 0.2.14 alone: Index(x(?:ab)*) allows only EOS after `x`. Compiled with
+    the end sentinel, `x`, `xab`, `xabab` are complete and each can go on with `a`."""
+    tok = words("x", "a", "b")
+    a = C.compile(C.regex(r"x(?:ab)*"), tok)
+    assert a.allowed(a.state0).tolist() == [0]
+    for n in range(3):
+        s = walk(a, [0] + [1, 2] * n)
+        assert a.is_accepting(s) and not a.is_done(s) and a.allowed(s).tolist() == [1, 3]
+        assert a.next(s, 3) == s and not a.is_accepting(walk(a, [0] + [1, 2] * n + [1]))
+    assert a.num_states == 3 and 3 not in a.allowed(walk(a, [0, 1])).tolist()
+    b = C.compile(C.regex("x|a"), tok)  # complete with nothing after it: done, only EOS
+    assert b.is_done(b.next(b.state0, 0)) and b.allowed(b.next(b.state0, 1)).tolist() == [3]
+    with pytest.raises(C.ConstraintError, match="cannot be compiled"):
+        C.compile(C.regex("xy"), tok)  # no token spells y
+    assert C.regex("x$").regex == "x" and C.regex(r"x\$").regex == r"x\$"
+
+
+def test_choice_with_a_prefix_and_digits(tiny):
+    tok = tiny.tokenizer
+    a = C.compile(C.choice(["alpha", "alphabet"]), tok)
+    for text in ("alpha", "alphabet"):
+        assert a.is_accepting(walk(a, tok.encode(text)))
+    s = walk(a, [tok.token_id(c) for c in "alpha"])
+    assert a.is_accepting(s) and a.next(s, tok.token_id("b")) >= 0
+    d = C.compile(C.regex("[0-9]+"), tok)
+    one = walk(d, [tok.token_id("1")])
+    assert d.is_accepting(one) and not d.is_done(one)
+    assert d.is_accepting(walk(d, [tok.token_id("1"), tok.token_id("2")]))
+    assert d.is_accepting(walk(d, tok.encode("0123456789")))  # multi-digit tokens too
+    assert d.next(d.state0, min(tiny.eos_ids)) == -1  # empty is not a number
+
+
+def test_generation_reaches_both_choices(tiny):
+    texts = {generate(tiny, C.choice(["alpha", "alphabet"]), 1.0, seed=s).text
+             for s in range(12)}
+    assert texts == {"alpha", "alphabet"}
+
+
+def test_auto_with_a_strict_tool_can_call(tiny):
+    a = C.compile(C.tool_call([READ], mode="auto"), tiny.tokenizer)
+    tok = tiny.tokenizer
+    call = '<tool_call>\n{"name": "read_file", "arguments": {"path": "a", "lines": 12}}\n' + (
+        "</tool_call>")
+    for text in ("Let me check. ", "", "Sure <tool_ x "):
+        assert a.is_accepting(walk(a, tok.encode(text)))
+        assert a.is_done(walk(a, tok.encode(text + call)))
+    p = C.compile(C.tool_call([READ, WEATHER], parallel=True), tok)
+    s = walk(p, tok.encode(call))
+    assert p.is_accepting(s) and not p.is_done(s)
+    assert p.is_accepting(walk(p, tok.encode(call + "\n" + call + call)))
+
+
+def test_automaton_language_is_the_regex():
+    """Every token of a few automata is allowed exactly when the text with it is a prefix of
+    a match (the `regex` module's partial matching), EOS exactly on a full match."""
+    rx = pytest.importorskip("regex")
+    vocab = ["a", "b", "x", "ab", "ba", "bx", "<", "<t", "t>", ">", "t", " "]
+    tok = words(*vocab)
+    eos = len(vocab)
+    for c in (C.regex(r"x(?:ab)*"), C.choice(["a", "ab", "abab", "bx"]),
+              C.regex(r"(?:a|ab)(?:b|ba)*x?"), C.regex(C._without("<t>"))):  # auto's text part
+        a = C.compile(c, tok)
+        todo, seen = [(a.state0, "")], {a.state0}
+        while todo:
+            s, text = todo.pop()
+            assert a.is_allowed(s, eos) == bool(rx.fullmatch(c.regex, text)), (c, text)
+            for t, w in enumerate(vocab):
+                ok = bool(rx.fullmatch(c.regex, text + w, partial=True))
+                assert a.is_allowed(s, t) == ok, (c.regex, text, w)
+                n = a.next(s, t)
+                if ok and n not in seen and len(text) < 12:
+                    seen.add(n)
+                    todo.append((n, text + w))
+
+
 # ---- (d) what cannot be enforced exactly is an error naming keyword and path ----------------
 
 def strict_obj(props: dict, **kw) -> dict:
@@ -281,6 +516,7 @@ UNSUPPORTED = [  # (schema, strict, words the message must contain)
     (strict_obj({"x": {"type": "string", "pattern": "(?=a)b"}}), True,
      ["'pattern'", "$.properties.x", "cannot be compiled"]),
     (strict_obj({"x": {"type": "string", "pattern": "^.+$"}}), True, ["'pattern'", "escape"]),
+    (strict_obj({"x": {"type": "string", "pattern": 'a"b|a'}}), True, ["'pattern'", "escape"]),
     (strict_obj({"x": {"type": "integer", "minimum": 5, "maximum": 2}}), True, ["bounds"]),
     (strict_obj({"n": {"$ref": "#/$defs/node"}}, **{"$defs": {"node": strict_obj(
         {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}})}}), True,
@@ -346,6 +582,7 @@ def test_nesting_of_ten_levels_is_accepted():
 @pytest.mark.parametrize("make,words", [
     (lambda: C.regex("(?=a)b"), ["regex", "cannot be compiled"]),
     (lambda: C.regex(""), ["regex"]),
+    (lambda: C.regex("a$|b"), ["regex", "cannot be compiled"]),  # only a final $ is dropped
     (lambda: C.choice([]), ["choice"]),
     (lambda: C.json_object(max_depth=4), ["max_depth"]),
     (lambda: C.tool_call([]), ["no tools"]),
@@ -396,3 +633,75 @@ def test_length_and_stop_at_the_limit(tiny):
     assert cut.finish_reason == "length" and full.text.startswith(cut.text)
     ignore = tiny.generate("x", SamplingParams(max_tokens=40, ignore_eos=True, constraint=c))
     assert ignore.finish_reason == "stop" and ignore.text == "abc abc abc"
+
+
+# ---- (f) forced tokens: speculative decoding drafts them for free ---------------------------
+
+class Fixed:
+    """A drafter that proposes the given tokens (or nothing) whatever the history."""
+
+    needs_hidden = False
+
+    def __init__(self, props: list[int] | None = None):
+        self.props, self.drafted, self.accepted = props or [], 0, 0
+
+    def propose(self, history, k):
+        return self.props[:k]
+
+    def observe(self, drafted, accepted):
+        self.drafted, self.accepted = self.drafted + len(drafted), self.accepted + accepted
+
+
+def test_drafts_take_the_forced_tokens(tiny):
+    from agentfast.engine.backends.reference import ReferenceBackend
+
+    a = C.compile(C.json_schema(BY_NAME["get_weather"]["schema"]), tiny.tokenizer)
+    forced = [s for s in range(a.num_states) if a.forced_token(s) >= 0 and not a.is_done(s)]
+    assert forced, "the schema has forced states"
+    s = forced[0]
+    f = a.forced_token(s)
+    run = [f]  # the forced run from s: every token the automaton forces, up to a free choice
+    t = a.next(s, f)
+    while a.forced_token(t) >= 0 and not a.is_done(t):
+        run.append(a.forced_token(t))
+        t = a.next(t, run[-1])
+    wrong = next(x for x in range(a.vocab_size) if x != f)
+    drafts = ReferenceBackend._drafts
+    # a wrong guess is replaced, the drafter's rest dropped; forced tokens go past k
+    assert drafts(Fixed([wrong, wrong]), [], 2, 100, a, s, frozenset()) == (run, 0)
+    # a right guess counts as the drafter's
+    assert drafts(Fixed([f]), [], 1, 100, a, s, frozenset()) == (run, 1)
+    # room bounds the run; no automaton: the drafter's proposal cut at k, as before
+    assert drafts(Fixed([]), [], 0, 1, a, s, frozenset()) == (run[:1], 0)
+    assert drafts(Fixed([5, 6, 7]), [], 2, 100, None, 0, frozenset()) == ([5, 6], 2)
+
+
+def test_forced_drafts_keep_greedy_output_and_save_steps(tiny, monkeypatch):
+    """With a drafter that never guesses, the constraint's forced tokens alone are drafted:
+    greedy output equals plain decode, with fewer forward passes; sampled output validates."""
+    be = tiny.backend
+    entry = BY_NAME["get_weather"]
+    c = C.json_schema(bounded(entry["schema"]))
+    auto = C.compile(c, tiny.tokenizer)
+    ids = tiny.tokenizer.encode("JSON please")
+    calls = []
+    forward = be.model.forward
+    monkeypatch.setattr(be.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+
+    def run(params, drafter=None):
+        calls.clear()
+        cache = be.new_cache()
+        kw = {"drafter": drafter, "history": ids} if drafter is not None else {}
+        out = list(be.decode(cache, be.prefill(cache, ids, 0), len(ids), params,
+                             frozenset(auto.eos_ids), 200, automaton=auto, **kw))
+        return out, len(calls)
+
+    greedy = SamplingParams(temperature=0.0)
+    plain, plain_calls = run(greedy)
+    spec, spec_calls = run(greedy, Fixed())
+    assert spec == plain and plain[-1] in auto.eos_ids
+    assert spec_calls < plain_calls, (spec_calls, plain_calls)
+    for seed in range(2):
+        out, _ = run(SamplingParams(temperature=1.0, seed=seed), Fixed())
+        assert out[-1] in auto.eos_ids
+        validate(entry["schema"], tiny.tokenizer.decode(out[:-1]))

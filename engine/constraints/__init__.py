@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tokenizer import Tokenizer
-from .automaton import TokenAutomaton
+from .automaton import END, TokenAutomaton
 from .schema import ConstraintError, check_regex, json_object_regex, schema_regex
 
 __all__ = [
@@ -83,11 +83,19 @@ def json_object(max_depth: int = 2) -> Constraint:
 
 
 def regex(pattern: str) -> Constraint:
-    """Output matches `pattern` as a whole (outlines-core syntax: no lookaround)."""
+    """Output matches `pattern` as a whole (outlines-core syntax: no lookaround). A final `$`
+    or `\\z` is dropped (the match is whole anyway); anywhere else an end anchor cannot match
+    (the automaton is compiled with a sentinel after the pattern) and is an error."""
     if not isinstance(pattern, str) or not pattern:
         raise ConstraintError("regex: the pattern must be a non-empty string")
-    check_regex(pattern, "regex")
-    return Constraint("regex", _canon(pattern), pattern)
+    body = pattern
+    for end in ("$", "\\z"):
+        head = body[:-len(end)]
+        if body.endswith(end) and (len(head) - len(head.rstrip("\\"))) % 2 == 0:  # unescaped
+            body = head
+            break
+    check_regex(body, "regex")
+    return Constraint("regex", _canon(pattern), body)
 
 
 def choice(options: list[str]) -> Constraint:
@@ -123,11 +131,14 @@ def _without(word: str) -> str:
     return f"(?:[^{literal(c)}]|{esc}(?:{leave}))*(?:{esc}(?:{'|'.join(pre)}))?"
 
 
-def tool_call(tools: list[dict], mode: str = "required", name: str | None = None) -> Constraint:
+def tool_call(tools: list[dict], mode: str = "required", name: str | None = None,
+              parallel: bool = False) -> Constraint:
     """One call of one of `tools` (OpenAI tool dicts) in the Hermes format
     `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, the arguments valid under
     that tool's parameters schema. mode "auto": free text without `<tool_call>`, optionally
-    followed by one call. `name` restricts the call to that tool."""
+    followed by the call(s). `name` restricts the call to that tool. `parallel` (OpenAI's
+    parallel_tool_calls): one or more calls, each of any allowed tool, separated by at most
+    one newline, instead of exactly one."""
     if mode not in ("required", "auto"):
         raise ConstraintError(f"tool_call: mode must be 'required' or 'auto', not {mode!r}")
     if not tools:
@@ -143,8 +154,11 @@ def tool_call(tools: list[dict], mode: str = "required", name: str | None = None
         calls.append(rf'\{{{WS}"name"{WS}:{WS}"{literal(tname)}"{WS},{WS}"arguments"{WS}:{WS}'
                      rf"(?:{args}){WS}\}}")
     call = literal(TOOL_OPEN + "\n") + "(?:" + "|".join(calls) + ")" + literal("\n" + TOOL_CLOSE)
+    if parallel:
+        call = f"{call}(?:\\n?{call})*"
     pattern = call if mode == "required" else f"{_without(TOOL_OPEN)}(?:{call})?"
-    spec = _canon({"tools": [[n, p, s] for n, p, s in parsed], "mode": mode})
+    spec = _canon({"tools": [[n, p, s] for n, p, s in parsed], "mode": mode,
+                   **({"parallel": True} if parallel else {})})
     return Constraint("tool_call", spec, pattern)
 
 
@@ -166,6 +180,8 @@ def _entry(tokenizer: Tokenizer) -> dict[str, Any]:
 
 
 def _vocabulary(entry: dict[str, Any], tokenizer: Tokenizer, eos: tuple[int, ...]) -> Any:
+    """The outlines-core Vocabulary: the ordinary tokens (EOS ids left out) and the end
+    sentinel END as token id `_sentinel(...)`."""
     from outlines_core import Vocabulary
 
     from .automaton import token_bytes
@@ -175,8 +191,17 @@ def _vocabulary(entry: dict[str, Any], tokenizer: Tokenizer, eos: tuple[int, ...
     if eos not in entry["vocab"]:
         drop = set(eos)
         m = {b: [i for i in ids if i not in drop] for b, ids in entry["bytes"].items()}
-        entry["vocab"][eos] = Vocabulary(eos[0], {b: ids for b, ids in m.items() if ids})
+        m = {b: ids for b, ids in m.items() if ids}
+        end = END.encode()
+        m[end] = [*m.get(end, []), _sentinel(tokenizer, eos)]
+        entry["vocab"][eos] = Vocabulary(eos[0], m)
     return entry["vocab"][eos]
+
+
+def _sentinel(tokenizer: Tokenizer, eos: tuple[int, ...]) -> int:
+    """The end sentinel's token id: the first id past the tokenizer's and the EOS ids (the
+    automaton's width, so never a real token; its transitions never reach the tables)."""
+    return max(tokenizer.vocab_size, max(eos) + 1)
 
 
 def _eos(tokenizer: Tokenizer, eos_ids: Any) -> tuple[int, ...]:
@@ -196,16 +221,20 @@ def build(constraint: Constraint, tokenizer: Tokenizer,
     eos = _eos(tokenizer, eos_ids)
     with _lock:
         vocab = _vocabulary(_entry(tokenizer), tokenizer, eos)
+    pattern = f"(?:{constraint.regex}){END}"
     try:
-        index = Index(constraint.regex, vocab)
+        index = Index(pattern, vocab)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0]
+        msg = str(e).strip().splitlines()[0].replace(pattern, constraint.regex)
         raise ConstraintError(f"{constraint.kind}: cannot be compiled over this vocabulary "
                               f"({msg})") from None
-    automaton = from_index(index, eos, max(tokenizer.vocab_size, max(eos) + 1))
-    dead = (automaton.row_ptr[1:] == automaton.row_ptr[:-1]).nonzero()
+    V = _sentinel(tokenizer, eos)
+    automaton = from_index(index, eos, V, sentinel=V)
+    dead = (automaton.default < 0).nonzero()  # default is -1 exactly where no token is allowed
     if dead.numel():
-        raise ConstraintError(f"{constraint.kind}: state {int(dead[0])} allows no token")
+        raise ConstraintError(f"{constraint.kind}: state {int(dead[0])} allows no token" + (
+            " (no text it allows can be written with this vocabulary)" if automaton.num_states
+            == 1 else ""))
     return automaton
 
 

@@ -1,9 +1,11 @@
 """Compile statistics of constraints: time, states, table bytes (the cost of a new schema).
 
-`python -m agentfast.engine.constraints.bench [schemas.json] [--model PATH]` prints one row per
-schema of a corpus (default: tests/data/schemas.json) over the model's tokenizer (default: the
-embedded SmolLM2), then min / median / max. Compiles bypass the automaton cache (each row is a
-cold compile; the vocabulary is built once before).
+`python -m agentfast.engine.constraints.bench [schemas.json] [--model PATH] [--json FILE]` prints
+one row per schema of a corpus (default: tests/data/schemas.json) over the model's tokenizer
+(default: the embedded SmolLM2), then min / median / max. Table bytes are given twice: `full`,
+every allowed transition listed (CSR: the former form), and `KiB`, the tables as built (default
+next state + exceptions); `exc` counts the exception entries. Compiles bypass the automaton cache
+(each row is a cold compile; the vocabulary is built once before).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from ..tokenizer import Tokenizer
 
 
 def compile_stats(schemas: list[dict[str, Any]], tokenizer: Tokenizer) -> list[dict[str, Any]]:
-    """One row per schema: name, states, transitions (CSR entries), table bytes, compile ms
-    (schema -> regex -> outlines-core Index -> tables). `schemas` holds {"name", "schema",
+    """One row per schema: name, states, transitions (allowed (state, token) pairs), exceptions,
+    table bytes as built and with every transition listed (full), compile ms (schema -> regex ->
+    outlines-core Index -> tables). `schemas` holds {"name", "schema",
     "strict"?} dicts or bare schemas."""
     from . import build, json_schema
     from . import regex as regex_constraint
@@ -34,19 +37,26 @@ def compile_stats(schemas: list[dict[str, Any]], tokenizer: Tokenizer) -> list[d
         a = build(c, tokenizer)
         ms = (time.perf_counter() - t0) * 1e3
         rows.append({"name": entry["name"], "states": a.num_states, "transitions":
-                     a.tokens.numel(), "bytes": a.nbytes, "ms": ms})
+                     a.num_transitions, "exceptions": a.num_exceptions, "bytes": a.nbytes,
+                     "full_bytes": a.full_csr_nbytes, "ms": ms})
     return rows
 
 
+COLUMNS = (("states", "states", 7, 1), ("trans", "transitions", 9, 1),
+           ("exc", "exceptions", 7, 1), ("full KiB", "full_bytes", 9, 1024),
+           ("KiB", "bytes", 7, 1024), ("ms", "ms", 7, 1))
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'schema':24} {'states':>7} {'trans':>9} {'KiB':>8} {'ms':>8}"]
-    for r in rows:
-        lines.append(f"{r['name']:24} {r['states']:7d} {r['transitions']:9d} "
-                     f"{r['bytes'] / 1024:8.0f} {r['ms']:8.1f}")
+    def line(label: str, values: list[float]) -> str:
+        cells = [f"{v / div:{w}.1f}" if key == "ms" else f"{v / div:{w}.0f}"
+                 for v, (_, key, w, div) in zip(values, COLUMNS, strict=True)]
+        return f"{label:24} " + " ".join(cells)
+
+    lines = [f"{'schema':24} " + " ".join(f"{h:>{w}}" for h, _, w, _ in COLUMNS)]
+    lines += [line(r["name"], [r[k] for _, k, _, _ in COLUMNS]) for r in rows]
     for label, f in (("min", min), ("median", statistics.median), ("max", max)):
-        lines.append(f"{label:24} {f(r['states'] for r in rows):7.0f} "
-                     f"{f(r['transitions'] for r in rows):9.0f} "
-                     f"{f(r['bytes'] for r in rows) / 1024:8.0f} {f(r['ms'] for r in rows):8.1f}")
+        lines.append(line(label, [f(r[k] for r in rows) for _, k, _, _ in COLUMNS]))
     return "\n".join(lines)
 
 
@@ -55,12 +65,16 @@ def main(argv: list[str] | None = None) -> None:
     default = Path(__file__).resolve().parents[2] / "tests" / "data" / "schemas.json"
     ap.add_argument("corpus", nargs="?", default=str(default))
     ap.add_argument("--model", default=None, help="checkpoint folder or .gguf (default: embedded)")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     from ..loaders import load_model
 
     tokenizer = load_model(args.model).tokenizer
     schemas = json.loads(Path(args.corpus).read_text())
-    print(format_table(compile_stats(schemas, tokenizer)))
+    rows = compile_stats(schemas, tokenizer)
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

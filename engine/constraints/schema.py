@@ -15,6 +15,8 @@ import uuid
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
+import numpy as np
+
 from ..errors import RequestError
 from .numbers import integer_regex, number_regex
 
@@ -69,17 +71,20 @@ def _fail(where: str, path: str, msg: str) -> ConstraintError:
 
 def check_regex(pattern: str, where: str) -> set[int]:
     """Compile `pattern` over a one-byte-per-token vocabulary (fast) and return the bytes it can
-    produce; ConstraintError when outlines-core cannot build it."""
+    produce; ConstraintError when outlines-core cannot build it. Built as the automata are, with
+    the end sentinel (see automaton.index_graph): `a"b|a` can produce '"'."""
     from outlines_core import Index, Vocabulary
 
-    vocab = Vocabulary(256, {bytes([b]): [b] for b in range(256)})
+    from .automaton import END, index_graph
+
+    vocab = Vocabulary(257, {**{bytes([b]): [b] for b in range(256)}, END.encode(): [256]})
     try:
-        trans = Index(pattern, vocab).get_transitions()
+        index = Index(f"(?:{pattern}){END}", vocab)
     except Exception as e:  # outlines-core raises ValueError with a multi-line message
-        msg = str(e).strip().splitlines()[0]
+        msg = str(e).strip().splitlines()[0].replace(f"(?:{pattern}){END}", pattern)
         raise ConstraintError(f"{where}: regex {pattern!r} cannot be compiled by outlines-core "
-                              f"(no lookaround, backreferences or \\b): {msg}") from None
-    return {t for d in trans.values() for t in d if t < 256}
+                              f"(no lookaround, backreferences, \\b or inner $): {msg}") from None
+    return {int(t) for t in np.unique(index_graph(index, 256)[2])}
 
 
 class _Rewriter:
