@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .backends import Backend, create_backend
+from .backends import MAX_TOP_LOGPROBS, Backend, TokenLogprob, create_backend
 from .errors import ContextLengthError, RequestError
 from .loaders import LoadedModel, Progress, load_model
 from .sampling import SamplingParams
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 class Chunk:
     text: str  # new text (may be empty while a multi-byte character or stop string is pending)
     token_ids: list[int]
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per token id, when asked for
 
 
 @dataclass
@@ -47,6 +48,7 @@ class GenerationResult:
     ttft_s: float = 0.0  # request start -> first token
     decode_s: float = 0.0  # first token -> last token
     timings: dict[str, float] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] | None = None  # per generated token, when asked for
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -77,9 +79,11 @@ class Engine:
     def __init__(self, model: LoadedModel, backend: str = "reference",
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                  max_context: int | None = None, max_sessions: int = 8,
-                 drafter: Drafter | None = None):
+                 drafter: Drafter | str | None = None):
         self.model = model
         # Speculative decoding (agentfast.spec_decode.Drafter), reference backend only for now.
+        # A name builds one: "ngram", "mtp" (the model's MTP module: its checkpoint's, a file
+        # beside it, or one shipped for the embedded model), "mtp:PATH".
         self.drafter = drafter
         self.config, self.tokenizer = model.config, model.tokenizer
         self.device = torch.device(device) if device else default_device()
@@ -88,11 +92,22 @@ class Engine:
         self.max_context = min(max_context, limit) if max_context else limit
         from .model import check_weights
 
-        check_weights(self.config, model.weights, str(model.source))
-        self.backend: Backend = create_backend(backend, self.config, model.weights, self.device,
+        weights, mtp = model.weights, None
+        if any(k.startswith(f"model.layers.{self.config.num_layers}.") for k in weights):
+            from agentfast.spec_decode.mtp import split_checkpoint_mtp  # DeepSeek-style MTP
+
+            weights, mtp = split_checkpoint_mtp(self.config, weights)
+        check_weights(self.config, weights, str(model.source))
+        self.backend: Backend = create_backend(backend, self.config, weights, self.device,
                                                self.dtype, self.max_context)
         if drafter is not None and not self.backend.supports_drafter:
             raise RequestError(f"the {backend} backend does not take a drafter")
+        if isinstance(drafter, str):
+            from agentfast.spec_decode.mtp import make_drafter
+
+            self.drafter = make_drafter(drafter, model, self.backend, mtp)
+        if getattr(self.drafter, "needs_hidden", False):  # MTP reads hidden states from caches
+            self.backend.keep_hidden = True
         self.sessions = SessionStore(max_sessions)
         eos = set(self.tokenizer.eos_ids) | set(self.config.eos_token_ids)
         self.eos_ids = frozenset(eos)
@@ -115,20 +130,24 @@ class Engine:
     # ---- generation ----------------------------------------------------------------------
 
     def stream(self, prompt: str | list[int], params: SamplingParams | None = None,
-               session: str | None = None) -> Generation:
+               session: str | None = None, logprobs: int | None = None) -> Generation:
         """Start generating from a raw prompt (text or token ids). With `session`, K/V of a
-        matching prefix from that session's earlier requests is reused."""
+        matching prefix from that session's earlier requests is reused. With `logprobs=k`
+        (0..20), each chunk carries its tokens' log probabilities and k alternatives, taken
+        from the logits the decode step computed (the model's distribution before
+        temperature, top-k/top-p and constraints); backends without it raise RequestError."""
         params = params or SamplingParams()
         ids = self._prompt_ids(prompt)
         self._check_length(ids)
+        self._check_logprobs(logprobs)
         sess = self.sessions.get(session or f"_once_{uuid.uuid4().hex}", self.backend.new_cache)
         g = Generation(iter(()))
-        g._it = self._run(g, sess, ids, params, drop_after=session is None)
+        g._it = self._run(g, sess, ids, params, drop_after=session is None, logprobs=logprobs)
         return g
 
     def generate(self, prompt: str | list[int], params: SamplingParams | None = None,
-                 session: str | None = None) -> GenerationResult:
-        g = self.stream(prompt, params, session)
+                 session: str | None = None, logprobs: int | None = None) -> GenerationResult:
+        g = self.stream(prompt, params, session, logprobs)
         for _ in g:
             pass
         assert g.result is not None
@@ -148,6 +167,15 @@ class Engine:
                 f"engine max_context={self.max_context})"
             )
 
+    def _check_logprobs(self, k: int | None) -> None:
+        if k is None:
+            return
+        if not self.backend.supports_logprobs:
+            raise RequestError(f"the {self.backend.name} backend does not report logprobs "
+                               "(use --backend reference)")
+        if not 0 <= k <= MAX_TOP_LOGPROBS:
+            raise RequestError(f"logprobs must be in 0..{MAX_TOP_LOGPROBS}, got {k}")
+
     def _automaton(self, params: SamplingParams) -> TokenAutomaton | None:
         """The compiled constraint of `params` (memoized per tokenizer), or None."""
         if params.constraint is None:
@@ -160,7 +188,7 @@ class Engine:
         return compile_constraint(params.constraint, self.tokenizer, tuple(self.eos_ids))
 
     def _run(self, g: Generation, sess: Session, ids: list[int], params: SamplingParams,
-             drop_after: bool) -> Iterator[Chunk]:
+             drop_after: bool, logprobs: int | None = None) -> Iterator[Chunk]:
         t0 = time.perf_counter()
         automaton = self._automaton(params)
         reused = sess.reusable_prefix(ids)
@@ -179,9 +207,13 @@ class Engine:
         kw: dict[str, Any] = {} if automaton is None else {"automaton": automaton}
         if self.drafter is not None:
             kw.update(drafter=self.drafter, history=ids)
+        lps: list[TokenLogprob] | None = None if logprobs is None else []
+        if lps is not None:
+            kw["logprobs"] = logprobs  # the backend yields TokenLogprobs
         steps = self.backend.decode(sess.cache, logits, len(ids), params, stop_ids, max_new, **kw)
         try:
-            for tok in steps:
+            for item in steps:
+                lp, tok = (None, item) if lps is None else (item, item.token_id)
                 if t_first is None:
                     t_first = time.perf_counter()
                 sess.tokens.append(tok)
@@ -189,9 +221,11 @@ class Engine:
                     finish, stop_by = "stop", tok
                     break
                 out_ids.append(tok)
+                if lp is not None:
+                    lps.append(lp)
                 delta = stops.push(decoder.push(tok))
                 text.append(delta)
-                yield Chunk(delta, [tok])
+                yield Chunk(delta, [tok], [lp] if lp is not None else [])
                 if stops.stopped is not None:
                     break
             if stops.stopped is None:  # what the decoder and the stop matcher held back
@@ -216,6 +250,7 @@ class Engine:
                 text="".join(text), token_ids=out_ids, finish_reason=finish,
                 prompt_tokens=len(ids), reused_tokens=reused, prefilled_tokens=len(ids) - reused,
                 stop=stop_by, ttft_s=(t_first or t_end) - t0, decode_s=t_end - (t_first or t_end),
+                logprobs=lps,
             )
             if drop_after:
                 self.sessions.drop(sess.id)

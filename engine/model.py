@@ -129,12 +129,15 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 class KVCache:
     """Keys and values of one sequence: k, v [layers, kv_heads, capacity, head_dim].
 
-    Grows by doubling up to `max_len`; the owner tracks how many positions are valid."""
+    Grows by doubling up to `max_len`; the owner tracks how many positions are valid. With
+    `keep_hidden`, also the final hidden state of every position before the final norm,
+    `hidden` [capacity, H] (what MTP drafters read); else `hidden` is None."""
 
     def __init__(self, cfg: ModelConfig, max_len: int, device: torch.device | str,
-                 dtype: torch.dtype, initial: int = 256):
+                 dtype: torch.dtype, initial: int = 256, keep_hidden: bool = False):
         self.cfg, self.max_len, self.device, self.dtype = cfg, max_len, device, dtype
         self.k = self.v = torch.empty(0)
+        self.hidden: torch.Tensor | None = torch.empty(0) if keep_hidden else None
         self._alloc(min(initial, max_len))
 
     def _alloc(self, cap: int) -> None:
@@ -147,6 +150,11 @@ class KVCache:
             k[:, :, :n] = self.k[:, :, :n]
             v[:, :, :n] = self.v[:, :, :n]
         self.k, self.v = k, v
+        if self.hidden is not None:
+            hidden = torch.zeros(cap, c.hidden_size, device=self.device, dtype=self.dtype)
+            if n:
+                hidden[:n] = self.hidden[:n]
+            self.hidden = hidden
 
     @property
     def capacity(self) -> int:
@@ -169,14 +177,15 @@ class Transformer:
         self.device, self.dtype = weights.embed.device, weights.embed.dtype
         self.cos, self.sin = rope_tables(cfg, max_len, self.device)  # [max_len, hd] float32
 
-    def new_cache(self, initial: int = 256) -> KVCache:
-        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial)
+    def new_cache(self, initial: int = 256, keep_hidden: bool = False) -> KVCache:
+        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial, keep_hidden)
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, start: int, cache: KVCache,
                 last_only: bool = False) -> torch.Tensor:
         """tokens [T] int64 at positions start..start+T-1 -> logits [T, V] float32 (or [1, V]
-        for the last position when last_only). Writes K/V of these positions into `cache`."""
+        for the last position when last_only). Writes K/V of these positions into `cache`, and
+        their final hidden states (before the final norm) when the cache keeps them."""
         cfg, w = self.cfg, self.w
         T = tokens.shape[0]
         end = start + T
@@ -189,6 +198,8 @@ class Transformer:
                                     cos, sin, start, cache, mask)
             h = rms_norm(x, lw.mlp_norm, cfg.rms_norm_eps)
             x = x + F.linear(F.silu(F.linear(h, lw.w_gate)) * F.linear(h, lw.w_up), lw.w_down)
+        if cache.hidden is not None:
+            cache.hidden[start:end] = x
         if last_only:
             x = x[-1:]
         x = rms_norm(x, w.norm, cfg.rms_norm_eps)

@@ -91,9 +91,11 @@ def default_model_name(engine: Engine) -> str:
 
 
 def create_app(engine: Engine, model_name: str | None = None,
-               request_timeout: float | None = 600.0) -> FastAPI:
+               request_timeout: float | None = 600.0,
+               response_store_size: int = 256) -> FastAPI:
     """An ASGI app serving `engine`. Requests may name the model `model_name` (default: the
-    checkpoint's name) or "default"; `request_timeout` bounds queueing + generation (seconds)."""
+    checkpoint's name) or "default"; `request_timeout` bounds queueing + generation (seconds);
+    `response_store_size`: finished /v1/responses kept for previous_response_id."""
     name = model_name or default_model_name(engine)
     st = State(engine, scheduler_for(engine), name, (name, "default", "agentfast"),
                request_timeout)
@@ -154,7 +156,7 @@ def create_app(engine: Engine, model_name: str | None = None,
 
     from .responses import add_routes
 
-    add_routes(app, st)
+    add_routes(app, st, response_store_size)
     return app
 
 
@@ -251,8 +253,11 @@ async def _chat(st: State, request: Request, req: ChatRequest) -> Response:
     eng, tok = st.engine, st.engine.tokenizer
     tools = tool_dicts(req.tools)
     mode, name = tool_choice_of(req.tool_choice)
-    top_n = _logprobs_n(st, bool(req.logprobs), req.top_logprobs, "top_logprobs", 20)
-    constraint, cparam = constraint_for(tools, mode, name, req.response_format)
+    top_n = _logprobs_n(st, bool(req.logprobs), req.top_logprobs, "top_logprobs",
+                        lp.MAX_TOP_LOGPROBS)
+    parallel = req.parallel_tool_calls is not False
+    constraint, cparam = constraint_for(tools, mode, name, req.response_format,
+                                        parallel=parallel)
     await anyio.to_thread.run_sync(precompile, eng, constraint, cparam)
     header = request.headers.get("x-session-id")
     prompt = await anyio.to_thread.run_sync(build_prompt, tok, st.cache, req.messages,
@@ -261,7 +266,6 @@ async def _chat(st: State, request: Request, req: ChatRequest) -> Response:
     max_new = max_new_tokens(req.max_completion_tokens or req.max_tokens, field,
                              len(prompt.ids), eng.max_context)
     parse_tools = bool(tools) and mode != "none"
-    parallel = req.parallel_tool_calls is not False
     stops = (HERMES_CLOSE,) if parse_tools and not parallel else ()
     params = sampling(req, max_new, stops, constraint)
     parser = ToolParser(template_formats(tok.chat_template)[1], parallel) if parse_tools else None

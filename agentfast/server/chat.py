@@ -181,10 +181,13 @@ class PromptCache:
 
 
 def build_prompt(tok: Tokenizer, cache: PromptCache, messages: list[Message],
-                 tools: list[dict] | None, user: str | None, header: str | None) -> Prompt:
+                 tools: list[dict] | None, user: str | None, header: str | None,
+                 session: str | None = None) -> Prompt:
+    """`session` (a stored response's, for previous_response_id) overrides the derived id
+    unless the client names one in the header."""
     native, _ = template_formats(tok.chat_template)
     rendered = to_template(messages, tools, native)
     text = tok.render_chat(rendered, add_generation_prompt=True,
                            tools=tools if native and tools else None)
-    sid = session_id(rendered, tools, user, header)
+    sid = session if session and not header else session_id(rendered, tools, user, header)
     return Prompt(text, cache.encode(tok, sid, text), sid)

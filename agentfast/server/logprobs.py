@@ -1,60 +1,27 @@
-"""Per-token log probabilities, computed beside the engine (an optional hook, not engine code).
+"""Per-token log probabilities: the engine's `TokenLogprob`s -> OpenAI's logprobs shapes.
 
-The engine samples without reporting probabilities. While a generation runs, the worker thread
-re-scores each new token: it runs the previous token again at its position on the session's
-own KV cache (rewriting the same K/V) and takes the log-softmax of the logits. That costs one
-extra forward per token and is exact for the unconstrained distribution before temperature.
-Only backends that decode step by step on the host allow it (the reference backend); the others
-run ahead of the host and are rejected with a 400.
+The engine reports them on request (`Engine.stream(..., logprobs=k)`): each decode step scores
+the token it sampled from the logits it computed anyway (log_softmax before temperature, top-p
+and constraint masking; no extra forward). Backends that cannot (`supports_logprobs` false)
+are answered with a 400 naming the field.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
 from agentfast.engine import Engine
+from agentfast.engine.backends import MAX_TOP_LOGPROBS, TokenLogprob
 
 from .protocol import APIError
 
-SUPPORTED_BACKENDS = ("reference",)
+__all__ = ["MAX_TOP_LOGPROBS", "TokenLogprob", "chat_content", "check_supported",
+           "completion_logprobs"]
 
 
 def check_supported(engine: Engine, param: str) -> None:
-    if engine.backend.name not in SUPPORTED_BACKENDS:
+    if not getattr(engine.backend, "supports_logprobs", False):
         raise APIError(f"{param}: logprobs are not supported by the {engine.backend.name!r} "
-                       f"backend (supported: {', '.join(SUPPORTED_BACKENDS)})", param=param,
+                       "backend (use --backend reference)", param=param,
                        code="unsupported_value")
-
-
-@dataclass
-class TokenLogprob:
-    token_id: int
-    logprob: float
-    top: list[tuple[int, float]]  # (token id, logprob), best first
-
-
-class Scorer:
-    """Runs in the worker thread, between the generation's steps."""
-
-    def __init__(self, engine: Engine, prompt: list[int], session: str, top_n: int):
-        self.backend, self.top_n = engine.backend, top_n
-        self.cache = engine.sessions.get(session, engine.backend.new_cache).cache
-        self.prev, self.pos = prompt[-1], len(prompt) - 1
-
-    def step(self, token_ids: list[int]) -> list[TokenLogprob]:
-        out = []
-        for t in token_ids:
-            logits = self.backend.logits(self.cache, [self.prev], self.pos)[-1]  # [V]
-            lp = torch.log_softmax(logits.float(), dim=-1)
-            top: list[tuple[int, float]] = []
-            if self.top_n:
-                v, i = torch.topk(lp, self.top_n)
-                top = list(zip(i.tolist(), v.tolist(), strict=True))
-            out.append(TokenLogprob(t, float(lp[t]), top))
-            self.prev, self.pos = t, self.pos + 1
-        return out
 
 
 def _entry(tok, token_id: int, logprob: float) -> dict:

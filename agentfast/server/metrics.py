@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import Any
 
 from agentfast.engine import GenerationResult
 
@@ -36,8 +37,11 @@ class Histogram:
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self, drafter: Any = None):
         self.lock = threading.Lock()
+        # the engine's speculative-decoding drafter (agentfast.spec_decode.Drafter: it counts
+        # verification steps, drafted and accepted tokens), or None
+        self.drafter = drafter
         self.http: Counter[tuple[str, int]] = Counter()
         self.queued = 0  # waiting for the engine
         self.running = 0  # 0 or 1: the engine runs one request at a time
@@ -120,8 +124,14 @@ class Metrics:
         out += metric("decode_tokens_per_second", "gauge", "Decode speed: last request, and "
                       "over all requests", f'{{window="last"}} {self.last_tokens_per_s:.3f}',
                       f'{{window="all"}} {avg:.3f}')
+        d = self.drafter
         out += metric("spec_decode_accepted_length", "gauge", "Mean accepted draft tokens per "
-                      "step (0: no speculative decoding yet)", " 0")
+                      "verification step (0 without a drafter)",
+                      f" {d.mean_accepted if d is not None else 0.0:.6f}")
+        out += metric("spec_decode_draft_tokens_total", "counter", "Draft tokens verified",
+                      f" {d.drafted if d is not None else 0}")
+        out += metric("spec_decode_accepted_tokens_total", "counter", "Draft tokens accepted",
+                      f" {d.accepted if d is not None else 0}")
         out += metric("time_to_first_token_seconds", "histogram", "Generation start to first "
                       "token", *(x.removeprefix("x") for x in self.ttft.lines("x")))
         out += metric("time_per_output_token_seconds", "histogram", "Decode time per token "

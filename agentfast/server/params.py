@@ -8,6 +8,9 @@ calls in Hermes format); a schema it cannot compile is a 400 naming the field.
 from __future__ import annotations
 
 import dataclasses
+import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from agentfast.engine import SamplingParams
@@ -89,32 +92,54 @@ def _constraints(param: str):
     return constraints
 
 
+_GRAMMARS: OrderedDict[str, Any] = OrderedDict()  # canonical request -> Constraint
+GRAMMAR_CACHE_SIZE = 256
+_grammar_lock = threading.Lock()
+
+
 def _compile(param: str, fn: str, *args: Any, **kw: Any) -> Any:
+    """constraints.<fn>(*args, **kw), memoized by the canonical JSON of the arguments: an
+    agent resends the same tools every turn, and building their grammar (schema -> regex)
+    costs 10-40 ms; the automaton itself is cached by the constraints module."""
     c = _constraints(param)
+    key = json.dumps([fn, args, kw], sort_keys=True, default=str)
+    with _grammar_lock:
+        hit = _GRAMMARS.get(key)
+        if hit is not None:
+            _GRAMMARS.move_to_end(key)
+            return hit
     try:
-        return getattr(c, fn)(*args, **kw)
+        out = getattr(c, fn)(*args, **kw)
     except c.ConstraintError as e:
         raise APIError(f"{param}: {e}", param=param, code="invalid_schema") from None
+    with _grammar_lock:
+        _GRAMMARS[key] = out
+        if len(_GRAMMARS) > GRAMMAR_CACHE_SIZE:
+            _GRAMMARS.popitem(last=False)
+    return out
 
 
 def tool_dicts(tools: list[Tool] | None) -> list[dict]:
     return [t.model_dump(exclude_none=True) for t in tools or ()]
 
 
-def tool_choice_of(choice: Any) -> tuple[str, str | None]:
+def tool_choice_of(choice: Any, name_param: str = "tool_choice.function.name"
+                   ) -> tuple[str, str | None]:
     """tool_choice ("none" | "auto" | "required" | a named function) -> (mode, name)."""
     if choice is None or isinstance(choice, str):
         return choice or "auto", None
     name = choice.get("name") if isinstance(choice, dict) else choice.function.get("name")
     if not name:
-        raise APIError("tool_choice.function.name: required", param="tool_choice.function.name")
+        raise APIError(f"{name_param}: required", param=name_param)
     return "required", name
 
 
 def tool_constraint(tools: list[dict], mode: str, name: str | None,
-                    strict_default: bool = False) -> Any:
+                    strict_default: bool = False, parallel: bool = True) -> Any:
     """The grammar for tool_choice: required/named always force a call; auto is constrained
-    when any tool is strict; none, and auto without strict tools, leave the text free."""
+    when any tool is strict; none, and auto without strict tools, leave the text free. With
+    `parallel` (parallel_tool_calls, OpenAI's default) the grammar takes one or more calls in
+    the turn, without it exactly one (auto: at most one)."""
     if not tools:
         if mode == "required":
             raise APIError("tool_choice: requires tools", param="tool_choice")
@@ -126,7 +151,7 @@ def tool_constraint(tools: list[dict], mode: str, name: str | None,
     strict = any(t["function"].get("strict", strict_default) for t in tools)
     if mode == "none" or (mode == "auto" and not strict):
         return None
-    return _compile("tools", "tool_call", tools, mode=mode, name=name)
+    return _compile("tools", "tool_call", tools, mode=mode, name=name, parallel=parallel)
 
 
 def format_constraint(fmt: ResponseFormat | None, strict_default: bool = False) -> Any:
@@ -143,10 +168,11 @@ def format_constraint(fmt: ResponseFormat | None, strict_default: bool = False) 
 
 
 def constraint_for(tools: list[dict], mode: str, name: str | None, fmt: ResponseFormat | None,
-                   tools_strict_default: bool = False) -> tuple[Any, str]:
+                   tools_strict_default: bool = False, parallel: bool = True
+                   ) -> tuple[Any, str]:
     """(constraint or None, the field it comes from): a tool-call grammar wins over
     response_format, since a forced call has its own shape."""
-    c = tool_constraint(tools, mode, name, tools_strict_default)
+    c = tool_constraint(tools, mode, name, tools_strict_default, parallel)
     if c is not None:
         return c, "tools"
     return format_constraint(fmt), "response_format"

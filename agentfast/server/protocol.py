@@ -28,6 +28,16 @@ class APIError(Exception):
                           "code": self.code}}
 
 
+_TYPE_LABELS = {"str", "int", "float", "bool", "dict", "list", "none", "is-instance"}
+
+
+def _union_label(part: str) -> bool:
+    """pydantic's labels of union members in an error location (`literal['a','b']`,
+    `list[str]`, `function-after[...]`, a model's class name), not field names."""
+    return (part in _TYPE_LABELS or "[" in part or part[:1].isupper()
+            or part.startswith(("function-", "tagged-union")))
+
+
 def validation_error(e: ValidationError) -> APIError:
     """The first pydantic error, as an APIError naming the field (`messages[2].role`)."""
     err = e.errors()[0]
@@ -35,8 +45,8 @@ def validation_error(e: ValidationError) -> APIError:
     for part in err["loc"]:
         if isinstance(part, int):
             param += f"[{part}]"
-        elif not str(part).startswith(("function-", "tagged-union", "list[", "str", "int")):
-            param += ("." if param else "") + str(part)  # skip pydantic's union-member labels
+        elif not _union_label(str(part)):
+            param += ("." if param else "") + str(part)
     return APIError(f"{param or 'body'}: {err['msg']}", param=param or None,
                     code="invalid_value" if err["type"] != "missing" else "missing_field")
 

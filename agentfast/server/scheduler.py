@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from agentfast.engine import Engine, GenerationResult, SamplingParams
 from agentfast.engine.errors import AgentfastError, ContextLengthError
 
-from .logprobs import Scorer, TokenLogprob
+from .logprobs import TokenLogprob
 from .metrics import Metrics
 from .protocol import APIError
 
@@ -86,7 +86,7 @@ class Job:
 class Scheduler:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.metrics = Metrics()
+        self.metrics = Metrics(getattr(engine, "drafter", None))
         self._q: queue.Queue[Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -131,11 +131,9 @@ class Scheduler:
     def _run(self, job: Job) -> None:
         w, eng = job.work, self.engine
         try:
-            gen = eng.stream(w.ids, w.params, session=w.session)
+            gen = eng.stream(w.ids, w.params, session=w.session, logprobs=w.top_logprobs)
         except ContextLengthError as e:
             raise APIError(str(e), param="messages", code="context_length_exceeded") from None
-        scorer = None if w.top_logprobs is None else Scorer(eng, w.ids, w.session,
-                                                            w.top_logprobs)
         outcome = None
         try:
             for chunk in gen:
@@ -145,8 +143,7 @@ class Scheduler:
                 if time.monotonic() > job.deadline:
                     outcome = "timeout"
                     break
-                lps = scorer.step(chunk.token_ids) if scorer else None
-                job.post(Step(chunk.text, chunk.token_ids, lps))
+                job.post(Step(chunk.text, chunk.token_ids, chunk.logprobs or None))
         finally:
             gen.close()
         r = gen.result

@@ -9,12 +9,36 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..config import ModelConfig
 from ..sampling import SamplingParams
+
+MAX_TOP_LOGPROBS = 20  # alternatives per token a backend must be able to report
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A sampled token with its log probability under the model's distribution at its position
+    (log_softmax of the raw logits: before temperature, top-k/top-p and constraint masking) and
+    the `top` most likely tokens of that distribution as (token id, logprob), best first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def token_logprob(logits: torch.Tensor, token: int, k: int) -> TokenLogprob:
+    """`TokenLogprob` of `token` from one row of logits [V] (any device; one host copy)."""
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    if not k:
+        return TokenLogprob(token, float(lp[token]))
+    v, i = torch.topk(lp, k)
+    vals = torch.cat([lp[token:token + 1], v]).tolist()
+    return TokenLogprob(token, vals[0], tuple(zip(i.tolist(), vals[1:], strict=True)))
 
 
 class Backend(ABC):
@@ -28,6 +52,9 @@ class Backend(ABC):
     supports_constraints: bool = False
     # Whether `decode` takes `drafter=` and `history=` (speculative decoding, spec_decode/).
     supports_drafter: bool = False
+    # Whether `decode` takes `logprobs=k` (per-token log probabilities from the logits the
+    # decode step computed anyway: no extra forward).
+    supports_logprobs: bool = False
 
     @abstractmethod
     def new_cache(self) -> Any:
@@ -48,7 +75,12 @@ class Backend(ABC):
         before each sample, tokens the current state does not allow get logit -inf; after it,
         the state advances. Its EOS ids are in `stop_ids`; when the state allows only EOS, the
         backend yields an EOS id without running the model (also after the `max_new`-th
-        token: a complete output ends with "stop", not "length")."""
+        token: a complete output ends with "stop", not "length").
+
+        `logprobs` (an int k in 0..MAX_TOP_LOGPROBS, only passed when `supports_logprobs`):
+        yield a `TokenLogprob` per token instead of the bare id: the token's logprob and the k
+        most likely alternatives, from the logits the step already has. An EOS yielded without
+        a forward pass (constraint done) carries logprob 0.0 and no alternatives."""
 
     def logits(self, cache: Any, tokens: list[int], start: int) -> torch.Tensor:
         """Logits [T, V] float32 of every position of `tokens` (tests and oracles)."""

@@ -20,6 +20,7 @@ from ..config import ModelConfig
 from ..errors import RequestError
 from ..model import KVCache, ModelWeights, Transformer, build_weights
 from ..sampling import SamplingParams
+from . import MAX_TOP_LOGPROBS, TokenLogprob
 from .prefill import ReferencePrefill
 
 LOOKAHEAD = 2  # decode steps the host enqueues ahead of the token it is reading
@@ -100,11 +101,26 @@ class StepState:
         self.graphs: dict[tuple[bool, object], torch.cuda.CUDAGraph] = {}
         self.ring = torch.zeros(LOOKAHEAD + 2, dtype=i32, pin_memory=True)
         self.events = [torch.cuda.Event() for _ in range(LOOKAHEAD + 2)]
+        # ---- logprobs (decode(logprobs=k)): allocated on first use by `logprob_buffers` ----
+        self.lp_all: torch.Tensor | None = None  # [V] log_softmax of the step's raw logits
+        self.lp_vals: torch.Tensor | None = None  # [1 + K]: the token's logprob, the top K
+        self.lp_ids: torch.Tensor | None = None  # [K] int64: the top K token ids
+        self.lp_ring: tuple[torch.Tensor, torch.Tensor] | None = None  # pinned, per ring slot
+
+    def logprob_buffers(self, vocab: int, device: torch.device) -> None:
+        if self.lp_all is None:
+            k, slots = min(MAX_TOP_LOGPROBS, vocab), len(self.events)
+            self.lp_all = torch.zeros(vocab, dtype=torch.float32, device=device)
+            self.lp_vals = torch.zeros(1 + k, dtype=torch.float32, device=device)
+            self.lp_ids = torch.zeros(k, dtype=torch.int64, device=device)
+            self.lp_ring = (torch.zeros(slots, 1 + k, dtype=torch.float32, pin_memory=True),
+                            torch.zeros(slots, k, dtype=torch.int64, pin_memory=True))
 
 
 class GraphBackend(ReferencePrefill):
     name = "graph"
     supports_constraints = True
+    supports_logprobs = True  # decode(logprobs=k): scored on the device in the captured step
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int):
@@ -125,7 +141,8 @@ class GraphBackend(ReferencePrefill):
 
     # ---- the captured step ---------------------------------------------------------------
 
-    def _step(self, st: StepState, cache: KVCache, greedy: bool, automaton=None) -> None:
+    def _step(self, st: StepState, cache: KVCache, greedy: bool, automaton=None,
+              lp: bool = False) -> None:
         """One decode step on the device: st.tok at st.pos -> next st.tok, st.pos + 1 (and the
         constraint state advanced past the new token)."""
         from ...kernels import attention as attn
@@ -144,7 +161,7 @@ class GraphBackend(ReferencePrefill):
             mv.gate_up_silu(lw.w_gate, lw.w_up, st.x, norm_weight=lw.mlp_norm, eps=eps,
                             out=st.act)
             mv.matvec(lw.w_down, st.act, residual=st.x)
-        if greedy and automaton is None:
+        if greedy and automaton is None and not lp:
             from ...kernels import lm_head as head
 
             head.lm_head_argmax(st.x, self.w.norm, self.w.lm_head, eps, out=st.tok,
@@ -153,7 +170,7 @@ class GraphBackend(ReferencePrefill):
             from ...kernels import lm_head as head
 
             head.lm_head(st.x, self.w.norm, self.w.lm_head, eps, out=st.logits)
-            self._pick(st, greedy, automaton)
+            self._pick_scored(st, greedy, automaton, lp)
         st.pos.add_(1)
 
     def _pick(self, st: StepState, greedy: bool, automaton) -> None:
@@ -169,26 +186,44 @@ class GraphBackend(ReferencePrefill):
             head.sample(st.logits, st.temperature, st.top_k, st.top_p, st.seed, st.offset,
                         out=st.tok)
         if automaton is not None:
-            cm.advance_state(st.cstate, st.tok, automaton.row_ptr, automaton.tokens,
-                             automaton.next_state, automaton.max_row)
+            cm.advance_state(st.cstate, st.tok, automaton.bitmask, automaton.default,
+                             automaton.exc_ptr, automaton.exc_tokens, automaton.exc_next,
+                             automaton.max_exc)
+
+    # ---- logprobs: torch ops on the device logits, captured with the step -------------------
+
+    def _pick_scored(self, st: StepState, greedy: bool, automaton, lp: bool) -> None:
+        """`_pick`, and with `lp` the picked token's logprob and the top K of the raw logits
+        (log_softmax before the constraint mask, which `_pick` applies in place)."""
+        if lp:
+            st.lp_all.copy_(torch.log_softmax(st.logits, dim=0))
+        self._pick(st, greedy, automaton)
+        if lp:
+            top = torch.topk(st.lp_all, st.lp_ids.numel())
+            st.lp_vals[:1].copy_(st.lp_all.index_select(0, st.tok))
+            st.lp_vals[1:].copy_(top.values)
+            st.lp_ids.copy_(top.indices)
+
+    # ---- graphs and the decode loop ----------------------------------------------------------
 
     def _graph(self, st: StepState, cache: KVCache, greedy: bool,
-               automaton=None) -> torch.cuda.CUDAGraph:
-        key = (greedy, automaton)
+               automaton=None, lp: bool = False) -> torch.cuda.CUDAGraph:
+        key = (greedy, automaton, lp)
         g = st.graphs.get(key)
         if g is None:
             if len(st.graphs) >= MAX_GRAPHS:  # constrained graphs pile up: drop the oldest
                 st.graphs.pop(next(iter(st.graphs)))
-            saved = [t.clone() for t in (st.tok, st.pos, st.offset, st.cstate)]
+            kept = (st.tok, st.pos, st.offset, st.cstate) + ((st.lp_vals, st.lp_ids) if lp else ())
+            saved = [t.clone() for t in kept]
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # compile every kernel before capture
-                self._step(st, cache, greedy, automaton)
+                self._step(st, cache, greedy, automaton, lp)
             torch.cuda.current_stream(self.device).wait_stream(side)
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g):
-                self._step(st, cache, greedy, automaton)
-            for t, v in zip((st.tok, st.pos, st.offset, st.cstate), saved, strict=True):
+                self._step(st, cache, greedy, automaton, lp)
+            for t, v in zip(kept, saved, strict=True):
                 t.copy_(v)
             st.graphs[key] = g
         return g
@@ -200,9 +235,13 @@ class GraphBackend(ReferencePrefill):
         return st
 
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
-               stop_ids: frozenset[int], max_new: int, automaton=None) -> Iterator[int]:
+               stop_ids: frozenset[int], max_new: int, automaton=None,
+               logprobs: int | None = None) -> Iterator[int | TokenLogprob]:
         st = self._state(cache)
         greedy = params.greedy
+        lp = logprobs is not None
+        if lp:
+            st.logprob_buffers(self.cfg.vocab_size, self.device)
         host_auto = automaton  # host tables: the host follows the state to see the end
         if automaton is not None:
             automaton = automaton.to(self.device)
@@ -214,15 +253,23 @@ class GraphBackend(ReferencePrefill):
                 torch.randint(0, 2**62, (1,)).item())
             st.seed.fill_(seed), st.offset.fill_(0)
         st.logits.copy_(logits)
-        self._pick(st, greedy, automaton)  # the first token, from the prefill's logits
+        self._pick_scored(st, greedy, automaton, lp)  # the first token, from prefill logits
         st.pos.fill_(start)
-        graph = self._graph(st, cache, greedy, automaton)
+        graph = self._graph(st, cache, greedy, automaton, lp)
         host_state = automaton.state0 if automaton is not None else 0
         slots = len(st.events)
 
         def publish(i: int) -> None:  # enqueue: token i -> host ring slot
             st.ring[i % slots : i % slots + 1].copy_(st.tok, non_blocking=True)
+            if lp:
+                st.lp_ring[0][i % slots].copy_(st.lp_vals, non_blocking=True)
+                st.lp_ring[1][i % slots].copy_(st.lp_ids, non_blocking=True)
             st.events[i % slots].record()
+
+        def scored(i: int, tok: int) -> TokenLogprob:  # after slot i's event
+            vals = st.lp_ring[0][i % slots].tolist()
+            ids = st.lp_ring[1][i % slots, :logprobs].tolist()
+            return TokenLogprob(tok, vals[0], tuple(zip(ids, vals[1:1 + logprobs], strict=True)))
 
         publish(0)
         issued = 1
@@ -233,11 +280,12 @@ class GraphBackend(ReferencePrefill):
                 issued += 1
             st.events[i % slots].synchronize()
             tok = int(st.ring[i % slots])
-            yield tok
+            yield scored(i, tok) if lp else tok
             if tok in stop_ids:
                 return
             if host_auto is not None:
                 host_state = host_auto.next(host_state, tok)
                 if host_auto.is_done(host_state):  # only EOS is left
-                    yield host_auto.eos_ids[0]
+                    eos = host_auto.eos_ids[0]
+                    yield TokenLogprob(eos, 0.0) if lp else eos
                     return

@@ -16,7 +16,10 @@ import torch
 from ..config import ModelConfig
 from ..model import KVCache, Transformer, build_weights
 from ..sampling import SamplingParams, make_generator, sample
+from . import TokenLogprob, token_logprob
 from .prefill import ReferencePrefill
+
+MAX_FORCED = 64  # forced tokens drafted past the drafter's proposal, per step
 
 if TYPE_CHECKING:
     from agentfast.spec_decode import Drafter
@@ -28,6 +31,8 @@ class ReferenceBackend(ReferencePrefill):
     name = "reference"
     supports_constraints = True
     supports_drafter = True  # decode takes drafter= (agentfast.spec_decode)
+    supports_logprobs = True  # decode takes logprobs=k (from the step's own logits)
+    keep_hidden = False  # caches keep final hidden states (MTP drafters; set before new_cache)
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int):
@@ -40,33 +45,52 @@ class ReferenceBackend(ReferencePrefill):
         self.model = Transformer(cfg, build_weights(cfg, weights, device, dtype), max_len)
 
     def new_cache(self) -> KVCache:
-        return self.model.new_cache()  # grows with the sequence (no fixed addresses needed)
+        # Grows with the sequence (no fixed addresses needed).
+        return self.model.new_cache(keep_hidden=self.keep_hidden)
 
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
                stop_ids: frozenset[int], max_new: int,
                automaton: TokenAutomaton | None = None, drafter: Drafter | None = None,
-               history: list[int] | None = None) -> Iterator[int]:
+               history: list[int] | None = None,
+               logprobs: int | None = None) -> Iterator[int | TokenLogprob]:
         """Backend.decode; with `drafter`, speculative (same greedy output, same sampling
-        distribution). `history`: the tokens before `start` (the prompt), for the drafter."""
+        distribution). `history`: the tokens before `start` (the prompt), for the drafter.
+        `logprobs`: yield TokenLogprobs, scored on each token's row of logits (pre-mask)."""
         if drafter is not None:
-            yield from self._decode_spec(cache, logits, start, params, stop_ids, max_new,
-                                         automaton, drafter, list(history or []))
-            return
+            steps = self._decode_spec(cache, logits, start, params, stop_ids, max_new,
+                                      automaton, drafter, list(history or []), logprobs)
+        else:
+            steps = self._decode(cache, logits, start, params, stop_ids, max_new, automaton,
+                                 logprobs)
+        yield from steps  # (closing this generator closes `steps`)
+
+    @staticmethod
+    def _out(tok: int, row: torch.Tensor | None, k: int | None) -> int | TokenLogprob:
+        """The yielded item: the id, or with logprobs its TokenLogprob from `row` (None: a
+        token forced without a forward pass)."""
+        if k is None:
+            return tok
+        return token_logprob(row, tok, k) if row is not None else TokenLogprob(tok, 0.0)
+
+    def _decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
+                stop_ids: frozenset[int], max_new: int, automaton: TokenAutomaton | None,
+                k: int | None) -> Iterator[int | TokenLogprob]:
         gen = None if params.greedy else make_generator(params.seed, self.device)
         masks = automaton.to(logits.device) if automaton is not None else None
         state = automaton.state0 if automaton is not None else 0
         pos = start
         for i in range(max_new):
+            raw = logits
             if masks is not None:
                 logits = masks.mask_logits(logits, state)  # disallowed tokens -> -inf
             tok = int(sample(logits, params, gen))
-            yield tok
+            yield self._out(tok, raw, k)
             if tok in stop_ids:
                 return
             if automaton is not None:
                 state = automaton.advance(state, tok)
                 if automaton.is_done(state):  # only EOS is left: no forward pass needed
-                    yield automaton.eos_ids[0]
+                    yield self._out(automaton.eos_ids[0], None, k)
                     return
             if i == max_new - 1:
                 return
@@ -76,25 +100,29 @@ class ReferenceBackend(ReferencePrefill):
     def _decode_spec(self, cache: KVCache, logits: torch.Tensor, start: int,
                      params: SamplingParams, stop_ids: frozenset[int], max_new: int,
                      automaton: TokenAutomaton | None, drafter: Drafter,
-                     hist: list[int]) -> Iterator[int]:
+                     hist: list[int], k: int | None = None) -> Iterator[int | TokenLogprob]:
         from agentfast.spec_decode import DraftLength, verify
 
         gen = None if params.greedy else make_generator(params.seed, self.device)
         masks = automaton.to(logits.device) if automaton is not None else None
         state = automaton.state0 if automaton is not None else 0
         length = DraftLength()
+        if drafter.needs_hidden:  # MTP: reads the main model's hidden states from the cache
+            drafter.bind(cache)
         pos, n = start, 0  # pos: position of the next token to yield; n: tokens yielded
         rows, drafts = logits[None], []  # rows[i]: distribution at pos+i; drafts[i]: its guess
+        guessed = 0  # drafts[:guessed] are the drafter's; the rest are forced by the constraint
         while True:
             accepted = 0
-            for i, row in enumerate(rows):
+            for i, raw in enumerate(rows):
+                row = raw
                 if masks is not None:
                     row = masks.mask_logits(row, state)  # disallowed tokens -> -inf
                 if i < len(drafts):
                     kept, tok = verify(row, drafts[i], params, gen)
                 else:
                     kept, tok = False, int(sample(row, params, gen))
-                yield tok
+                yield self._out(tok, raw, k)
                 n, pos = n + 1, pos + 1
                 hist.append(tok)
                 if tok in stop_ids:
@@ -102,34 +130,50 @@ class ReferenceBackend(ReferencePrefill):
                 if automaton is not None:
                     state = automaton.advance(state, tok)
                     if automaton.is_done(state):  # only EOS is left: no forward pass needed
-                        yield automaton.eos_ids[0]
+                        yield self._out(automaton.eos_ids[0], None, k)
                         return
                 if n == max_new:
                     return
                 if not kept:
                     break
                 accepted += 1
-            drafter.observe(drafts, accepted)
-            length.update(len(drafts), accepted)
+            drafter.observe(drafts[:guessed], min(accepted, guessed))
+            length.update(guessed, min(accepted, guessed))
             # Room: the bonus token must still fit in max_new, every position in max_len.
             room = min(max_new - n - 1, self.max_len - pos - 1)
-            drafts = self._drafts(drafter, hist, min(length.next_k(), room), automaton, state,
-                                  stop_ids)
+            drafts, guessed = self._drafts(drafter, hist, min(length.next_k(), room), room,
+                                           automaton, state, stop_ids)
             # hist[-1] sits at pos-1 and has no K/V yet; the drafts follow it.
             rows = self.model.forward(self._ids([hist[-1]] + drafts), pos - 1, cache)  # [1+k, V]
 
     @staticmethod
-    def _drafts(drafter: Drafter, hist: list[int], k: int, automaton: TokenAutomaton | None,
-                state: int, stop_ids: frozenset[int]) -> list[int]:
-        """The drafter's proposal, cut at the first token the constraint rejects and after a
-        token that ends the output (a stop id, or a constraint left with only EOS)."""
+    def _drafts(drafter: Drafter, hist: list[int], k: int, room: int,
+                automaton: TokenAutomaton | None, state: int,
+                stop_ids: frozenset[int]) -> tuple[list[int], int]:
+        """(drafts, how many of them are the drafter's). The drafter's proposal (at most k),
+        cut at the first token the constraint rejects and after a token that ends the output
+        (a stop id, or a constraint left with only EOS). Where the constraint forces a token
+        (the only one allowed) that token is drafted, whatever the drafter guessed: it is
+        accepted for sure, so forced tokens go on past k (up to `room` and MAX_FORCED) and a
+        forced run (a key, a closing bracket) costs no extra step."""
+        props = drafter.propose(hist, k)[:max(k, 0)]
         out: list[int] = []
-        for d in drafter.propose(hist, k)[:max(k, 0)]:
+        guessed = 0  # the drafter's proposals in `out` (a prefix)
+        while len(out) < room:
+            forced = automaton.forced_token(state) if automaton is not None else -1
+            if guessed == len(out) and guessed < len(props) and forced in (-1, props[guessed]):
+                d = props[guessed]
+                guessed += 1
+            elif forced >= 0 and len(out) - guessed < MAX_FORCED:
+                d = forced  # (the drafter's later proposals followed its own guess: dropped)
+            else:
+                break
             if automaton is not None:
                 state = automaton.next(state, d)
                 if state < 0:
+                    guessed = min(guessed, len(out))
                     break
             out.append(d)
             if d in stop_ids or (automaton is not None and automaton.is_done(state)):
                 break
-        return out
+        return out, guessed

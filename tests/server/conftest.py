@@ -4,9 +4,6 @@ real HTTP (uvicorn in a background thread on a free port) and in process."""
 from __future__ import annotations
 
 import importlib.util
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -37,24 +34,10 @@ def app(tiny_engine):
 
 def serve(app) -> Iterator[str]:
     """Run `app` with uvicorn on 127.0.0.1:<free port> in a thread; yield its /v1 base URL."""
-    import uvicorn
+    from agentfast.server.background import serve_in_thread
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,12 @@ def check(r: httpx.Response, status: int, param: str | None, code: str | None = 
     ({"model": "tiny", "messages": Q, "max_tokens": 0}, 400, "max_tokens", None),
     ({"model": "tiny", "messages": Q, "top_logprobs": 3}, 400, "top_logprobs", None),
     ({"model": "tiny", "messages": Q, "stop": [""]}, 400, "stop", None),
+    ({"model": "tiny", "messages": Q, "tool_choice": "bogus"}, 400, "tool_choice",
+     "invalid_value"),
+    ({"model": "tiny", "messages": Q, "stream_options": {"include_usage": "x"}}, 400,
+     "stream_options.include_usage", "invalid_value"),
+    ({"model": "tiny", "messages": Q, "tools": [{"type": "retrieval"}]}, 400, "tools[0].type",
+     None),
     ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 400,
      "messages[0].role", None),
     ({"model": "tiny", "messages": []}, 400, "messages", None),
@@ -96,7 +102,14 @@ def test_bad_completions_and_responses(base_url):
           "prompt")
     check(post(base_url, {"model": "tiny", "prompt": [999999]}, "/completions"), 400, "prompt")
     check(post(base_url, {"model": "tiny", "input": "x", "previous_response_id": "resp_1"},
-               "/responses"), 400, "previous_response_id")
+               "/responses"), 404, "previous_response_id", "previous_response_not_found")
+    check(post(base_url, {"model": "tiny", "input": "x", "previous_response_id": "chat_1"},
+               "/responses"), 400, "previous_response_id", "invalid_value")
+    check(post(base_url, {"model": "tiny", "input": "x", "tool_choice": {"type": "function"}},
+               "/responses"), 400, "tool_choice.name")
+    check(post(base_url, {"model": "tiny", "input": [{"type": "function_call_output",
+                                                      "call_id": "call_9", "output": "x"}]},
+               "/responses"), 400, "input[0].call_id", None, "call_9")
     check(post(base_url, {"model": "tiny", "input": [{"type": "message", "role": "user",
                                                       "content": [{"type": "input_image"}]}]},
                "/responses"), 400, "input[0].content[0].type")

@@ -26,7 +26,8 @@ Q = [{"role": "user", "content": "Weather in Paris for 3 days?"}]
 
 def test_required_tool_call_validates(client):
     r = client.chat.completions.create(model="tiny", messages=Q, tools=TOOLS,
-                                       tool_choice="required", max_tokens=120, temperature=0)
+                                       tool_choice="required", max_tokens=120, temperature=0,
+                                       parallel_tool_calls=False)
     ch = r.choices[0]
     assert ch.finish_reason == "tool_calls" and ch.message.content is None
     (call,) = ch.message.tool_calls
@@ -39,7 +40,8 @@ def test_required_tool_call_validates(client):
 def test_named_tool_call_streams_in_openai_shape(client):
     chunks = list(client.chat.completions.create(
         model="tiny", messages=Q, tools=TOOLS, max_tokens=120, temperature=0, stream=True,
-        tool_choice={"type": "function", "function": {"name": "forecast"}}))
+        tool_choice={"type": "function", "function": {"name": "forecast"}},
+        parallel_tool_calls=False))
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     calls = [d.tool_calls[0] for d in deltas if d.tool_calls]
     first, rest = calls[0], calls[1:]
@@ -90,7 +92,8 @@ def test_responses_function_call_events(client):
               "parameters": t["function"]["parameters"]} for t in TOOLS]
     events = list(client.responses.create(model="tiny", input="Weather in Paris?", tools=tools,
                                           tool_choice="required", max_output_tokens=120,
-                                          temperature=0, stream=True))
+                                          temperature=0, stream=True,
+                                          parallel_tool_calls=False))  # one call, then stop
     types = [e.type for e in events]
     assert "response.function_call_arguments.delta" in types
     assert types[-1] == "response.completed"
