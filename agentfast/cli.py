@@ -1,4 +1,4 @@
-"""The `agentfast` command: chat, generate, info, serve, bench.
+"""The `agentfast` command: chat, generate, info, serve, bench, train-mtp.
 
 Parses arguments, loads the model with a progress line, streams text to stdout. Every expected
 failure is an AgentfastError printed as one line; nothing here knows about tensors.
@@ -151,6 +151,16 @@ def cmd_serve(args) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 
+def cmd_train_mtp(args) -> None:
+    from agentfast.spec_decode.train_mtp import train_mtp
+
+    temps = tuple(float(t) for t in args.temperatures.split(","))
+    train_mtp(args.model, args.out, steps=args.steps, seq_len=args.seq_len, lr=args.lr,
+              device=args.device, batch=args.batch, max_new=args.max_new, temperatures=temps,
+              train_layer=not args.freeze_layer, seed=args.seed,
+              log=lambda s: print(s, file=sys.stderr, flush=True))
+
+
 def _add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     p.add_argument("-m", "--model", help="HF checkpoint folder or .gguf file "
                    "(default: the embedded SmolLM2-135M-Instruct)")
@@ -200,6 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model id clients send (default: the checkpoint's name)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("train-mtp", help="fit an MTP module (speculative decoding drafter) "
+                       "to the model by self-distillation on its own outputs")
+    _add_model_args(p, sampling=False)
+    p.add_argument("--out", required=True, help="the .mtp.safetensors file to write (name it "
+                   "<model>.mtp.safetensors beside a .gguf, mtp.safetensors in a folder, and "
+                   "drafter='mtp' finds it)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seq-len", type=int, default=128, help="training window (positions)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch", type=int, default=8, help="windows per step")
+    p.add_argument("--max-new", type=int, default=96, help="tokens generated per prompt")
+    p.add_argument("--temperatures", default="0,0.8",
+                   help="one continuation per prompt at each (0 = greedy; default 0,0.8)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if present)")
+    p.add_argument("--freeze-layer", action="store_true", help="fit only eh_proj and the "
+                   "norms; the module's layer stays a copy of the model's last layer")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_train_mtp)
     sub.add_parser("bench", help="decode speed of every backend beside HF transformers (GPU)",
                    add_help=False)
     return ap

@@ -1,7 +1,8 @@
 """Drafters: propose the next k tokens of a sequence from its token history (host side).
 
-A drafter knows only token ids. It does not know the model, the sampler or the constraint: the
-backend trims its proposals (automaton, stop ids, budget) and verifies them with the target.
+A drafter knows token ids (an MTP drafter, mtp.py, also reads the main model's hidden states).
+It does not know the sampler or the constraint: the backend trims its proposals (automaton, stop
+ids, budget) and verifies them with the target.
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ from dataclasses import dataclass
 
 
 class Drafter:
-    """One interface, several drafters (n-gram lookup now; MTP heads, draft models later).
+    """One interface, several drafters (n-gram lookup, MTP modules in mtp.py; draft models
+    later).
 
     Counts what was drafted and accepted (`observe`), so callers can report the mean accepted
     drafts per verification step."""
+
+    # True: propose() reads the main model's final hidden states (MTP), from the KV cache the
+    # backend hands over with bind() before decoding a sequence.
+    needs_hidden = False
 
     def __init__(self) -> None:
         self.steps = 0  # verification steps that carried at least one draft
@@ -23,6 +29,9 @@ class Drafter:
     def propose(self, history: list[int], k: int) -> list[int]:
         """Up to k guessed tokens following `history` (the whole sequence so far)."""
         raise NotImplementedError
+
+    def bind(self, cache) -> None:
+        """The backend's per-sequence state (its KV cache) for the sequence about to decode."""
 
     def observe(self, drafted: list[int], accepted: int) -> None:
         """The backend verified `drafted`; its first `accepted` tokens were kept."""

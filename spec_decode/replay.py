@@ -90,3 +90,52 @@ def replay_forced(drafter: Drafter, tokenizer: Tokenizer, trace: dict) -> Replay
             j += m + 1
         report.tokens += len(target)
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m agentfast.spec_decode.replay [--drafter mtp] [--trace NAME] [--check]`: replay
+    the traces through the engine (CPU by default) and print accepted drafts per step; with
+    --check, also generate without the drafter and compare token for token."""
+    import argparse
+
+    from agentfast.engine import Engine, SamplingParams
+
+    ap = argparse.ArgumentParser(prog="python -m agentfast.spec_decode.replay")
+    ap.add_argument("-m", "--model", default=None, help="default: the embedded model")
+    ap.add_argument("--drafter", default="ngram", help="ngram, mtp, mtp:PATH")
+    ap.add_argument("--trace", action="append",
+                    help="trace name or prefix (repeatable; default: all)")
+    ap.add_argument("-n", "--max-tokens", type=int, default=48)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--check", action="store_true", help="compare with plain greedy decode")
+    args = ap.parse_args(argv)
+    spec = Engine.load(args.model, device=args.device, drafter=args.drafter)
+    plain = Engine(spec.model, device=args.device) if args.check else None
+    same, total = True, ReplayReport("all", 0, 0, 0, 0)
+    for trace in load_traces():
+        if args.trace and not any(trace["name"].startswith(t) for t in args.trace):
+            continue
+        r = replay(spec, trace, args.max_tokens)
+        for f in ("tokens", "steps", "drafted", "accepted"):
+            setattr(total, f, getattr(total, f) + getattr(r, f))
+        line = _summary(r)
+        if plain is not None:
+            p = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
+            msgs = trace["messages"]
+            ok = all(spec.chat(msgs[:i], p).token_ids == plain.chat(msgs[:i], p).token_ids
+                     for i in _assistant_turns(trace))
+            same &= ok
+            line += f", equal to plain decode: {ok}"
+        print(line, flush=True)
+    print(_summary(total))
+    return 0 if same else 1
+
+
+def _summary(r: ReplayReport) -> str:
+    return (f"{r.name}: {r.tokens} tokens, {r.steps} steps, {r.drafted} drafted, "
+            f"{r.accepted} accepted, mean accepted {r.mean_accepted:.3f} per step, "
+            f"{r.tokens / max(r.forwards, 1):.2f} tokens per forward")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
