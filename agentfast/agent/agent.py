@@ -1,14 +1,21 @@
-"""The agent loop over the in-process OpenAI client: one chat.completions stream per turn (strict
-tools, tool_choice auto), the turn's tool calls run concurrently under a limit, their results are
-appended, next turn. One session per run (the `user` field and the x-session-id header), and the
-conversation only grows, so the server reuses the session's KV cache and prefills only new tokens.
-Knows nothing of tokens or the engine beyond the client it talks to."""
+"""The agent loop: one model turn at a time (strict tools, tool_choice auto), the turn's tool calls
+run concurrently under a limit and each result is streamed as it finishes, the results are
+appended, next turn. One session per run and the conversation only grows, so the session's KV
+cache is reused and only new tokens are prefilled.
+
+Two ways to the model, one loop: an Engine (or a checkpoint path, or None for the embedded
+model) is driven directly through `direct.EngineChat` (the server's prompt rendering, grammar,
+parser and scheduler, without HTTP or the openai client: the least host time per turn); any
+AsyncOpenAI-compatible client (`agentfast.AsyncOpenAI`, `openai.AsyncOpenAI(base_url=...)` on
+`agentfast serve` or another server) gets one chat.completions stream per turn, with the
+session in the `user` field and the x-session-id header."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,16 +50,46 @@ class RunResult:
     trace: Trace = field(default_factory=Trace)
 
 
-def _client(model_or_engine: Any) -> Any:
+def _backend(model_or_engine: Any, direct: bool) -> tuple[Any, Any]:
+    """(openai-like client or None, EngineChat or None)."""
     if hasattr(getattr(model_or_engine, "chat", None), "completions"):
-        return model_or_engine  # an (Async)OpenAI-like client
-    from agentfast.server.inprocess import AsyncOpenAI
-
-    if isinstance(model_or_engine, str):
+        return model_or_engine, None  # an (Async)OpenAI-like client
+    if model_or_engine is None or isinstance(model_or_engine, str):
         from agentfast.engine import Engine
 
         model_or_engine = Engine.load(model_or_engine)
-    return AsyncOpenAI(engine=model_or_engine, model_name="default")
+    if direct:
+        from .direct import EngineChat
+
+        return None, EngineChat(model_or_engine)
+    from agentfast.server.inprocess import AsyncOpenAI
+
+    return AsyncOpenAI(engine=model_or_engine, model_name="default"), None
+
+
+@dataclass
+class Delta:
+    """A piece of a model turn (either backend): text, a tool call's id/name/argument text by
+    index, or the end's token counts."""
+
+    kind: str  # "text" | "call" | "args" | "usage"
+    text: str = ""
+    index: int = 0
+    id: str = ""
+    name: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    accepted: int = 0  # accepted draft tokens (speculative decoding), where reported
+    result: Any = None  # the engine's GenerationResult (direct path)
+
+
+def _usage_delta(u: Any) -> Delta:
+    details = getattr(u, "prompt_tokens_details", None)
+    out = getattr(u, "completion_tokens_details", None)
+    return Delta("usage", prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                 cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+                 accepted=(getattr(out, "accepted_prediction_tokens", 0) or 0) if out else 0)
 
 
 class Agent:
@@ -60,18 +97,25 @@ class Agent:
     `output_type` the final answer is parsed into (requested with a strict json_schema).
 
     `model_or_engine`: None (the embedded model), a checkpoint path, an Engine, or an
-    AsyncOpenAI-compatible client. `settings` go to every chat.completions request
-    (max_tokens, temperature...)."""
+    AsyncOpenAI-compatible client. `settings` go to every request (max_tokens, temperature,
+    top_p, seed, stop, parallel_tool_calls; with a client, any chat.completions field).
+    An engine is driven directly unless `direct=False`, which puts the in-process OpenAI
+    server (`agentfast.AsyncOpenAI`) in between. Several agents may share one engine: it
+    runs one generation at a time, and each run keeps its own session."""
 
     def __init__(self, model_or_engine: Any = None, instructions: str = "",
-                 tools: Sequence[Tool | Callable] = (), output_type: type[BaseModel] | None = None,
+                 tools: Sequence[Tool | Callable | type[BaseModel]] = (),
+                 output_type: type[BaseModel] | None = None,
                  max_turns: int = 10, tool_timeout: float | None = 30.0,
                  max_concurrent_tools: int = 4, model: str = "default",
-                 settings: dict | None = None):
+                 settings: dict | None = None, direct: bool = True):
         assert max_turns >= 1, f"max_turns must be >= 1, got {max_turns}"
-        self.client = _client(model_or_engine)
+        assert max_concurrent_tools >= 1, "max_concurrent_tools must be >= 1"
+        self.client, self.engine_chat = _backend(model_or_engine, direct)
         self.instructions, self.output_type = instructions, output_type
         self.tools = {t.name: t for t in map(as_tool, tools)}
+        self.tool_specs = [t.spec() for t in self.tools.values()]
+        self._response_format: dict | None = None
         self.max_turns, self.tool_timeout = max_turns, tool_timeout
         self.max_concurrent_tools, self.model = max_concurrent_tools, model
         self.settings = dict(settings or {})
@@ -83,10 +127,13 @@ class Agent:
         raise AssertionError("run_stream ended without RunFinished")
 
     def _format(self) -> dict:
+        """The strict json_schema response_format of output_type (built once)."""
         assert self.output_type is not None
-        schema = strict_schema(self.output_type.model_json_schema())
-        return {"type": "json_schema", "json_schema": {
-            "name": self.output_type.__name__, "schema": schema, "strict": True}}
+        if self._response_format is None:
+            schema = strict_schema(self.output_type.model_json_schema())
+            self._response_format = {"type": "json_schema", "json_schema": {
+                "name": self.output_type.__name__, "schema": schema, "strict": True}}
+        return self._response_format
 
     async def run_stream(self, task: str, *, first_tool_choice: Any = None,
                          session: str | None = None) -> AsyncIterator[Any]:
@@ -102,37 +149,34 @@ class Agent:
             if turn > self.max_turns and not final_format:
                 raise MaxTurnsExceeded(self.max_turns, RunResult(None, messages, usage,
                                                                  turn - 1, trace))
-            kw: dict[str, Any] = {**self.settings, "model": self.model, "messages": messages,
-                                  "stream": True, "stream_options": {"include_usage": True},
-                                  "user": session, "extra_headers": {"x-session-id": session}}
+            kw: dict[str, Any] = {}
             if self.tools and not final_format:
-                kw["tools"] = [t.spec() for t in self.tools.values()]
+                kw["tools"] = self.tool_specs
                 kw["tool_choice"] = (first_tool_choice or "auto") if turn == 1 else "auto"
             if self.output_type is not None and (final_format or not self.tools):
                 kw["response_format"] = self._format()
             tt = TurnTrace(turn)
-            text, calls = [], {}
+            text: list[str] = []
+            calls: dict[int, dict] = {}
             t0 = time.perf_counter()
-            stream = await self.client.chat.completions.create(**kw)
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    u = chunk.usage
-                    details = getattr(u, "prompt_tokens_details", None)
-                    tt.prompt_tokens, tt.completion_tokens = u.prompt_tokens, u.completion_tokens
-                    tt.cached_tokens = (getattr(details, "cached_tokens", 0) or 0) if details else 0
-                for ch in chunk.choices:
-                    d = ch.delta
-                    if (d.content or d.tool_calls) and not tt.ttft_s:
+            async with aclosing(self._model_turn(messages, session, kw)) as deltas:
+                async for d in deltas:
+                    if d.kind == "usage":
+                        tt.prompt_tokens, tt.completion_tokens = (d.prompt_tokens,
+                                                                  d.completion_tokens)
+                        tt.cached_tokens = d.cached_tokens
+                        tt.accepted_draft_tokens = d.accepted
+                        continue
+                    if not tt.ttft_s:
                         tt.ttft_s = time.perf_counter() - t0
-                    if d.content:
-                        text.append(d.content)
-                        yield TextDelta(turn, d.content)
-                    for tc in d.tool_calls or ():
-                        c = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                        c["id"] = tc.id or c["id"]
-                        if tc.function is not None:
-                            c["name"] += tc.function.name or ""
-                            c["arguments"] += tc.function.arguments or ""
+                    if d.kind == "text":
+                        text.append(d.text)
+                        yield TextDelta(turn, d.text)
+                    else:
+                        c = calls.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
+                        c["id"] = d.id or c["id"]
+                        c["name"] += d.name
+                        c["arguments"] += d.text
             tt.model_s = time.perf_counter() - t0
             usage.prompt_tokens += tt.prompt_tokens
             usage.completion_tokens += tt.completion_tokens
@@ -149,11 +193,16 @@ class Agent:
                 for c in ordered:
                     yield ToolCallStarted(turn, c["id"], c["name"], c["arguments"])
                 t1 = time.perf_counter()
-                results = await self._run_tools(ordered)
+                outs: list[str] = [""] * len(ordered)
+                # each result is yielded as its tool finishes; the messages keep call order
+                async with aclosing(self._tool_results(ordered)) as results:
+                    async for i, out, ok, secs in results:
+                        outs[i] = out
+                        yield ToolResult(turn, ordered[i]["id"], ordered[i]["name"], out, ok,
+                                         secs)
                 tt.tool_s = time.perf_counter() - t1
-                for c, (out, ok, secs) in zip(ordered, results, strict=True):
+                for c, out in zip(ordered, outs, strict=True):
                     messages.append({"role": "tool", "tool_call_id": c["id"], "content": out})
-                    yield ToolResult(turn, c["id"], c["name"], out, ok, secs)
             tt.total_s = time.perf_counter() - t0
             trace.turns.append(tt)
             yield TurnFinished(turn, tt, len(calls))
@@ -169,24 +218,63 @@ class Agent:
             yield RunFinished(result, output)
             return
 
-    async def _run_tools(self, calls: list[dict]) -> list[tuple[str, bool, float]]:
-        """All of a turn's calls at once, at most max_concurrent_tools running; results in call
-        order."""
+    async def _model_turn(self, messages: list[dict], session: str, kw: dict
+                          ) -> AsyncIterator[Any]:
+        """One model turn as Deltas (text, call, args, then usage), from either backend."""
+        if self.engine_chat is not None:
+            async with aclosing(self.engine_chat.turn(messages, session=session, **kw,
+                                                      **self.settings)) as deltas:
+                async for d in deltas:  # closing it early cancels the generation
+                    yield d
+            return
+        stream = await self.client.chat.completions.create(
+            **self.settings, **kw, model=self.model, messages=messages, stream=True,
+            stream_options={"include_usage": True}, user=session,
+            extra_headers={"x-session-id": session})
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    yield _usage_delta(chunk.usage)
+                for ch in chunk.choices:
+                    d = ch.delta
+                    if d.content:
+                        yield Delta("text", d.content)
+                    for tc in d.tool_calls or ():
+                        f = tc.function
+                        yield Delta("args", (f.arguments or "") if f else "", index=tc.index,
+                                    id=tc.id or "", name=(f.name or "") if f else "")
+        finally:  # a consumer that stops early closes the request (the server cancels it)
+            close = getattr(stream, "close", None) or getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _call(self, c: dict) -> tuple[str, bool, float]:
+        t0 = time.perf_counter()
+        t = self.tools.get(c["name"])
+        if t is None:
+            out, ok = (f"Error: no tool named {c['name']!r}; tools: "
+                       f"{', '.join(self.tools)}"), False
+        else:
+            out, ok = await t.call(c["arguments"], self.tool_timeout)
+        return out, ok, time.perf_counter() - t0
+
+    async def _tool_results(self, calls: list[dict]
+                            ) -> AsyncIterator[tuple[int, str, bool, float]]:
+        """All of a turn's calls at once, at most max_concurrent_tools running; yields
+        (index, output, ok, seconds) as each one finishes. One call runs inline."""
+        if len(calls) == 1:
+            yield (0, *await self._call(calls[0]))
+            return
         limit = anyio.CapacityLimiter(self.max_concurrent_tools)
-        results: list[tuple[str, bool, float]] = [("", False, 0.0)] * len(calls)
+        send, recv = anyio.create_memory_object_stream[tuple[int, str, bool, float]](len(calls))
 
         async def one(i: int, c: dict) -> None:
             async with limit:
-                t0 = time.perf_counter()
-                t = self.tools.get(c["name"])
-                if t is None:
-                    out, ok = (f"Error: no tool named {c['name']!r}; tools: "
-                               f"{', '.join(self.tools)}"), False
-                else:
-                    out, ok = await t.call(c["arguments"], self.tool_timeout)
-                results[i] = (out, ok, time.perf_counter() - t0)
+                res = await self._call(c)
+            await send.send((i, *res))
 
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg, recv:
             for i, c in enumerate(calls):
                 tg.start_soon(one, i, c)
-        return results
+            for _ in calls:
+                yield await recv.receive()

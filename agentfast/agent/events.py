@@ -1,5 +1,6 @@
 """What `Agent.run_stream` yields, in order: per turn, TextDelta* and then, when the model called
-tools, ToolCallStarted* and ToolResult*; then TurnFinished. The last event is RunFinished.
+tools, ToolCallStarted* (in call order) and ToolResult* (as each tool finishes: a fast tool's
+result comes before a slow one's); then TurnFinished. The last event is RunFinished.
 Plain dataclasses; they know nothing of the client or the engine."""
 
 from __future__ import annotations

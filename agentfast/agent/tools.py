@@ -1,7 +1,8 @@
-"""Tools from plain Python functions: the signature's type hints and the docstring give a strict
-JSON schema (every property required, additionalProperties false), pydantic validates the
-model's arguments before the call, and every failure (bad JSON, invalid arguments, an exception,
-a timeout) becomes the result text the model reads, never an exception up the stack.
+"""Tools from plain Python functions or pydantic models: the signature's type hints and the
+docstring (or the model's fields) give a strict JSON schema (every property required,
+additionalProperties false), pydantic validates the model's arguments before the call, and
+every failure (bad JSON, invalid arguments, an exception, a timeout) becomes the result text
+the model reads, never an exception up the stack.
 Knows nothing of the client or the conversation."""
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Tool:
     fn: Callable
     args_model: type[BaseModel]
     parameters: dict
+    takes_model: bool = False  # fn(validated_model) instead of fn(**fields): pydantic-model tools
 
     def spec(self, strict: bool = True) -> dict:
         return {"type": "function", "function": {
@@ -73,13 +75,15 @@ class Tool:
             errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'arguments'}: {x['msg']}"
                              for x in e.errors())
             return f"Error: invalid arguments for {self.name}: {errs}", False
-        kw = {k: getattr(args, k) for k in self.args_model.model_fields}
+        pos: tuple = (args,) if self.takes_model else ()
+        kw = {} if self.takes_model else {k: getattr(args, k)
+                                          for k in self.args_model.model_fields}
         try:
             with anyio.fail_after(timeout):
                 if inspect.iscoroutinefunction(self.fn):
-                    out = await self.fn(**kw)
+                    out = await self.fn(*pos, **kw)
                 else:
-                    out = await anyio.to_thread.run_sync(lambda: self.fn(**kw),
+                    out = await anyio.to_thread.run_sync(lambda: self.fn(*pos, **kw),
                                                          abandon_on_cancel=True)
         except TimeoutError:
             return f"Error: {self.name} timed out after {timeout} s", False
@@ -96,10 +100,29 @@ def _text(out: Any) -> str:
     return json.dumps(out, default=str)
 
 
-def tool(fn: Callable | None = None, *, name: str | None = None,
+def model_tool(cls: type[BaseModel], name: str | None = None,
+               description: str | None = None) -> Tool:
+    """A pydantic model with a `run(self)` (or `__call__`) method, sync or async, as a tool: its
+    fields are the arguments (the model's JSON schema, made strict), the class docstring the
+    description; the model validates the arguments and `run` is called on the instance."""
+    method = getattr(cls, "run", None)
+    if method is None and any("__call__" in vars(c) for c in cls.__mro__
+                              if c not in (BaseModel, object)):
+        method = cls.__call__
+    assert callable(method), f"tool {cls.__name__}: a pydantic model tool needs a run() method"
+    schema = strict_schema(cls.model_json_schema())
+    doc = " ".join((inspect.getdoc(cls) or "").split()) if cls.__doc__ else ""
+    return Tool(name or cls.__name__, description or doc or cls.__name__, method, cls, schema,
+                takes_model=True)
+
+
+def tool(fn: Callable | type[BaseModel] | None = None, *, name: str | None = None,
          description: str | None = None) -> Any:
-    """`@tool` or `@tool(name=..., description=...)`: a function -> Tool."""
+    """`@tool` or `@tool(name=..., description=...)`: a function (or a pydantic model with a
+    `run` method, see `model_tool`) -> Tool."""
     def wrap(f: Callable) -> Tool:
+        if isinstance(f, type) and issubclass(f, BaseModel):
+            return model_tool(f, name, description)
         doc, params = _doc(f)
         hints = get_type_hints(f, include_extras=True)
         fields: dict[str, Any] = {}
@@ -117,5 +140,5 @@ def tool(fn: Callable | None = None, *, name: str | None = None,
     return wrap if fn is None else wrap(fn)
 
 
-def as_tool(x: Tool | Callable) -> Tool:
+def as_tool(x: Tool | Callable | type[BaseModel]) -> Tool:
     return x if isinstance(x, Tool) else tool(x)

@@ -138,3 +138,80 @@ async def test_trace(fake):
     d = json.loads(t.to_json())
     assert {"ttft_s", "decode_tps", "prefilled_tokens", "cached_tokens", "tool_s", "host_s"} <= \
         set(d["turns"][0])
+
+
+async def test_tool_results_stream_as_each_tool_finishes(fake):
+    """A slow and a fast call in one turn: the fast one's ToolResult comes first, before the
+    slow one has finished; the tool messages still follow call order."""
+    finished: list[str] = []
+
+    @tool
+    async def slow() -> str:
+        await anyio.sleep(0.3)
+        finished.append("slow")
+        return "slow done"
+
+    @tool
+    def fast() -> str:
+        finished.append("fast")
+        return "fast done"
+
+    client = fake([[("slow", {}), ("fast", {})], "both done"])
+    seen = []
+    async for ev in Agent(client, tools=[slow, fast]).run_stream("go"):
+        if isinstance(ev, ToolResult):
+            seen.append((ev.name, list(finished), ev.seconds))
+        if isinstance(ev, RunFinished):
+            r = ev.result
+    assert [s[0] for s in seen] == ["fast", "slow"]
+    assert seen[0][1] == ["fast"], "the fast result must be yielded while the slow tool runs"
+    assert seen[0][2] < 0.1 <= 0.25 < seen[1][2]
+    tool_msgs = [m for m in r.messages if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_msgs] == ["call_0", "call_1"]
+    assert [m["content"] for m in tool_msgs] == ["slow done", "fast done"]
+
+
+class Multiply(BaseModel):
+    """Multiplies two integers."""
+
+    a: int
+    b: int
+
+    def run(self) -> int:
+        return self.a * self.b
+
+
+async def test_pydantic_model_tool(fake):
+    client = fake([[("Multiply", {"a": 6, "b": 7}), ("Multiply", {"a": "x", "b": 1})], "42"])
+    r = await Agent(client, tools=[Multiply]).run("6*7?")
+    spec = client.requests[0]["tools"][0]["function"]
+    assert spec["name"] == "Multiply" and spec["description"] == "Multiplies two integers."
+    assert spec["parameters"]["required"] == ["a", "b"]
+    assert spec["parameters"]["additionalProperties"] is False
+    outs = [m["content"] for m in r.messages if m["role"] == "tool"]
+    assert outs[0] == "42"
+    assert outs[1].startswith("Error: invalid arguments for Multiply: a:")
+
+
+async def test_stopping_early_closes_the_model_stream(fake):
+    closed = []
+
+    class Closing(type(fake([]))):
+        async def create(self, **kw):
+            gen = await super().create(**kw)
+
+            class S:
+                def __aiter__(self):
+                    return gen.__aiter__()
+
+                async def close(self):
+                    closed.append(True)
+            return S()
+
+    client = Closing(["a long answer"])
+    run = Agent(client).run_stream("go")
+    async for ev in run:
+        assert isinstance(ev, TextDelta)
+        break
+    await run.aclose()
+    assert closed == [True]

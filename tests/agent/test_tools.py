@@ -95,3 +95,26 @@ def test_tool_options_and_plain_functions():
 
     assert f.name == "find" and f.description == "Finds things."
     assert f.parameters["required"] == ["q"]
+
+
+async def test_pydantic_model_as_tool():
+    class Search(BaseModel):
+        """Searches the notes.
+
+        More text that is part of the description."""
+
+        query: str
+        limit: int = 3
+
+        async def run(self) -> list[str]:
+            return [self.query] * self.limit
+
+    t = tool(Search)
+    assert t.name == "Search" and t.description.startswith("Searches the notes.")
+    assert t.parameters["required"] == ["query", "limit"]
+    assert t.parameters["additionalProperties"] is False and "default" not in str(t.parameters)
+    assert await t.call('{"query": "q", "limit": 2}', 5) == ('["q", "q"]', True)
+    out, ok = await t.call('{"query": 1, "limit": 2}', 5)
+    assert not ok and "query" in out
+    with pytest.raises(AssertionError, match="run"):
+        tool(Point)  # no run() method
