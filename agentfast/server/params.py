@@ -66,6 +66,9 @@ def sampling(req: SamplingFields, max_tokens: int, stops: tuple[str, ...] = (),
     kw: dict[str, Any] = {}
     if constraint is not None:
         kw["constraint"] = constraint
+    if req.temperature is not None and req.temperature > 2:  # OpenAI's range is [0, 2]
+        raise APIError(f"temperature: {req.temperature} is above 2, the maximum",
+                       param="temperature")
     try:
         return SamplingParams(
             max_tokens=max_tokens,

@@ -42,6 +42,7 @@ def check(r: httpx.Response, status: int, param: str | None, code: str | None = 
     ({"model": "tiny", "messages": Q, "frequency_penalty": 0.5}, 400, "frequency_penalty", None),
     ({"model": "tiny", "messages": Q, "logit_bias": {"1": 5}}, 400, "logit_bias", None),
     ({"model": "tiny", "messages": Q, "temperature": -1}, 400, "temperature", None),
+    ({"model": "tiny", "messages": Q, "temperature": 2.5}, 400, "temperature", None),
     ({"model": "tiny", "messages": Q, "top_p": 0}, 400, "top_p", None),
     ({"model": "tiny", "messages": Q, "max_tokens": 0}, 400, "max_tokens", None),
     ({"model": "tiny", "messages": Q, "top_logprobs": 3}, 400, "top_logprobs", None),
