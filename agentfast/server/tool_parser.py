@@ -1,7 +1,8 @@
 """Tool calls parsed from the model's own output format, on streamed text.
 
 Formats: Hermes/Qwen (`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, any number,
-text around them), Mistral (`[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]`) and Llama 3
+text around them), Mistral (`[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]`, and the
+v11+ tokenizers' `[TOOL_CALLS]name[ARGS]{...}`, repeated per call) and Llama 3
 (`<|python_tag|>`? `{"name": ..., "parameters": {...}}` objects at the very start, `;`-separated).
 Streaming-safe: text that could still become an opening tag is held back, so no raw tag leaks
 into content; the arguments object is forwarded fragment by fragment as it arrives (the raw JSON
@@ -22,6 +23,9 @@ PYTHON_TAG = "<|python_tag|>"
 _HEAD = re.compile(r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(?:arguments|parameters)"\s*:')
 _LLAMA_START = re.compile(r'\{\s*"name"')
 _LLAMA_PARTIAL = re.compile(r'\{\s*("(n(a(m(e)?)?)?)?)?$')
+MISTRAL_ARGS = "[ARGS]"
+_MISTRAL_V11 = re.compile(r"([A-Za-z_][\w.\-]*)\[ARGS\]")
+_MISTRAL_V11_PARTIAL = re.compile(r"[A-Za-z_][\w.\-]*(\[(A(R(G(S)?)?)?)?)?$")
 
 
 @dataclass
@@ -83,6 +87,7 @@ class _Call:
     string_args: bool = False
     sent: int = 0  # buf index up to which argument text was emitted
     done_args: bool = False
+    v11: bool = False  # Mistral `name[ARGS]{...}`: rewritten as an object, closed by us
 
 
 class ToolParser:
@@ -162,6 +167,16 @@ class ToolParser:
             seps = " \t\r\n" + (",[" if self.closer == "]" else "") + (
                 ";" if self.closer is None else "")
             self.buf = self.buf.lstrip(seps)
+            if self.closer == "]":  # Mistral v11: every call has its own [TOOL_CALLS]
+                self.buf = self.buf.removeprefix(MISTRAL_OPEN[1:]).lstrip(seps)
+                if (m := _MISTRAL_V11.match(self.buf)):
+                    head = json.dumps({"name": m.group(1)})[:-1] + ', "arguments": '
+                    self.buf = head + self.buf[m.end():]
+                    self.cur = _Call(v11=True)
+                    return self._stream_call()
+                if _MISTRAL_V11_PARTIAL.fullmatch(self.buf) or MISTRAL_OPEN[1:].startswith(
+                        self.buf):
+                    return False
             if not self.buf:
                 return False
             if self.closer and self.buf.startswith(self.closer):
@@ -190,6 +205,10 @@ class ToolParser:
             c.args_at = m.end()
         if c.index is not None or c.skip:
             self._stream_args(c)
+            if c.v11 and c.done_args:  # the arguments ended: close the object we opened
+                j = c.args.j
+                self.buf = self.buf[:j] + "}" + self.buf[j:]
+                c.v11 = False
         end = c.obj.feed(self.buf)
         if end is None:
             return False

@@ -78,6 +78,14 @@ def test_mistral_and_llama3():
     content, calls, _ = run(text, ("hermes", "llama3"))
     assert content == "" and [(c["name"], c["arguments"]) for c in calls] == [
         ("f", '{"x": 1}'), ("g", "{}")]
+    # Mistral v11+: [TOOL_CALLS]name[ARGS]{...} per call, any chunking
+    text = 'Sure.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "x": "]"}[TOOL_CALLS]noop[ARGS]{}'
+    for step in (1, 3, 1000):
+        content, calls, events = run(text, ("hermes", "mistral"), step=step)
+        assert content == "Sure." and [(c["name"], json.loads(c["arguments"])) for c in calls] \
+            == [("get_weather", {"city": "Paris", "x": "]"}), ("noop", {})]
+        assert "".join(e.text for e in events if e.kind == "args" and e.index == 0) == \
+            calls[0]["arguments"]
     # Llama 3 JSON only counts at the very start and with a name: other JSON is content
     assert run('{"a": 1}', ("hermes", "llama3"))[:2] == ('{"a": 1}', [])
 
