@@ -113,6 +113,11 @@ class ToolParser:
 
     def finish(self) -> list[Event]:
         partial_close = (self.closer or "").startswith(self.buf.strip())
+        rest = self.buf.strip()
+        if self.calls and (  # after a call: the start of one more, cut by max_tokens
+                (self.mode == "text" and rest and any(o.startswith(rest) for o in self.openers))
+                or (self.cur is not None and self.cur.index is None and not self.cur.skip)):
+            self.buf, self.cur = "", None
         if self.mode == "text" or (self.cur is None and not partial_close):
             self._content(self.buf)
         elif self.cur is not None:

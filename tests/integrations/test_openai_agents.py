@@ -41,7 +41,7 @@ def weather_agent(model, calls: list):
         name="weather", instructions="You answer weather questions with the tool.",
         tools=[get_weather], model=model, tool_use_behavior="stop_on_first_tool",
         model_settings=agents.ModelSettings(tool_choice="required", max_tokens=48,
-                                            temperature=0))
+                                            temperature=0, parallel_tool_calls=False))
 
 
 async def test_run_with_a_function_tool(model):

@@ -46,7 +46,8 @@ async def test_tool_then_typed_output(model):
     calls: list[str] = []
     agent = Agent(model, output_type=ToolOutput(Weather), capabilities=[ToolThenAnswer()],
                   instructions="You report the weather.",
-                  model_settings={"max_tokens": 64, "temperature": 0})
+                  model_settings={"max_tokens": 64, "temperature": 0,
+                                  "parallel_tool_calls": False})  # one call per step
 
     @agent.tool_plain
     def get_weather(city: str) -> str:

@@ -103,3 +103,13 @@ def test_text_that_is_not_a_call(text, content):
 def test_truncated_call_keeps_what_arrived():
     content, calls, _ = run('<tool_call>\n{"name": "f", "arguments": {"x": "trunc')
     assert content == "" and calls[0]["name"] == "f" and calls[0]["arguments"] == '{"x": "trunc'
+
+
+def test_a_call_cut_after_complete_ones_leaves_no_text():
+    """max_tokens can cut the start of one more call: no tag or JSON piece becomes content."""
+    one = '<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>\n'
+    for cut in ("<too", '<tool_call>\n{"na', "<tool_call>"):
+        content, calls, _ = run(one + cut)
+        assert content == "" and [c["name"] for c in calls] == ["f"], cut
+    # before any call, a partial tag at the end is still text (nothing was called)
+    assert run("see <too")[:2] == ("see <too", [])
