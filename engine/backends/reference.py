@@ -85,13 +85,10 @@ class ReferenceBackend(ReferencePrefill):
                 logits = masks.mask_logits(logits, state)  # disallowed tokens -> -inf
             tok = int(sample(logits, params, gen))
             yield self._out(tok, raw, k)
-            if tok in stop_ids:
+            state, end = _after(tok, stop_ids, automaton, state)
+            if end is not None:
+                yield from (self._out(t, None, k) for t in end)
                 return
-            if automaton is not None:
-                state = automaton.advance(state, tok)
-                if automaton.is_done(state):  # only EOS is left: no forward pass needed
-                    yield self._out(automaton.eos_ids[0], None, k)
-                    return
             if i == max_new - 1:
                 return
             logits = self.model.forward(self._ids([tok]), pos, cache, last_only=True)[0]
@@ -125,13 +122,10 @@ class ReferenceBackend(ReferencePrefill):
                 yield self._out(tok, raw, k)
                 n, pos = n + 1, pos + 1
                 hist.append(tok)
-                if tok in stop_ids:
+                state, end = _after(tok, stop_ids, automaton, state)
+                if end is not None:
+                    yield from (self._out(t, None, k) for t in end)
                     return
-                if automaton is not None:
-                    state = automaton.advance(state, tok)
-                    if automaton.is_done(state):  # only EOS is left: no forward pass needed
-                        yield self._out(automaton.eos_ids[0], None, k)
-                        return
                 if n == max_new:
                     return
                 if not kept:
@@ -177,3 +171,17 @@ class ReferenceBackend(ReferencePrefill):
             if d in stop_ids or (automaton is not None and automaton.is_done(state)):
                 break
         return out, guessed
+
+
+def _after(tok: int, stop_ids: frozenset[int], automaton: TokenAutomaton | None,
+           state: int) -> tuple[int, list[int] | None]:
+    """After yielding `tok`: (the constraint state, None to go on, or the tokens left to yield
+    before the sequence ends: none at a stop id; EOS, forced without a forward pass, when the
+    automaton allows only EOS)."""
+    if tok in stop_ids:
+        return state, []
+    if automaton is not None:
+        state = automaton.advance(state, tok)
+        if automaton.is_done(state):
+            return state, [automaton.eos_ids[0]]
+    return state, None

