@@ -36,10 +36,15 @@ class ToolThenAnswer(AbstractCapability):
                             else ["final_result"]}
 
 
-@pytest.fixture(scope="module")
-def model(server_url):
-    return OpenAIChatModel("smollm2", provider=OpenAIProvider(base_url=server_url,
-                                                              api_key="unused"))
+@pytest.fixture
+async def model(server_url):
+    """Per test, with its own client, closed in the test's event loop (a client left open
+    is collected later, in another test's loop, whose closing then fails)."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=server_url, api_key="unused")
+    yield OpenAIChatModel("smollm2", provider=OpenAIProvider(openai_client=client))
+    await client.close()
 
 
 async def test_tool_then_typed_output(model):
