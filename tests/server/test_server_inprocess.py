@@ -128,12 +128,13 @@ async def test_concurrent_clients_get_their_own_answers(base_url, app):
                   .choices[0].message.content for p in PROMPTS]
 
     async def one(p: str, stream: bool) -> str:
-        c = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
-        if not stream:
-            r = await c.chat.completions.create(messages=ask(p), **kw)
-            return r.choices[0].message.content
-        s = await c.chat.completions.create(messages=ask(p), stream=True, **kw)
-        return "".join([ch.choices[0].delta.content or "" async for ch in s if ch.choices])
+        # closed here: a client left open is collected in a later test's loop and fails it
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as c:
+            if not stream:
+                r = await c.chat.completions.create(messages=ask(p), **kw)
+                return r.choices[0].message.content
+            s = await c.chat.completions.create(messages=ask(p), stream=True, **kw)
+            return "".join([ch.choices[0].delta.content or "" async for ch in s if ch.choices])
 
     together = await asyncio.gather(*(one(p, i % 2 == 0) for i, p in enumerate(PROMPTS)))
     assert list(together) == sequential
