@@ -157,7 +157,7 @@ def cmd_train_mtp(args) -> None:
     temps = tuple(float(t) for t in args.temperatures.split(","))
     train_mtp(args.model, args.out, steps=args.steps, seq_len=args.seq_len, lr=args.lr,
               device=args.device, batch=args.batch, max_new=args.max_new, temperatures=temps,
-              train_layer=not args.freeze_layer, seed=args.seed,
+              train_layer=not args.freeze_layer, seed=args.seed, overwrite=args.force,
               log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-layer", action="store_true", help="fit only eh_proj and the "
                    "norms; the module's layer stays a copy of the model's last layer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(fn=cmd_train_mtp)
     sub.add_parser("bench", help="decode speed of every backend beside HF transformers (GPU)",
                    add_help=False)

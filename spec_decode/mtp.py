@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
 import weakref
@@ -159,7 +160,8 @@ def model_fingerprint(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> str
 
 def save_module(path: str | Path, sd: dict[str, torch.Tensor], metadata: dict,
                 dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write MTP tensors (cast to `dtype`) and metadata (JSON values) as safetensors."""
+    """Write MTP tensors (cast to `dtype`) and metadata (JSON values) as safetensors: to a
+    temporary file beside `path`, then renamed over it (a failed write leaves `path` as it was)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -167,7 +169,9 @@ def save_module(path: str | Path, sd: dict[str, torch.Tensor], metadata: dict,
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in sd.items()}
     meta = {"format": FORMAT, **{k: v if isinstance(v, str) else json.dumps(v)
                                  for k, v in metadata.items()}}
-    save_file(tensors, str(path), metadata=meta)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
     return path
 
 

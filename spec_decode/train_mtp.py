@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from agentfast.engine.config import ModelConfig
+from agentfast.engine.errors import RequestError
 from agentfast.engine.model import ModelWeights, rms_norm
 
 from .mtp import (
@@ -401,7 +402,7 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
               gen_batch: int = 16, topk: int = 16, chain: bool = True, eval_tokens: int = 48,
               temperatures: tuple[float, ...] = (0.0, 0.8), restrict_vocab: bool | None = None,
               max_prompts: int | None = None, eval_prompts: int = 8, train_layer: bool = True,
-              seed: int = 0,
+              seed: int = 0, overwrite: bool = False,
               log: Callable[[str], None] = print) -> dict:
     """Generate, train, measure, save; returns the metadata written into the file.
 
@@ -410,10 +411,13 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
     eh_proj and the norms (fewer parameters for little data). `restrict_vocab`
     (default: on CPU only): the training softmax runs over the tokens found in the main model's
     top-k anywhere in the data, the ones that compete, which cuts the LM head's cost; the
-    held-out measures always use the full vocabulary."""
+    held-out measures always use the full vocabulary. An existing `out` is an error unless
+    `overwrite` (checked before any work)."""
     from agentfast.engine.backends.reference import ReferenceBackend
     from agentfast.engine.loaders import embedded_model_path, load_model
 
+    if Path(out).exists() and not overwrite:
+        raise RequestError(f"{out}: exists; train-mtp does not replace a file (pass --force)")
     t0 = time.perf_counter()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

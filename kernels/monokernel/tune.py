@@ -39,7 +39,9 @@ SKIPPABLE = [P.QKV, P.ATTN, P.ATTN_REDUCE, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
 def parse_variant(text: str) -> dict:
     out: dict = {}
     for kv in filter(None, (s.strip() for s in text.split(","))):
-        k, v = kv.split("=")
+        k, eq, v = kv.partition("=")
+        if not eq or not v.strip().lstrip("-").isdigit():
+            raise SystemExit(f"variant item {kv!r}: expected key=integer (e.g. chunk=16384)")
         out[k.strip()] = int(v)
     bad = set(out) - TILING_KEYS - {"warps", "per_sm", "maxnreg", "red"}
     if bad:

@@ -181,6 +181,10 @@ def test_train_mtp_tiny(llama_dir, tmp_path):
     assert file_meta["model_hash"] == meta["model_hash"]
     eng = Engine.load(str(folder), device="cpu", drafter="mtp")
     assert eng.drafter.source == str(out)
+    before = out.read_bytes()  # an existing file is not replaced without overwrite=True
+    with pytest.raises(RequestError, match="exists"):
+        train_mtp(str(folder), out, steps=1, log=lambda s: None)
+    assert out.read_bytes() == before
     plain = Engine.load(str(folder), device="cpu")
     assert decode(eng, PROMPTS[0], 16, eng.drafter) == decode(plain, PROMPTS[0], 16)
 
