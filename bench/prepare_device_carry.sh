@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the CPU machine, before GPU runs: fill the ignored folders that `device` calls carry.
-#   .whl/        wheels the GPU image lacks (cp312, manylinux): gguf, outlines-core, jsonschema...
+#   .whl/        wheels the GPU image lacks (cp312, manylinux): gguf, outlines-core, jsonschema,
+#                and the server's (fastapi, uvicorn, pydantic, openai) with their dependencies
 #   .carry/p0/   first half of the embedded GGUF (a call carries at most 64 MiB)
 #   .carry/p1/   second half; carry p0 in one call and p1 in the next (within 30 s, machine warm);
 #                bench/device_setup.sh reassembles it there.
@@ -13,6 +14,10 @@ for pkg in gguf outlines-core jsonschema jsonschema-specifications referencing r
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform any -d .whl "$pkg"
 done
+# the server and its tests (tests/server import fastapi; the logprobs test uses openai)
+python3 -m pip download -q --only-binary=:all: --python-version 3.12 \
+  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 --platform any -d .whl fastapi uvicorn openai pydantic
 f=$(python3 -c "from agentfast.engine.loaders import embedded_model_path as p; print(p())")
 half=$(( ($(stat -c %s "$f") + 1) / 2 ))
 mkdir -p .carry/p0 .carry/p1
