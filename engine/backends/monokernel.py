@@ -7,6 +7,11 @@ kernel for the rest: it writes each token to a host-visible ring (pinned memory 
 bumps a progress counter, so the host yields tokens while the kernel runs; closing the iterator
 sets the cancel flag the kernel reads once per step, then waits for it to stop. CUDA; on CPU only
 under TRITON_INTERPRET=1 (tests). Knows nothing about text, sessions or stop strings.
+
+Constraints: the automaton's device tables (the graph backend's) go into the sequence's buffers;
+the first token is chosen from the masked prefill logits and the automaton advanced past it on
+the host, then the kernel masks, chooses, advances and ends the output on the device (a state
+that allows only EOS writes an EOS id and stops), with no host round trip per token.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ POLL_S = 20e-6  # host sleep between reads of the progress counter
 
 class MonokernelBackend(ReferencePrefill):
     name = "monokernel"
+    supports_constraints = True  # masked and advanced inside the kernel
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int = 2,
@@ -88,9 +94,11 @@ class MonokernelBackend(ReferencePrefill):
         from ...kernels.monokernel import weights as W
         from ...kernels.monokernel.sampling import choose, sampling_mode
 
-        if automaton is not None:
-            raise RequestError("the monokernel backend does not support constraints yet")
         cap = self.plan.tiling.cand
+        dev_auto, cstate = None, 0
+        if automaton is not None:
+            dev_auto = automaton.to(self.device)
+            logits = dev_auto.mask_logits(logits, automaton.state0)
         mode, top_k = sampling_mode(params.temperature, params.top_k, params.top_p,
                                     self.cfg.vocab_size, cap)
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)))
@@ -100,13 +108,23 @@ class MonokernelBackend(ReferencePrefill):
             raise RequestError(f"monokernel: the top-p nucleus reaches past its {cap} "
                                "candidates (set top_k, or use another backend)")
         yield first
-        if first in stop_ids or max_new <= 1:
+        if first in stop_ids:
+            return
+        if automaton is not None:
+            cstate = automaton.next(automaton.state0, first)
+            if cstate < 0:
+                raise RequestError(f"monokernel: token {first} is not allowed by the constraint "
+                                   "(non-finite logits?)")
+            if automaton.is_done(cstate):  # only EOS is left: no forward pass
+                yield automaton.eos_ids[0]
+                return
+        if max_new <= 1:
             return
         b = self._buffers(cache)
         W.start_sequence(b, self.w, token=first, pos=start, max_new=max_new,
                          stop_ids=sorted(stop_ids), capacity=cache.capacity, mode=mode,
                          temperature=params.temperature, top_k=top_k, top_p=params.top_p,
-                         seed=seed)
+                         seed=seed, automaton=dev_auto, cstate=cstate)
         yield from self._stream(b, max_new, sampling=mode != W.GREEDY)
 
     def _stream(self, b, max_new: int, sampling: bool) -> Iterator[int]:

@@ -83,18 +83,25 @@ class Harness:
 
     def start(self, prompt: list[int], max_new: int, *, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_ids: tuple = (),
-              drafts: list[int] | None = None) -> int:
-        """Prefill `prompt` into the cache, choose the first token, set up the buffers."""
+              drafts: list[int] | None = None, automaton=None) -> int:
+        """Prefill `prompt` into the cache, choose the first token, set up the buffers (with
+        a constraints.TokenAutomaton: the first token chosen under its start state)."""
         ids = torch.tensor(prompt, device=self.bufs.x.device)
         logits = self.model.forward(ids, 0, self.cache, last_only=True)[0]
+        cstate = 0
+        if automaton is not None:
+            automaton = automaton.to(self.bufs.x.device)
+            logits = automaton.mask_logits(logits, automaton.state0)
         mode, k = sampling_mode(temperature, top_k, top_p, self.cfg.vocab_size,
                                 self.plan.tiling.cand)
         first, _ = choose(logits, mode, temperature, k, top_p, seed + len(prompt),
                           self.plan.tiling.cand)
+        if automaton is not None:
+            cstate = automaton.next(automaton.state0, first)
         W.start_sequence(self.bufs, self.w, token=first, pos=len(prompt), max_new=max_new,
                          stop_ids=list(stop_ids), capacity=self.max_len, mode=mode,
                          temperature=temperature, top_k=k, top_p=top_p, seed=seed,
-                         drafts=drafts)
+                         drafts=drafts, automaton=automaton, cstate=cstate)
         return first
 
     def tokens(self, bufs: W.Buffers | None = None) -> list[int]:
@@ -104,16 +111,25 @@ class Harness:
     def vm(self, bufs: W.Buffers | None = None) -> VM:
         return VM(self.plan, self.w, [bufs or self.bufs])
 
-    def reference_greedy(self, prompt: list[int], n: int) -> tuple[list[int], torch.Tensor]:
+    def reference_greedy(self, prompt: list[int], n: int, automaton=None
+                         ) -> tuple[list[int], torch.Tensor]:
         """n greedy tokens from the reference transformer on its own cache, and the logits
-        [n, V] that chose them."""
+        [n, V] that chose them. With a constraints.TokenAutomaton: masked by its state, and
+        after a token that leaves only EOS, its first EOS id (and no more)."""
         cache = self.model.new_cache(initial=self.max_len)
         logits = self.model.forward(torch.tensor(prompt, device=self.bufs.x.device), 0, cache,
                                     last_only=True)
         out, rows = [], []
+        state = automaton.state0 if automaton is not None else 0
         for i in range(n):
             rows.append(logits[0])
-            out.append(int(torch.argmax(logits[0])))
+            row = logits[0] if automaton is None else automaton.mask_logits(logits[0], state)
+            out.append(int(torch.argmax(row)))
+            if automaton is not None:
+                state = automaton.advance(state, out[-1])
+                if automaton.is_done(state):
+                    out.append(automaton.eos_ids[0])
+                    break
             if i + 1 < n:
                 logits = self.model.forward(torch.tensor([out[-1]], device=logits.device),
                                             len(prompt) + i, cache)

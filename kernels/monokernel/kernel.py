@@ -2,8 +2,10 @@
 
 grid = num_programs; each program walks its instruction records (plan.py) for up to `nsteps`
 steps. Per step it first waits for the previous step's SAMPLE and stops when the sequence is
-done; per record it waits for the producer op's counter (bounded), runs the op (ops_mv,
-ops_attn, ops_sample) and releases its own counter. Counters are zeroed per launch by the
+done; per record it requests what the op reads that no other op of the step writes (weights,
+cached keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
+ops_sample) and releases its own counter. Counters past the ops' (plan.ticket_base) are the
+attention merge tickets. Counters are zeroed per launch by the
 host, so epochs restart at 1. With one program (the CPU interpreter runs programs one after
 another) every wait is satisfied by the program itself. Only ranks == 1 runs here (ALLREDUCE
 is an error). Knows nothing about sessions. (Requesting the next run's weights into L2 with
@@ -25,15 +27,14 @@ from agentfast.engine.errors import AgentfastError, RequestError
 
 from . import plan as P
 from . import weights as W
-from .ops_attn import attn_run, reduce_run
+from .ops_attn import attn_run
 from .ops_mv import gateup_run, proj_run, qkv_run
 from .ops_sample import lm_run, sample_run
-from .sync import release, wait
+from .sync import release, stamp, wait
 
 RECORD = tl.constexpr(P.RECORD)
 QKV = tl.constexpr(P.QKV)
 ATTN = tl.constexpr(P.ATTN)
-ATTN_REDUCE = tl.constexpr(P.ATTN_REDUCE)
 OPROJ = tl.constexpr(P.OPROJ)
 GATEUP = tl.constexpr(P.GATEUP)
 DOWN = tl.constexpr(P.DOWN)
@@ -52,23 +53,28 @@ class MonokernelError(AgentfastError):
     """The kernel stopped on an error it recorded (a wait that never completed)."""
 
 
-@triton.jit(do_not_specialize=["nsteps", "spin_cap", "kv_cap", "window", "skip"])
+@triton.jit(do_not_specialize=["nsteps", "spin_cap", "kv_cap", "window", "skip", "trace_step",
+                                "trace_rows"])
 def _monokernel(
     instr, offs, ctr, err, state, fparams, tokens, stop_ids, drafts, host,
     x, qkv, att_acc, att_ml, attn, act, logits, lm_val, lm_idx, lm_stat, cand,
+    c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done,
     w_qkv, b_qkv, attn_norm, q_norm, k_norm, w_o, b_o, mlp_norm, w_gu, w_down, norm_f, embed,
     lm_head, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps, qk_scale, kv_cap, window, skip,
+    trace, trace_step, trace_rows,
     H: tl.constexpr, FF: tl.constexpr, V: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr,
     HD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, TP2: tl.constexpr, M: tl.constexpr,
-    S: tl.constexpr, SP: tl.constexpr, NSA: tl.constexpr, BT: tl.constexpr,
+    S: tl.constexpr, SP: tl.constexpr, NSA: tl.constexpr, BT: tl.constexpr, TN: tl.constexpr,
+    TK: tl.constexpr,
     BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
     BN_O: tl.constexpr, BK_O: tl.constexpr, BN_GU: tl.constexpr, BK_GU: tl.constexpr,
     BN_DN: tl.constexpr, BK_DN: tl.constexpr, BN_LM: tl.constexpr, BK_LM: tl.constexpr,
-    RED: tl.constexpr, NS: tl.constexpr, NT: tl.constexpr,
+    RED: tl.constexpr, NS_QKV: tl.constexpr, NS_O: tl.constexpr, NS_GU: tl.constexpr,
+    NS_DN: tl.constexpr, NS_LM: tl.constexpr, NT: tl.constexpr,
     NCL: tl.constexpr, C: tl.constexpr, SAMPLE_SEQ: tl.constexpr,
     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr,
-    IEEE: tl.constexpr, NW: tl.constexpr,
+    IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -87,6 +93,10 @@ def _monokernel(
         epoch = step + 1
         i = i0
         while (i < i1) & (go == 1):
+            if TRACE:  # timeline (tune.py): [start, wait ended, released] per record
+                tracing = (step == trace_step).to(tl.int32)
+                slot = trace + (pid * trace_rows + i - i0).to(tl.int64) * 3
+                stamp(slot, tracing, USE_PTX)
             rec = instr + i * RECORD
             op = tl.load(rec)
             seq = tl.load(rec + 1)
@@ -100,44 +110,52 @@ def _monokernel(
                 cancel = tl.load(host + H_CANCEL, volatile=True)
             target = (epoch + tl.load(rec + 10)) * tl.load(rec + 9)
             run = (((skip >> op) & 1) == 0).to(tl.int32)  # skip: timing variants (tune.py)
-            sy = (ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, run)
-            # matvec ops request their first weights, then wait (mv_stream); the others wait here
+            if TRACE:
+                sy = (ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, run, slot,
+                      tracing)
+            else:  # a constant 0: the stamps in the ops compile away
+                sy = (ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, run, trace, 0)
+            # matvec ops request their first weights and ATTN its first cached keys, then they
+            # wait (ops_mv, ops_attn); SAMPLE waits here
             if op == QKV:
                 ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV, T,
-                             TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS, NW, USE_PTX)
+                             TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW, USE_PTX)
             elif op == OPROJ:
                 ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O, BK_O,
-                              HAS_O_BIAS, IEEE, RED, NS, NW, USE_PTX)
+                              HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX)
             elif op == GATEUP:
                 ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
-                                BN_GU, BK_GU, IEEE, RED, NS, NW, USE_PTX)
+                                BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX)
             elif op == DOWN:
                 ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP, BN_DN,
-                              BK_DN, False, IEEE, RED, NS, NW, USE_PTX)
+                              BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX)
+            elif op == ATTN:
+                ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn, ctr + TK + layer * NKV,
+                              q_norm, k_norm, cos, sin, k_cache, v_cache, kv_cap, window, eps,
+                              qk_scale, sy, NH, NKV, HD, T, S, SP, BT, M, TP2, TN, QK_NORM,
+                              HAS_WINDOW, IEEE, NSA, NW, USE_PTX)
             elif op == LMHEAD:
                 ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm_f,
-                            state, fparams, eps, sy, H, V, T, TP, BN_LM, BK_LM, NT, NCL, C,
-                            SAMPLING, IEEE, RED, NS, NW, USE_PTX)
+                            state, fparams, c_bitmask, eps, sy, H, V, T, TP, BN_LM, BK_LM, NT,
+                            NCL, C, SAMPLING, IEEE, RED, NS_LM, NW, USE_PTX)
             else:
                 ok = wait(ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, NW,
                           USE_PTX)
+                if TRACE:
+                    stamp(slot + 1, tracing, USE_PTX)
             if (ok == 1) & (run == 1):
-                if op == ATTN:
-                    attn_run(layer, a, b, pos, qkv, att_acc, att_ml, q_norm, k_norm, cos, sin,
-                             k_cache, v_cache, kv_cap, window, eps, qk_scale, NH, NKV, HD, T,
-                             S, BT, M, TP2, QK_NORM, HAS_WINDOW, IEEE, NSA)
-                elif op == ATTN_REDUCE:
-                    reduce_run(a, b, pos, att_acc, att_ml, attn, window, NH, HD, T, TP2, S, SP,
-                               BT, HAS_WINDOW)
-                elif op == SAMPLE:
+                if op == SAMPLE:
                     sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x,
-                               embed, lm_val, lm_idx, lm_stat, cand, err, H, V, T, TP2, NT, NCL,
-                               C, SAMPLING)
+                               embed, lm_val, lm_idx, lm_stat, cand, err, c_bitmask, c_default,
+                               c_exc_ptr, c_exc_tokens, c_exc_next, c_done, H, V, T, TP2, NT,
+                               NCL, C, SAMPLING)
                 elif (op == NOP) | (op > SAMPLE):  # ALLREDUCE (ranks > 1), garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
             if ok == 1:
                 release(ctr + seq, tl.load(rec + 11))
+                if TRACE:
+                    stamp(slot + 2, tracing, USE_PTX)
             go = ok
             i += 1
         step += 1
@@ -163,6 +181,7 @@ class Monokernel:
         self.opts = {"maxnreg": maxnreg} if maxnreg else {}
         self._fits: dict[bool, int] = {}
         self.fit_info: dict = {}  # registers, shared memory, programs per SM (CUDA, 1st launch)
+        self._no_trace = torch.zeros(3, dtype=torch.int64, device=dev)
         recs, offs = plan.table()
         self.instr = torch.from_numpy(recs).to(dev)
         self.offs = torch.from_numpy(offs).to(dev)
@@ -174,36 +193,46 @@ class Monokernel:
             NKV=c.num_kv_heads, HD=c.head_dim, T=plan.T, TP=plan.TP, TP2=tp2,
             M=max(16, triton.next_power_of_2(g) * tp2), S=plan.splits,
             SP=triton.next_power_of_2(plan.splits), NSA=plan.tiling.attn_stages,
+            TN=1 if plan.T == 1 else max(16, tp2), TK=plan.ticket_base,
             BT=plan.tiling.attn_block,
             BN_QKV=bl[P.QKV][0], BK_QKV=bl[P.QKV][1], BN_O=bl[P.OPROJ][0], BK_O=bl[P.OPROJ][1],
             BN_GU=bl[P.GATEUP][0], BK_GU=bl[P.GATEUP][1], BN_DN=bl[P.DOWN][0],
             BK_DN=bl[P.DOWN][1], BN_LM=bl[P.LMHEAD][0], BK_LM=bl[P.LMHEAD][1],
-            RED=reduce_chunks, NS=plan.stages, NW=num_warps, NT=plan.n_lm_tiles,
+            RED=reduce_chunks, NS_QKV=plan.op_stages(P.QKV), NS_O=plan.op_stages(P.OPROJ),
+            NS_GU=plan.op_stages(P.GATEUP), NS_DN=plan.op_stages(P.DOWN),
+            NS_LM=plan.op_stages(P.LMHEAD), NW=num_warps, NT=plan.n_lm_tiles,
             NCL=max(1, plan.n_cand_lists), C=plan.tiling.cand, SAMPLE_SEQ=plan.sample_seq,
             HAS_QKV_BIAS=w.b_qkv is not None,
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 
-    def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0) -> tuple:
+    def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0,
+              trace: torch.Tensor | None = None, trace_step: int = -1) -> tuple:
         w, c = self.w, self.plan.cfg
         dummy = w.attn_norm
         return (
             self.instr, self.offs, b.ctr, b.err, b.state, b.fparams, b.tokens, b.stop_ids,
             b.drafts, b.host, b.x, b.qkv, b.att_acc, b.att_ml, b.attn, b.act, b.logits, b.lm_val,
-            b.lm_idx, b.lm_stat, b.cand, w.w_qkv, dummy if w.b_qkv is None else w.b_qkv,
+            b.lm_idx, b.lm_stat, b.cand, b.c_bitmask, b.c_default, b.c_exc_ptr, b.c_exc_tokens,
+            b.c_exc_next, b.c_done, w.w_qkv, dummy if w.b_qkv is None else w.b_qkv,
             w.attn_norm, dummy if w.q_norm is None else w.q_norm,
             dummy if w.k_norm is None else w.k_norm, w.w_o, dummy if w.b_o is None else w.b_o,
             w.mlp_norm, w.w_gu, w.w_down, w.norm, w.embed, w.lm_head, w.cos, w.sin, b.k_cache,
             b.v_cache, nsteps, spin_cap, c.rms_norm_eps, LOG2E / math.sqrt(c.head_dim),
-            b.k_cache.shape[2], c.sliding_window or 0, skip)
+            b.k_cache.shape[2], c.sliding_window or 0, skip,
+            self._no_trace if trace is None else trace, trace_step if trace is not None else -1,
+            0 if trace is None else trace.shape[1])
 
     def launch(self, b: W.Buffers, nsteps: int, sampling: bool = False,
-               spin_cap: int = DEFAULT_SPIN_CAP, skip: int = 0) -> None:
+               spin_cap: int = DEFAULT_SPIN_CAP, skip: int = 0,
+               trace: torch.Tensor | None = None, trace_step: int = -1) -> None:
         """Zero the counters and run up to `nsteps` steps (asynchronous on CUDA). `sampling`
         compiles the variant with temperature / top-k / top-p (greedy does without). `skip`:
         a bit mask of opcodes whose compute is skipped (waits and releases stay): timing
-        variants only, the results are then wrong."""
+        variants only, the results are then wrong. `trace` (int64 [programs, records per
+        program, 3], see trace_rows): in step `trace_step`, each record's global-timer ns when
+        it started, when its wait ended and when it released (tune.py --timeline)."""
         assert sampling or int(b.state[W.MODE]) == W.GREEDY, "sampling state needs sampling=True"
         assert b.k_cache.shape[2] <= self.w.cos.shape[0], "KV capacity beyond the RoPE table"
         if self.w.w_qkv.is_cuda and sampling not in self._fits:
@@ -214,12 +243,17 @@ class Monokernel:
                 self._fits[sampling] = 0
         b.ctr.zero_()
         _monokernel[(self.plan.num_programs,)](
-            *self._args(b, nsteps, spin_cap, skip), SAMPLING=sampling, num_warps=self.num_warps,
+            *self._args(b, nsteps, spin_cap, skip, trace, trace_step), SAMPLING=sampling,
+            TRACE=trace is not None, num_warps=self.num_warps,
             num_stages=self.num_stages, **self.opts, **self.consts)
+
+    def trace_rows(self) -> int:
+        """Records of the busiest program: the middle dimension of a timeline trace."""
+        return max(len(p) for p in self.plan.programs[0])
 
     def resident_per_sm(self, b: W.Buffers, sampling: bool) -> int:
         """Compile without launching; programs of this kernel that fit on one SM at once."""
-        k = _monokernel.warmup(*self._args(b, 1, 1), SAMPLING=sampling, grid=(1,),
+        k = _monokernel.warmup(*self._args(b, 1, 1), SAMPLING=sampling, TRACE=False, grid=(1,),
                                num_warps=self.num_warps, num_stages=self.num_stages,
                                **self.opts, **self.consts)
         k._init_handles()
@@ -261,6 +295,9 @@ def raise_recorded(plan: P.Plan, err: torch.Tensor) -> None:
     name = plan.ops[seq].name if 0 <= seq < len(plan.ops) else f"op {seq}"
     if code == W.ERR_OPCODE:
         raise MonokernelError(f"monokernel: {name} has an opcode this kernel does not run")
+    if code == W.ERR_DEAD:
+        raise MonokernelError(f"monokernel: token {wseq} is not allowed by the constraint in "
+                              f"automaton state {target} (nothing was: non-finite logits?)")
     dep = plan.ops[wseq].name if 0 <= wseq < len(plan.ops) else f"counter {wseq}"
     where = "at the start of the step" if rec < 0 else f"before {name} (record {rec})"
     raise MonokernelError(

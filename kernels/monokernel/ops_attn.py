@@ -1,14 +1,20 @@
-"""Attention ops of the monokernel (Triton device functions): split-KV partials and merge.
+"""Attention op of the monokernel (Triton device functions): split-KV partials, merged by the
+last split of each kv head.
 
 ATTN tile = (kv head, split): rows are (query head of the group, position t), padded to a
-power of two >= 16 for tl.dot (as kernels/attention.py pads the group). It applies the Qwen3
-q/k RMSNorm and RoPE (rotate_half, pairs (i, i + hd/2)) to q and to the new keys, appends the
-K/V of the new positions that fall inside its chunk (so no other tile reads them before they
-are written: the chunk's owner writes, barriers its CTA, then reads), and runs an online
-softmax (exp2, log2 units) over its chunk with the causal and sliding-window masks of each
-query position. Keys [lo, pos + T) are cut into `S` chunks of whole BT blocks, computed from pos
-on the device (as attention.py), so splits past the live range exit at once. ATTN_REDUCE merges
-the live splits per query head. Knows nothing about weights.
+power of two >= 16 for tl.dot (as kernels/attention.py pads the group). Keys [lo, pos + T) are
+cut into `S` chunks of whole BT blocks, computed from pos on the device (as attention.py), so
+splits past the live range exit at once. Before waiting for QKV a tile requests what does not
+depend on it: the first block of its chunk's cached keys and values (positions < pos, written
+in earlier steps) and the new positions' RoPE rows. After the wait it applies the Qwen3 q/k
+RMSNorm and RoPE (rotate_half, pairs (i, i + hd/2)) to q and the new keys, runs an online
+softmax (exp2, log2 units) over the new positions of its chunk straight from registers
+(rounded to the cache dtype, as the reference reads them back) and then over the cached
+blocks, with the causal and sliding-window masks of each query position, and appends those new
+K/V to the cache for later steps. It stores its partials and takes a ticket (acq_rel atomic)
+on its kv head's counter: the split that takes the last ticket merges the live splits'
+partials of the group's heads into `attn` and resets the counter, so no separate merge op (and
+no grid-wide wait) follows. Knows nothing about weights.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import triton
 import triton.language as tl
 
 from .ops_mv import NOINLINE
+from .sync import wait_args
 
 
 @triton.jit
@@ -53,105 +60,53 @@ def _norm_rope(ptr, rows_ok, d, dr, sgn, nw_ptr, c, s, eps, HD: tl.constexpr,
     return a * c + sgn[None, :] * ar * s
 
 
-@triton.jit(noinline=NOINLINE)
-def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, q_norm, k_norm, cos, sin, k_cache,
-             v_cache, cap, window, eps, qk_scale, NH: tl.constexpr, NKV: tl.constexpr,
-             HD: tl.constexpr, T: tl.constexpr, S: tl.constexpr, BT: tl.constexpr,
-             M: tl.constexpr, TP2: tl.constexpr, QK_NORM: tl.constexpr,
-             HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr, NSA: tl.constexpr):
-    G: tl.constexpr = NH // NKV
-    HALF: tl.constexpr = HD // 2
-    NQKV: tl.constexpr = (NH + 2 * NKV) * HD
-    dt = k_cache.dtype.element_ty
-    r = tl.arange(0, M)
-    g, t = r // TP2, r % TP2  # query row = (group head, position)
-    rv = (g < G) & (t < T)
-    d = tl.arange(0, HD)
-    dr = (d + HALF) % HD
-    sgn = tl.where(d < HALF, -1.0, 1.0)
-    lo, n, chunk = live_range(pos, window, T, S, BT, HAS_WINDOW)
-    qp = pos + t  # [M] query positions
-    j = tl.arange(0, TP2)  # new positions pos + j
-    kp = pos + j
-    jv = j < T
-    lk = k_cache + layer.to(tl.int64) * (NKV * cap * HD)
-    lv = v_cache + layer.to(tl.int64) * (NKV * cap * HD)
-    for tile in range(t0, t1):
-        kvh = tile // S
-        split = tile % S
-        start = lo + split * chunk
-        end = tl.minimum(start + chunk, n)
-        if start < end:
-            heads = kvh * G + g
-            cq = tl.load(cos + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
-            sq = tl.load(sin + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
-            ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
-            sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
-            q = _norm_rope(qkv + t * NQKV + heads * HD, rv, d, dr, sgn, q_norm + layer * HD,
-                           cq, sq, eps, HD, QK_NORM) * qk_scale  # [M, HD]
-            k = _norm_rope(qkv + j * NQKV + NH * HD + kvh * HD, jv, d, dr, sgn,
-                           k_norm + layer * HD, ck, sk, eps, HD, QK_NORM)  # [TP2, HD]
-            vrow = qkv + j * NQKV + (NH + NKV) * HD + kvh * HD
-            v = tl.load(vrow[:, None] + d[None, :], mask=jv[:, None], other=0.0,
-                        cache_modifier=".cg")
-            mine = (jv & (kp >= start) & (kp < end))[:, None]
-            dst = kvh * cap * HD + kp[:, None] * HD + d[None, :]
-            tl.store(lk + dst, k.to(dt), mask=mine)
-            tl.store(lv + dst, v.to(dt), mask=mine)
-            tl.debug_barrier()  # this CTA's new keys are visible to all its threads
-            m_i = tl.full((M,), float("-inf"), tl.float32)
-            l_i = tl.zeros((M,), tl.float32)
-            acc = tl.zeros((M, HD), tl.float32)
-            for b0 in tl.range(start, end, BT, num_stages=NSA):  # K/V blocks via cp.async
-                kk = b0 + tl.arange(0, BT)
-                km = kk < end
-                offs = kvh * cap * HD + kk[:, None] * HD + d[None, :]
-                kb = tl.load(lk + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
-                vb = tl.load(lv + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
-                s = _dot(q, tl.trans(kb), IEEE, dt)  # [M, BT]
-                ok = km[None, :] & (kk[None, :] <= qp[:, None])
-                if HAS_WINDOW:
-                    ok = ok & (kk[None, :] > qp[:, None] - window)
-                s = tl.where(ok, s, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(s, axis=1))
-                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = tl.exp2(m_i - m_safe)
-                p = tl.exp2(s - m_safe[:, None])
-                l_i = l_i * alpha + tl.sum(p, axis=1)
-                acc = acc * alpha[:, None] + _dot(p, vb, IEEE, dt)
-                m_i = m_new
-            slot = (heads * S + split) * T + t  # [M]
-            tl.store(att_acc + slot[:, None] * HD + d[None, :], acc, mask=rv[:, None])
-            tl.store(att_ml + slot, m_i, mask=rv)
-            tl.store(att_ml + NH * S * T + slot, l_i, mask=rv)
+@triton.jit
+def _online(s, vals, ok, m_i, l_i, acc, IEEE: tl.constexpr, dt: tl.constexpr):
+    """One block of the online softmax: scores s [M, B] (log2 units), mask ok, values [B, HD];
+    B == 1 (the one new key of a T = 1 step) without tl.dot."""
+    s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    if vals.shape[0] == 1:
+        acc = acc * alpha[:, None] + p * vals.to(tl.float32)
+    else:
+        acc = acc * alpha[:, None] + _dot(p, vals, IEEE, dt)
+    return m_new, l_i, acc
 
 
 @triton.jit(noinline=NOINLINE)
-def reduce_run(h0, h1, pos, att_acc, att_ml, attn, window, NH: tl.constexpr, HD: tl.constexpr,
-               T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, SP: tl.constexpr,
-               BT: tl.constexpr, HAS_WINDOW: tl.constexpr):
-    """attn[t, h] = the live splits' partials of head h merged. Small enough (SP x TP2 x HD
-    <= 8192): all splits are loaded at once (one round of L2 latency, not one per split)."""
-    lo, n, chunk = live_range(pos, window, T, S, BT, HAS_WINDOW)
-    live = tl.cdiv(n - lo, chunk)
+def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
+           T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, SP: tl.constexpr,
+           G: tl.constexpr, GP: tl.constexpr):
+    """attn[t, h] for the G heads [h0, h0 + G) = the `live` splits' partials merged. When small
+    enough (GP x SP x TP2 x HD <= 8192) every head's partials are loaded at once: one round of
+    L2 latency for the whole group; else head by head, split by split."""
     t = tl.arange(0, TP2)
     tv = t < T
     d = tl.arange(0, HD)
-    for h in range(h0, h1):
-        if SP * TP2 * HD <= 8192:
-            sp = tl.arange(0, SP)
-            sm = (sp < live)[:, None] & tv[None, :]  # [SP, TP2]
-            slot = (h * S + sp[:, None]) * T + t[None, :]
-            m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
-            l_s = tl.load(att_ml + NH * S * T + slot, mask=sm, other=0.0, cache_modifier=".cg")
-            a = tl.load(att_acc + slot[:, :, None] * HD + d[None, None, :], mask=sm[:, :, None],
-                        other=0.0, cache_modifier=".cg")  # [SP, TP2, HD]
-            mx = tl.max(m, axis=0)
-            m_safe = tl.where(mx == float("-inf"), 0.0, mx)
-            wgt = tl.where(sm, tl.exp2(m - m_safe[None, :]), 0.0)
-            den = tl.sum(l_s * wgt, axis=0)
-            acc = tl.sum(a * wgt[:, :, None], axis=0)  # [TP2, HD]
-        else:
+    if GP * SP * TP2 * HD <= 8192:
+        hh = tl.arange(0, GP)
+        sp = tl.arange(0, SP)
+        sm = (hh < G)[:, None, None] & (sp < live)[None, :, None] & tv[None, None, :]
+        slot = ((h0 + hh[:, None, None]) * S + sp[None, :, None]) * T + t[None, None, :]
+        m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
+        l_s = tl.load(att_ml + NH * S * T + slot, mask=sm, other=0.0, cache_modifier=".cg")
+        a = tl.load(att_acc + slot[:, :, :, None] * HD + d[None, None, None, :],
+                    mask=sm[:, :, :, None], other=0.0, cache_modifier=".cg")  # [GP, SP, TP2, HD]
+        mx = tl.max(m, axis=1)  # [GP, TP2]
+        m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+        wgt = tl.where(sm, tl.exp2(m - m_safe[:, None, :]), 0.0)
+        den = tl.sum(l_s * wgt, axis=1)  # [GP, TP2]
+        acc = tl.sum(a * wgt[:, :, :, None], axis=1)  # [GP, TP2, HD]
+        out = acc / tl.where(den > 0, den, 1.0)[:, :, None]
+        om = (hh < G)[:, None, None] & tv[None, :, None]
+        tl.store(attn + t[None, :, None] * (NH * HD) + (h0 + hh[:, None, None]) * HD
+                 + d[None, None, :], out.to(attn.dtype.element_ty), mask=om)
+    else:
+        for h in range(h0, h0 + G):
             m_run = tl.full((TP2,), float("-inf"), tl.float32)
             den = tl.zeros((TP2,), tl.float32)
             acc = tl.zeros((TP2, HD), tl.float32)
@@ -169,6 +124,114 @@ def reduce_run(h0, h1, pos, att_acc, att_ml, attn, window, NH: tl.constexpr, HD:
                 acc = acc * alpha[:, None] + a * beta[:, None]
                 den = den * alpha + l_s * beta
                 m_run = m_new
-        out = acc / tl.where(tv, den, 1.0)[:, None]
-        tl.store(attn + t[:, None] * (NH * HD) + h * HD + d[None, :],
-                 out.to(attn.dtype.element_ty), mask=tv[:, None])
+            out = acc / tl.where(tv, den, 1.0)[:, None]
+            tl.store(attn + t[:, None] * (NH * HD) + h * HD + d[None, :],
+                     out.to(attn.dtype.element_ty), mask=tv[:, None])
+
+
+@triton.jit(noinline=NOINLINE)
+def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_norm, cos,
+             sin, k_cache, v_cache, cap, window, eps, qk_scale, sy, NH: tl.constexpr,
+             NKV: tl.constexpr, HD: tl.constexpr, T: tl.constexpr, S: tl.constexpr,
+             SP: tl.constexpr, BT: tl.constexpr, M: tl.constexpr, TP2: tl.constexpr,
+             TN: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
+             IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """Tiles [t0, t1) of a layer's attention (see the module text); waits for QKV itself
+    (`sy`: sync.wait_args) after requesting the first cached block. `tickets`: this layer's
+    per-kv-head counters. Returns the wait's verdict."""
+    G: tl.constexpr = NH // NKV
+    GP: tl.constexpr = triton.next_power_of_2(G)
+    HALF: tl.constexpr = HD // 2
+    NQKV: tl.constexpr = (NH + 2 * NKV) * HD
+    dt = k_cache.dtype.element_ty
+    r = tl.arange(0, M)
+    g, t = r // TP2, r % TP2  # query row = (group head, position)
+    rv = (g < G) & (t < T)
+    d = tl.arange(0, HD)
+    dr = (d + HALF) % HD
+    sgn = tl.where(d < HALF, -1.0, 1.0)
+    lo, n, chunk = live_range(pos, window, T, S, BT, HAS_WINDOW)
+    live = tl.cdiv(n - lo, chunk)
+    qp = pos + t  # [M] query positions
+    j = tl.arange(0, TN)  # new positions pos + j (T > 1: rows padded to >= 16 for tl.dot)
+    kp = pos + j
+    jv = j < T
+    lk = k_cache + layer.to(tl.int64) * (NKV * cap * HD)
+    lv = v_cache + layer.to(tl.int64) * (NKV * cap * HD)
+    ok = 1
+    first = 1
+    for tile in range(t0, t1):
+        kvh = tile // S
+        split = tile % S
+        start = lo + split * chunk
+        end = tl.minimum(start + chunk, n)
+        cached = tl.minimum(end, pos)  # keys [start, cached) are in the cache already
+        # independent of QKV, requested before the wait: the chunk's first cached block
+        kk = start + tl.arange(0, BT)
+        km = kk < cached
+        offs = kvh * cap * HD + kk[:, None] * HD + d[None, :]
+        kb = tl.load(lk + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
+        vb = tl.load(lv + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
+        ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
+        sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
+        if first == 1:
+            ok = wait_args(sy, NW, USE_PTX)
+            first = 0
+        if (ok == 1) & (sy[9] == 1) & (start < end):
+            heads = kvh * G + g
+            if TN == 1:  # one position: its RoPE row (requested before the wait) serves q too
+                cq = ck
+                sq = sk
+            else:
+                cq = tl.load(cos + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
+                sq = tl.load(sin + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
+            q = _norm_rope(qkv + t * NQKV + heads * HD, rv, d, dr, sgn, q_norm + layer * HD,
+                           cq, sq, eps, HD, QK_NORM) * qk_scale  # [M, HD]
+            k = _norm_rope(qkv + j * NQKV + NH * HD + kvh * HD, jv, d, dr, sgn,
+                           k_norm + layer * HD, ck, sk, eps, HD, QK_NORM).to(dt)  # [TN, HD]
+            vrow = qkv + j * NQKV + (NH + NKV) * HD + kvh * HD
+            v = tl.load(vrow[:, None] + d[None, :], mask=jv[:, None], other=0.0,
+                        cache_modifier=".cg").to(dt)
+            mine = jv & (kp >= start) & (kp < end)  # new positions inside this chunk
+            dst = kvh * cap * HD + kp[:, None] * HD + d[None, :]
+            tl.store(lk + dst, k, mask=mine[:, None])  # for later steps
+            tl.store(lv + dst, v, mask=mine[:, None])
+            m_i = tl.full((M,), float("-inf"), tl.float32)
+            l_i = tl.zeros((M,), tl.float32)
+            acc = tl.zeros((M, HD), tl.float32)
+            # the new keys first (their registers are free before the cached blocks), causal
+            okn = mine[None, :] & (kp[None, :] <= qp[:, None])
+            if HAS_WINDOW:
+                okn = okn & (kp[None, :] > qp[:, None] - window)
+            if TN == 1:
+                sn = tl.sum(q * k.to(tl.float32), axis=1)[:, None]  # [M, 1]
+            else:
+                sn = _dot(q, tl.trans(k), IEEE, dt)  # [M, TN]
+            m_i, l_i, acc = _online(sn, v, okn, m_i, l_i, acc, IEEE, dt)
+            # cached keys precede every query position: only the window can mask them
+            okb = km[None, :]
+            if HAS_WINDOW:
+                okb = okb & (kk[None, :] > qp[:, None] - window)
+            m_i, l_i, acc = _online(_dot(q, tl.trans(kb), IEEE, dt), vb, okb, m_i, l_i, acc,
+                                    IEEE, dt)
+            for b0 in tl.range(start + BT, cached, BT, num_stages=NSA):  # the rest: cp.async
+                kk2 = b0 + tl.arange(0, BT)
+                km2 = kk2 < cached
+                offs2 = kvh * cap * HD + kk2[:, None] * HD + d[None, :]
+                kb2 = tl.load(lk + offs2, mask=km2[:, None], other=0.0, cache_modifier=".cg")
+                vb2 = tl.load(lv + offs2, mask=km2[:, None], other=0.0, cache_modifier=".cg")
+                ok2 = km2[None, :]
+                if HAS_WINDOW:
+                    ok2 = ok2 & (kk2[None, :] > qp[:, None] - window)
+                m_i, l_i, acc = _online(_dot(q, tl.trans(kb2), IEEE, dt), vb2, ok2, m_i, l_i,
+                                        acc, IEEE, dt)
+            slot = (heads * S + split) * T + t  # [M]
+            tl.store(att_acc + slot[:, None] * HD + d[None, :], acc, mask=rv[:, None])
+            tl.store(att_ml + slot, m_i, mask=rv)
+            tl.store(att_ml + NH * S * T + slot, l_i, mask=rv)
+            tl.debug_barrier()  # every thread's partials are stored before the ticket
+            ticket = tl.atomic_add(tickets + kvh, 1, sem="acq_rel", scope="gpu")
+            if ticket == live - 1:  # the last live split of this kv head: merge its heads
+                tl.atomic_xchg(tickets + kvh, 0, sem="relaxed", scope="gpu")
+                _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP)
+    return ok

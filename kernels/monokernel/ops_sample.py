@@ -8,6 +8,16 @@ program) picks each position's token by sampling.py's rules, accepts drafts whil
 the choice, writes tokens to the host-visible ring and the progress counter (system-scope
 release), checks stop ids / max tokens / cancel / KV capacity, and writes the next step's
 input tokens, position and embedding rows. Knows nothing about layers.
+
+Structured outputs (state[C_ON] set at run time, so no other compiled variant): after its
+tiles, an LM-head run masks its logits by the automaton state of each position (the bitmask
+row of state[C_STATE + t]) and redoes its tiles' partials from the masked logits
+(`lm_constrain`), before its top-C candidates (-inf: never a candidate). SAMPLE advances the
+state past each chosen token on the device (`_c_next`: the bitmask bit, the state's exception
+tokens searched 1024 per load, else its default next state); a state that allows only EOS writes
+C_EOS to the ring and ends the sequence (DONE_STOP), a dead one (-1) is an error (ERR_DEAD);
+then it walks the next step's input tokens (drafts) for the next step's per-position states.
+Without a constraint none of this runs: the tile epilogue's argmax is the only one.
 """
 
 from __future__ import annotations
@@ -23,6 +33,9 @@ BIG = tl.constexpr(2147483647)
 (POS, N_OUT, DONE, MODE, TOP_K, MAX_NEW, N_STOP, N_DRAFT, SEED_LO, SEED_HI, CAPACITY, STEPS) = (
     tl.constexpr(v) for v in (W.POS, W.N_OUT, W.DONE, W.MODE, W.TOP_K, W.MAX_NEW, W.N_STOP,
                               W.N_DRAFT, W.SEED_LO, W.SEED_HI, W.CAPACITY, W.STEPS))
+C_ON, C_WORDS, C_EOS, C_START, C_STATE = (tl.constexpr(v) for v in (
+    W.C_ON, W.C_WORDS, W.C_EOS, W.C_START, W.C_STATE))
+ERR_DEAD = tl.constexpr(W.ERR_DEAD)
 GREEDY = tl.constexpr(W.GREEDY)
 TEMPERATURE = tl.constexpr(W.TEMPERATURE)
 FILTERED = tl.constexpr(W.FILTERED)
@@ -58,12 +71,66 @@ def _seed(state):
 
 
 @triton.jit(noinline=NOINLINE)
+def lm_constrain(n0, n1, logits, lm_val, lm_idx, lm_stat, state, c_bitmask, mode, inv_t,
+                 V: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
+                 NT: tl.constexpr, SAMPLING: tl.constexpr):
+    """A constraint is active: logits [t, n0:n1] (just written by this run) -> -inf where the
+    automaton state before position t does not allow the token, then the per-tile partials of
+    the run's tiles again, as the LM epilogue computes them (ops_mv._epilogue), from the masked
+    logits. A tile with nothing allowed: max -inf, its first token, exp-sum 0. Blocks of RB
+    rows (NB tiles) at once: a run of up to RB rows is one round trip to L2, not one per tile."""
+    RB: tl.constexpr = BN * max(1, 1024 // (BN * TP))  # rows per block
+    NB: tl.constexpr = RB // BN
+    tl.debug_barrier()  # the run's logits, stored by other threads, are visible
+    t = tl.arange(0, TP)
+    tv = t < T
+    if SAMPLING:  # (the Philox keys of lm_run: noinline functions take scalars only)
+        key = _seed(state) + tl.load(state + POS, cache_modifier=".cg") + t  # [TP] int64
+    cs = tl.load(state + C_STATE + t, mask=tv, other=-1, cache_modifier=".cg")  # [TP]
+    words = tl.load(state + C_WORDS)
+    lim = tl.where(cs >= 0, tl.minimum(words * 32, V), 0)  # ids the row can allow
+    row = tl.maximum(cs, 0).to(tl.int64) * words
+    for r0 in range(n0, n1, RB):
+        rows = r0 + tl.arange(0, RB)
+        m2 = (rows < n1)[:, None] & tv[None, :]
+        lp = logits + t[None, :] * V + rows[:, None]
+        y = tl.load(lp, mask=m2, other=0.0, cache_modifier=".cg")  # [RB, TP]
+        bits = tl.load(c_bitmask + row[None, :] + (rows >> 5)[:, None],
+                       mask=m2 & (rows[:, None] < lim[None, :]), other=0)
+        ok = ((bits >> (rows & 31)[:, None]) & 1) != 0
+        y = tl.where(ok, y, float("-inf"))
+        tl.store(lp, y, mask=m2)
+        v = tl.reshape(tl.where(m2, y, float("-inf")), (NB, BN, TP))
+        tile = r0 // BN + tl.arange(0, NB)  # [NB]
+        tm = (tile * BN < n1)[:, None] & tv[None, :]  # [NB, TP]: the run's tiles
+        to = t[None, :] * NT + tile[:, None]
+        if SAMPLING:  # noqa: SIM102 (constexpr, then runtime)
+            if mode != GREEDY:
+                sc = v * inv_t
+                mx = tl.max(sc, axis=1)  # [NB, TP]
+                tl.store(lm_stat + to, mx, mask=tm)
+                base = tl.where(mx > float("-inf"), mx, 0.0)
+                tl.store(lm_stat + T * NT + to, tl.sum(tl.exp(sc - base[:, None, :]), axis=1),
+                         mask=tm)
+                if mode == TEMPERATURE:
+                    u = tl.rand(key[None, :], rows[:, None])  # [RB, TP]
+                    v = sc - tl.reshape(tl.log(-tl.log(u)), (NB, BN, TP))
+        pm = tl.max(v, axis=1)  # [NB, TP]
+        r3 = tl.reshape(rows, (NB, BN))[:, :, None]
+        pi = tl.min(tl.where(v == pm[:, None, :], r3, BIG), axis=1)
+        tl.store(lm_val + to, pm, mask=tm)
+        tl.store(lm_idx + to, pi, mask=tm)
+
+
+@triton.jit(noinline=NOINLINE)
 def lm_run(n0, n1, slot, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm_f, state,
-           fparams, eps, sy, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr, TP: tl.constexpr,
-           BN: tl.constexpr, BK: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr,
-           C: tl.constexpr, SAMPLING: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
-           NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
-    """LM-head rows [n0, n1) (waits for the last DOWN itself, after requesting weights)."""
+           fparams, c_bitmask, eps, sy, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr,
+           TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NT: tl.constexpr,
+           NCL: tl.constexpr, C: tl.constexpr, SAMPLING: tl.constexpr, IEEE: tl.constexpr,
+           RED: tl.constexpr, NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """LM-head rows [n0, n1) (waits for the last DOWN itself, after requesting weights); with
+    a constraint, masked (lm_constrain)."""
+    con = tl.load(state + C_ON)  # (loaded before the weight stream: its latency hides there)
     if SAMPLING:
         t = tl.arange(0, TP)
         mode = tl.load(state + MODE)
@@ -77,6 +144,9 @@ def lm_run(n0, n1, slot, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm
     ok = mv_stream(lm_head, lm_head, n0, n1, x, norm_f, eps, logits, norm_f, lm_val, lm_idx,
                    lm_stat, mode, inv_t, key, sy, H, V, T, TP, BN, BK, True, False, False, E_LM,
                    SAMPLING, NT, IEEE, RED, NS, NW, USE_PTX)
+    if (ok == 1) & (sy[9] == 1) & (con != 0):
+        lm_constrain(n0, n1, logits, lm_val, lm_idx, lm_stat, state, c_bitmask, mode, inv_t, V,
+                     T, TP, BN, NT, SAMPLING)
     if SAMPLING:  # noqa: SIM102
         # this run's top C per position, from the logits it just wrote
         if (mode == FILTERED) & (ok == 1) & (sy[9] == 1):
@@ -89,7 +159,8 @@ def lm_run(n0, n1, slot, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm
                     cm = cols < n1
                     val = tl.load(logits + tt * V + cols, mask=cm, other=0.0,
                                   cache_modifier=".cg")
-                    nxt = tl.sort(tl.where(cm, make_key(val, cols), MIN_KEY))  # ascending
+                    live = cm & (val > float("-inf"))  # -inf: masked by a constraint
+                    nxt = tl.sort(tl.where(live, make_key(val, cols), MIN_KEY))  # ascending
                     top = tl.sort(tl.maximum(top, nxt), descending=True)
                 tl.store(cand + (tt * NCL + slot) * C + c, top)
     return ok
@@ -147,8 +218,8 @@ def _choose_filtered(cand, lm_stat, state, fparams, t, key, V: tl.constexpr, T: 
     top_p = tl.load(fparams + 1)
     kept = valid
     over = 0
-    if top_k > 0:
-        kth = tl.sum(tl.where(c == top_k - 1, s, 0.0), axis=0)
+    if top_k > 0:  # (a constraint may leave fewer than top_k valid: then all of them)
+        kth = tl.sum(tl.where(c == top_k - 1, tl.where(valid, s, float("-inf")), 0.0), axis=0)
         kept = valid & (s >= kth)
         z = tl.sum(tl.where(kept, e, 0.0), axis=0)
         last = tl.sum(tl.where((c == C - 1) & kept, 1, 0), axis=0)
@@ -159,7 +230,8 @@ def _choose_filtered(cand, lm_stat, state, fparams, t, key, V: tl.constexpr, T: 
         ek = tl.where(kept, e, 0.0)
         before = tl.cumsum(ek, axis=0) - ek
         kept = kept & (before < top_p * z)
-        if (top_k == 0) & (V > C) & (tl.sum(ek, axis=0) < top_p * z):
+        full = tl.sum(tl.where((c == C - 1) & valid, 1, 0), axis=0)  # else: all are here
+        if (top_k == 0) & (V > C) & (full > 0) & (tl.sum(ek, axis=0) < top_p * z):
             over = 1
     u = tl.rand(key, tl.where(valid, ids, 0))
     score = tl.where(kept, s - tl.log(-tl.log(u)), float("-inf"))
@@ -168,9 +240,77 @@ def _choose_filtered(cand, lm_stat, state, fparams, t, key, V: tl.constexpr, T: 
     return tl.sum(tl.where(c == first, ids, 0), axis=0), over
 
 
+@triton.jit
+def _c_next(s, tok, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, words):
+    """The automaton state after token `tok` in state `s`: -1 when its bit is clear in the
+    state's bitmask row (or s is -1), else the exception's next state when tok is among the
+    state's exception tokens, else the state's default next state (what
+    constraint_mask._advance_kernel computes). The row (sorted by token) is searched in blocks
+    of 1024: a row of at most one block in one load; a longer one (string states keep up to a
+    vocabulary of exceptions) by first loading every block's first token (up to 256 blocks per
+    load: one load for any vocabulary below 262,144), then the one block that can hold tok: two
+    dependent loads where a scan makes row / 1024 and a binary search log2(row)."""
+    ok = (s >= 0) & (tok >= 0) & (tok < words * 32)
+    sc = tl.maximum(s, 0)
+    tc = tl.where(ok, tok, 0)
+    word = tl.load(c_bitmask + sc.to(tl.int64) * words + (tc >> 5))
+    lo = tl.load(c_exc_ptr + sc)
+    end = tl.load(c_exc_ptr + sc + 1)
+    dflt = tl.load(c_default + sc)
+    ok = ok & (((word >> (tc & 31)) & 1) != 0)
+    base = lo
+    f = tl.arange(0, 256)
+    while end - base > 1024:  # blocks [base + 1024 k, ...): the last one whose first token <= tc
+        fi = base + f * 1024
+        first = tl.load(c_exc_tokens + fi, mask=fi < end, other=2147483647)
+        k = tl.sum((first <= tc).to(tl.int32), axis=0) - 1
+        if k < 255:
+            end = tl.minimum(end, base + tl.maximum(k, 0) * 1024 + 1024)
+            base = base + tl.maximum(k, 0) * 1024
+        else:  # beyond these 256 blocks: the next 256
+            base = base + 255 * 1024
+    i = base + tl.arange(0, 1024)
+    e = tl.load(c_exc_tokens + i, mask=i < end, other=-1)
+    at = tl.max(tl.where(e == tc, i, -1), axis=0)
+    nxt = tl.where(at >= 0, tl.load(c_exc_next + tl.maximum(at, 0)), dflt)
+    return tl.where(ok, nxt, -1)
+
+
+@triton.jit(noinline=NOINLINE)
+def c_step(s, tok, state, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done):
+    """A constraint is active and `tok` was chosen in state `s`. Returns the next state n
+    (>= 0), -1 (dead: tok is not allowed), or -2 - n when n allows only EOS (the output ends
+    there); with C_START >= 0 (timing only) such an n restarts at C_START instead."""
+    ns = _c_next(s, tok, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next,
+                 tl.load(state + C_WORDS))
+    out = ns
+    if ns >= 0:  # noqa: SIM102
+        if tl.load(c_done + ns).to(tl.int32) != 0:
+            restart = tl.load(state + C_START)
+            out = tl.where(restart >= 0, restart, -2 - ns)
+    return out
+
+
+@triton.jit(noinline=NOINLINE)
+def c_states(s, tokens, state, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next,
+             T: tl.constexpr):
+    """The next step's per-position automaton states: s before position 0, then each of its
+    input tokens (drafts, just stored to `tokens`) in turn walked from it."""
+    tl.store(state + C_STATE, s)
+    if T > 1:
+        tl.debug_barrier()  # the tokens stored by other threads are visible
+        words = tl.load(state + C_WORDS)
+        for tt in range(1, T):
+            tok = tl.load(tokens + tt)
+            s = _c_next(s, tok, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next,
+                        words)
+            tl.store(state + C_STATE + tt, s)
+
+
 @triton.jit(noinline=NOINLINE)
 def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, embed, lm_val,
-               lm_idx, lm_stat, cand, err, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr,
+               lm_idx, lm_stat, cand, err, c_bitmask, c_default, c_exc_ptr, c_exc_tokens,
+               c_exc_next, c_done, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr,
                TP2: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr, C: tl.constexpr,
                SAMPLING: tl.constexpr):
     pos = tl.load(state + POS, cache_modifier=".cg")
@@ -183,6 +323,10 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, e
     done = 0
     emitted = 0
     last = tl.load(tokens, cache_modifier=".cg")
+    con = tl.load(state + C_ON)
+    cs = 0  # the automaton state before position t (constraint active)
+    if con != 0:
+        cs = tl.load(state + C_STATE, cache_modifier=".cg")
     t = 0
     go = 1
     while go == 1:
@@ -195,11 +339,23 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, e
                 a = _argmax_tiles(lm_val, lm_idx, t, NT)
         else:
             a = _argmax_tiles(lm_val, lm_idx, t, NT)
+        ns = 0
+        if (con != 0) & (over == 0):
+            ns = c_step(cs, a, state, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next,
+                        c_done)
         if over != 0:
             done = DONE_ERROR
             if tl.atomic_cas(err, 0, ERR_CAP) == 0:
                 tl.store(err + 1, -1)
                 tl.store(err + 2, seq)
+            go = 0
+        elif ns == -1:  # the chosen token is not allowed: nothing was (an error, not output)
+            done = DONE_ERROR
+            if tl.atomic_cas(err, 0, ERR_DEAD) == 0:
+                tl.store(err + 1, -1)
+                tl.store(err + 2, seq)
+                tl.store(err + 3, a)
+                tl.store(err + 4, cs)
             go = 0
         else:
             tl.store(host + HOST_HDR + n_out, a)
@@ -213,8 +369,13 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, e
                 hits += tl.sum((ids == a).to(tl.int32), axis=0)
             if hits > 0:
                 done = DONE_STOP
+            elif ns <= -2:  # only EOS is allowed now: it ends the output, without a forward
+                tl.store(host + HOST_HDR + n_out, tl.load(state + C_EOS))
+                n_out += 1
+                done = DONE_STOP
             elif n_out >= max_new:
                 done = DONE_LENGTH
+            cs = tl.where(ns <= -2, -2 - ns, ns)
             nxt_in = tl.load(tokens + t + 1, mask=t + 1 < T, other=-1, cache_modifier=".cg")
             go = ((done == 0) & (t + 1 < T) & (nxt_in == a)).to(tl.int32)
             t += 1
@@ -238,6 +399,8 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, e
     nxt = tl.where(j == 0, last, tl.load(drafts + di, mask=dm, other=0))
     nxt = tl.where(dm | (j == 0), nxt, last)
     tl.store(tokens + j, nxt, mask=j < T)
+    if con != 0:
+        c_states(cs, tokens, state, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, T)
     for tt in range(0, T):  # the next step's x: embedding rows of its input tokens
         tok = tl.sum(tl.where(j == tt, nxt, 0), axis=0).to(tl.int64)
         for h0 in range(0, H, 1024):

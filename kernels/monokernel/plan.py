@@ -1,9 +1,10 @@
 """The instruction stream of the monokernel: dataclasses, their int32 records, the planner.
 
-One decode step is a fixed sequence of ops (per layer: QKV, ATTN, ATTN_REDUCE, OPROJ, GATEUP,
-DOWN, with ALLREDUCE after OPROJ and DOWN when ranks > 1; then LMHEAD, SAMPLE). Op number `seq`
-in that sequence is also the index of its dependency counter. Each op is cut into tiles (rows
-of a weight, or (kv head, KV split) pairs, or query heads); each program gets one contiguous
+One decode step is a fixed sequence of ops (per layer: QKV, ATTN, OPROJ, GATEUP, DOWN, with
+ALLREDUCE after OPROJ and DOWN when ranks > 1; then LMHEAD, SAMPLE). ATTN's splits merge
+themselves (the last split of a kv head to finish, by a ticket counter per layer and kv head).
+Op number `seq` in that sequence is also the index of its dependency counter. Each op is cut
+into tiles (rows of a weight, or (kv head, KV split) pairs); each program gets one contiguous
 run of tiles per op, runs balanced by bytes read, in op order. A run waits until the counter of
 the op before it reaches epoch * tiles (epoch = step number from 1, never reset within a
 launch; the first op waits for the previous step's SAMPLE), then computes, then adds its tile
@@ -20,10 +21,9 @@ import numpy as np
 
 from agentfast.engine.config import ModelConfig
 
-NOP, QKV, ATTN, ATTN_REDUCE, OPROJ, GATEUP, DOWN, LMHEAD, SAMPLE, ALLREDUCE = range(10)
-OP_NAMES = {QKV: "QKV", ATTN: "ATTN", ATTN_REDUCE: "ATTN_REDUCE", OPROJ: "OPROJ",
-            GATEUP: "GATEUP", DOWN: "DOWN", LMHEAD: "LMHEAD", SAMPLE: "SAMPLE",
-            ALLREDUCE: "ALLREDUCE", NOP: "NOP"}
+NOP, QKV, ATTN, OPROJ, GATEUP, DOWN, LMHEAD, SAMPLE, ALLREDUCE = range(9)
+OP_NAMES = {QKV: "QKV", ATTN: "ATTN", OPROJ: "OPROJ", GATEUP: "GATEUP", DOWN: "DOWN",
+            LMHEAD: "LMHEAD", SAMPLE: "SAMPLE", ALLREDUCE: "ALLREDUCE", NOP: "NOP"}
 RECORD = 12  # int32 fields per serialized instruction
 
 
@@ -62,16 +62,10 @@ class Qkv(Instr):
 @dataclass(frozen=True)
 class Attn(Instr):
     """Tiles kvh * splits + split: q/k norm, RoPE, K/V append of the new positions that fall in
-    the split's chunk, partial softmax over the chunk for the group's heads and all T."""
+    the split's chunk, partial softmax over the chunk for the group's heads and all T; the
+    last live split of a kv head merges the partials of its heads -> attn [T, q]."""
 
     opcode: ClassVar[int] = ATTN
-
-
-@dataclass(frozen=True)
-class AttnReduce(Instr):
-    """Query heads [start, end): merge the live splits' partials -> attn [T, q]."""
-
-    opcode: ClassVar[int] = ATTN_REDUCE
 
 
 @dataclass(frozen=True)
@@ -139,8 +133,8 @@ class Tiling:
     bn: int = 0  # weight rows per matvec tile; 0: per op (block_sizes)
     bk: int = 0  # K elements per matvec step; 0: per op, from `chunk`
     chunk: int = 8192  # weight elements per program per matvec step
-    stages: int = 3  # matvec pipeline stages (cp.async to shared memory, stages - 1 in flight),
-    # fewer where the widest tile would take more than `smem` bytes in all
+    stages: int = 3  # matvec pipeline stages at most (cp.async to shared memory, stages - 1 in
+    # flight), per op fewer where its runs are shorter or its tiles would take more than `smem`
     smem: int = 96 * 1024  # shared memory per program for the matvec stages (2 fit an H200 SM)
     bn_lm: int = 16  # vocabulary rows per LM-head tile (the granularity of the LM partials)
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
@@ -210,13 +204,18 @@ class Plan:
     def TP(self) -> int:  # positions padded: 1, or 16 for tl.dot
         return 1 if self.T == 1 else 16
 
-    @property
-    def stages(self) -> int:
-        """Pipeline stages of the matvec loops: Tiling.stages, fewer (>= 2) where the widest
-        tile times the stages would not fit Tiling.smem."""
-        widest = max(bn * bk * self.wbytes * (2 if op == GATEUP else 1)
-                     for op, (bn, bk) in self.blocks.items())
-        return max(2, min(self.tiling.stages, self.tiling.smem // max(1, widest)))
+    def op_stages(self, opcode: int) -> int:
+        """Pipeline stages of one matvec op's loop (cp.async to shared memory, stages - 1
+        requested before the op's wait): Tiling.stages at most, no more than the longest run
+        of chunks a program has in this op needs, and >= 2; the stages must fit Tiling.smem."""
+        bn, bk = self.blocks[opcode]
+        k = {QKV: self.cfg.hidden_size, GATEUP: self.cfg.hidden_size,
+             LMHEAD: self.cfg.hidden_size, OPROJ: self.cfg.q_size // self.ranks,
+             DOWN: self.cfg.intermediate_size // self.ranks}[opcode]
+        chunk_bytes = bn * bk * self.wbytes * (2 if opcode == GATEUP else 1)
+        runs = [i.end - i.start for i in self.instructions() if i.opcode == opcode] or [bn]
+        chunks = -(-max(runs) // bn) * -(-k // bk)
+        return max(2, min(self.tiling.stages, chunks + 1, self.tiling.smem // chunk_bytes))
 
     @property
     def bn_lm(self) -> int:
@@ -233,6 +232,16 @@ class Plan:
     @property
     def sample_seq(self) -> int:
         return len(self.ops) - 1
+
+    @property
+    def ticket_base(self) -> int:
+        """Counter index of the first attention ticket (layer l, local kv head h at
+        ticket_base + l * kv heads per rank + h)."""
+        return len(self.ops)
+
+    @property
+    def n_counters(self) -> int:
+        return len(self.ops) + self.cfg.num_layers * (self.cfg.num_kv_heads // self.ranks)
 
     def instructions(self, rank: int = 0) -> list[Instr]:
         return [i for p in self.programs[rank] for i in p]
@@ -344,8 +353,6 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         add(QKV, layer, qkv_rows, blocks[QKV][0], h * wbytes, lambda r, lo, hi: (Qkv, {}))
         add(ATTN, layer, lambda r: [(r * nkv_r * splits, (r + 1) * nkv_r * splits)], 1,
             2 * hd * wbytes * math.ceil(ctx / splits), lambda r, lo, hi: (Attn, {}))
-        add(ATTN_REDUCE, layer, lambda r: [(r * nh_r, (r + 1) * nh_r)], 1,
-            splits * hd * 4, lambda r, lo, hi: (AttnReduce, {}))
         add(OPROJ, layer, lambda r: [(0, h)], blocks[OPROJ][0], nh_r * hd * wbytes,
             lambda r, lo, hi: (OProj, dict(k0=r * nh_r * hd, k1=(r + 1) * nh_r * hd,
                                            partial=R > 1)))

@@ -8,6 +8,11 @@ Top-k / top-p (HF order: top-k on l / t, softmax, keep the smallest prefix of ma
 Gumbel-max over the kept set, found among the top `cap` candidates; a request whose kept set may
 reach beyond the cap is an error (ERR_CAP), never an approximation. Candidates are int64 keys
 (order-preserving bits of the logit, then the inverted token id, so ties go to the lower id).
+
+Constraints: logits of tokens the automaton state does not allow are -inf before any of these
+rules (and never candidates: a -inf logit gets MIN_KEY); after the choice the state advances by
+the automaton's tables (`constraint_next`: the bitmask bit, then a binary search in the state's
+sorted exceptions, else its default next state), as kernels/constraint_mask.py does.
 """
 
 from __future__ import annotations
@@ -82,12 +87,13 @@ def choose_filtered(keys: torch.Tensor, z_all: float, vocab: int, temperature: f
     z_all: sum of exp(l / t - max) over the whole vocabulary. -> (token, cap_exceeded)."""
     cap = keys.numel()
     vals, ids = split_keys(keys)
-    valid = keys != MIN_KEY
+    valid = keys != MIN_KEY  # (fewer than cap valid: a constraint allows fewer tokens)
     s = vals / temperature  # [cap]
     e = torch.where(valid, torch.exp(s - s[0]), torch.zeros_like(s))
     over = False
     if top_k > 0:
-        kept = valid & (s >= s[top_k - 1])
+        kth = s[top_k - 1] if bool(valid[top_k - 1]) else float("-inf")
+        kept = valid & (s >= kth)
         z = float(e[kept].sum())
         over = bool(kept[-1]) and vocab > cap  # ties with the k-th may go on past the cap
     else:
@@ -96,7 +102,7 @@ def choose_filtered(keys: torch.Tensor, z_all: float, vocab: int, temperature: f
         ek = torch.where(kept, e, torch.zeros_like(e))
         before = torch.cumsum(ek, 0) - ek
         kept = kept & (before < top_p * z)
-        if top_k == 0 and vocab > cap and float(ek.sum()) < top_p * z:
+        if top_k == 0 and vocab > cap and bool(valid[-1]) and float(ek.sum()) < top_p * z:
             over = True  # the nucleus reaches past the candidates
     score = torch.where(kept, s + gumbel(key, ids.clamp(min=0)), torch.full_like(s, -np.inf))
     return int(ids[int(torch.argmax(score))]), over
@@ -116,6 +122,39 @@ def choose(logits: torch.Tensor, mode: int, temperature: float, top_k: int, top_
     vals, ids = torch.sort(logits, descending=True, stable=True)
     keys = torch.full((cap,), MIN_KEY, dtype=torch.int64, device=logits.device)
     n = min(cap, logits.numel())
-    keys[:n] = make_keys(vals[:n], ids[:n])
+    keys[:n] = candidate_keys(vals[:n], ids[:n])
     z = float(torch.exp(s - s.max()).sum())
     return choose_filtered(keys, z, logits.numel(), temperature, top_k, top_p, key)
+
+
+def candidate_keys(vals: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """make_keys, with MIN_KEY (no candidate) for -inf logits (tokens a constraint masked)."""
+    return torch.where(torch.isneginf(vals), MIN_KEY, make_keys(vals, ids))
+
+
+# ---- constraints: the kernel's mask and walk, with the Buffers' c_* tables -----------------
+
+def mask_rows(logits: torch.Tensor, n0: int, states: list[int], bitmask: torch.Tensor,
+              words: int) -> torch.Tensor:
+    """logits [T, n] of token ids n0.. -> -inf where the state of row t (states[t]; -1: dead,
+    nothing allowed) does not allow the token (ids past the table's 32 * words: never)."""
+    ids = torch.arange(n0, n0 + logits.shape[1], device=logits.device)
+    ok = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    inside = ids < words * 32
+    for t, s in enumerate(states):
+        if s >= 0:
+            w = bitmask[s].long()[(ids >> 5).clamp(max=words - 1)]
+            ok[t] = inside & (((w >> (ids & 31)) & 1) == 1)
+    return logits.masked_fill(~ok, float("-inf"))
+
+
+def constraint_next(b, s: int, tok: int) -> int:
+    """The state after `tok` in state `s` by the Buffers' tables (-1: not allowed, or dead)."""
+    words = b.c_bitmask.shape[1]
+    if s < 0 or not 0 <= tok < words * 32 or not (int(b.c_bitmask[s, tok >> 5]) >> (tok & 31)) & 1:
+        return -1
+    lo, end = int(b.c_exc_ptr[s]), int(b.c_exc_ptr[s + 1])
+    i = lo + int(torch.searchsorted(b.c_exc_tokens[lo:end], tok)) if end > lo else end
+    if i < end and int(b.c_exc_tokens[i]) == tok:
+        return int(b.c_exc_next[i])
+    return int(b.c_default[s])

@@ -82,11 +82,32 @@ def wait(ctr_ptr, target, err_ptr, cap, rec, seq, wseq, pid, step, NW: tl.conste
 
 
 @triton.jit
+def now(USE_PTX: tl.constexpr):
+    """The GPU's global nanosecond timer (the same clock on every SM); 0 without PTX."""
+    if USE_PTX:
+        t = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64,
+                                      is_pure=False, pack=1)
+    else:
+        t = tl.zeros((), tl.int64)
+    return t
+
+
+@triton.jit
+def stamp(slot, on, USE_PTX: tl.constexpr):
+    """Timeline trace (tune.py --timeline): *slot = now() when `on`."""
+    if on != 0:
+        tl.store(slot, now(USE_PTX))
+
+
+@triton.jit
 def wait_args(sy, NW: tl.constexpr, USE_PTX: tl.constexpr):
     """wait() with its arguments in one tuple: (counter pointer, target, err, cap, record, seq,
-    wait seq, program, step, run); `run` (0: compute skipped, timing variants) rides along for
-    the ops that wait themselves after requesting their first weights."""
-    return wait(sy[0], sy[1], sy[2], sy[3], sy[4], sy[5], sy[6], sy[7], sy[8], NW, USE_PTX)
+    wait seq, program, step, run, trace slot, tracing); `run` (0: compute skipped, timing
+    variants) rides along for the ops that wait themselves after requesting their first
+    weights; when tracing, the time the wait ended goes to trace slot + 1."""
+    ok = wait(sy[0], sy[1], sy[2], sy[3], sy[4], sy[5], sy[6], sy[7], sy[8], NW, USE_PTX)
+    stamp(sy[10] + 1, sy[11], USE_PTX)
+    return ok
 
 
 @triton.jit

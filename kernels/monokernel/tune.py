@@ -11,7 +11,11 @@ chunk, stages, bn_lm, attn_splits, attn_block) and launch knobs (warps, per_sm, 
 register cap, red=1: matvec chunks reduced as they arrive). The breakdown
 times the best variant with each op's compute skipped (its waits and releases kept): op cost
 = full - skipped; "sync only" skips them all. Copy bandwidth is measured in the same run.
-Prints a table; JSON to $OUT/tune.json.
+Prints a table; JSON to $OUT/tune.json. --timeline: one step of every variant traced
+(global-timer stamps per record: start, wait ended, released; kernel.Monokernel.launch(trace=))
+and summed per op kind: the op's span on the critical path (its last release minus its
+producer's last release), how long after that the first waiter saw it (sync latency), the
+median and the slowest program's busy time after its wait; raw stamps to $OUT/timeline-*.npz.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import time
 
+import numpy as np
 import torch
 
 from agentfast.engine.bench.models import SHAPES
@@ -33,7 +38,7 @@ from .kernel import Monokernel
 
 TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "attn_splits", "attn_block",
                "attn_stages"}
-SKIPPABLE = [P.QKV, P.ATTN, P.ATTN_REDUCE, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
+SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
 
 
 def parse_variant(text: str) -> dict:
@@ -77,6 +82,54 @@ def time_steps(h: Harness, mk: Monokernel, ctx: int, steps: int, skip: int = 0,
     return best
 
 
+def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
+    """Per op kind, from one traced step (tr: int64 [programs, records, 3] = start, waited,
+    released in ns): critical-path span (last release minus the producer's last release),
+    sync latency (first waiter's wake-up minus the producer's last release), median and max
+    busy time (release minus wake-up) over the op's records, summed/averaged over layers."""
+    by_seq: dict[int, list[tuple[int, int, int]]] = {}
+    for p, prog in enumerate(plan.programs[0]):
+        for j, ins in enumerate(prog):
+            by_seq.setdefault(ins.seq, []).append(tuple(int(v) for v in tr[p, j]))
+    t0 = min(r[0] for recs in by_seq.values() for r in recs)
+    done = {seq: max(r[2] for r in recs) for seq, recs in by_seq.items()}
+    kinds: dict[str, dict] = {}
+    for op in plan.ops:
+        recs = by_seq.get(op.seq)
+        if not recs:
+            continue
+        ready = t0 if op.seq == 0 else done[op.seq - 1]
+        busy = sorted(r[2] - r[1] for r in recs)
+        k = kinds.setdefault(P.OP_NAMES[op.opcode], {"n": 0, "span_us": 0.0, "sync_us": 0.0,
+                                                      "busy_med_us": 0.0, "busy_max_us": 0.0})
+        k["n"] += 1
+        k["span_us"] += (done[op.seq] - ready) / 1e3
+        k["sync_us"] += (min(r[1] for r in recs) - ready) / 1e3
+        k["busy_med_us"] += busy[len(busy) // 2] / 1e3
+        k["busy_max_us"] += busy[-1] / 1e3
+    for k in kinds.values():  # per op: averages over its layers; span stays a sum
+        for f in ("sync_us", "busy_med_us", "busy_max_us"):
+            k[f] = round(k[f] / k["n"], 3)
+        k["span_us"] = round(k["span_us"], 1)
+    return {"step_us": round((done[plan.ops[-1].seq] - t0) / 1e3, 1), "ops": kinds}
+
+
+def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str) -> dict:
+    """One traced step (the 7th of a launch) summed per op kind; raw stamps to
+    $OUT/timeline-<tag>.npz."""
+    tr = torch.zeros(h.plan.num_programs, mk.trace_rows(), 3, dtype=torch.int64, device="cuda")
+    start_at(h, ctx, 1 << 30)
+    mk.launch(h.bufs, 8, trace=tr, trace_step=6)
+    torch.cuda.synchronize()
+    mk.check(h.bufs)
+    raw = tr.cpu().numpy()
+    if os.environ.get("OUT"):
+        recs, offs = h.plan.table()
+        np.savez_compressed(os.path.join(os.environ["OUT"], f"timeline-{tag}.npz"), trace=raw,
+                            table=recs, offs=offs)
+    return timeline_summary(h.plan, raw)
+
+
 def build(base: Harness, v: dict, sms: int, T: int, ctx: int) -> tuple[Harness, Monokernel]:
     tiling = P.Tiling(**{k: v[k] for k in TILING_KEYS if k in v})
     pl = P.plan(base.cfg, v.get("per_sm", 1) * sms, T, base.max_len, tiling=tiling, context=ctx)
@@ -101,6 +154,7 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true")
     ap.add_argument("--tsteps", default="")
     ap.add_argument("--contexts", default="")
+    ap.add_argument("--timeline", action="store_true")
     args = ap.parse_args()
     dev = torch.cuda.get_device_properties(0)
     sms = dev.multi_processor_count
@@ -129,7 +183,10 @@ def main() -> None:
                 us = time_steps(h, mk, args.ctx, args.steps)
                 r.update(step_us=round(us, 2), tok_s=round(1e6 / us, 1),
                          roofline_frac=round(1e6 / us / roof, 3), blocks=h.plan.blocks,
+                         stages={P.OP_NAMES[o]: h.plan.op_stages(o) for o in h.plan.blocks},
                          fit=mk.fit_info)
+                if args.timeline:
+                    r["timeline"] = timeline(h, mk, args.ctx, f"{name}-{len(rows)}")
                 if best is None or us < best[0]:
                     best = (us, v)
             except Exception as e:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from . import plan as P
 from . import weights as W
-from .sampling import MIN_KEY, choose_filtered, gumbel, make_keys
+from .sampling import MIN_KEY, candidate_keys, choose_filtered, constraint_next, gumbel, mask_rows
 
 LOG2E = 1.4426950408889634
 
@@ -43,6 +43,7 @@ class VM:
     def __init__(self, plan: P.Plan, w: W.MonoWeights, bufs: list[W.Buffers]):
         assert len(bufs) == plan.ranks, f"{plan.ranks} ranks need as many Buffers"
         self.plan, self.w, self.bufs, self.cfg = plan, w, bufs, plan.cfg
+        self._tickets: dict[tuple, int] = {}  # (buffers, layer, kv head) -> splits done
         self.by_seq = [[[] for _ in plan.ops] for _ in range(plan.ranks)]
         for r in range(plan.ranks):
             for ins in plan.instructions(r):
@@ -92,6 +93,7 @@ class VM:
         lo, n, chunk = live_range(pos, T, c.sliding_window, S, pl.tiling.attn_block)
         qpos = torch.arange(pos, pos + T, device=b.x.device)
         cos, sin = w.cos[pos:pos + T], w.sin[pos:pos + T]  # [T, hd]
+        live = math.ceil((n - lo) / chunk)
         for tile in range(ins.start, ins.end):
             kvh, split = divmod(tile, S)
             s0 = lo + split * chunk
@@ -124,13 +126,16 @@ class VM:
             b.att_acc[heads, split] = (p @ vals).transpose(0, 1)  # [G, T, hd]
             b.att_ml[0, heads, split] = m.T
             b.att_ml[1, heads, split] = p.sum(-1).T
+            # the kernel's ticket: the last live split of the kv head merges its heads
+            key = (id(b), li, kvh)
+            self._tickets[key] = self._tickets.get(key, 0) + 1
+            if self._tickets[key] == live:
+                del self._tickets[key]
+                self._merge(b, range(kvh * G, (kvh + 1) * G), live)
 
-    def attn_reduce(self, ins, b, step):
-        c, pl = self.cfg, self.plan
-        lo, n, chunk = live_range(int(b.state[W.POS]), pl.T, c.sliding_window, pl.splits,
-                                  pl.tiling.attn_block)
-        live = math.ceil((n - lo) / chunk)
-        for h in range(ins.start, ins.end):
+    def _merge(self, b, heads, live: int):
+        c = self.cfg
+        for h in heads:
             m, l_ = b.att_ml[0, h, :live], b.att_ml[1, h, :live]  # [live, T]
             wgt = torch.exp2(m - m.amax(0))
             out = (b.att_acc[h, :live] * wgt[..., None]).sum(0) / (l_ * wgt).sum(0)[:, None]
@@ -174,8 +179,11 @@ class VM:
         bn, n0, n1 = pl.bn_lm, ins.start, ins.end
         xn, rstd = self._normed(b.x, w.norm)
         lg = xn @ w.lm_head[n0:n1].float().T * rstd[:, None]  # [T, n]
-        b.logits[:, n0:n1] = lg
         st = b.state
+        if int(st[W.C_ON]):  # a constraint: mask by each position's automaton state
+            lg = mask_rows(lg, n0, st[W.C_STATE:W.C_STATE + T].tolist(), b.c_bitmask,
+                           int(st[W.C_WORDS]))
+        b.logits[:, n0:n1] = lg
         mode, temp = int(st[W.MODE]), float(b.fparams[W.TEMP])
         nt = math.ceil((n1 - n0) / bn)
         tiles = slice(n0 // bn, n0 // bn + nt)
@@ -185,7 +193,8 @@ class VM:
             sc = pad / temp
             mx = sc.amax(-1)  # [T, nt]
             b.lm_stat[0, :, tiles] = mx
-            b.lm_stat[1, :, tiles] = torch.exp(sc - mx[..., None]).sum(-1)
+            base = torch.where(mx > float("-inf"), mx, 0.0)  # (-inf: nothing allowed)
+            b.lm_stat[1, :, tiles] = torch.exp(sc - base[..., None]).sum(-1)
             if mode == W.TEMPERATURE:
                 ids = torch.arange(n0, n0 + nt * bn, device=lg.device)
                 pos, seed = int(st[W.POS]), seed_of(st)
@@ -196,7 +205,7 @@ class VM:
                               + n0).to(torch.int32)
         if mode == W.FILTERED:
             cap = pl.tiling.cand
-            keys = make_keys(lg, torch.arange(n0, n1, device=lg.device)[None].expand(T, -1))
+            keys = candidate_keys(lg, torch.arange(n0, n1, device=lg.device)[None].expand(T, -1))
             top = torch.sort(keys, dim=-1, descending=True).values[:, :cap]
             b.cand[:, ins.slot] = F.pad(top, (0, cap - top.shape[1]), value=MIN_KEY)
 
@@ -204,7 +213,8 @@ class VM:
         st, pl = b.state, self.plan
         mode = int(st[W.MODE])
         if mode != W.FILTERED:
-            return int(b.lm_idx[t, int(torch.argmax(b.lm_val[t]))]), False
+            i = int(torch.argmax(b.lm_val[t]))  # (all -inf, a constraint's dead state: BIG)
+            return int(b.lm_idx[t, i]) if b.lm_val[t, i] > float("-inf") else 2**31 - 1, False
         keys = torch.sort(b.cand[t, : pl.n_cand_lists].flatten(), descending=True).values
         mx, se = b.lm_stat[0, t], b.lm_stat[1, t]
         z = float((se * torch.exp(mx - mx.max())).sum())
@@ -218,18 +228,34 @@ class VM:
         stops = set(b.stop_ids[: int(st[W.N_STOP])].tolist())
         toks = b.tokens.tolist()
         done, emitted, last = 0, 0, toks[0]
+        con = int(st[W.C_ON])
+        cs = int(st[W.C_STATE]) if con else 0  # automaton state before position t
         for t in range(T):
             a, over = self._choose(b, t)
+            ns, fin = cs, False
+            if con and not over:
+                ns = constraint_next(b, cs, a)
+                fin = ns >= 0 and bool(b.c_done[ns])  # only EOS allowed next
+                if fin and int(st[W.C_START]) >= 0:  # (timing: restart instead of ending)
+                    ns, fin = int(st[W.C_START]), False
             if over:
                 done = W.DONE_ERROR
                 b.err[:3] = torch.tensor([W.ERR_CAP, -1, ins.seq])
+                break
+            if ns < 0:
+                done = W.DONE_ERROR
+                b.err[:5] = torch.tensor([W.ERR_DEAD, -1, ins.seq, a, cs])
                 break
             host[W.HOST_HDR + n_out] = a
             n_out, emitted, last = n_out + 1, emitted + 1, a
             if a in stops:
                 done = W.DONE_STOP
+            elif fin:  # EOS, without a forward pass: the output is complete
+                host[W.HOST_HDR + n_out] = int(st[W.C_EOS])
+                n_out, done = n_out + 1, W.DONE_STOP
             elif n_out >= int(st[W.MAX_NEW]):
                 done = W.DONE_LENGTH
+            cs = ns
             if done or t + 1 >= T or toks[t + 1] != a:
                 break
         npos = pos + emitted
@@ -246,4 +272,8 @@ class VM:
         nxt = [last] + [int(b.drafts[n_out - 1 + i]) if n_out - 1 + i < nd else last
                         for i in range(1, T)]
         b.tokens.copy_(torch.tensor(nxt, dtype=torch.int32))
+        if con:  # the next step's per-position states: walk its input tokens (drafts)
+            for j in range(T):
+                cs = cs if j == 0 else constraint_next(b, cs, nxt[j])
+                st[W.C_STATE + j] = cs
         b.x.copy_(self.w.embed[torch.tensor(nxt, device=self.w.embed.device)])

@@ -21,14 +21,19 @@ from .plan import Plan
 # int32 `state` slots
 (POS, N_OUT, DONE, MODE, TOP_K, MAX_NEW, N_STOP, N_DRAFT, SEED_LO, SEED_HI, CAPACITY,
  STEPS) = range(12)  # STEPS: steps SAMPLE completed since start_sequence
-STATE_SIZE = 16
+# structured outputs (the `c_*` tables of Buffers): C_ON 1 when a constraint is active,
+# C_WORDS int32 words per bitmask row, C_EOS the id written when a state allows only EOS,
+# C_START -1, or (timing only) the state to restart at instead of ending there, C_STATE + t the
+# automaton state before the token at position t of the step (t < T <= 16; -1: dead)
+C_ON, C_WORDS, C_EOS, C_START, C_STATE = 12, 13, 14, 15, 16
+STATE_SIZE = 32
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
 H_PROGRESS, H_CANCEL, H_DONE, HOST_HDR = 0, 1, 2, 4  # host-visible int32 buffer, then the ring
 # why a sequence ended (state[DONE], host[H_DONE])
 DONE_STOP, DONE_LENGTH, DONE_CANCEL, DONE_CAPACITY, DONE_ERROR = 1, 2, 3, 4, 5
 GREEDY, TEMPERATURE, FILTERED = 0, 1, 2  # state[MODE]
 # err: [code, record, seq, wait_seq, target, seen, program, step]
-ERR_WAIT, ERR_CAP, ERR_OPCODE = 1, 2, 3
+ERR_WAIT, ERR_CAP, ERR_OPCODE, ERR_DEAD = 1, 2, 3, 4  # ERR_DEAD: [code, -1, seq, token, state]
 ERR_SIZE = 8
 
 
@@ -108,10 +113,18 @@ class Buffers:
     stop_ids: torch.Tensor  # [>= 1] int32
     drafts: torch.Tensor  # [max_len] int32: proposal for output index i
     host: torch.Tensor  # [HOST_HDR + max_len] int32 (pinned on CUDA): progress, cancel, ring
-    ctr: torch.Tensor  # [ops] int32 dependency counters
+    ctr: torch.Tensor  # [plan.n_counters] int32: dependency counters, then attention tickets
     err: torch.Tensor  # [ERR_SIZE] int32
     k_cache: torch.Tensor  # [L, nkv, capacity, hd]
     v_cache: torch.Tensor
+    # the constraint's TokenAutomaton tables (the graph backend's: constraints/automaton.py),
+    # read only when state[C_ON]; 1-element placeholders of the same dtypes otherwise
+    c_bitmask: torch.Tensor  # int32 [S, W]
+    c_default: torch.Tensor  # int32 [S]
+    c_exc_ptr: torch.Tensor  # int32 [S + 1]
+    c_exc_tokens: torch.Tensor  # int32 [E]
+    c_exc_next: torch.Tensor  # int32 [E]
+    c_done: torch.Tensor  # bool [S]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -142,15 +155,49 @@ def alloc_buffers(plan: Plan, device: torch.device | str, dtype: torch.dtype,
                                     dt=torch.int64),
         tokens=z(T, dt=i32), state=z(STATE_SIZE, dt=i32), fparams=z(2),
         stop_ids=z(1, dt=i32), drafts=z(plan.max_len, dt=i32), host=host,
-        ctr=z(len(plan.ops), dt=i32), err=z(ERR_SIZE, dt=i32), k_cache=k_cache, v_cache=v_cache)
+        ctr=z(plan.n_counters, dt=i32), err=z(ERR_SIZE, dt=i32), k_cache=k_cache, v_cache=v_cache,
+        **no_tables(device))
+
+
+C_TABLES = ("bitmask", "default", "exc_ptr", "exc_tokens", "exc_next", "done")
+_NO_TABLES: dict[str, dict[str, torch.Tensor]] = {}
+
+
+def no_tables(device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The placeholder tables of an unconstrained sequence (one set per device, never read)."""
+    key = str(torch.device(device))
+    if key not in _NO_TABLES:
+        i32 = dict(dtype=torch.int32, device=device)
+        _NO_TABLES[key] = dict(
+            c_bitmask=torch.zeros(1, 1, **i32), c_default=torch.full((1,), -1, **i32),
+            c_exc_ptr=torch.zeros(2, **i32), c_exc_tokens=torch.zeros(1, **i32),
+            c_exc_next=torch.full((1,), -1, **i32),
+            c_done=torch.zeros(1, dtype=torch.bool, device=device))
+    return _NO_TABLES[key]
+
+
+def constraint_states(automaton, state: int, tokens: list[int]) -> list[int]:
+    """Automaton states before each position of a step whose input tokens are `tokens`:
+    `state` (after tokens[0]), then after each draft in turn (-1 from the first one the
+    constraint does not allow: that position can never be accepted)."""
+    out = [state]
+    for t in tokens[1:]:
+        s = out[-1]
+        out.append(automaton.next(s, t) if s >= 0 else -1)
+    return out
 
 
 def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_new: int,
                    stop_ids: list[int], capacity: int, mode: int = GREEDY,
                    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                   drafts: list[int] | None = None) -> None:
+                   drafts: list[int] | None = None, automaton=None, cstate: int = 0,
+                   restart: bool = False) -> None:
     """Host-side setup before the first launch: `token` (output index 0, already sampled from
-    the prefill logits) sits at position `pos`; drafts[i] proposes output index i."""
+    the prefill logits) sits at position `pos`; drafts[i] proposes output index i.
+    `automaton` (a constraints.TokenAutomaton with its tables on the buffers' device): the
+    kernel masks every position by it and advances it past each token; `cstate` is its state
+    after `token`. `restart` (timing only): a state that allows only EOS restarts at the
+    automaton's start state instead of ending the sequence."""
     dev, T = bufs.state.device, bufs.tokens.shape[0]
     drafts = list(drafts or [])
     assert len(drafts) <= bufs.drafts.numel(), "more drafts than the draft buffer holds"
@@ -167,6 +214,17 @@ def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_n
     st[N_STOP], st[N_DRAFT], st[CAPACITY] = len(stop_ids), len(drafts), capacity
     st[SEED_LO], st[SEED_HI] = seed & 0xFFFFFFFF, (seed >> 32) & 0x7FFFFFFF
     st[SEED_LO] -= (1 << 32) if st[SEED_LO] >= 1 << 31 else 0  # as int32
+    if automaton is not None:
+        assert automaton.bitmask.device == dev, "the automaton's tables on another device"
+        assert cstate >= 0, "a constrained sequence starts in a live state"
+        for k in C_TABLES:
+            setattr(bufs, f"c_{k}", getattr(automaton, k))
+        st[C_ON], st[C_WORDS], st[C_EOS] = 1, automaton.bitmask.shape[1], automaton.eos_ids[0]
+        st[C_START] = automaton.state0 if restart else -1
+        st[C_STATE:C_STATE + T] = constraint_states(automaton, cstate, toks)
+    else:
+        for k, v in no_tables(dev).items():
+            setattr(bufs, k, v)
     bufs.state.copy_(torch.tensor(st, dtype=torch.int32))
     bufs.fparams.copy_(torch.tensor([temperature, top_p], dtype=torch.float32))
     bufs.host.zero_()

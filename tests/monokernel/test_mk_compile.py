@@ -57,8 +57,11 @@ def _compile(case: str, target: str = "cuda") -> dict:
              "w_down": w_ty, "embed": w_ty, "lm_head": w_ty, "k_cache": w_ty, "v_cache": w_ty,
              "cand": "*i64", "instr": "*i32", "offs": "*i32", "ctr": "*i32", "err": "*i32",
              "state": "*i32", "tokens": "*i32", "stop_ids": "*i32", "drafts": "*i32",
-             "host": "*i32", "lm_idx": "*i32", "nsteps": "i32", "spin_cap": "i32",
+             "host": "*i32", "lm_idx": "*i32", "c_bitmask": "*i32", "c_default": "*i32",
+             "c_exc_ptr": "*i32", "c_exc_tokens": "*i32", "c_exc_next": "*i32", "c_done": "*i1",
+             "nsteps": "i32", "spin_cap": "i32",
              "eps": "fp32", "qk_scale": "fp32", "kv_cap": "i32", "window": "i32", "skip": "i32"}
+    types.update(trace="*i64", trace_step="i32", trace_rows="i32")
     fn = K._monokernel
     sig = {a.name: "constexpr" if a.is_constexpr else types.get(a.name, "*fp32")
            for a in fn.params}
