@@ -7,8 +7,8 @@
 Random bf16 weights at real shapes (engine/bench/models.py SHAPES), a KV cache filled with
 random values up to the context (speed does not depend on them; correctness is gpu_check's and
 the bench's job), greedy, T = 1 unless said. A variant is a comma list of Tiling fields (bn, bk,
-chunk, stages, bn_lm, attn_splits, attn_block) and launch knobs (warps, per_sm, maxnreg: a
-register cap, red=1: matvec chunks reduced as they arrive). The breakdown
+chunk, stages, bn_lm, attn_splits, attn_block), T (positions per step) and launch knobs
+(warps, per_sm, maxnreg: a register cap, red=1: matvec chunks reduced as they arrive). The breakdown
 times the best variant with each op's compute skipped (its waits and releases kept): op cost
 = full - skipped; "sync only" skips them all. Copy bandwidth is measured in the same run.
 Prints a table; JSON to $OUT/tune.json. --timeline: one step of every variant traced
@@ -48,7 +48,7 @@ def parse_variant(text: str) -> dict:
         if not eq or not v.strip().lstrip("-").isdigit():
             raise SystemExit(f"variant item {kv!r}: expected key=integer (e.g. chunk=16384)")
         out[k.strip()] = int(v)
-    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "maxnreg", "red"}
+    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "maxnreg", "red", "T"}
     if bad:
         raise SystemExit(f"unknown variant keys {sorted(bad)}")
     return out
@@ -177,9 +177,9 @@ def main() -> None:
         rows: list[dict] = []
         best = None
         for v in variants:
-            r = {"variant": v, "ctx": args.ctx, "T": 1}
+            r = {"variant": v, "ctx": args.ctx, "T": v.get("T", 1)}
             try:
-                h, mk = build(base, v, sms, 1, args.ctx)
+                h, mk = build(base, v, sms, v.get("T", 1), args.ctx)
                 us = time_steps(h, mk, args.ctx, args.steps)
                 r.update(step_us=round(us, 2), tok_s=round(1e6 / us, 1),
                          roofline_frac=round(1e6 / us / roof, 3), blocks=h.plan.blocks,
