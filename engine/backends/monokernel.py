@@ -27,6 +27,7 @@ from ..config import ModelConfig
 from ..errors import RequestError
 from ..model import KVCache, Transformer, build_weights
 from ..sampling import SamplingParams
+from . import TokenLogprob, token_logprob
 from .prefill import ReferencePrefill
 
 POLL_S = 20e-6  # host sleep between reads of the progress counter
@@ -35,9 +36,13 @@ POLL_S = 20e-6  # host sleep between reads of the progress counter
 class MonokernelBackend(ReferencePrefill):
     name = "monokernel"
     supports_constraints = True  # masked and advanced inside the kernel
+    # decode(logprobs=k): the kernel runs one step per launch and the host scores the logits
+    # row the step's LM head wrote (no extra forward; unconstrained requests only: with a
+    # constraint the kernel masks that row in place)
+    supports_logprobs = True
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
-                 dtype: torch.dtype, max_len: int, programs_per_sm: int = 2,
+                 dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
                  num_programs: int | None = None, maxnreg: int | None = 128):
         from ...kernels.monokernel import weights as W
         from ...kernels.monokernel.kernel import Monokernel, interpreting
@@ -62,6 +67,10 @@ class MonokernelBackend(ReferencePrefill):
             self.kernel = Monokernel(self.plan, self.w, maxnreg=maxnreg if device.type == "cuda"
                                      else None)
 
+        if programs_per_sm is None:  # measured on an H200 (BENCH.md, tune run 15): one per SM
+            # is faster below ~1 GB of weights (SmolLM2-135M 752 vs 802 us/step), two above
+            # (Qwen3-1.7B 1,553 vs 1,804; Llama-3.2-1B 949 vs 1,152)
+            programs_per_sm = 1 if cfg.decode_weight_bytes(dtype.itemsize) < 10**9 else 2
         if num_programs is not None or device.type == "cpu":
             build(num_programs or 1)  # the interpreter runs programs one after another
         else:  # as many programs per SM as fit (compiles the greedy kernel once, here)
@@ -90,9 +99,16 @@ class MonokernelBackend(ReferencePrefill):
         return b
 
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
-               stop_ids: frozenset[int], max_new: int, automaton: Any = None) -> Iterator[int]:
+               stop_ids: frozenset[int], max_new: int, automaton: Any = None,
+               logprobs: int | None = None) -> Iterator[int | TokenLogprob]:
         from ...kernels.monokernel import weights as W
         from ...kernels.monokernel.sampling import choose, sampling_mode
+
+        if logprobs is not None and automaton is not None:
+            raise RequestError("logprobs: the monokernel backend reports logprobs only without "
+                               "a structured-output constraint (its kernel masks the logits in "
+                               "place); use the graph or reference backend")
+        raw = logits
 
         cap = self.plan.tiling.cand
         dev_auto, cstate = None, 0
@@ -107,7 +123,7 @@ class MonokernelBackend(ReferencePrefill):
         if over:
             raise RequestError(f"monokernel: the top-p nucleus reaches past its {cap} "
                                "candidates (set top_k, or use another backend)")
-        yield first
+        yield first if logprobs is None else token_logprob(raw, first, logprobs)
         if first in stop_ids:
             return
         if automaton is not None:
@@ -125,7 +141,27 @@ class MonokernelBackend(ReferencePrefill):
                          stop_ids=sorted(stop_ids), capacity=cache.capacity, mode=mode,
                          temperature=params.temperature, top_k=top_k, top_p=params.top_p,
                          seed=seed, automaton=dev_auto, cstate=cstate)
-        yield from self._stream(b, max_new, sampling=mode != W.GREEDY)
+        if logprobs is not None:
+            yield from self._stepwise(b, max_new, mode != W.GREEDY, logprobs)
+        else:
+            yield from self._stream(b, max_new, sampling=mode != W.GREEDY)
+
+    def _stepwise(self, b, max_new: int, sampling: bool, k: int) -> Iterator[TokenLogprob]:
+        """One step per launch; each token scored on the logits row its step wrote."""
+        from ...kernels.monokernel import weights as W
+
+        seen = 1
+        while seen < max_new:
+            self.kernel.launch(b, 1, sampling=sampling)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.kernel.check(b)
+            n = int(b.host[W.H_PROGRESS])
+            for i in range(seen, n):  # one token (T = 1, no constraint)
+                yield token_logprob(b.logits[0], int(b.host[W.HOST_HDR + i]), k)
+            if int(b.state[W.DONE]) or n == seen:  # ended (stop token, cancelled, no step)
+                return
+            seen = n
 
     def _stream(self, b, max_new: int, sampling: bool) -> Iterator[int]:
         from ...kernels.monokernel import weights as W

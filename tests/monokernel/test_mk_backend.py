@@ -68,3 +68,30 @@ def test_monokernel_backend_needs_cuda_or_the_interpreter(qwen3_dir, monkeypatch
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RequestError, match="CUDA"):
         Engine.load(str(qwen3_dir), backend="monokernel", device="cpu")
+
+
+@interpreted
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_monokernel_logprobs_are_the_kernels_logits(qwen3_dir, temperature):
+    """logprobs=k: each token scored on the logits row its own kernel step wrote (one step per
+    launch), equal to log_softmax of the reference's logits; the tokens are those of a run
+    without logprobs; with a constraint: a clear error naming logprobs."""
+    from agentfast.engine import constraints as C
+
+    ref, mk = _engines(qwen3_dir)
+    ids = mk.tokenizer.encode("Agents call tools")
+    p = SamplingParams(max_tokens=6, temperature=temperature, seed=7, ignore_eos=True)
+    plain = mk.generate(ids, p)
+    r = mk.generate(ids, p, logprobs=3)
+    assert r.token_ids == plain.token_ids and len(r.logprobs) == 6
+    cache = ref.backend.new_cache()
+    want = torch.log_softmax(ref.backend.logits(cache, ids + r.token_ids[:-1], 0).float(), -1)
+    want = want[len(ids) - 1:]
+    for j, lp in enumerate(r.logprobs):
+        assert lp.token_id == r.token_ids[j]
+        assert lp.logprob == pytest.approx(float(want[j, lp.token_id]), abs=1e-4)
+        best = torch.topk(want[j], 3)
+        assert [v for _, v in lp.top] == pytest.approx(best.values.tolist(), abs=1e-4)
+    with pytest.raises(RequestError, match="logprobs"):
+        mk.generate(ids, SamplingParams(max_tokens=4, constraint=C.choice(["a", "b"])),
+                    logprobs=2)
