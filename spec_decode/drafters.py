@@ -7,31 +7,41 @@ ids, budget) and verifies them with the target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .policy import DraftPolicy
 
 
 class Drafter:
-    """One interface, several drafters (n-gram lookup, MTP modules in mtp.py; draft models
-    later).
+    """One interface, several drafters (n-gram lookup; MTP modules in mtp.py; a draft model in
+    draft_model.py).
 
     Counts what was drafted and accepted (`observe`), so callers can report the mean accepted
-    drafts per verification step."""
+    drafts per verification step. `policy` (policy.DraftPolicy) picks the draft length per step
+    and switches drafting off when it does not pay; the backend makes one on first use (from
+    its step costs and `draft_cost`) and it persists across sequences."""
 
     # True: propose() reads the main model's final hidden states (MTP), from the KV cache the
     # backend hands over with bind() before decoding a sequence.
     needs_hidden = False
+    # Cost of drafting one token, in plain 1-position target steps (0: a lookup on the host).
+    draft_cost = 0.0
 
     def __init__(self) -> None:
         self.steps = 0  # verification steps that carried at least one draft
         self.drafted = 0
         self.accepted = 0
+        self.policy: DraftPolicy | None = None
 
     def propose(self, history: list[int], k: int) -> list[int]:
         """Up to k guessed tokens following `history` (the whole sequence so far)."""
         raise NotImplementedError
 
     def bind(self, cache) -> None:
-        """The backend's per-sequence state (its KV cache) for the sequence about to decode."""
+        """The backend's per-sequence state (its KV cache) for the sequence about to decode
+        (called before every decode; drafters with their own per-sequence state key it on
+        this)."""
 
     def observe(self, drafted: list[int], accepted: int) -> None:
         """The backend verified `drafted`; its first `accepted` tokens were kept."""
@@ -68,34 +78,3 @@ class NgramDrafter(Drafter):
                 if history[i + n - 1] == last and history[i:i + n] == suffix:
                     return history[i + n:i + n + k]
         return []
-
-
-@dataclass
-class DraftLength:
-    """How many tokens to draft next: grows by one after a full accept, drops to what was
-    accepted (+1) after a reject; pauses drafting (k = 0, plain decode) for `cooldown` steps
-    when the running acceptance rate falls below `min_rate`, then probes again with k = 1."""
-
-    k: int = 4
-    k_max: int = 8
-    min_rate: float = 0.2
-    cooldown: int = 8
-    rate: float = 1.0  # exponential moving average of accepted / drafted
-    _paused: int = 0
-
-    def next_k(self) -> int:
-        if self._paused > 0:
-            self._paused -= 1
-            return 0
-        return self.k
-
-    def update(self, drafted: int, accepted: int) -> None:
-        if drafted == 0:
-            return
-        self.rate = 0.7 * self.rate + 0.3 * accepted / drafted
-        if accepted == drafted:
-            self.k = min(self.k + 1, self.k_max)
-        else:
-            self.k = max(accepted + 1, 1)
-        if self.rate < self.min_rate:
-            self._paused, self.k, self.rate = self.cooldown, 1, self.min_rate

@@ -349,6 +349,13 @@ class MtpDrafter(Drafter):
         self.cos, self.sin = rope_tables(cfg, max_len, self.device)
         self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._cache: KVCache | None = None
+        # A draft token: the module's layer, eh_proj and the LM head, in main-model steps
+        # (weights read per step; the embedding is a lookup).
+        from .draft_model import forward_params
+
+        h = cfg.hidden_size
+        one = forward_params(replace(cfg, num_layers=1)) + 2 * h * h
+        self.draft_cost = one / forward_params(cfg)
 
     @classmethod
     def from_weights(cls, cfg: ModelConfig, sd: dict[str, torch.Tensor], embed: torch.Tensor,
@@ -410,17 +417,33 @@ class MtpDrafter(Drafter):
 
 
 def make_drafter(spec: str, model: LoadedModel, backend, checkpoint_mtp=None) -> Drafter:
-    """A drafter by name: "ngram", "mtp" (the module found by `find_module`) or "mtp:PATH"."""
+    """A drafter by name: "ngram"; "mtp" (the module found by `find_module`) or "mtp:PATH";
+    "draft:PATH" (a draft model: any model the engine loads with the target's vocabulary);
+    "early:N" (the target's first N layers plus its final norm and LM head, draft_model.py)."""
     from .drafters import NgramDrafter
 
     if spec == "ngram":
         return NgramDrafter()
-    if spec == "mtp" or spec.startswith("mtp:"):
+    kind = spec.split(":", 1)[0]
+    if kind in ("mtp", "early", "draft"):
         w = getattr(getattr(backend, "model", None), "w", None)
         if w is None or not getattr(backend, "supports_drafter", False):
-            raise RequestError(f"the {backend.name} backend does not run MTP drafts")
+            raise RequestError(f"the {backend.name} backend does not run {kind} drafts")
+    if spec == "mtp" or spec.startswith("mtp:"):
         sd, src = find_module(model, spec[4:] or None, checkpoint_mtp)
         backend.keep_hidden = True
         return MtpDrafter.from_weights(model.config, sd, w.embed, w.lm_head, backend.max_len,
                                        src)
-    raise RequestError(f"unknown drafter {spec!r} (ngram, mtp, mtp:PATH)")
+    if kind == "early":
+        from .draft_model import DraftModelDrafter
+
+        n = spec[len("early:"):]
+        if not n.isdigit():
+            raise RequestError(f"drafter {spec!r}: early:N needs a layer count N")
+        return DraftModelDrafter.early_exit(model.config, w, int(n), backend.max_len)
+    if kind == "draft" and spec[len("draft:"):]:
+        from .draft_model import DraftModelDrafter
+
+        return DraftModelDrafter.load(spec[len("draft:"):], model.config, backend.device,
+                                      backend.dtype, backend.max_len, model.tokenizer)
+    raise RequestError(f"unknown drafter {spec!r} (ngram, mtp, mtp:PATH, draft:PATH, early:N)")

@@ -1,6 +1,7 @@
 """Replay agent-loop traces (spec_decode/traces/*.json) and report how many drafts get accepted.
 
-A trace is a chat: {"name", "description", "messages": [{"role", "content"}, ...]}. Two
+A trace is a chat: {"name", "kind", "description", "messages": [{"role", "content"}, ...]}
+("kind": edit_file, repeat_tool_output, json_tool_call, plain_chat; the bench groups by it). Two
 measures, both on CPU:
 - `replay`: the engine (with a drafter) generates every assistant turn greedily from the
   messages before it, in one session; reports the drafter's accepted drafts per step.
@@ -11,11 +12,13 @@ measures, both on CPU:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .drafters import Drafter, DraftLength
+from .drafters import Drafter
+from .policy import DraftPolicy
 
 if TYPE_CHECKING:
     from agentfast.engine import Engine
@@ -35,6 +38,13 @@ class ReplayReport:
     steps: int  # verification steps that carried drafts
     drafted: int
     accepted: int
+    seconds: float = 0.0  # wall time of the turns (engine replay)
+    plain_seconds: float = 0.0  # the same turns without the drafter (--check)
+    outputs: list[list[int]] = field(default_factory=list, repr=False)  # per turn (engine)
+
+    def add(self, r: ReplayReport) -> None:
+        for f in ("tokens", "steps", "drafted", "accepted", "seconds", "plain_seconds"):
+            setattr(self, f, getattr(self, f) + getattr(r, f))
 
     @property
     def mean_accepted(self) -> float:
@@ -59,24 +69,28 @@ def replay(engine: Engine, trace: dict, max_tokens: int = 48) -> ReplayReport:
     assert d is not None, "replay needs an engine made with drafter="
     before = (d.steps, d.drafted, d.accepted)
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-    tokens = 0
+    tokens, t0, outputs = 0, time.perf_counter(), []
     for i in _assistant_turns(trace):
         r = engine.chat(trace["messages"][:i], params, session=f"replay-{trace['name']}")
         tokens += len(r.token_ids)
+        outputs.append(r.token_ids)
+    seconds = time.perf_counter() - t0
     engine.sessions.drop(f"replay-{trace['name']}")
     return ReplayReport(trace["name"], tokens, d.steps - before[0], d.drafted - before[1],
-                        d.accepted - before[2])
+                        d.accepted - before[2], seconds, outputs=outputs)
 
 
-def replay_forced(drafter: Drafter, tokenizer: Tokenizer, trace: dict) -> ReplayReport:
+def replay_forced(drafter: Drafter, tokenizer: Tokenizer, trace: dict,
+                  policy: DraftPolicy | None = None) -> ReplayReport:
     """Walk each assistant turn's tokens as if they were the target's greedy output: draft,
-    accept the prefix that matches, take the next true token as the bonus (no model)."""
+    accept the prefix that matches, take the next true token as the bonus (no target model).
+    Draft lengths from `policy` (default: adaptive, drafting free, so never switched off)."""
     report = ReplayReport(trace["name"], 0, 0, 0, 0)
     msgs = trace["messages"]
     for i in _assistant_turns(trace):
         hist = tokenizer.encode_chat(msgs[:i], add_generation_prompt=True)
         target = tokenizer.encode(msgs[i]["content"])
-        length, j = DraftLength(), 0
+        length, j = policy or DraftPolicy(), 0
         while j < len(target):
             drafts = drafter.propose(hist, min(length.next_k(), len(target) - j - 1))
             m = 0
@@ -92,49 +106,101 @@ def replay_forced(drafter: Drafter, tokenizer: Tokenizer, trace: dict) -> Replay
     return report
 
 
+def trace_kind(trace: dict) -> str:
+    return trace.get("kind", trace["name"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m agentfast.spec_decode.replay [--drafter mtp] [--trace NAME] [--check]`: replay
-    the traces through the engine (CPU by default) and print accepted drafts per step; with
-    --check, also generate without the drafter and compare token for token."""
+    """`python -m agentfast.spec_decode.replay [--drafter D ...] [--trace NAME] [--check]`:
+    replay the traces through the engine (CPU by default), once per drafter, and print accepted
+    drafts per step by trace and by trace kind; with --check, also generate without the drafter,
+    compare token for token and time both."""
     import argparse
 
     from agentfast.engine import Engine, SamplingParams
 
     ap = argparse.ArgumentParser(prog="python -m agentfast.spec_decode.replay")
     ap.add_argument("-m", "--model", default=None, help="default: the embedded model")
-    ap.add_argument("--drafter", default="ngram", help="ngram, mtp, mtp:PATH")
+    ap.add_argument("--drafter", action="append",
+                    help="ngram, mtp, mtp:PATH, draft:PATH (a draft model), early:N (the target's "
+                         "first N layers); repeatable (default: ngram)")
     ap.add_argument("--trace", action="append",
                     help="trace name or prefix (repeatable; default: all)")
     ap.add_argument("-n", "--max-tokens", type=int, default=48)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--check", action="store_true", help="compare with plain greedy decode")
+    ap.add_argument("-k", "--fixed-k", type=int, default=None,
+                    help="always draft K tokens (no adaptation, no switch-off): the drafter's "
+                         "acceptance alone; default: the adaptive policy with the backend's costs")
+    ap.add_argument("--measure-costs", action="store_true",
+                    help="measure this machine's T-step costs first (policy.measure_step_costs) "
+                         "instead of the backend's table")
+    ap.add_argument("--check", action="store_true",
+                    help="compare with plain greedy decode (and time it)")
+    ap.add_argument("--json", default=None, help="write one record per drafter and kind here")
     args = ap.parse_args(argv)
-    spec = Engine.load(args.model, device=args.device, drafter=args.drafter)
-    plain = Engine(spec.model, device=args.device) if args.check else None
-    same, total = True, ReplayReport("all", 0, 0, 0, 0)
-    for trace in load_traces():
-        if args.trace and not any(trace["name"].startswith(t) for t in args.trace):
-            continue
-        r = replay(spec, trace, args.max_tokens)
-        for f in ("tokens", "steps", "drafted", "accepted"):
-            setattr(total, f, getattr(total, f) + getattr(r, f))
-        line = _summary(r)
-        if plain is not None:
-            p = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
-            msgs = trace["messages"]
-            ok = all(spec.chat(msgs[:i], p).token_ids == plain.chat(msgs[:i], p).token_ids
-                     for i in _assistant_turns(trace))
-            same &= ok
-            line += f", equal to plain decode: {ok}"
-        print(line, flush=True)
-    print(_summary(total))
+    traces = [t for t in load_traces()
+              if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
+    base = Engine.load(args.model, device=args.device)
+    plain = Engine(base.model, device=args.device) if args.check else None
+    costs = None
+    if args.measure_costs:
+        from .policy import measure_step_costs
+
+        t = measure_step_costs(base.backend)
+        costs = {T: round(c / t[1], 3) for T, c in t.items()}
+        print(f"step costs (T: time relative to T = 1): {costs}", flush=True)
+    same, records, plain_runs = True, [], {}
+    for spec in args.drafter or ["ngram"]:
+        eng = Engine(base.model, device=args.device, drafter=spec)
+        if costs:
+            eng.backend.step_costs = costs
+        if args.fixed_k:
+            eng.drafter.policy = DraftPolicy(k=args.fixed_k, k_max=args.fixed_k, adaptive=False)
+        policy = f"fixed k={args.fixed_k}" if args.fixed_k else "adaptive"
+        print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
+              f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
+        total, kinds = ReplayReport("all", 0, 0, 0, 0), {}
+        for trace in traces:
+            r = replay(eng, trace, args.max_tokens)
+            line = _summary(r)
+            if plain is not None:
+                if trace["name"] not in plain_runs:  # once for all drafters
+                    p = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
+                    msgs = trace["messages"]
+                    t0 = time.perf_counter()
+                    want = [plain.chat(msgs[:i], p, session="plain").token_ids
+                            for i in _assistant_turns(trace)]
+                    plain_runs[trace["name"]] = (want, time.perf_counter() - t0)
+                    plain.sessions.drop("plain")
+                want, r.plain_seconds = plain_runs[trace["name"]]
+                ok = r.outputs == want  # both in one session per trace
+                same &= ok
+                line += f", equal to plain decode: {ok}"
+            total.add(r)
+            kinds.setdefault(trace_kind(trace), ReplayReport(trace_kind(trace), 0, 0, 0, 0)).add(r)
+            print(line, flush=True)
+        for k in [*kinds.values(), total]:
+            print("  kind " + _summary(k) if k is not total else _summary(k))
+            records.append({"drafter": spec, "policy": policy, "kind": k.name,
+                            "model": str(base.model.source), "max_tokens": args.max_tokens,
+                            "mean_accepted": round(k.mean_accepted, 4),
+                            "tokens_per_forward": round(k.tokens / max(k.forwards, 1), 4),
+                            **{f: v for f, v in asdict(k).items() if f != "outputs"}})
+        if not args.fixed_k and eng.drafter.policy is not None:
+            print(f"  policy: switched off {eng.drafter.policy.switched_off} times, "
+                  f"acceptance estimate {eng.drafter.policy.rate:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
     return 0 if same else 1
 
 
 def _summary(r: ReplayReport) -> str:
-    return (f"{r.name}: {r.tokens} tokens, {r.steps} steps, {r.drafted} drafted, "
-            f"{r.accepted} accepted, mean accepted {r.mean_accepted:.3f} per step, "
-            f"{r.tokens / max(r.forwards, 1):.2f} tokens per forward")
+    s = (f"{r.name}: {r.tokens} tokens, {r.steps} steps, {r.drafted} drafted, "
+         f"{r.accepted} accepted, mean accepted {r.mean_accepted:.3f} per step, "
+         f"{r.tokens / max(r.forwards, 1):.2f} tokens per forward, {r.seconds:.1f} s")
+    if r.plain_seconds:
+        s += f" (plain {r.plain_seconds:.1f} s: {r.plain_seconds / r.seconds:.2f}x)"
+    return s
 
 
 if __name__ == "__main__":

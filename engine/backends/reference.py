@@ -3,7 +3,9 @@
 Runs on CPU or CUDA; one host round trip per token (it is the oracle, not the fast path).
 Constraints are applied with tensor ops (the state's bitmask row), the state advanced on the host.
 With a drafter (agentfast.spec_decode), each step scores the last token plus k drafts in one
-forward and keeps the accepted prefix; rejected positions' K/V are overwritten later.
+forward and keeps the accepted prefix; rejected positions' K/V are overwritten later. The
+drafter's DraftPolicy picks k per step from the recent acceptance and this backend's step costs
+(`step_costs`), and switches drafting off where it does not pay.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from .prefill import ReferencePrefill
 
 MAX_FORCED = 64  # forced tokens drafted past the drafter's proposal, per step
 
+# Time of a T-position forward relative to T = 1 (spec_decode.policy.StepCost tables). CPU:
+# measured with spec_decode.policy.measure_step_costs, float32, one thread, SmolLM2-135M at 124
+# tokens of context on a 2-core VM (noisy, +-10%; the steps are the BLAS kernels' row blocks).
+# CUDA: batch 1 is launch-bound, a few more positions nearly free (an estimate).
+CPU_STEP_COSTS = {1: 1.0, 2: 1.02, 3: 1.05, 4: 1.53, 5: 1.57, 6: 1.6, 7: 1.95, 8: 1.95, 9: 2.0,
+                  13: 3.0, 17: 3.2}
+CUDA_STEP_COSTS = {1: 1.0, 2: 1.02, 9: 1.15, 17: 1.3}
+
 if TYPE_CHECKING:
     from agentfast.spec_decode import Drafter
 
@@ -33,6 +43,7 @@ class ReferenceBackend(ReferencePrefill):
     supports_drafter = True  # decode takes drafter= (agentfast.spec_decode)
     supports_logprobs = True  # decode takes logprobs=k (from the step's own logits)
     keep_hidden = False  # caches keep final hidden states (MTP drafters; set before new_cache)
+    step_costs: dict[int, float] | None = None  # {T: cost} of a T-position step (DraftPolicy)
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int):
@@ -43,6 +54,7 @@ class ReferenceBackend(ReferencePrefill):
             # is process-wide and changes results only below 1e-38.
             torch.set_flush_denormal(True)
         self.model = Transformer(cfg, build_weights(cfg, weights, device, dtype), max_len)
+        self.step_costs = dict(CPU_STEP_COSTS if device.type == "cpu" else CUDA_STEP_COSTS)
 
     def new_cache(self) -> KVCache:
         # Grows with the sequence (no fixed addresses needed).
@@ -98,14 +110,18 @@ class ReferenceBackend(ReferencePrefill):
                      params: SamplingParams, stop_ids: frozenset[int], max_new: int,
                      automaton: TokenAutomaton | None, drafter: Drafter,
                      hist: list[int], k: int | None = None) -> Iterator[int | TokenLogprob]:
-        from agentfast.spec_decode import DraftLength, verify
+        from agentfast.spec_decode import DraftPolicy, verify
 
         gen = None if params.greedy else make_generator(params.seed, self.device)
         masks = automaton.to(logits.device) if automaton is not None else None
         state = automaton.state0 if automaton is not None else 0
-        length = DraftLength()
-        if drafter.needs_hidden:  # MTP: reads the main model's hidden states from the cache
-            drafter.bind(cache)
+        policy = getattr(drafter, "policy", None)  # kept by the drafter across sequences
+        if policy is None:
+            policy = DraftPolicy.for_backend(self, drafter)
+            if hasattr(drafter, "policy"):  # (a duck-typed drafter gets one per sequence)
+                drafter.policy = policy
+        if hasattr(drafter, "bind"):  # MTP reads hidden states from it; a draft model keys
+            drafter.bind(cache)  # its own KV cache on it
         pos, n = start, 0  # pos: position of the next token to yield; n: tokens yielded
         rows, drafts = logits[None], []  # rows[i]: distribution at pos+i; drafts[i]: its guess
         guessed = 0  # drafts[:guessed] are the drafter's; the rest are forced by the constraint
@@ -132,10 +148,10 @@ class ReferenceBackend(ReferencePrefill):
                     break
                 accepted += 1
             drafter.observe(drafts[:guessed], min(accepted, guessed))
-            length.update(guessed, min(accepted, guessed))
+            policy.update(guessed, min(accepted, guessed))
             # Room: the bonus token must still fit in max_new, every position in max_len.
             room = min(max_new - n - 1, self.max_len - pos - 1)
-            drafts, guessed = self._drafts(drafter, hist, min(length.next_k(), room), room,
+            drafts, guessed = self._drafts(drafter, hist, min(policy.next_k(), room), room,
                                            automaton, state, stop_ids)
             # hist[-1] sits at pos-1 and has no K/V yet; the drafts follow it.
             rows = self.model.forward(self._ids([hist[-1]] + drafts), pos - 1, cache)  # [1+k, V]

@@ -1,8 +1,8 @@
-"""The n-gram drafter's proposals on hand-made histories, and the draft-length controller."""
+"""The n-gram drafter's proposals on hand-made histories, and the drafters' counters."""
 
 from __future__ import annotations
 
-from agentfast.spec_decode import DraftLength, NgramDrafter
+from agentfast.spec_decode import NgramDrafter
 
 
 def test_longest_suffix_wins_most_recent_first():
@@ -32,18 +32,7 @@ def test_min_ngram_and_copy_of_a_tool_output():
     assert NgramDrafter().propose(h, 6) == tool[5:11]
 
 
-def test_draft_length_adapts():
-    c = DraftLength(k=2, k_max=4, cooldown=3)
-    c.update(2, 2)
-    assert c.next_k() == 3
-    c.update(3, 3)
-    c.update(4, 4)
-    assert c.next_k() == 4  # capped at k_max
-    c.update(4, 1)
-    assert c.next_k() == 2  # what was accepted, plus one
-    for _ in range(6):
-        c.update(1, 0)
-    assert [c.next_k() for _ in range(4)] == [0, 0, 0, 1]  # paused, then probes again
+def test_observe_counts_verification_steps():
     d = NgramDrafter()
     d.observe([1, 2, 3], 2)
     d.observe([], 0)  # a plain step is not a verification step

@@ -226,7 +226,9 @@ def test_shipped_module_acceptance(smol_mtp):
     assert acc["lossless"] and acc["steps"] > 0, acc
     # Measured on CPU with the shipped module: 4 of 44 drafts accepted over 31 steps, 0.129
     # accepted drafts per step (these three prompts are hard for it; the first 8 held-out
-    # prompts at 48 tokens give 0.49). Bound: about half the measured figure.
+    # prompts at 48 tokens give 0.49). Bound: about half the measured figure. (With the
+    # adaptive DraftPolicy, which drafts fewer tokens where they fail: 9 of 38 over 32 steps,
+    # 0.28 per step.)
     assert acc["accepted"] >= 2 and acc["mean_accepted"] > 0.06, acc
 
 

@@ -1,0 +1,163 @@
+"""How many tokens to draft next, and whether drafting pays at all (host side, no tensors).
+
+A verification step of T = 1 + k positions costs `StepCost.ratio(T)` plain 1-position steps
+(a table per backend, `backend.step_costs`: measured on CPU for the reference backend; the GPU
+backends give their measured T-step costs); drafting k tokens costs k * `draft_cost` more (a
+drafter that runs a model: MTP, a draft model; zero for n-gram lookup). With a per-position
+acceptance rate a (drafts are kept as a prefix: the i-th survives with probability a^i), a step
+of k drafts yields on average
+
+    tokens(k) = 1 + a + a^2 + ... + a^k      (the accepted drafts, plus the step's own token)
+
+so drafting k gains  gain(k) = tokens(k) / (ratio(1 + k) + k * draft_cost)  over plain decode.
+`DraftPolicy` keeps a running estimate of a, moves k up after a full accept and down after a
+reject, drafts the k (up to that length) with the best gain, and switches drafting off when no
+k gains; switched off, it probes again after a while (a repetitive stretch later on gets
+drafting back), backing off further after each probe that finds nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+
+class StepCost:
+    """Cost of a T-position step relative to a 1-position step, from a table {T: cost} in any
+    unit (seconds, or already relative): linear between the T it gives, and beyond the last
+    one along the last segment. A table with only T = 1 is flat (every T costs one step)."""
+
+    def __init__(self, table: Mapping[int, float]):
+        if 1 not in table or table[1] <= 0:
+            raise ValueError(f"a step cost table needs a positive cost at T = 1: {dict(table)}")
+        base = float(table[1])
+        self.points = sorted((int(t), float(c) / base) for t, c in table.items())
+
+    def ratio(self, T: int) -> float:
+        pts = self.points
+        if T <= 1 or len(pts) == 1:
+            return 1.0
+        for (t0, c0), (t1, c1) in zip(pts, pts[1:], strict=False):
+            if t1 >= T:
+                return c0 + (c1 - c0) * (T - t0) / (t1 - t0)
+        (t0, c0), (t1, c1) = pts[-2], pts[-1]
+        return c1 + (c1 - c0) * (T - t1) / (t1 - t0)
+
+    __call__ = ratio
+
+
+FREE = StepCost({1: 1.0})  # every T costs one step: drafting never loses (acceptance studies)
+
+
+def expected_tokens(a: float, k: int) -> float:
+    """Tokens one step yields with k drafts at per-position acceptance a: 1 + a + ... + a^k."""
+    return sum(a ** i for i in range(k + 1))
+
+
+class DraftPolicy:
+    """Adaptive draft length with a cost-model switch-off (see the module docstring).
+
+    - `rate`: the per-position acceptance estimate, an exponential moving average over drafted
+      positions that were tested (each accepted draft is a success; the first rejected one a
+      failure; drafts after it were never tested), weight `ewma` per position.
+    - `k`: the length ceiling from recent steps: +1 after a step that kept all its drafts, the
+      accepted count + 1 after a reject; within [1, k_max]. `next_k()` drafts the k' <= k with
+      the best gain, or 0 (plain decode) while switched off.
+    - Off when the best gain is below `min_gain`; after `probe_every` plain steps a probe step
+      drafts `k_probe` tokens, and its own acceptance replaces the estimate (the old one is
+      stale). A probe that does not pay doubles the wait (up to `max_probe_every`); one that
+      does resets it. A step where the drafter had nothing to propose counts for nothing.
+    """
+
+    def __init__(self, k_max: int = 8, k: int = 4, cost: StepCost | Callable[[int], float]
+                 = FREE, draft_cost: float = 0.0, rate: float = 0.6, ewma: float = 0.15,
+                 min_gain: float = 1.0, probe_every: int = 8, max_probe_every: int = 64,
+                 k_probe: int = 3, adaptive: bool = True):
+        assert k_max >= 1 and 1 <= k <= k_max, f"bad draft lengths k={k}, k_max={k_max}"
+        self.k_max, self.k, self.cost, self.draft_cost = k_max, k, cost, draft_cost
+        self.rate, self.ewma, self.min_gain = rate, ewma, min_gain
+        self.probe_every = self._wait0 = probe_every
+        self.max_probe_every, self.k_probe = max_probe_every, min(k_probe, k_max)
+        self.adaptive = adaptive  # False: always k drafts (no adaptation, no switch-off)
+        self.off = False
+        self._wait = 0  # plain steps left before the next probe (while off)
+        self._probing = False
+        self.switched_off = 0  # times drafting was switched off (for reports)
+
+    @classmethod
+    def for_backend(cls, backend, drafter, **kw) -> DraftPolicy:
+        """The policy for `drafter` on `backend`: the backend's step cost table
+        (`backend.step_costs`, {T: cost}; flat where it has none) and the drafter's cost per
+        drafted token (`drafter.draft_cost`, in plain steps)."""
+        table = getattr(backend, "step_costs", None)
+        kw.setdefault("cost", StepCost(table) if table else FREE)
+        kw.setdefault("draft_cost", float(getattr(drafter, "draft_cost", 0.0)))
+        return cls(**kw)
+
+    def gain(self, k: int, rate: float | None = None) -> float:
+        """Expected speedup over plain decode of drafting k tokens per step."""
+        a = self.rate if rate is None else rate
+        return expected_tokens(a, k) / (self.cost(1 + k) + k * self.draft_cost)
+
+    def best_k(self, limit: int | None = None) -> tuple[int, float]:
+        """(k, gain) with the best gain over 1..limit (default: the current ceiling)."""
+        lim = self.k if limit is None else limit
+        return max(((j, self.gain(j)) for j in range(1, lim + 1)), key=lambda x: (x[1], -x[0]))
+
+    def next_k(self) -> int:
+        """Drafts to ask for on the next step (0: plain decode)."""
+        if not self.adaptive:
+            return self.k
+        if self.off:
+            if self._wait > 0:
+                self._wait -= 1
+                return 0
+            self._probing = True
+            return self.k_probe
+        return self.best_k()[0]
+
+    def update(self, drafted: int, accepted: int) -> None:
+        """A step verified `drafted` drafts and kept the first `accepted`."""
+        if drafted <= 0 or not self.adaptive:
+            return
+        accepted = min(accepted, drafted)
+        outcomes = [1.0] * accepted + ([0.0] if accepted < drafted else [])
+        if self._probing:  # the probe measures the present: it replaces the stale estimate
+            self.rate = sum(outcomes) / len(outcomes)
+        else:
+            for x in outcomes:
+                self.rate += self.ewma * (x - self.rate)
+        self.k = min(self.k + 1, self.k_max) if accepted == drafted else max(1, accepted + 1)
+        pays = self.best_k(self.k_max)[1] >= self.min_gain
+        if self._probing:
+            self._probing = False
+            if pays:
+                self.off, self.probe_every = False, self._wait0
+                self.k = max(self.k, self.k_probe)
+            else:
+                self.probe_every = min(2 * self.probe_every, self.max_probe_every)
+                self._wait = self.probe_every
+        elif not pays and not self.off:
+            self.off, self._wait = True, self.probe_every
+            self.switched_off += 1
+
+
+def measure_step_costs(backend, Ts=(1, 2, 3, 4, 5, 6, 7, 8, 9), context: int = 128,
+                       reps: int = 10) -> dict[int, float]:
+    """Seconds of one T-position forward on `backend` (one with `new_cache` and `logits`, as the
+    reference backend), after `context` positions, median of `reps`: a table for StepCost."""
+    import statistics
+
+    cache = backend.new_cache()
+    toks = [i % 100 + 10 for i in range(context + max(Ts))]
+    backend.logits(cache, toks[:context], 0)
+    out = {}
+    for T in Ts:
+        times = []
+        for r in range(reps + 2):
+            t0 = time.perf_counter()
+            backend.logits(cache, toks[context:context + T], context)
+            if r >= 2:  # two warm-ups
+                times.append(time.perf_counter() - t0)
+        out[T] = statistics.median(times)
+    return out

@@ -1,0 +1,164 @@
+"""DraftPolicy: k rises to k_max under high acceptance, drafting switches off when it does not
+pay and comes back after a probe finds acceptance, the cost model picks k from a step cost
+table; in the reference backend's speculative loop the greedy output stays that of plain
+decode whatever the policy does."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentfast.engine import SamplingParams
+from agentfast.spec_decode import Drafter, DraftPolicy, NgramDrafter, StepCost
+from agentfast.spec_decode.policy import FREE, expected_tokens, measure_step_costs
+
+LINEAR = StepCost({1: 1.0, 9: 2.0})  # each extra position an eighth of a step
+
+
+def test_step_cost_table():
+    c = StepCost({1: 50.0, 3: 55.0, 5: 100.0})  # any unit: relative to T = 1
+    assert c.ratio(1) == 1.0 and c(3) == pytest.approx(1.1)
+    assert c(2) == pytest.approx(1.05) and c(4) == pytest.approx(1.55)
+    assert c(7) == pytest.approx(2.9)  # beyond the table: along the last segment
+    assert FREE(17) == 1.0
+    with pytest.raises(ValueError):
+        StepCost({2: 1.0})
+    assert expected_tokens(0.5, 2) == pytest.approx(1.75) and expected_tokens(0.0, 5) == 1.0
+
+
+def test_high_acceptance_raises_k_to_k_max():
+    p = DraftPolicy(k_max=6, k=1, cost=LINEAR)
+    seen = []
+    for _ in range(10):
+        k = p.next_k()
+        seen.append(k)
+        p.update(k, k)  # everything accepted
+    assert seen[:6] == [1, 2, 3, 4, 5, 6] and seen[-1] == 6 and not p.off
+    assert p.rate > 0.9
+
+
+def test_rejections_shrink_k():
+    p = DraftPolicy(k_max=8, k=8, cost=FREE, rate=0.9)
+    p.update(8, 2)
+    assert p.k == 3 and p.next_k() == 3  # what was accepted, plus one
+    p.update(3, 0)
+    assert p.next_k() == 1
+
+
+def test_cost_model_picks_k():
+    cpu = StepCost({1: 1.0, 2: 1.02, 3: 1.05, 4: 1.53, 5: 1.57, 6: 1.6, 7: 1.95, 8: 1.95,
+                    9: 2.0})
+    p = DraftPolicy(k_max=8, k=8, cost=cpu, rate=0.7)
+    assert p.next_k() == 2  # 3 positions cost about one; 4 half as much again
+    p.rate = 0.98
+    assert p.next_k() == 8
+    p.rate, p.draft_cost = 0.3, 0.5  # a drafter that costs half a step per token
+    assert p.best_k(8)[1] < 1.0  # does not pay at any k
+
+
+def test_zero_acceptance_switches_off_then_a_probe_brings_it_back():
+    p = DraftPolicy(k_max=4, k=4, cost=LINEAR, probe_every=5, max_probe_every=20, k_probe=2)
+    for _ in range(30):
+        p.update(p.next_k(), 0)
+        if p.off:
+            break
+    assert p.off and p.switched_off == 1
+    # Off: plain steps, then a probe.
+    ks = [p.next_k() for _ in range(6)]
+    assert ks == [0] * 5 + [2]
+    p.update(2, 0)  # the probe finds nothing: wait twice as long
+    assert p.off and [p.next_k() for _ in range(11)] == [0] * 10 + [2]
+    p.update(2, 2)  # the probe is fully accepted: drafting is back
+    assert not p.off and p.next_k() >= 2
+    for _ in range(10):
+        k = p.next_k()
+        p.update(k, k)
+    assert p.next_k() == 4 and p.probe_every == 5
+
+
+def test_a_probe_without_proposals_stays_pending():
+    p = DraftPolicy(k_max=4, cost=LINEAR, probe_every=2, k_probe=3)
+    p.rate = 0.0
+    p.update(1, 0)
+    assert p.off
+    assert [p.next_k() for _ in range(3)] == [0, 0, 3]
+    p.update(0, 0)  # the drafter had nothing: the probe is still due
+    assert p.next_k() == 3
+
+
+def test_fixed_policy():
+    p = DraftPolicy(k=3, k_max=3, adaptive=False, cost=LINEAR, draft_cost=5.0)
+    for _ in range(5):
+        p.update(3, 0)
+    assert p.next_k() == 3 and not p.off
+
+
+def test_for_backend_takes_costs(tiny):
+    be = tiny.backend
+    assert be.step_costs and be.step_costs[1] == 1.0
+    p = DraftPolicy.for_backend(be, NgramDrafter())
+    assert p.cost(2) == pytest.approx(be.step_costs[2] / be.step_costs[1])
+    assert p.draft_cost == 0.0
+
+
+def test_measure_step_costs(tiny):
+    t = measure_step_costs(tiny.backend, Ts=(1, 2, 5), context=16, reps=2)
+    assert set(t) == {1, 2, 5} and all(v > 0 for v in t.values())
+    assert StepCost(t)(5) > 0
+
+
+# ---- in the backend's speculative loop ------------------------------------------------------
+
+class ScriptedDrafter(Drafter):
+    """Drafts from a known output: wrong tokens while the sequence is shorter than
+    `right_from`, the true continuation after (an oracle that becomes right midway)."""
+
+    def __init__(self, prompt_len: int, output: list[int], right_from: int, vocab: int):
+        super().__init__()
+        self.p, self.out, self.right_from, self.vocab = prompt_len, output, right_from, vocab
+
+    def propose(self, history: list[int], k: int) -> list[int]:
+        j = len(history) - self.p  # output tokens so far
+        true = self.out[j:j + k]
+        if j < self.right_from:
+            return [(t + 1) % self.vocab for t in true]
+        return true
+
+
+def _decode(eng, ids, max_new, drafter=None):
+    be = eng.backend
+    cache = be.new_cache()
+    logits = be.prefill(cache, ids, 0)
+    kw = {} if drafter is None else {"drafter": drafter, "history": ids}
+    return list(be.decode(cache, logits, len(ids), SamplingParams(temperature=0.0), frozenset(),
+                          max_new, **kw))
+
+
+def test_backend_switches_off_and_back_on(tiny):
+    ids = tiny.tokenizer.encode("Agents call tools, read files, and write them back")
+    plain = _decode(tiny, ids, 80)
+    d = ScriptedDrafter(len(ids), plain, 30, tiny.config.vocab_size)
+    d.policy = DraftPolicy(k_max=4, k=4, cost=LINEAR, probe_every=4)
+    ks = []
+    orig = d.policy.next_k
+
+    def spy():
+        k = orig()
+        ks.append(k)
+        return k
+
+    d.policy.next_k = spy
+    assert _decode(tiny, ids, 80, d) == plain  # lossless whatever the policy does
+    assert d.policy.switched_off >= 1 and 0 in ks  # off while the drafts were wrong
+    assert ks[-1] == 4 and not d.policy.off  # back on, at k_max, once they were right
+    assert d.accepted > 20
+
+
+@pytest.mark.parametrize("text", ["0123456789 0123456789 0123456789 0123",
+                                  "The quick brown fox jumps over the lazy dog."])
+@pytest.mark.parametrize("policy", [dict(k_max=8, k=8), dict(k_max=2, k=1, min_gain=1.3),
+                                    dict(k_max=3, k=3, adaptive=False)])
+def test_greedy_unchanged_with_policy(tiny, text, policy):
+    ids = tiny.tokenizer.encode(text)
+    d = NgramDrafter()
+    d.policy = DraftPolicy(cost=LINEAR, **policy)
+    assert _decode(tiny, ids, 50, d) == _decode(tiny, ids, 50)
