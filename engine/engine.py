@@ -49,6 +49,16 @@ class GenerationResult:
     decode_s: float = 0.0  # first token -> last token
     timings: dict[str, float] = field(default_factory=dict)
     logprobs: list[TokenLogprob] | None = None  # per generated token, when asked for
+    # speculative decoding (an engine with a drafter): verification steps that carried drafts,
+    # draft tokens verified, and how many of them were accepted
+    draft_steps: int = 0
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
+
+    @property
+    def accepted_draft_length(self) -> float:
+        """Mean accepted draft tokens per verification step (0 without a drafter)."""
+        return self.accepted_draft_tokens / self.draft_steps if self.draft_steps else 0.0
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -205,8 +215,10 @@ class Engine:
         text: list[str] = []
         finish, stop_by, t_first = "length", None, None
         kw: dict[str, Any] = {} if automaton is None else {"automaton": automaton}
-        if self.drafter is not None:
-            kw.update(drafter=self.drafter, history=ids)
+        drafter = self.drafter
+        if drafter is not None:
+            kw.update(drafter=drafter, history=ids)
+            drafted0 = (drafter.steps, drafter.drafted, drafter.accepted)  # its running counts
         lps: list[TokenLogprob] | None = None if logprobs is None else []
         if lps is not None:
             kw["logprobs"] = logprobs  # the backend yields TokenLogprobs
@@ -252,5 +264,9 @@ class Engine:
                 stop=stop_by, ttft_s=(t_first or t_end) - t0, decode_s=t_end - (t_first or t_end),
                 logprobs=lps,
             )
+            if drafter is not None:
+                g.result.draft_steps = drafter.steps - drafted0[0]
+                g.result.draft_tokens = drafter.drafted - drafted0[1]
+                g.result.accepted_draft_tokens = drafter.accepted - drafted0[2]
             if drop_after:
                 self.sessions.drop(sess.id)

@@ -81,6 +81,7 @@ class Delta:
     completion_tokens: int = 0
     cached_tokens: int = 0
     accepted: int = 0  # accepted draft tokens (speculative decoding), where reported
+    draft_length: float = 0.0  # mean accepted drafts per verification step (direct path)
     result: Any = None  # the engine's GenerationResult (direct path)
 
 
@@ -121,9 +122,10 @@ class Agent:
         self.settings = dict(settings or {})
 
     async def run(self, task: str, **kw: Any) -> RunResult:
-        async for ev in self.run_stream(task, **kw):
-            if isinstance(ev, RunFinished):
-                return ev.result
+        async with aclosing(self.run_stream(task, **kw)) as events:
+            async for ev in events:
+                if isinstance(ev, RunFinished):
+                    return ev.result
         raise AssertionError("run_stream ended without RunFinished")
 
     def _format(self) -> dict:
@@ -139,94 +141,101 @@ class Agent:
                          session: str | None = None) -> AsyncIterator[Any]:
         """Yields TextDelta / ToolCallStarted / ToolResult / TurnFinished per turn, then
         RunFinished. `first_tool_choice` overrides tool_choice on the first turn ("required")."""
+        own = session is None  # a session made here is released at the end of the run
         session = session or f"agent-{uuid.uuid4().hex}"
         messages: list[dict] = ([{"role": "system", "content": self.instructions}]
                                 if self.instructions else [])
         messages.append({"role": "user", "content": task})
         usage, trace = Usage(), Trace()
         final_format = False  # set when the text answer must be redone as structured output
-        for turn in range(1, self.max_turns + 2):
-            if turn > self.max_turns and not final_format:
-                raise MaxTurnsExceeded(self.max_turns, RunResult(None, messages, usage,
-                                                                 turn - 1, trace))
-            kw: dict[str, Any] = {}
-            if self.tools and not final_format:
-                kw["tools"] = self.tool_specs
-                kw["tool_choice"] = (first_tool_choice or "auto") if turn == 1 else "auto"
-            if self.output_type is not None and (final_format or not self.tools):
-                kw["response_format"] = self._format()
-            tt = TurnTrace(turn)
-            text: list[str] = []
-            calls: dict[int, dict] = {}
-            t0 = time.perf_counter()
-            async with aclosing(self._model_turn(messages, session, kw)) as deltas:
-                async for d in deltas:
-                    if d.kind == "usage":
-                        tt.prompt_tokens, tt.completion_tokens = (d.prompt_tokens,
-                                                                  d.completion_tokens)
-                        tt.cached_tokens = d.cached_tokens
-                        tt.accepted_draft_tokens = d.accepted
-                        continue
-                    if not tt.ttft_s:
-                        tt.ttft_s = time.perf_counter() - t0
-                    if d.kind == "text":
-                        text.append(d.text)
-                        yield TextDelta(turn, d.text)
-                    else:
-                        c = calls.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
-                        c["id"] = d.id or c["id"]
-                        c["name"] += d.name
-                        c["arguments"] += d.text
-            tt.model_s = time.perf_counter() - t0
-            usage.prompt_tokens += tt.prompt_tokens
-            usage.completion_tokens += tt.completion_tokens
-            usage.cached_tokens += tt.cached_tokens
-            content = "".join(text)
-            if calls:
-                ordered = [calls[i] for i in sorted(calls)]
-                for c in ordered:
-                    c["id"] = c["id"] or f"call_{uuid.uuid4().hex[:12]}"
-                messages.append({"role": "assistant", "content": content or None, "tool_calls": [
-                    {"id": c["id"], "type": "function",
-                     "function": {"name": c["name"], "arguments": c["arguments"]}}
-                    for c in ordered]})
-                for c in ordered:
-                    yield ToolCallStarted(turn, c["id"], c["name"], c["arguments"])
-                t1 = time.perf_counter()
-                outs: list[str] = [""] * len(ordered)
-                # each result is yielded as its tool finishes; the messages keep call order
-                async with aclosing(self._tool_results(ordered)) as results:
-                    async for i, out, ok, secs in results:
-                        outs[i] = out
-                        yield ToolResult(turn, ordered[i]["id"], ordered[i]["name"], out, ok,
-                                         secs)
-                tt.tool_s = time.perf_counter() - t1
-                for c, out in zip(ordered, outs, strict=True):
-                    messages.append({"role": "tool", "tool_call_id": c["id"], "content": out})
-            tt.total_s = time.perf_counter() - t0
-            trace.turns.append(tt)
-            yield TurnFinished(turn, tt, len(calls))
-            if calls:
-                continue
-            if self.output_type is not None and self.tools and not final_format:
-                final_format = True  # ask again, from the same prefix, for the structured answer
-                continue
-            messages.append({"role": "assistant", "content": content})
-            output = (self.output_type.model_validate_json(content)
-                      if self.output_type is not None else content)
-            result = RunResult(output, messages, usage, turn, trace)
-            yield RunFinished(result, output)
-            return
+        try:
+            for turn in range(1, self.max_turns + 2):
+                if turn > self.max_turns and not final_format:
+                    raise MaxTurnsExceeded(self.max_turns, RunResult(None, messages, usage,
+                                                                     turn - 1, trace))
+                kw: dict[str, Any] = {}
+                if self.tools and not final_format:
+                    kw["tools"] = self.tool_specs
+                    kw["tool_choice"] = (first_tool_choice or "auto") if turn == 1 else "auto"
+                if self.output_type is not None and (final_format or not self.tools):
+                    kw["response_format"] = self._format()
+                tt = TurnTrace(turn)
+                text: list[str] = []
+                calls: dict[int, dict] = {}
+                t0 = time.perf_counter()
+                async with aclosing(self._model_turn(messages, session, kw)) as deltas:
+                    async for d in deltas:
+                        if d.kind == "usage":
+                            tt.prompt_tokens, tt.completion_tokens = (d.prompt_tokens,
+                                                                      d.completion_tokens)
+                            tt.cached_tokens = d.cached_tokens
+                            tt.accepted_draft_tokens = d.accepted
+                            tt.accepted_draft_length = d.draft_length
+                            continue
+                        if not tt.ttft_s:
+                            tt.ttft_s = time.perf_counter() - t0
+                        if d.kind == "text":
+                            text.append(d.text)
+                            yield TextDelta(turn, d.text)
+                        else:
+                            c = calls.setdefault(d.index, {"id": "", "name": "", "arguments": ""})
+                            c["id"] = d.id or c["id"]
+                            c["name"] += d.name
+                            c["arguments"] += d.text
+                tt.model_s = time.perf_counter() - t0
+                usage.prompt_tokens += tt.prompt_tokens
+                usage.completion_tokens += tt.completion_tokens
+                usage.cached_tokens += tt.cached_tokens
+                content = "".join(text)
+                if calls:
+                    ordered = [calls[i] for i in sorted(calls)]
+                    for c in ordered:
+                        c["id"] = c["id"] or f"call_{uuid.uuid4().hex[:12]}"
+                    messages.append({"role": "assistant", "content": content or None,
+                                     "tool_calls": [
+                        {"id": c["id"], "type": "function",
+                         "function": {"name": c["name"], "arguments": c["arguments"]}}
+                        for c in ordered]})
+                    for c in ordered:
+                        yield ToolCallStarted(turn, c["id"], c["name"], c["arguments"])
+                    t1 = time.perf_counter()
+                    outs: list[str] = [""] * len(ordered)
+                    # each result is yielded as its tool finishes; the messages keep call order
+                    async with aclosing(self._tool_results(ordered)) as results:
+                        async for i, out, ok, secs in results:
+                            outs[i] = out
+                            yield ToolResult(turn, ordered[i]["id"], ordered[i]["name"], out, ok,
+                                             secs)
+                    tt.tool_s = time.perf_counter() - t1
+                    for c, out in zip(ordered, outs, strict=True):
+                        messages.append({"role": "tool", "tool_call_id": c["id"], "content": out})
+                tt.total_s = time.perf_counter() - t0
+                trace.turns.append(tt)
+                yield TurnFinished(turn, tt, len(calls))
+                if calls:
+                    continue
+                if self.output_type is not None and self.tools and not final_format:
+                    final_format = True  # ask again, same prefix, for the structured answer
+                    continue
+                messages.append({"role": "assistant", "content": content})
+                output = (self.output_type.model_validate_json(content)
+                          if self.output_type is not None else content)
+                result = RunResult(output, messages, usage, turn, trace)
+                yield RunFinished(result, output)
+                return
+        finally:
+            if own and self.engine_chat is not None:
+                self.engine_chat.release(session)  # its KV cache goes to the next run
 
-    async def _model_turn(self, messages: list[dict], session: str, kw: dict
-                          ) -> AsyncIterator[Any]:
-        """One model turn as Deltas (text, call, args, then usage), from either backend."""
+    def _model_turn(self, messages: list[dict], session: str, kw: dict) -> AsyncIterator[Any]:
+        """One model turn as Deltas (text, call, args, then usage), from either backend;
+        closing it early cancels the generation."""
         if self.engine_chat is not None:
-            async with aclosing(self.engine_chat.turn(messages, session=session, **kw,
-                                                      **self.settings)) as deltas:
-                async for d in deltas:  # closing it early cancels the generation
-                    yield d
-            return
+            return self.engine_chat.turn(messages, session=session, **kw, **self.settings)
+        return self._client_turn(messages, session, kw)
+
+    async def _client_turn(self, messages: list[dict], session: str, kw: dict
+                           ) -> AsyncIterator[Any]:
         stream = await self.client.chat.completions.create(
             **self.settings, **kw, model=self.model, messages=messages, stream=True,
             stream_options={"include_usage": True}, user=session,

@@ -16,7 +16,8 @@ read_file + shell (one turn, two concurrent calls), run_tests, edit, run_tests, 
 Per turn: prefill = the engine's time to first token (prefill + first sample), decode = first
 to last token, tool = the turn's tool calls (run concurrently; wall), wall = from the end of
 the previous turn (or the start of the run) to the end of this one, host = wall - prefill -
-decode - tool. A warm-up run first (constraint compilation, allocator), then gc.freeze() (a
+decode - tool. A warm-up run first (constraint compilation, the template's append-only probe,
+the KV cache that each run's new session then takes over from the last), then gc.freeze() (a
 long-running agent process should do the same once it has loaded its model: a full garbage
 collection over the ~200k objects of torch, the model and the server takes ~80 ms), then
 `--runs` measured runs; the table shows the last run, the JSON has all.
@@ -25,7 +26,6 @@ collection over the ~200k objects of torch, the model and the server takes ~80 m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import platform
@@ -63,17 +63,21 @@ SCRIPT = [
 
 class ReplayEngine:
     """An Engine whose generations are forced to the next scripted text (a `choice`
-    constraint: the model runs, the output is fixed). Everything else is the wrapped engine's;
-    `results` collects each generation's GenerationResult (prefill / decode timings)."""
+    constraint, greedy: the model runs, the output is fixed; the agent's sampling settings are
+    replaced by these, built once). Everything else is the wrapped engine's; `results` collects
+    each generation's GenerationResult (prefill / decode timings)."""
 
     def __init__(self, engine: Any, script: list[str]):
+        from agentfast.engine import SamplingParams
         from agentfast.engine.constraints import choice, compile
 
         self._engine, self.script = engine, list(script)
-        self.constraints = [choice([t]) for t in script]
-        self.lengths = [len(engine.tokenizer.encode(t, add_special=False)) for t in script]
-        for c in self.constraints:  # compile now, not inside the measured generation
-            compile(c, engine.tokenizer, tuple(engine.eos_ids))
+        self.params = []
+        for t in script:
+            c = choice([t])
+            compile(c, engine.tokenizer, tuple(engine.eos_ids))  # now, not in the measured run
+            n = len(engine.tokenizer.encode(t, add_special=False))
+            self.params.append(SamplingParams(max_tokens=n + 16, temperature=0.0, constraint=c))
         self.generations: list[Any] = []
         self.started: list[float] = []  # perf_counter when the scheduler asked for each one
         self.next = 0
@@ -87,10 +91,8 @@ class ReplayEngine:
     def stream(self, prompt: Any, params: Any = None, session: str | None = None,
                **kw: Any) -> Any:
         assert self.next < len(self.script), "the agent asked for more turns than scripted"
-        c, n = self.constraints[self.next], self.lengths[self.next]
+        params = self.params[self.next]
         self.next += 1
-        params = dataclasses.replace(params, constraint=c, temperature=0.0, max_tokens=n + 16,
-                                     stop=(), ignore_eos=False)
         self.started.append(time.perf_counter())
         g = self._engine.stream(prompt, params, session, **kw)
         self.generations.append(g)
@@ -102,41 +104,42 @@ class ReplayEngine:
 
 
 async def run_once(agent: Any, engine: ReplayEngine, workdir: Path) -> list[dict]:
-    """One replayed session in a fresh copy of the repo; per-turn rows."""
+    """One replayed session in a fresh copy of the repo; per-turn rows (computed after the run:
+    during it, each turn's end is only timestamped)."""
     from .events import RunFinished, ToolResult, TurnFinished
 
     for name, text in REPO.items():
         (workdir / name).write_text(text)
     engine.rewind()
-    rows: list[dict] = []
+    ends: list[tuple[TurnFinished, float]] = []
     ok_tools: list[bool] = []
-    last = time.perf_counter()
-    async for ev in agent.run_stream(TASK, session=f"bench-{time.monotonic_ns()}"):
-        if isinstance(ev, ToolResult):
+    start = time.perf_counter()
+    async for ev in agent.run_stream(TASK):  # a new session, released at the end of the run
+        if isinstance(ev, TurnFinished):
+            ends.append((ev, time.perf_counter()))
+        elif isinstance(ev, ToolResult):
             ok_tools.append(ev.ok)
-        elif isinstance(ev, TurnFinished):
-            now = time.perf_counter()
-            r = engine.results[ev.turn - 1]
-            tt = ev.trace
-            wall = now - last
-            pre = engine.started[ev.turn - 1] - last
-            last = now
-            model = r.ttft_s + r.decode_s
-            rows.append({
-                "turn": ev.turn, "tool_calls": ev.tool_calls, "prompt_tokens": r.prompt_tokens,
-                "prefilled_tokens": r.prefilled_tokens, "reused_tokens": r.reused_tokens,
-                "output_tokens": len(r.token_ids), "prefill_ms": r.ttft_s * 1e3,
-                "decode_ms": r.decode_s * 1e3, "tool_ms": tt.tool_s * 1e3, "wall_ms": wall * 1e3,
-                "host_ms": (wall - model - tt.tool_s) * 1e3,
-                # host before the engine starts (prompt rendering, tokenizing, queueing) and
-                # after it ends (parsing, tool dispatch, appending results)
-                "host_pre_ms": pre * 1e3, "host_post_ms": (wall - model - tt.tool_s - pre) * 1e3,
-                "client_model_ms": tt.model_s * 1e3,  # request sent -> last chunk, client side
-            })
         elif isinstance(ev, RunFinished):
             assert ev.result.turns == len(SCRIPT), "the replay went off script"
     assert all(ok_tools), "a scripted tool call failed"
     assert "return a + b" in (workdir / "calc.py").read_text(), "the scripted edit was lost"
+    rows: list[dict] = []
+    last = start
+    for (ev, now), r, started in zip(ends, engine.results, engine.started, strict=True):
+        tt = ev.trace
+        wall, pre, model = now - last, started - last, r.ttft_s + r.decode_s
+        last = now
+        rows.append({
+            "turn": ev.turn, "tool_calls": ev.tool_calls, "prompt_tokens": r.prompt_tokens,
+            "prefilled_tokens": r.prefilled_tokens, "reused_tokens": r.reused_tokens,
+            "output_tokens": len(r.token_ids), "prefill_ms": r.ttft_s * 1e3,
+            "decode_ms": r.decode_s * 1e3, "tool_ms": tt.tool_s * 1e3, "wall_ms": wall * 1e3,
+            "host_ms": (wall - model - tt.tool_s) * 1e3,
+            # host before the engine starts (prompt rendering, tokenizing, queueing) and
+            # after it ends (parsing, tool dispatch, appending results)
+            "host_pre_ms": pre * 1e3, "host_post_ms": (wall - model - tt.tool_s - pre) * 1e3,
+            "client_model_ms": tt.model_s * 1e3,  # request sent -> last chunk, client side
+        })
     return rows
 
 

@@ -4,11 +4,12 @@ parser and scheduler (one generation at a time per engine, shared with any serve
 no HTTP, JSON, server-sent events or `openai` client objects in between.
 
 What it saves per turn is host time: the openai client's request transform and per-chunk
-pydantic objects, the ASGI round trip, and above all the tool grammar, which the server builds
-again from the tool schemas on every request (tens of ms) and which is built here once per
-(tools, tool_choice). The output is the same as through `agentfast.AsyncOpenAI`: same prompt
-tokens, same constraint, same parser. Errors in the request (context overflow, a bad schema)
-raise `APIError` from `agentfast.server.protocol`.
+pydantic objects, the ASGI round trip, the tool grammar, which the server builds again from
+the tool schemas on every request (tens of ms) and which is built here once per (tools,
+tool_choice), and the whole-conversation rendering: only the messages appended since the last
+turn are converted, rendered and tokenized (`prompt.ChatPrompts`). The output is the same as
+through `agentfast.AsyncOpenAI`: same prompt tokens, same constraint, same parser. Errors in
+the request (context overflow, a bad schema) raise `APIError` from `agentfast.server.protocol`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agentfast.server.chat import (
-    PromptCache,
-    build_prompt,
-    session_id,
-    template_formats,
-    to_template,
-)
+from agentfast.engine import GenerationResult, SamplingParams
+from agentfast.server.chat import template_formats
 from agentfast.server.params import (
     DEFAULT_TEMPERATURE,
     constraint_for,
@@ -31,12 +27,13 @@ from agentfast.server.params import (
     precompile,
     stops_of,
 )
-from agentfast.server.protocol import Message, ResponseFormat
-from agentfast.server.scheduler import Done, Step, Work, scheduler_for
+from agentfast.server.protocol import ResponseFormat
+from agentfast.server.scheduler import Work, scheduler_for
 from agentfast.server.streaming import turn
 from agentfast.server.tool_parser import ToolParser
 
 from .agent import Delta
+from .prompt import ChatPrompts
 
 SETTINGS = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop",
             "parallel_tool_calls"}
@@ -49,50 +46,17 @@ class EngineChat:
     def __init__(self, engine: Any):
         self.engine = engine
         self.scheduler = scheduler_for(engine)
-        self.prompts = PromptCache()
-        self.native, self.formats = template_formats(engine.tokenizer.chat_template)
+        self.prompts = ChatPrompts(engine.tokenizer)  # rendered and tokenized incrementally
+        _, self.formats = template_formats(engine.tokenizer.chat_template)
         self._constraints: dict[tuple, Any] = {}
         self._by_id: dict[tuple, tuple[Any, Any, Any]] = {}
-        self._heads: dict[str, list[int]] = {}  # rendered head (system + tools) -> its tokens
-        self._converted: dict[str, tuple[list[dict], list[Message]]] = {}
+        self._sampling: dict[tuple, SamplingParams] = {}
 
-    def _messages(self, session: str, messages: list[dict]) -> list[Message]:
-        """The protocol messages, converting only those appended since the last turn."""
-        seen, out = self._converted.get(session, ([], []))
-        n = len(seen)
-        if n > len(messages) or any(a is not b for a, b in zip(seen, messages[:n],
-                                                                strict=False)):
-            seen, out, n = [], [], 0
-        for m in messages[n:]:
-            seen.append(m)
-            out.append(Message.model_validate(m))
-        self._converted[session] = (seen, out)
-        while len(self._converted) > 64:  # the oldest sessions go
-            del self._converted[next(iter(self._converted))]
-        return out
-
-    def _seed(self, session: str, messages: list[Message], tools: list[dict] | None) -> None:
-        """A new session starts from the tokens of its head (the messages before the first
-        user message, with the tool prompt), tokenized once per agent: the first turn then
-        tokenizes only the task. The prompt cache checks that the head is a prefix of the
-        rendered prompt, so a template for which it is not falls back to a full encode."""
-        head = []
-        for m in messages:
-            if m.role == "user":
-                break
-            head.append(m)
-        rendered = to_template(head, tools, self.native)
-        if not rendered:
-            return
-        tok = self.engine.tokenizer
-        text = tok.render_chat(rendered, add_generation_prompt=False,
-                               tools=tools if self.native and tools else None)
-        ids = self._heads.get(text)
-        if ids is None:
-            if len(self._heads) >= 16:
-                self._heads.clear()
-            ids = self._heads[text] = tok.encode_rendered(text)
-        self.prompts.remember(session_id([], None, None, session), text, ids)
+    def release(self, session: str) -> None:
+        """Forget a finished session: its prompt state here and its KV cache in the engine
+        (which keeps the cache's memory for the next new session)."""
+        self.prompts.release(session)
+        self.engine.sessions.drop(f"h:{session}")
 
     def _constraint(self, tools: list[dict] | None, tool_choice: Any,
                     response_format: dict | None, parallel: bool) -> tuple[Any, str]:
@@ -118,45 +82,49 @@ class EngineChat:
         self._by_id[fast] = (tools, response_format, c)  # holding them keeps the ids valid
         return c
 
+    def _params(self, *key: Any) -> SamplingParams:
+        """SamplingParams(max_tokens, temperature, top_p, seed, stop, constraint), built once
+        per distinct value (an agent's turns mostly repeat one)."""
+        p = self._sampling.get(key)
+        if p is None:
+            max_tokens, temperature, top_p, seed, stop, constraint = key
+            if len(self._sampling) >= 64:
+                self._sampling.clear()
+            p = self._sampling[key] = SamplingParams(
+                max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                stop=stop, **({"constraint": constraint} if constraint is not None else {}))
+        return p
+
     async def turn(self, messages: list[dict], *, session: str, tools: list[dict] | None = None,
                    tool_choice: Any = None, response_format: dict | None = None,
                    **settings: Any) -> AsyncIterator[Delta]:
         """One model turn: Delta(text | call | args)*, then Delta(usage)."""
         unknown = set(settings) - SETTINGS
         assert not unknown, f"settings not supported on an engine: {sorted(unknown)}"
-        eng, tok = self.engine, self.engine.tokenizer
+        eng = self.engine
         parallel = settings.get("parallel_tool_calls") is not False
         constraint, _ = self._constraint(tools, tool_choice, response_format, parallel)
         mode = _tool_choice(tool_choice)[0]
-        new = session not in self._converted
-        msgs = self._messages(session, messages)
-        if new:
-            self._seed(session, msgs, tools)
-        prompt = build_prompt(tok, self.prompts, msgs, tools or None, None, session)
+        prompt = self.prompts.build(session, messages, tools or None)
         requested = settings.get("max_completion_tokens") or settings.get("max_tokens")
         max_new = max_new_tokens(requested, "max_tokens", len(prompt.ids), eng.max_context)
         parse_tools = bool(tools) and mode != "none"
         stops = stops_of(settings.get("stop")) + (
             ("</tool_call>",) if parse_tools and not parallel else ())
-        from agentfast.engine import SamplingParams
-
         temperature = settings.get("temperature")
-        params = SamplingParams(
-            max_tokens=max_new, temperature=DEFAULT_TEMPERATURE if temperature is None
-            else temperature, top_p=settings.get("top_p") or 1.0, seed=settings.get("seed"),
-            stop=stops, **({"constraint": constraint} if constraint is not None else {}))
+        params = self._params(max_new, DEFAULT_TEMPERATURE if temperature is None
+                              else temperature, settings.get("top_p") or 1.0,
+                              settings.get("seed"), stops, constraint)
+
+        def remember(r: GenerationResult) -> None:  # on the engine's thread, before Done
+            if r.finish_reason != "cancelled":  # (the consumer left: nothing comes back)
+                self.prompts.after(prompt, r.token_ids, r.stop)
+
+        job = self.scheduler.submit(Work(ids=prompt.ids, params=params, session=prompt.session,
+                                         on_done=remember), None)
         parser = ToolParser(self.formats, parallel) if parse_tools else None
-        job = self.scheduler.submit(Work(ids=prompt.ids, params=params, session=prompt.session),
-                                    None)
-
-        async def steps() -> AsyncIterator[Step | Done]:
-            async for s in job.events():
-                if isinstance(s, Done):
-                    self.prompts.after(tok, prompt, s.result.token_ids, s.result.stop)
-                yield s
-
         try:
-            async for ev in turn(steps(), parser):
+            async for ev in turn(job.events(), parser):
                 if ev.kind == "content":
                     if ev.text:
                         yield Delta("text", ev.text)
@@ -169,7 +137,8 @@ class EngineChat:
                     completion = len(r.token_ids) + (1 if isinstance(r.stop, int) else 0)
                     yield Delta("usage", prompt_tokens=r.prompt_tokens,
                                 completion_tokens=completion, cached_tokens=r.reused_tokens,
-                                result=r)
+                                accepted=r.accepted_draft_tokens,
+                                draft_length=r.accepted_draft_length, result=r)
         finally:
             job.cancel()  # a no-op once done; stops the engine if the consumer left early
 

@@ -1,7 +1,8 @@
 """Per-turn timings of an agent run, measured on the client side of the in-process OpenAI API:
 time to first token, decode speed, prefilled vs reused prompt tokens (the server reports reused
-ones as usage.prompt_tokens_details.cached_tokens), accepted draft tokens (reported as
-usage.completion_tokens_details.accepted_prediction_tokens), tool time and what is left (host
+ones as usage.prompt_tokens_details.cached_tokens), accepted draft tokens of speculative
+decoding (reported as usage.completion_tokens_details.accepted_prediction_tokens) and, on an
+engine driven directly, the mean accepted per verification step, tool time and what is left (host
 overhead, which here includes the server's own work; `python -m agentfast.agent.bench` splits
 the engine's prefill and decode time from it).
 Knows nothing of the engine's internals."""
@@ -18,7 +19,10 @@ class TurnTrace:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # reused from the session's KV cache
     completion_tokens: int = 0
-    accepted_draft_tokens: int = 0  # speculative decoding: drafted tokens kept (server-reported)
+    accepted_draft_tokens: int = 0  # speculative decoding: drafted tokens kept
+    # mean accepted drafts per verification step (an Engine driven directly; a client's usage
+    # has only the count, so 0 there)
+    accepted_draft_length: float = 0.0
     ttft_s: float = 0.0  # request sent -> first streamed token
     model_s: float = 0.0  # request sent -> last chunk
     tool_s: float = 0.0  # wall time of this turn's tool calls (they run concurrently)
@@ -47,11 +51,13 @@ class Trace:
     turns: list[TurnTrace] = field(default_factory=list)
 
     def summary(self) -> str:
-        rows = ["turn  ttft_ms  decode_tok/s  prefilled  reused  out  drafted  tool_ms  host_ms"]
+        rows = ["turn  ttft_ms  decode_tok/s  prefilled  reused  out  accepted  acc/step  "
+                "tool_ms  host_ms"]
         for t in self.turns:
             rows.append(f"{t.turn:>4}  {t.ttft_s * 1e3:7.1f}  {t.decode_tps:12.1f}  "
                         f"{t.prefilled_tokens:9d}  {t.cached_tokens:6d}  "
-                        f"{t.completion_tokens:3d}  {t.accepted_draft_tokens:7d}  "
+                        f"{t.completion_tokens:3d}  {t.accepted_draft_tokens:8d}  "
+                        f"{t.accepted_draft_length:8.2f}  "
                         f"{t.tool_s * 1e3:7.1f}  {t.host_s * 1e3:7.1f}")
         total = sum(t.total_s for t in self.turns)
         rows.append(f"{len(self.turns)} turns, {total:.3f} s")

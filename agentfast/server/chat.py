@@ -85,16 +85,36 @@ def _arguments(raw: str, where: str) -> Any:
 def to_template(messages: list[Message], tools: list[dict] | None, native: bool) -> list[dict]:
     """OpenAI messages -> the dicts the chat template reads."""
     check_tool_messages(messages)
+    out = template_messages(messages, native)
+    if tools and not native:
+        desc = tool_prompt(tools)
+        if out and out[0]["role"] == "system":
+            out[0]["content"] = out[0]["content"] + "\n\n" + desc
+        else:
+            out.insert(0, {"role": "system", "content": desc})
+    return out
+
+
+def tool_prompt(tools: list[dict]) -> str:
+    """The Hermes-style system prompt that describes `tools` to a template without them."""
+    return TOOL_SYSTEM.format(tools="\n".join(json.dumps(t) for t in tools))
+
+
+def template_messages(messages: list[Message], native: bool, offset: int = 0) -> list[dict]:
+    """The template dicts of `messages`, unchecked and without the tool prompt (to_template
+    adds both). Consecutive tool messages become one user message when not `native`.
+    `offset`: the index of messages[0] in the conversation (for error messages)."""
     out: list[dict[str, Any]] = []
-    for i, m in enumerate(messages):
+    for j, m in enumerate(messages):
+        i = offset + j
         text = text_of(m, i)
         role = "system" if m.role == "developer" else m.role
         if role == "assistant" and m.tool_calls:
             if native:
                 calls = [{"id": c.id, "type": "function", "function": {
                     "name": c.function.name, "arguments": _arguments(
-                        c.function.arguments, f"messages[{i}].tool_calls[{j}].function.arguments"
-                    )}} for j, c in enumerate(m.tool_calls)]
+                        c.function.arguments, f"messages[{i}].tool_calls[{k}].function.arguments"
+                    )}} for k, c in enumerate(m.tool_calls)]
                 out.append({"role": "assistant", "content": text, "tool_calls": calls})
             else:
                 body = "\n".join(hermes_call(c.function.name, c.function.arguments or "{}")
@@ -113,12 +133,6 @@ def to_template(messages: list[Message], tools: list[dict] | None, native: bool)
             out.append({"role": role, "content": text})
     for d in out:
         d.pop("_tool", None)
-    if tools and not native:
-        desc = TOOL_SYSTEM.format(tools="\n".join(json.dumps(t) for t in tools))
-        if out and out[0]["role"] == "system":
-            out[0]["content"] = out[0]["content"] + "\n\n" + desc
-        else:
-            out.insert(0, {"role": "system", "content": desc})
     return out
 
 
@@ -161,6 +175,13 @@ class PromptCache:
         if hit and text.startswith(hit[0]) and len(text) > len(hit[0]):
             return hit[1] + tok.encode(text[len(hit[0]):], add_special=False)
         return tok.encode_rendered(text)
+
+    def __contains__(self, session: str) -> bool:
+        return session in self._d
+
+    def forget(self, session: str) -> None:
+        with self._lock:
+            self._d.pop(session, None)
 
     def remember(self, session: str, text: str, ids: list[int]) -> None:
         with self._lock:

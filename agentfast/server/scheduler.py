@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from agentfast.engine import Engine, GenerationResult, SamplingParams
@@ -34,6 +34,9 @@ class Work:
     params: SamplingParams
     session: str
     top_logprobs: int | None = None  # None: no logprobs; n >= 0: with n alternatives
+    # called on the worker thread with the result, before Done is posted (the requester's
+    # bookkeeping, done while the tokenizer is warm there, not after a thread hop)
+    on_done: Callable[[GenerationResult], None] | None = None
 
 
 @dataclass
@@ -87,7 +90,7 @@ class Scheduler:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.metrics = Metrics(getattr(engine, "drafter", None))
-        self._q: queue.Queue[Job | None] = queue.Queue()
+        self._q: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -156,6 +159,8 @@ class Scheduler:
             job.post(job.timed_out())
         else:
             assert r is not None
+            if w.on_done is not None:
+                w.on_done(r)
             job.post(Done(r))
 
 

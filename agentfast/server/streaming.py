@@ -36,8 +36,14 @@ class TurnEvent:
 
 
 def usage_of(r: GenerationResult) -> Usage:
+    """Usage; with a drafter, its verified draft tokens as accepted / rejected predictions."""
     completion = len(r.token_ids) + (1 if isinstance(r.stop, int) else 0)
-    return Usage.of(r.prompt_tokens, completion, r.reused_tokens)
+    u = Usage.of(r.prompt_tokens, completion, r.reused_tokens)
+    if r.draft_tokens:
+        d = u.completion_tokens_details
+        d.accepted_prediction_tokens = r.accepted_draft_tokens
+        d.rejected_prediction_tokens = r.draft_tokens - r.accepted_draft_tokens
+    return u
 
 
 async def turn(steps: AsyncIterator[Step | Done], parser: ToolParser | None
