@@ -6,9 +6,9 @@ power of two >= 16 for tl.dot (as kernels/attention.py pads the group). Keys [lo
 cut into `S` chunks of whole BT blocks, computed from pos on the device (as attention.py), so
 splits past the live range exit at once. Before waiting for QKV a tile requests what does not
 depend on it: the first block of its chunk's cached keys and values (positions < pos, written
-in earlier steps) and the new positions' RoPE rows. After the wait it applies the Qwen3 q/k
-RMSNorm and RoPE (rotate_half, pairs (i, i + hd/2)) to q and the new keys, runs an online
-softmax (exp2, log2 units) over the new positions of its chunk straight from registers
+in earlier steps) and, when T = 1, the new position's RoPE row. After the wait it applies the
+Qwen3 q/k RMSNorm and RoPE (rotate_half, pairs (i, i + hd/2)) to q and the new keys, runs an
+online softmax (exp2, log2 units) over the new positions of its chunk straight from registers
 (rounded to the cache dtype, as the reference reads them back) and then over the cached
 blocks, with the causal and sliding-window masks of each query position, and appends those new
 K/V to the cache for later steps. It stores its partials and takes a ticket (acq_rel atomic)
@@ -172,8 +172,9 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
         offs = kvh * cap * HD + kk[:, None] * HD + d[None, :]
         kb = tl.load(lk + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
         vb = tl.load(lv + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
-        ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
-        sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
+        if TN == 1:  # one RoPE row: cheap to hold across the wait
+            ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
+            sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
         if first == 1:
             ok = wait_args(sy, NW, USE_PTX)
             first = 0
@@ -185,6 +186,8 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
             else:
                 cq = tl.load(cos + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
                 sq = tl.load(sin + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
+                ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
+                sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
             q = _norm_rope(qkv + t * NQKV + heads * HD, rv, d, dr, sgn, q_norm + layer * HD,
                            cq, sq, eps, HD, QK_NORM) * qk_scale  # [M, HD]
             k = _norm_rope(qkv + j * NQKV + NH * HD + kvh * HD, jv, d, dr, sgn,

@@ -54,7 +54,7 @@ def _wchunk(w_ptr, wu_ptr, n0, n1, c, KS: tl.constexpr, K: tl.constexpr, BN: tl.
 
 @triton.jit
 def _xchunk(x_ptr, nw_ptr, c, KS: tl.constexpr, K: tl.constexpr, T: tl.constexpr,
-            TP: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr):
+            TP: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr, DT: tl.constexpr):
     """Inputs of chunk c's columns, x ([BK] or [BK, TP], fp32, times the norm weight), and
     x * x for the norm."""
     cols = (c % KS) * BK + tl.arange(0, BK)
@@ -69,9 +69,10 @@ def _xchunk(x_ptr, nw_ptr, c, KS: tl.constexpr, K: tl.constexpr, T: tl.constexpr
         xm = cm[:, None] & (t[None, :] < T)
         x = tl.load(x_ptr + t[None, :] * K + cols[:, None], mask=xm, other=0.0,
                     cache_modifier=".cg").to(tl.float32)  # [BK, TP]
-        sq = x * x
+        sq = x  # (unused: mv_stream sums the squares of T > 1 inputs before its loop)
         if HAS_NORM:
             x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)[:, None]
+        x = x.to(DT)  # the dot's operand type: half the registers of fp32 for bf16 weights
     return x, sq
 
 
@@ -153,17 +154,27 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
             ss = tl.zeros((BK,), tl.float32)
         else:
             acc = tl.zeros((BN, TP), tl.float32)
-            ss = tl.zeros((BK, TP), tl.float32)
+            ss = tl.zeros((TP,), tl.float32)
+            if HAS_NORM:  # the norm's sums of squares first, in a pass of their own: carried
+                # through the chunk loop as [BK, TP] they spilled registers
+                t = tl.arange(0, TP)
+                for k0 in range(0, K, BK):
+                    cols = k0 + tl.arange(0, BK)
+                    xm = (cols < K)[None, :] & (t[:, None] < T)
+                    xs = tl.load(x_ptr + t[:, None] * K + cols[None, :], mask=xm, other=0.0,
+                                 cache_modifier=".cg").to(tl.float32)  # [TP, BK]
+                    ss += tl.sum(xs * xs, axis=1)
         acc_u = acc
         # Triton's pipeliner turns these loads into cp.async copies to shared memory, NS - 1
         # chunks ahead: bytes in flight without registers
         for c in tl.range(0, total, num_stages=NS):
             w, wu = _wchunk(w_ptr, wu_ptr, n0, n1, c, KS, K, BN, BK, GATED)
-            x, sq = _xchunk(x_ptr, nw_ptr, c, KS, K, T, TP, BK, HAS_NORM)
+            x, sq = _xchunk(x_ptr, nw_ptr, c, KS, K, T, TP, BK, HAS_NORM,
+                            w_ptr.dtype.element_ty)
             acc = _fma(acc, w, x, T, IEEE, RED)
             if GATED:
                 acc_u = _fma(acc_u, wu, x, T, IEEE, RED)
-            if HAS_NORM:
+            if HAS_NORM & (T == 1):
                 ss += tl.where(c < KS, sq, 0.0)  # x is the same for every tile: first suffices
             if c % KS == KS - 1:
                 if T == 1:
@@ -177,7 +188,10 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
                     y = acc
                     yu = acc_u
                 if HAS_NORM:
-                    rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)  # scalar, or [TP]
+                    if T == 1:
+                        rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)  # scalar
+                    else:
+                        rstd = 1.0 / tl.sqrt(ss / K + eps)  # [TP]
                     y = y * rstd
                     yu = yu * rstd
                 r0 = n0 + (c // KS) * BN
