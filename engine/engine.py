@@ -91,9 +91,11 @@ class Engine:
                  max_context: int | None = None, max_sessions: int = 8,
                  drafter: Drafter | str | None = None):
         self.model = model
-        # Speculative decoding (agentfast.spec_decode.Drafter), reference backend only for now.
-        # A name builds one: "ngram", "mtp" (the model's MTP module: its checkpoint's, a file
-        # beside it, or one shipped for the embedded model), "mtp:PATH".
+        # Speculative decoding (agentfast.spec_decode.Drafter): reference and monokernel
+        # backends (MTP, which reads hidden states: reference only). A name builds one: "ngram",
+        # "mtp" (the model's MTP module: its checkpoint's, a file beside it, or one shipped for
+        # the embedded model), "mtp:PATH", "draft:PATH" (a smaller model, same tokenizer),
+        # "early:N" (the target's first N layers).
         self.drafter = drafter
         self.config, self.tokenizer = model.config, model.tokenizer
         self.device = torch.device(device) if device else default_device()

@@ -116,6 +116,14 @@ class DraftPolicy:
             return self.k_probe
         return self.best_k()[0]
 
+    def take_plain(self) -> int:
+        """After next_k() returned 0: the further plain steps before the next probe, taken at
+        once (a backend that runs many steps per launch runs them in one); 0 while drafting."""
+        if not self.adaptive or not self.off or self._probing:
+            return 0
+        n, self._wait = self._wait, 0
+        return n
+
     def update(self, drafted: int, accepted: int) -> None:
         """A step verified `drafted` drafts and kept the first `accepted`."""
         if drafted <= 0 or not self.adaptive:

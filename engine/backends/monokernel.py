@@ -40,6 +40,11 @@ class MonokernelBackend(ReferencePrefill):
     # row the step's LM head wrote (no extra forward; unconstrained requests only: with a
     # constraint the kernel masks that row in place)
     supports_logprobs = True
+    # decode(drafter=, history=): a host drafter's proposals verified by a kernel of T = k_max + 1
+    # positions, one verification step per launch (plain stretches: the T = 1 kernel, many
+    # steps per launch)
+    supports_drafter = True
+    step_costs: dict[int, float] | None = None  # {T: cost of a T-position step} (DraftPolicy)
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -60,12 +65,19 @@ class MonokernelBackend(ReferencePrefill):
         mw = build_weights(cfg, weights, device, dtype)
         self.model = Transformer(cfg, mw, max_len)  # prefill path, same weights and cache
         self.w = W.pack_weights(cfg, mw, self.model.cos, self.model.sin)
+        # T-step costs measured on an H200 (Qwen3-1.7B shape, BENCH.md tune runs 10 and 16):
+        # the T > 1 path is slow yet, so the policy keeps drafting off there unless told
+        # otherwise (set `step_costs`); the CPU interpreter has none (flat)
+        self.step_costs = ({1: 1.0, 4: 4.70, 8: 4.79, 16: 4.64} if device.type == "cuda"
+                           else None)
+        self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None}
+        self._spec_kernels: dict[int, Any] = {}
+
         def build(programs: int) -> None:
             self.plan = plan(cfg, programs, 1, max_len, wbytes=self.w.w_qkv.element_size())
             # 2 programs of 8 warps per SM need <= 128 registers/thread (spills to local
             # memory where an op needs more): the fastest setting measured (BENCH.md)
-            self.kernel = Monokernel(self.plan, self.w, maxnreg=maxnreg if device.type == "cuda"
-                                     else None)
+            self.kernel = Monokernel(self.plan, self.w, **self._kernel_opts)
 
         if programs_per_sm is None:  # measured on an H200 (BENCH.md, tune run 15): one per SM
             # is faster below ~1 GB of weights (SmolLM2-135M 752 vs 802 us/step), two above
@@ -89,21 +101,46 @@ class MonokernelBackend(ReferencePrefill):
                 build(fit * sms)
         self._bufs: weakref.WeakKeyDictionary[KVCache, Any] = weakref.WeakKeyDictionary()
 
-    def _buffers(self, cache: KVCache):
+    def _buffers(self, cache: KVCache, T: int = 1):
+        """The cache's kernel buffers, shaped for steps of up to T positions (every kernel of
+        this backend runs on them: the T-dependent ones are per-step scratch or row 0)."""
         from ...kernels.monokernel.weights import alloc_buffers
 
         b = self._bufs.get(cache)
-        if b is None:
-            b = self._bufs[cache] = alloc_buffers(self.plan, self.device, self.dtype, cache.k,
+        if b is None or b.tokens.shape[0] < T:
+            pl = self.plan if T == 1 else self._kernel_for(T).plan
+            b = self._bufs[cache] = alloc_buffers(pl, self.device, self.dtype, cache.k,
                                                   cache.v, pin=self.device.type == "cuda")
         return b
 
+    def _kernel_for(self, T: int):
+        """The kernel of T-position steps (speculative verification), planned and built on
+        first use with this backend's program count."""
+        from ...kernels.monokernel.kernel import Monokernel
+        from ...kernels.monokernel.plan import plan
+
+        if T == 1:
+            return self.kernel
+        k = self._spec_kernels.get(T)
+        if k is None:
+            pl = plan(self.cfg, self.plan.num_programs, T, self.max_len,
+                      wbytes=self.w.w_qkv.element_size())
+            k = self._spec_kernels[T] = Monokernel(pl, self.w, **self._kernel_opts)
+        return k
+
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
                stop_ids: frozenset[int], max_new: int, automaton: Any = None,
+               drafter: Any = None, history: list[int] | None = None,
                logprobs: int | None = None) -> Iterator[int | TokenLogprob]:
         from ...kernels.monokernel import weights as W
         from ...kernels.monokernel.sampling import choose, sampling_mode
 
+        if drafter is not None and logprobs is not None:
+            drafter = None  # logprobs: one step per launch, each scored (no drafting)
+        if drafter is not None and getattr(drafter, "needs_hidden", False):
+            raise RequestError("monokernel: the MTP drafter reads the main model's hidden "
+                               "states, which the kernel does not keep (use ngram, draft:PATH or "
+                               "early:N, or the reference backend)")
         if logprobs is not None and automaton is not None:
             raise RequestError("logprobs: the monokernel backend reports logprobs only without "
                                "a structured-output constraint (its kernel masks the logits in "
@@ -136,15 +173,80 @@ class MonokernelBackend(ReferencePrefill):
                 return
         if max_new <= 1:
             return
-        b = self._buffers(cache)
+        T = 1
+        if drafter is not None:
+            policy = self._policy(drafter)
+            T = min(16, policy.k_max + 1)
+        b = self._buffers(cache, T)
         W.start_sequence(b, self.w, token=first, pos=start, max_new=max_new,
                          stop_ids=sorted(stop_ids), capacity=cache.capacity, mode=mode,
                          temperature=params.temperature, top_k=top_k, top_p=params.top_p,
                          seed=seed, automaton=dev_auto, cstate=cstate)
         if logprobs is not None:
             yield from self._stepwise(b, max_new, mode != W.GREEDY, logprobs)
+        elif drafter is not None:
+            yield from self._speculate(cache, b, T, policy, drafter, list(history or []) + [first],
+                                       max_new, mode != W.GREEDY, automaton, stop_ids)
         else:
             yield from self._stream(b, max_new, sampling=mode != W.GREEDY)
+
+    def _policy(self, drafter: Any):
+        from agentfast.spec_decode import DraftPolicy
+
+        policy = getattr(drafter, "policy", None)  # kept by the drafter across sequences
+        if policy is None:
+            policy = DraftPolicy.for_backend(self, drafter)
+            if hasattr(drafter, "policy"):
+                drafter.policy = policy
+        return policy
+
+    def _speculate(self, cache: KVCache, b, T: int, policy: Any, drafter: Any, hist: list[int],
+                   max_new: int, sampling: bool, automaton: Any,
+                   stop_ids: frozenset[int]) -> Iterator[int]:
+        """Speculative decode with a host drafter: per step the policy's k drafts (trimmed by
+        the constraint and stop ids as the reference backend does) go in as the inputs of one
+        launch of the T-position kernel, which verifies them in SAMPLE (greedy: exact match;
+        sampling: the token sampled at each position must equal the draft, so the output is
+        the target's distribution) and emits the kept ones plus one; while the policy has
+        drafting off, the T = 1 kernel runs its plain steps in one launch."""
+        from ...kernels.monokernel import weights as W
+        from .reference import ReferenceBackend
+
+        if hasattr(drafter, "bind"):
+            drafter.bind(cache)
+        spec = self._kernel_for(T)
+        seen = 1
+        while seen < max_new:
+            k = min(policy.next_k(), T - 1, max_new - seen - 1)
+            props: list[int] = []
+            guessed = 0
+            if k > 0:
+                cs = int(b.state[W.C_STATE]) if automaton is not None else 0
+                props, guessed = ReferenceBackend._drafts(drafter, hist, k, k, automaton, cs,
+                                                          stop_ids)
+            if props:
+                W.set_step_inputs(b, self.w, T, props, automaton)
+                spec.launch(b, 1, sampling=sampling)
+                kern, n_steps = spec, 1
+            else:  # nothing to verify: plain steps, several per launch while drafting is off
+                n_steps = min(1 + policy.take_plain(), max_new - seen)
+                self.kernel.launch(b, n_steps, sampling=sampling)
+                kern = self.kernel
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            kern.check(b)
+            n = int(b.host[W.H_PROGRESS])
+            for i in range(seen, n):
+                tok = int(b.host[W.HOST_HDR + i])
+                hist.append(tok)
+                yield tok
+            if props:
+                kept = min(max(0, n - seen - 1), guessed)
+                drafter.observe(props[:guessed], kept)
+                policy.update(guessed, kept)
+            if int(b.state[W.DONE]) or n == seen:
+                return
+            seen = n
 
     def _stepwise(self, b, max_new: int, sampling: bool, k: int) -> Iterator[TokenLogprob]:
         """One step per launch; each token scored on the logits row its step wrote."""

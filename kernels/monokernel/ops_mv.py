@@ -117,8 +117,9 @@ def _epilogue(y, yu, rows, rm, tile, out, b_ptr, aux0, aux1, aux2, mode, inv_t, 
             if mode != GREEDY:
                 sc = v * inv_t
                 mx = tl.max(sc, axis=0)
+                base = tl.where(mx == float("-inf"), 0.0, mx)  # (padded positions: no nan)
                 tl.store(aux2 + t * NT + tile, mx, mask=tv)
-                tl.store(aux2 + (T + t) * NT + tile, tl.sum(tl.exp(sc - mx[None, :]), axis=0),
+                tl.store(aux2 + (T + t) * NT + tile, tl.sum(tl.exp(sc - base[None, :]), axis=0),
                          mask=tv)
                 if mode == TEMPERATURE:
                     u = tl.rand(key[None, :], rows[:, None])

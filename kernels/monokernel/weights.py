@@ -187,6 +187,28 @@ def constraint_states(automaton, state: int, tokens: list[int]) -> list[int]:
     return out
 
 
+def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
+                    automaton=None) -> list[int]:
+    """Before a launch of a T-position kernel on running buffers (speculative decoding with a
+    host drafter, one verification step per launch): the step's inputs become the last
+    emitted token (tokens[0], as the previous step's SAMPLE left it), then `drafts`, then that
+    token again as padding (a padded position is verified like a draft: kept only when it is
+    the token chosen there); x their embedding rows; with a constraint, the automaton state
+    before each position (from state[C_STATE], the state after tokens[0]). Returns the
+    step's input tokens."""
+    assert len(drafts) <= T - 1 <= bufs.tokens.shape[0] - 1, "drafts past the step's positions"
+    last = int(bufs.tokens[0])
+    toks = [last] + list(drafts) + [last] * (T - 1 - len(drafts))
+    ids = torch.tensor(toks, dtype=torch.int32)
+    bufs.tokens[:T] = ids.to(bufs.tokens.device)
+    bufs.x[:T] = w.embed[ids.to(device=w.embed.device, dtype=torch.long)]
+    if automaton is not None:
+        cs = int(bufs.state[C_STATE])
+        bufs.state[C_STATE:C_STATE + T] = torch.tensor(constraint_states(automaton, cs, toks),
+                                                       dtype=torch.int32)
+    return toks
+
+
 def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_new: int,
                    stop_ids: list[int], capacity: int, mode: int = GREEDY,
                    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,

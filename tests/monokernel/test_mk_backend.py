@@ -95,3 +95,71 @@ def test_monokernel_logprobs_are_the_kernels_logits(qwen3_dir, temperature):
     with pytest.raises(RequestError, match="logprobs"):
         mk.generate(ids, SamplingParams(max_tokens=4, constraint=C.choice(["a", "b"])),
                     logprobs=2)
+
+
+def _ngram(k_max: int = 3):
+    from agentfast.spec_decode import DraftPolicy, NgramDrafter
+
+    d = NgramDrafter()
+    d.policy = DraftPolicy(k_max=k_max, k=k_max, adaptive=False)  # always k drafts
+    return d
+
+
+@interpreted
+def test_monokernel_speculative_greedy_equals_plain(qwen3_dir):
+    """A host drafter's proposals verified by the T = k + 1 kernel, one step per launch: the
+    greedy output is the reference's plain greedy output, drafts get accepted on a repetitive
+    prompt, and a constrained request stays equal too."""
+    from agentfast.engine import constraints as C
+
+    ref = Engine.load(str(qwen3_dir), backend="reference", device="cpu", dtype=torch.float32,
+                      max_context=96)
+    d = _ngram()
+    mk = Engine.load(str(qwen3_dir), backend="monokernel", device="cpu", dtype=torch.float32,
+                     max_context=96, drafter=d)
+    ids = mk.tokenizer.encode("a b c d a b c d a b c d a b c")
+    p = SamplingParams(max_tokens=12, ignore_eos=True)
+    want = ref.generate(ids, p)
+    got = mk.generate(ids, p)
+    assert got.token_ids == want.token_ids and got.finish_reason == "length"
+    assert got.draft_steps > 0 and got.draft_tokens > 0
+    # the kernel kept what the target would have produced: accepted + 1 per verification step
+    assert got.accepted_draft_tokens <= got.draft_tokens
+    c = SamplingParams(max_tokens=12, constraint=C.regex(r"(ab|cd)+"))
+    assert mk.generate(ids, c).token_ids == ref.generate(ids, c).token_ids
+
+
+@interpreted
+def test_monokernel_speculative_sampling_and_switch_off(qwen3_dir):
+    """Sampling with drafts: reproducible by seed; a policy that finds no acceptance switches
+    drafting off and the T = 1 kernel runs the plain steps (same output as without drafts
+    under greedy); an MTP drafter (hidden states) is refused with a clear error."""
+    from agentfast.spec_decode import DraftPolicy, Drafter, StepCost
+
+    class Wrong(Drafter):  # always a token the model does not pick next
+        def propose(self, history, k):
+            return [(history[-1] + 7) % 251] * k
+
+    d = Wrong()
+    d.policy = DraftPolicy(k_max=3, k=3, probe_every=2, cost=StepCost({1: 1.0, 4: 2.0}))
+    mk = Engine.load(str(qwen3_dir), backend="monokernel", device="cpu", dtype=torch.float32,
+                     max_context=96, drafter=d)
+    ref = Engine.load(str(qwen3_dir), backend="reference", device="cpu", dtype=torch.float32,
+                      max_context=96)
+    ids = mk.tokenizer.encode("Agents call tools and read files")
+    p = SamplingParams(max_tokens=10, ignore_eos=True)
+    assert mk.generate(ids, p).token_ids == ref.generate(ids, p).token_ids
+    assert d.policy.switched_off >= 1
+    s = SamplingParams(max_tokens=8, temperature=1.0, seed=11, ignore_eos=True)
+    a, b = mk.generate(ids, s), mk.generate(ids, s)
+    assert a.token_ids == b.token_ids and len(a.token_ids) == 8
+
+    class Hidden(Drafter):
+        needs_hidden = True
+
+        def propose(self, history, k):
+            return []
+
+    mk.drafter = Hidden()
+    with pytest.raises(RequestError, match="MTP drafter"):
+        mk.generate(ids, p)
