@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="trace name or prefix (repeatable; default: all)")
     ap.add_argument("-n", "--max-tokens", type=int, default=48)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="reference",
+                    help="reference, or monokernel (CUDA; on CPU under TRITON_INTERPRET=1)")
     ap.add_argument("-k", "--fixed-k", type=int, default=None,
                     help="always draft K tokens (no adaptation, no switch-off): the drafter's "
                          "acceptance alone; default: the adaptive policy with the backend's costs")
@@ -140,8 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
-    base = Engine.load(args.model, device=args.device)
-    plain = Engine(base.model, device=args.device) if args.check else None
+    base = Engine.load(args.model, device=args.device, backend=args.backend)
+    plain = Engine(base.model, device=args.device, backend=args.backend) if args.check else None
+    import torch
+
+    gpu = (torch.cuda.get_device_name(torch.device(args.device))
+           if torch.device(args.device).type == "cuda" else "cpu")
     costs = None
     if args.measure_costs:
         from .policy import measure_step_costs
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"step costs (T: time relative to T = 1): {costs}", flush=True)
     same, records, plain_runs = True, [], {}
     for spec in args.drafter or ["ngram"]:
-        eng = Engine(base.model, device=args.device, drafter=spec)
+        eng = Engine(base.model, device=args.device, backend=args.backend, drafter=spec)
         if costs:
             eng.backend.step_costs = costs
         if args.fixed_k:
@@ -181,10 +187,19 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
         for k in [*kinds.values(), total]:
             print("  kind " + _summary(k) if k is not total else _summary(k))
-            records.append({"drafter": spec, "policy": policy, "kind": k.name,
+            tps = k.tokens / k.seconds if k.seconds else None
+            plain_tps = k.tokens / k.plain_seconds if k.plain_seconds else None
+            records.append({"gpu": gpu, "backend": args.backend, "drafter": spec,
+                            "policy": policy, "trace_set": "spec_decode/traces", "kind": k.name,
                             "model": str(base.model.source), "max_tokens": args.max_tokens,
                             "mean_accepted": round(k.mean_accepted, 4),
                             "tokens_per_forward": round(k.tokens / max(k.forwards, 1), 4),
+                            # end to end over the turns (prefill included), and the same turns
+                            # without the drafter in this run (--check)
+                            "tokens_per_s": round(tps, 2) if tps else None,
+                            "plain_tokens_per_s": round(plain_tps, 2) if plain_tps else None,
+                            "speedup": round(k.plain_seconds / k.seconds, 3)
+                            if k.plain_seconds and k.seconds else None,
                             **{f: v for f, v in asdict(k).items() if f != "outputs"}})
         if not args.fixed_k and eng.drafter.policy is not None:
             print(f"  policy: switched off {eng.drafter.policy.switched_off} times, "
