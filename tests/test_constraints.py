@@ -653,7 +653,7 @@ class Fixed:
 
 
 def test_drafts_take_the_forced_tokens(tiny):
-    from agentfast.engine.backends.reference import ReferenceBackend
+    from agentfast.engine.backends.drafting import propose_drafts
 
     a = C.compile(C.json_schema(BY_NAME["get_weather"]["schema"]), tiny.tokenizer)
     forced = [s for s in range(a.num_states) if a.forced_token(s) >= 0 and not a.is_done(s)]
@@ -666,7 +666,7 @@ def test_drafts_take_the_forced_tokens(tiny):
         run.append(a.forced_token(t))
         t = a.next(t, run[-1])
     wrong = next(x for x in range(a.vocab_size) if x != f)
-    drafts = ReferenceBackend._drafts
+    drafts = propose_drafts
     # a wrong guess is replaced, the drafter's rest dropped; forced tokens go past k
     assert drafts(Fixed([wrong, wrong]), [], 2, 100, a, s, frozenset()) == (run, 0)
     # a right guess counts as the drafter's

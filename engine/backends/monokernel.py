@@ -28,6 +28,7 @@ from ..errors import RequestError
 from ..model import KVCache, Transformer, build_weights
 from ..sampling import SamplingParams
 from . import TokenLogprob, token_logprob
+from .drafting import draft_policy, propose_drafts
 from .prefill import ReferencePrefill
 
 POLL_S = 20e-6  # host sleep between reads of the progress counter
@@ -175,7 +176,7 @@ class MonokernelBackend(ReferencePrefill):
             return
         T = 1
         if drafter is not None:
-            policy = self._policy(drafter)
+            policy = draft_policy(self, drafter)
             T = min(16, policy.k_max + 1)
         b = self._buffers(cache, T)
         W.start_sequence(b, self.w, token=first, pos=start, max_new=max_new,
@@ -190,16 +191,6 @@ class MonokernelBackend(ReferencePrefill):
         else:
             yield from self._stream(b, max_new, sampling=mode != W.GREEDY)
 
-    def _policy(self, drafter: Any):
-        from agentfast.spec_decode import DraftPolicy
-
-        policy = getattr(drafter, "policy", None)  # kept by the drafter across sequences
-        if policy is None:
-            policy = DraftPolicy.for_backend(self, drafter)
-            if hasattr(drafter, "policy"):
-                drafter.policy = policy
-        return policy
-
     def _speculate(self, cache: KVCache, b, T: int, policy: Any, drafter: Any, hist: list[int],
                    max_new: int, sampling: bool, automaton: Any,
                    stop_ids: frozenset[int]) -> Iterator[int]:
@@ -210,7 +201,6 @@ class MonokernelBackend(ReferencePrefill):
         the target's distribution) and emits the kept ones plus one; while the policy has
         drafting off, the T = 1 kernel runs its plain steps in one launch."""
         from ...kernels.monokernel import weights as W
-        from .reference import ReferenceBackend
 
         if hasattr(drafter, "bind"):
             drafter.bind(cache)
@@ -222,31 +212,22 @@ class MonokernelBackend(ReferencePrefill):
             guessed = 0
             if k > 0:
                 cs = int(b.state[W.C_STATE]) if automaton is not None else 0
-                props, guessed = ReferenceBackend._drafts(drafter, hist, k, k, automaton, cs,
-                                                          stop_ids)
+                props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
             if props:
                 W.set_step_inputs(b, self.w, T, props, automaton)
-                spec.launch(b, 1, sampling=sampling)
-                kern, n_steps = spec, 1
+                toks = self._run(spec, b, 1, sampling, seen)
             else:  # nothing to verify: plain steps, several per launch while drafting is off
                 n_steps = min(1 + policy.take_plain(), max_new - seen)
-                self.kernel.launch(b, n_steps, sampling=sampling)
-                kern = self.kernel
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            kern.check(b)
-            n = int(b.host[W.H_PROGRESS])
-            for i in range(seen, n):
-                tok = int(b.host[W.HOST_HDR + i])
-                hist.append(tok)
-                yield tok
+                toks = self._run(self.kernel, b, n_steps, sampling, seen)
+            hist.extend(toks)
+            yield from toks
             if props:
-                kept = min(max(0, n - seen - 1), guessed)
+                kept = min(max(0, len(toks) - 1), guessed)
                 drafter.observe(props[:guessed], kept)
                 policy.update(guessed, kept)
-            if int(b.state[W.DONE]) or n == seen:
+            if int(b.state[W.DONE]) or not toks:
                 return
-            seen = n
+            seen += len(toks)
 
     def _stepwise(self, b, max_new: int, sampling: bool, k: int) -> Iterator[TokenLogprob]:
         """One step per launch; each token scored on the logits row its step wrote."""
@@ -254,16 +235,22 @@ class MonokernelBackend(ReferencePrefill):
 
         seen = 1
         while seen < max_new:
-            self.kernel.launch(b, 1, sampling=sampling)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.kernel.check(b)
-            n = int(b.host[W.H_PROGRESS])
-            for i in range(seen, n):  # one token (T = 1, no constraint)
-                yield token_logprob(b.logits[0], int(b.host[W.HOST_HDR + i]), k)
-            if int(b.state[W.DONE]) or n == seen:  # ended (stop token, cancelled, no step)
+            toks = self._run(self.kernel, b, 1, sampling, seen)  # one (T = 1, no constraint)
+            yield from (token_logprob(b.logits[0], t, k) for t in toks)
+            if int(b.state[W.DONE]) or not toks:  # ended (stop token, cancelled, no step)
                 return
-            seen = n
+            seen += len(toks)
+
+    def _run(self, kern, b, n_steps: int, sampling: bool, seen: int) -> list[int]:
+        """Launch `kern` for up to n_steps and wait for it: the tokens it emitted (the host
+        ring from output index `seen` on)."""
+        from ...kernels.monokernel import weights as W
+
+        kern.launch(b, n_steps, sampling=sampling)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        kern.check(b)
+        return [int(b.host[W.HOST_HDR + i]) for i in range(seen, int(b.host[W.H_PROGRESS]))]
 
     def _stream(self, b, max_new: int, sampling: bool) -> Iterator[int]:
         from ...kernels.monokernel import weights as W

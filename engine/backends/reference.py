@@ -19,9 +19,8 @@ from ..config import ModelConfig
 from ..model import KVCache, Transformer, build_weights
 from ..sampling import SamplingParams, make_generator, sample
 from . import TokenLogprob, token_logprob
+from .drafting import draft_policy, propose_drafts
 from .prefill import ReferencePrefill
-
-MAX_FORCED = 64  # forced tokens drafted past the drafter's proposal, per step
 
 # Time of a T-position forward relative to T = 1 (spec_decode.policy.StepCost tables). CPU:
 # measured with spec_decode.policy.measure_step_costs, float32, one thread, SmolLM2-135M at 124
@@ -110,16 +109,12 @@ class ReferenceBackend(ReferencePrefill):
                      params: SamplingParams, stop_ids: frozenset[int], max_new: int,
                      automaton: TokenAutomaton | None, drafter: Drafter,
                      hist: list[int], k: int | None = None) -> Iterator[int | TokenLogprob]:
-        from agentfast.spec_decode import DraftPolicy, verify
+        from agentfast.spec_decode import verify
 
         gen = None if params.greedy else make_generator(params.seed, self.device)
         masks = automaton.to(logits.device) if automaton is not None else None
         state = automaton.state0 if automaton is not None else 0
-        policy = getattr(drafter, "policy", None)  # kept by the drafter across sequences
-        if policy is None:
-            policy = DraftPolicy.for_backend(self, drafter)
-            if hasattr(drafter, "policy"):  # (a duck-typed drafter gets one per sequence)
-                drafter.policy = policy
+        policy = draft_policy(self, drafter)
         if hasattr(drafter, "bind"):  # MTP reads hidden states from it; a draft model keys
             drafter.bind(cache)  # its own KV cache on it
         pos, n = start, 0  # pos: position of the next token to yield; n: tokens yielded
@@ -151,42 +146,10 @@ class ReferenceBackend(ReferencePrefill):
             policy.update(guessed, min(accepted, guessed))
             # Room: the bonus token must still fit in max_new, every position in max_len.
             room = min(max_new - n - 1, self.max_len - pos - 1)
-            drafts, guessed = self._drafts(drafter, hist, min(policy.next_k(), room), room,
-                                           automaton, state, stop_ids)
+            drafts, guessed = propose_drafts(drafter, hist, min(policy.next_k(), room), room,
+                                             automaton, state, stop_ids)
             # hist[-1] sits at pos-1 and has no K/V yet; the drafts follow it.
             rows = self.model.forward(self._ids([hist[-1]] + drafts), pos - 1, cache)  # [1+k, V]
-
-    @staticmethod
-    def _drafts(drafter: Drafter, hist: list[int], k: int, room: int,
-                automaton: TokenAutomaton | None, state: int,
-                stop_ids: frozenset[int]) -> tuple[list[int], int]:
-        """(drafts, how many of them are the drafter's). The drafter's proposal (at most k),
-        cut at the first token the constraint rejects and after a token that ends the output
-        (a stop id, or a constraint left with only EOS). Where the constraint forces a token
-        (the only one allowed) that token is drafted, whatever the drafter guessed: it is
-        accepted for sure, so forced tokens go on past k (up to `room` and MAX_FORCED) and a
-        forced run (a key, a closing bracket) costs no extra step."""
-        props = drafter.propose(hist, k)[:max(k, 0)]
-        out: list[int] = []
-        guessed = 0  # the drafter's proposals in `out` (a prefix)
-        while len(out) < room:
-            forced = automaton.forced_token(state) if automaton is not None else -1
-            if guessed == len(out) and guessed < len(props) and forced in (-1, props[guessed]):
-                d = props[guessed]
-                guessed += 1
-            elif forced >= 0 and len(out) - guessed < MAX_FORCED:
-                d = forced  # (the drafter's later proposals followed its own guess: dropped)
-            else:
-                break
-            if automaton is not None:
-                state = automaton.next(state, d)
-                if state < 0:
-                    guessed = min(guessed, len(out))
-                    break
-            out.append(d)
-            if d in stop_ids or (automaton is not None and automaton.is_done(state)):
-                break
-        return out, guessed
 
 
 def _after(tok: int, stop_ids: frozenset[int], automaton: TokenAutomaton | None,

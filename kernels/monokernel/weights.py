@@ -187,6 +187,13 @@ def constraint_states(automaton, state: int, tokens: list[int]) -> list[int]:
     return out
 
 
+def _write_inputs(bufs: Buffers, w: MonoWeights, toks: list[int]) -> None:
+    """A step's input tokens (the first len(toks) positions) and x, their embedding rows."""
+    ids = torch.tensor(toks, dtype=torch.int32)
+    bufs.tokens[:len(toks)] = ids.to(bufs.tokens.device)
+    bufs.x[:len(toks)] = w.embed[ids.to(device=w.embed.device, dtype=torch.long)]
+
+
 def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
                     automaton=None) -> list[int]:
     """Before a launch of a T-position kernel on running buffers (speculative decoding with a
@@ -199,9 +206,7 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
     assert len(drafts) <= T - 1 <= bufs.tokens.shape[0] - 1, "drafts past the step's positions"
     last = int(bufs.tokens[0])
     toks = [last] + list(drafts) + [last] * (T - 1 - len(drafts))
-    ids = torch.tensor(toks, dtype=torch.int32)
-    bufs.tokens[:T] = ids.to(bufs.tokens.device)
-    bufs.x[:T] = w.embed[ids.to(device=w.embed.device, dtype=torch.long)]
+    _write_inputs(bufs, w, toks)
     if automaton is not None:
         cs = int(bufs.state[C_STATE])
         bufs.state[C_STATE:C_STATE + T] = torch.tensor(constraint_states(automaton, cs, toks),
@@ -229,8 +234,7 @@ def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_n
     ids = stop_ids or [-1]
     bufs.stop_ids = torch.tensor(ids, dtype=torch.int32, device=dev)
     toks = [token] + [drafts[i] if i < len(drafts) else token for i in range(T - 1)]
-    bufs.tokens.copy_(torch.tensor(toks, dtype=torch.int32))
-    bufs.x.copy_(w.embed[torch.tensor(toks, device=w.embed.device)])
+    _write_inputs(bufs, w, toks)
     st = [0] * STATE_SIZE
     st[POS], st[N_OUT], st[MODE], st[TOP_K], st[MAX_NEW] = pos, 1, mode, top_k, max_new
     st[N_STOP], st[N_DRAFT], st[CAPACITY] = len(stop_ids), len(drafts), capacity
