@@ -10,9 +10,13 @@ op's epilogue runs (EPI): QKV (bias, fp32 store), RESID (bias + residual into x:
 down), GATEUP (silu(g) * u) or LM (fp32 logits and per-tile argmax / Gumbel / softmax partials).
 
 T = 1 takes the broadcasting FMA path (fp32 [BN, BK] partial products, one reduction per tile,
-16-byte weight loads along K); T > 1 pads T to TP = 16 and uses tl.dot (IEEE fp32 for fp32
-weights and in the interpreter). Input RMSNorm is fused the matvec.py way: W @ (x * w) scaled by
-rstd (sum of squares gathered during the first tile's K steps; the normalized x is not rounded).
+16-byte weight loads along K); T > 1 pads T to TP = 16 and uses a batched tl.dot, x^T [NB, TP,
+BK/NB] x W^T [NB, BK/NB, BN], whose batch (K slices) the warps share out: each warp reads only
+its own weights from shared memory (a plain [BN, BK] x [BK, TP] dot had every warp read every
+weight: a T = 4 step cost 4.7 T = 1 steps, now ~1.5-1.9: bench/results/monokernel-tsteps-20261129);
+IEEE fp32 for fp32 weights and in the interpreter. Input RMSNorm is fused the matvec.py way:
+W @ (x * w) scaled by rstd (T = 1: sum of squares gathered during the first tile's K steps;
+T > 1: before the chunk loop; the normalized x is not rounded to the weights' type).
 Activations other programs wrote are loaded with .cg (L2, never a stale L1 line). Knows nothing
 about waits: the dispatcher waits first.
 """
@@ -53,27 +57,78 @@ def _wchunk(w_ptr, wu_ptr, n0, n1, c, KS: tl.constexpr, K: tl.constexpr, BN: tl.
 
 
 @triton.jit
-def _xchunk(x_ptr, nw_ptr, c, KS: tl.constexpr, K: tl.constexpr, T: tl.constexpr,
-            TP: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr, DT: tl.constexpr):
-    """Inputs of chunk c's columns, x ([BK] or [BK, TP], fp32, times the norm weight), and
-    x * x for the norm."""
+def _xchunk(x_ptr, nw_ptr, c, KS: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+            HAS_NORM: tl.constexpr):
+    """T = 1: inputs of chunk c's columns, x [BK] (fp32, times the norm weight), and x * x
+    for the norm."""
     cols = (c % KS) * BK + tl.arange(0, BK)
     cm = cols < K
-    if T == 1:
-        x = tl.load(x_ptr + cols, mask=cm, other=0.0, cache_modifier=".cg").to(tl.float32)
-        sq = x * x
-        if HAS_NORM:
-            x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)
-    else:
-        t = tl.arange(0, TP)
-        xm = cm[:, None] & (t[None, :] < T)
-        x = tl.load(x_ptr + t[None, :] * K + cols[:, None], mask=xm, other=0.0,
-                    cache_modifier=".cg").to(tl.float32)  # [BK, TP]
-        sq = x  # (unused: mv_stream sums the squares of T > 1 inputs before its loop)
-        if HAS_NORM:
-            x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)[:, None]
-        x = x.to(DT)  # the dot's operand type: half the registers of fp32 for bf16 weights
+    x = tl.load(x_ptr + cols, mask=cm, other=0.0, cache_modifier=".cg").to(tl.float32)
+    sq = x * x
+    if HAS_NORM:
+        x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)
     return x, sq
+
+
+@triton.jit
+def _wchunk3(w_ptr, wu_ptr, n0, n1, c, KS: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
+             BK: tl.constexpr, NB: tl.constexpr, GATED: tl.constexpr):
+    """T > 1: chunk c's weights as [NB, BK / NB, BN], W^T cut along K into NB slices: the
+    operand of a batched dot whose batch is spread over the warps (one K slice per warp), so
+    no warp reads another's weights out of shared memory."""
+    BKS: tl.constexpr = BK // NB
+    rows = n0 + (c // KS) * BN + tl.arange(0, BN)
+    cols = ((c % KS) * BK + tl.arange(0, NB)[:, None, None] * BKS
+            + tl.arange(0, BKS)[None, :, None])  # [NB, BKS, 1]
+    wm = (rows < n1)[None, None, :] & (cols < K)
+    off = rows[None, None, :] * K + cols
+    w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+    wu = w
+    if GATED:
+        wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+    return w, wu
+
+
+@triton.jit
+def _xchunk3(x_ptr, nw_ptr, c, KS: tl.constexpr, K: tl.constexpr, T: tl.constexpr,
+             TP: tl.constexpr, BK: tl.constexpr, NB: tl.constexpr, HAS_NORM: tl.constexpr,
+             DT: tl.constexpr):
+    """T > 1: chunk c's inputs as [NB, TP, BK / NB] (times the norm weight), the dot's other
+    operand (positions >= T masked: no memory traffic). The pipeliner copies them (and the
+    norm weights) to shared memory ahead like the weights: a load and a multiply, no
+    reduction, per chunk. Normalized inputs come as two bf16 parts, hi + lo, each multiplied
+    (two dots): the product then carries ~16 bits of x, as the T = 1 path's fp32 FMA does,
+    so a T > 1 step's logits (speculative verification) stay those of T = 1 steps."""
+    BKS: tl.constexpr = BK // NB
+    t = tl.arange(0, TP)
+    cols = ((c % KS) * BK + tl.arange(0, NB)[:, None, None] * BKS
+            + tl.arange(0, BKS)[None, None, :])  # [NB, 1, BKS]
+    cm = cols < K
+    x = tl.load(x_ptr + t[None, :, None] * K + cols, mask=cm & (t < T)[None, :, None],
+                other=0.0, cache_modifier=".cg")  # [NB, TP, BKS]
+    lo = x.to(DT)
+    if HAS_NORM:  # x * w in fp32, then as hi + lo in the dot's operand type (bf16: ~16 bits)
+        x = x.to(tl.float32) * tl.load(nw_ptr + cols, mask=cm, other=0.0)
+        hi = x.to(DT)
+        lo = (x - hi.to(tl.float32)).to(DT)
+        x = hi
+    return x.to(DT), lo  # (lo unused without a norm, and for fp32 weights)
+
+
+@triton.jit
+def _rstd(x_ptr, eps, K: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BK: tl.constexpr):
+    """T > 1: 1 / rms of each position's x [TP] (1 past T), before the chunk loop. The K
+    steps are unrolled: independent loads, in flight together (one L2 round trip, not K / BK
+    dependent ones)."""
+    t = tl.arange(0, TP)
+    ss = tl.zeros((TP,), tl.float32)
+    for k0 in tl.static_range(0, K, BK):
+        cols = k0 + tl.arange(0, BK)
+        xm = (cols < K)[None, :] & (t[:, None] < T)
+        xs = tl.load(x_ptr + t[:, None] * K + cols[None, :], mask=xm, other=0.0,
+                     cache_modifier=".cg").to(tl.float32)  # [TP, BK]
+        ss += tl.sum(xs * xs, axis=1)
+    return 1.0 / tl.sqrt(ss / K + eps)
 
 
 @triton.jit
@@ -83,10 +138,10 @@ def _fma(acc, w, x, T: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr):
             acc += tl.sum(w.to(tl.float32) * x[None, :], axis=1)
         else:
             acc += w.to(tl.float32) * x[None, :]
-    elif IEEE:
-        acc += tl.dot(w.to(tl.float32), x, input_precision="ieee")
+    elif IEEE:  # [NB, TP, BKS] x [NB, BKS, BN]
+        acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
     else:
-        acc += tl.dot(w, x.to(w.dtype))
+        acc += tl.dot(x, w)
     return acc
 
 
@@ -144,6 +199,8 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
     products (fewer registers, a cross-thread sum per chunk). Returns the wait's verdict (1:
     done; 0: stalled, recorded)."""
     KS: tl.constexpr = (K + BK - 1) // BK
+    NB: tl.constexpr = max(1, min(NW, BK // 16))  # T > 1: K slices, one per warp
+    SPLIT: tl.constexpr = (T > 1) & HAS_NORM & (not IEEE)  # normalized x as hi + lo
     total = ((n1 - n0 + BN - 1) // BN) * KS
     ok = wait_args(sy, NW, USE_PTX)
     if (ok == 1) & (sy[9] == 1):
@@ -154,29 +211,30 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
                 acc = tl.zeros((BN, BK), tl.float32)
             ss = tl.zeros((BK,), tl.float32)
         else:
-            acc = tl.zeros((BN, TP), tl.float32)
-            ss = tl.zeros((TP,), tl.float32)
-            if HAS_NORM:  # the norm's sums of squares first, in a pass of their own: carried
-                # through the chunk loop as [BK, TP] they spilled registers
-                t = tl.arange(0, TP)
-                for k0 in range(0, K, BK):
-                    cols = k0 + tl.arange(0, BK)
-                    xm = (cols < K)[None, :] & (t[:, None] < T)
-                    xs = tl.load(x_ptr + t[:, None] * K + cols[None, :], mask=xm, other=0.0,
-                                 cache_modifier=".cg").to(tl.float32)  # [TP, BK]
-                    ss += tl.sum(xs * xs, axis=1)
+            acc = tl.zeros((NB, TP, BN), tl.float32)
+            rstd3 = tl.full((TP,), 1.0, tl.float32)
+            if HAS_NORM:
+                rstd3 = _rstd(x_ptr, eps, K, T, TP, min(BK, 8192 // TP))
         acc_u = acc
         # Triton's pipeliner turns these loads into cp.async copies to shared memory, NS - 1
         # chunks ahead: bytes in flight without registers
         for c in tl.range(0, total, num_stages=NS):
-            w, wu = _wchunk(w_ptr, wu_ptr, n0, n1, c, KS, K, BN, BK, GATED)
-            x, sq = _xchunk(x_ptr, nw_ptr, c, KS, K, T, TP, BK, HAS_NORM,
-                            w_ptr.dtype.element_ty)
+            if T == 1:
+                w, wu = _wchunk(w_ptr, wu_ptr, n0, n1, c, KS, K, BN, BK, GATED)
+                x, sq = _xchunk(x_ptr, nw_ptr, c, KS, K, BK, HAS_NORM)
+                if HAS_NORM:  # x is the same for every tile: the first tile's chunks suffice
+                    ss += tl.where(c < KS, sq, 0.0)
+            else:
+                w, wu = _wchunk3(w_ptr, wu_ptr, n0, n1, c, KS, K, BN, BK, NB, GATED)
+                x, lo = _xchunk3(x_ptr, nw_ptr, c, KS, K, T, TP, BK, NB, HAS_NORM,
+                                 w_ptr.dtype.element_ty)
             acc = _fma(acc, w, x, T, IEEE, RED)
             if GATED:
                 acc_u = _fma(acc_u, wu, x, T, IEEE, RED)
-            if HAS_NORM & (T == 1):
-                ss += tl.where(c < KS, sq, 0.0)  # x is the same for every tile: first suffices
+            if SPLIT:
+                acc = _fma(acc, w, lo, T, IEEE, RED)
+                if GATED:
+                    acc_u = _fma(acc_u, wu, lo, T, IEEE, RED)
             if c % KS == KS - 1:
                 if T == 1:
                     if RED:
@@ -185,14 +243,14 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
                     else:
                         y = tl.reshape(tl.sum(acc, axis=1), (BN, 1))
                         yu = tl.reshape(tl.sum(acc_u, axis=1), (BN, 1))
-                else:
-                    y = acc
-                    yu = acc_u
+                else:  # the warps' K slices summed: [NB, TP, BN] -> [BN, TP]
+                    y = tl.trans(tl.sum(acc, axis=0))
+                    yu = tl.trans(tl.sum(acc_u, axis=0))
                 if HAS_NORM:
                     if T == 1:
                         rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)  # scalar
                     else:
-                        rstd = 1.0 / tl.sqrt(ss / K + eps)  # [TP]
+                        rstd = rstd3  # [TP]
                     y = y * rstd
                     yu = yu * rstd
                 r0 = n0 + (c // KS) * BN
@@ -285,3 +343,4 @@ def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
     return mv_stream(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, act,
                      act, act, 0, 1.0, 0, sy, H, FF, T, TP, BN, BK, True, True, False, E_GATEUP,
                      False, 1, IEEE, RED, NS, NW, USE_PTX)
+

@@ -137,6 +137,7 @@ class Tiling:
     # flight), per op fewer where its runs are shorter or its tiles would take more than `smem`
     smem: int = 96 * 1024  # shared memory per program for the matvec stages (2 fit an H200 SM)
     bn_lm: int = 16  # vocabulary rows per LM-head tile (the granularity of the LM partials)
+    bn_lm_t: int = 32  # the same when T > 1 (H200, T = 4: 16 / 32 / 64 rows: LM head 318 / 255 / 288 us)
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
     attn_block: int = 32  # keys per attention block
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
@@ -296,7 +297,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     h, hd, nh, nkv, inter = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads,
                              cfg.intermediate_size)
     assert P >= 1 and 1 <= T <= 16, f"programs {P} >= 1 and 1 <= T={T} <= 16"
-    assert T == 1 or tl_.bn_lm >= 16, "T > 1 uses tl.dot: LM-head tiles of >= 16 rows"
+    assert T == 1 or tl_.bn_lm_t >= 16, "T > 1 uses tl.dot: LM-head tiles of >= 16 rows"
     assert nkv % R == 0 and inter % R == 0, f"{R} ranks must divide kv heads and FFN width"
     assert tl_.cand & (tl_.cand - 1) == 0, "the candidate cap is a power of two"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
@@ -309,7 +310,8 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         OPROJ: block_sizes(h, nh_r * hd, P, T, tl_, whole_k=True),
         GATEUP: block_sizes(i_r, h, P, T, tl_, gated=True, whole_k=True),
         DOWN: block_sizes(h, i_r, P, T, tl_, whole_k=True),
-        LMHEAD: block_sizes(cfg.vocab_size // R, h, P, T, tl_, bn=tl_.bn_lm),
+        LMHEAD: block_sizes(cfg.vocab_size // R, h, P, T, tl_,
+                            bn=tl_.bn_lm if T == 1 else tl_.bn_lm_t),
     }
 
     ops: list[OpInfo] = []

@@ -36,7 +36,7 @@ from . import weights as W
 from .harness import Harness
 from .kernel import Monokernel
 
-TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "attn_splits", "attn_block",
+TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_block",
                "attn_stages"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
 

@@ -89,7 +89,7 @@ def test_truncated_and_limits():
     assert max(i.seq for i in cut.instructions()) == 3 and cut.last_seq == 3
     assert "instructions" in p.describe()
     with pytest.raises(AssertionError, match="tl.dot"):
-        P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn_lm=8))
+        P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn_lm_t=8))
     t4 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8))
     assert min(bn for bn, _ in t4.blocks.values()) == 16  # T > 1: tl.dot wants 16 rows
 
