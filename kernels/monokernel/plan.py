@@ -137,7 +137,7 @@ class Tiling:
     # flight), per op fewer where its runs are shorter or its tiles would take more than `smem`
     smem: int = 96 * 1024  # shared memory per program for the matvec stages (2 fit an H200 SM)
     bn_lm: int = 16  # vocabulary rows per LM-head tile (the granularity of the LM partials)
-    bn_lm_t: int = 32  # the same when T > 1 (H200, T = 4: 16 / 32 / 64 rows: LM head 318 / 255 / 288 us)
+    bn_lm_t: int = 32  # the same when T > 1 (H200, T = 4, 16 / 32 / 64 rows: 318 / 255 / 288 us)
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
     attn_block: int = 32  # keys per attention block
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
