@@ -146,12 +146,12 @@ def _fma(acc, w, x, T: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr):
 
 
 @triton.jit
-def _epilogue(y, yu, rows, rm, tile, out, b_ptr, aux0, aux1, aux2, mode, inv_t, key,
+def _epilogue(y, yu, rows, rm, tile, out, b_ptr, aux0, aux1, aux2, mode, inv_t, key, res, pre,
               OUT_LD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, HAS_BIAS: tl.constexpr,
               EPI: tl.constexpr, SAMPLING: tl.constexpr, NT: tl.constexpr):
     """One finished tile, y / yu [BN, TP] (normalized already). QKV: out = qkv (fp32);
-    RESID: out = x (residual, in place); GATEUP: out = act; LM: out = logits, aux = lm_val,
-    lm_idx, lm_stat."""
+    RESID: out = x (residual, in place; `pre` != 0: the residual is `res`, loaded earlier, else
+    loaded here); GATEUP: out = act; LM: out = logits, aux = lm_val, lm_idx, lm_stat."""
     t = tl.arange(0, TP)
     tv = t < T
     m2 = rm[:, None] & tv[None, :]
@@ -161,7 +161,10 @@ def _epilogue(y, yu, rows, rm, tile, out, b_ptr, aux0, aux1, aux2, mode, inv_t, 
     if EPI == E_QKV:
         tl.store(op, y, mask=m2)
     elif EPI == E_RESID:
-        y += tl.load(op, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+        if pre != 0:
+            y += res
+        else:
+            y += tl.load(op, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
         tl.store(op, y.to(out.dtype.element_ty), mask=m2)
     elif EPI == E_GATEUP:
         tl.store(op, (y * tl.sigmoid(y) * yu).to(out.dtype.element_ty), mask=m2)
@@ -256,7 +259,7 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
                 r0 = n0 + (c // KS) * BN
                 rows = r0 + tl.arange(0, BN)
                 _epilogue(y, yu, rows, rows < n1, r0 // BN, out, b_ptr, aux0, aux1, aux2, mode,
-                          inv_t, key, OUT_LD, T, TP, HAS_BIAS, EPI, SAMPLING, NT)
+                          inv_t, key, y, 0, OUT_LD, T, TP, HAS_BIAS, EPI, SAMPLING, NT)
                 acc = tl.zeros_like(acc)
                 acc_u = tl.zeros_like(acc_u)
     return ok
@@ -275,6 +278,10 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
     x = tl.zeros((BK,), tl.float32)
     rstd = 1.0
     ok = 0
+    RR: tl.constexpr = 128  # RESID: runs of up to RR rows load their residual once
+    rr = tl.arange(0, RR)
+    res_all = tl.zeros((RR,), tl.float32)
+    pre = (n1 - n0 <= RR).to(tl.int32)  # (read by RESID epilogues only)
     for c in tl.range(0, (n1 - n0 + BN - 1) // BN, num_stages=NS):
         rows = n0 + c * BN + tl.arange(0, BN)
         rm = rows < n1
@@ -290,13 +297,21 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
             if HAS_NORM:
                 rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / K + eps)
                 x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)
+            if EPI == E_RESID:  # with x: one round trip, not one per tile in the epilogues
+                lim = tl.where(n1 - n0 <= RR, n1 - n0, 0)  # rows to load (0: tile by tile)
+                res_all = tl.load(out + n0 + rr, mask=rr < lim, other=0.0,
+                                  cache_modifier=".cg").to(tl.float32)
         if (ok == 1) & (sy[9] == 1):
             y = tl.reshape(tl.sum(w.to(tl.float32) * x[None, :], axis=1) * rstd, (BN, 1))
             yu = y
             if GATED:
                 yu = tl.reshape(tl.sum(wu.to(tl.float32) * x[None, :], axis=1) * rstd, (BN, 1))
-            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, 0, 1.0, 0, OUT_LD, 1, 1,
-                      HAS_BIAS, EPI, False, 1)
+            res = y
+            if EPI == E_RESID:  # this tile's rows of the run's residual
+                sel = rr[None, :] == (rows - n0)[:, None]  # [BN, RR]
+                res = tl.reshape(tl.sum(tl.where(sel, res_all[None, :], 0.0), axis=1), (BN, 1))
+            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, 0, 1.0, 0, res, pre,
+                      OUT_LD, 1, 1, HAS_BIAS, EPI, False, 1)
     return ok
 
 

@@ -52,6 +52,26 @@ def test_kernel_equals_vm_and_reference(name, T, drafts):
 
 
 @interpreted
+@pytest.mark.parametrize("hidden", [96, 192])
+def test_residual_loaded_per_run_or_per_tile(hidden):
+    """O-proj and down load a run's residual rows once, right after their wait, when the run
+    has <= 128 rows (hidden 96, one program), else tile by tile (hidden 192)."""
+    from dataclasses import replace
+
+    from mk_utils import FAST, cfg
+
+    from agentfast.kernels.monokernel.harness import Harness
+
+    h = Harness.build(replace(cfg("llama_gqa_tied_hd64"), hidden_size=hidden), 1, 1, 48,
+                      tiling=FAST)
+    ref, _ = h.reference_greedy(PROMPT, N)
+    h.start(PROMPT, N)
+    b = _run_both(h, N)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    assert h.tokens(b) == h.tokens() == ref
+
+
+@interpreted
 def test_split_merge_head_by_head_equals_vm():
     """T = 8 over 16 KV splits of 4 keys: the merge of a kv head's partials is too big for one
     round of loads (GP x SP x TP2 x HD > 8192) and goes head by head, split by split."""
