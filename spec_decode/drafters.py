@@ -50,6 +50,13 @@ class Drafter:
             self.drafted += len(drafted)
             self.accepted += accepted
 
+    def observe_counts(self, steps: int, drafted: int, accepted: int) -> None:
+        """Counts of steps verified elsewhere (a backend that drafts by this drafter's rule on
+        the device): `steps` steps carried `drafted` drafts, `accepted` of them were kept."""
+        self.steps += steps
+        self.drafted += drafted
+        self.accepted += accepted
+
     @property
     def mean_accepted(self) -> float:
         """Accepted drafts per verification step (the bonus token not counted)."""
@@ -59,12 +66,16 @@ class Drafter:
 class NgramDrafter(Drafter):
     """Suffix lookup over the history: find the longest suffix (max_ngram down to min_ngram
     tokens) that occurred earlier, most recent occurrence first, and propose what followed it.
-    Agent loops copy from tool outputs and code, so this is the cheapest big win."""
+    Agent loops copy from tool outputs and code, so this is the cheapest big win.
 
-    def __init__(self, max_ngram: int = 8, min_ngram: int = 1):
+    `on_device`: a backend that runs this same lookup inside its decode kernel (the monokernel:
+    kernels/monokernel/ops_sample.draft_next) may do so, many speculative steps per launch with
+    no host round trip; False keeps it on the host (one verification step per launch)."""
+
+    def __init__(self, max_ngram: int = 8, min_ngram: int = 1, on_device: bool = True):
         super().__init__()
         assert 1 <= min_ngram <= max_ngram, f"bad n-gram range {min_ngram}..{max_ngram}"
-        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+        self.max_ngram, self.min_ngram, self.on_device = max_ngram, min_ngram, on_device
 
     def propose(self, history: list[int], k: int) -> list[int]:
         size = len(history)

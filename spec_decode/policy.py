@@ -14,6 +14,12 @@ so drafting k gains  gain(k) = tokens(k) / (ratio(1 + k) + k * draft_cost)  over
 reject, drafts the k (up to that length) with the best gain, and switches drafting off when no
 k gains; switched off, it probes again after a while (a repetitive stretch later on gets
 drafting back), backing off further after each probe that finds nothing.
+
+A backend that drafts on the device (the monokernel with the n-gram drafter) runs many steps of
+one T-position kernel per launch: each costs cost(T) whatever it drafts, so it drafts T - 1 and
+applies the same rule per step to what it measures, a running mean of the tokens a step keeps
+past its first, pausing below `break_even(T)`; `launch_ended` carries the switch-off, probes and
+back-off over to the host.
 """
 
 from __future__ import annotations
@@ -83,6 +89,9 @@ class DraftPolicy:
         self._wait = 0  # plain steps left before the next probe (while off)
         self._probing = False
         self.switched_off = 0  # times drafting was switched off (for reports)
+        # accepted tokens per step of a backend that drafts on the device (the monokernel's
+        # running mean, kept across sequences; None: not measured yet)
+        self.step_accepted: float | None = None
 
     @classmethod
     def for_backend(cls, backend, drafter, **kw) -> DraftPolicy:
@@ -103,6 +112,37 @@ class DraftPolicy:
         """(k, gain) with the best gain over 1..limit (default: the current ceiling)."""
         lim = self.k if limit is None else limit
         return max(((j, self.gain(j)) for j in range(1, lim + 1)), key=lambda x: (x[1], -x[0]))
+
+    @property
+    def probing(self) -> bool:
+        """next_k() asked for a probe step (drafting is off; this step tests it again)."""
+        return self._probing
+
+    def break_even(self, T: int) -> float:
+        """Tokens past its first that a step of T positions (T - 1 drafts) must keep to pay:
+        `update`'s switch-off rule, gain = tokens / (cost(T) + (T - 1) * draft_cost) >=
+        min_gain, for a backend whose every drafting step costs cost(T) whatever it drafted
+        (the monokernel's device drafter: one kernel of T positions runs many steps). Above
+        T - 1, drafting there never pays."""
+        return self.min_gain * (self.cost(T) + (T - 1) * self.draft_cost) - 1.0
+
+    def launch_ended(self, paused: bool, probe: bool, steps: int) -> None:
+        """A launch of drafting steps on the device ended; the device applied the switch-off
+        rule itself after each step (`paused`: its running mean of accepted tokens per step
+        fell below break_even). `probe`: the launch began with the probe step next_k() asked
+        for (whose own count replaced the mean); `steps`: the steps the launch ran. As
+        `update`: a probe that did not pay (paused after its one step) doubles the wait, one
+        that did switches drafting on; a pause switches it off until the next probe."""
+        if probe:
+            self._probing = False
+            if paused and steps <= 1:
+                self.probe_every = min(2 * self.probe_every, self.max_probe_every)
+                self._wait = self.probe_every
+                return
+            self.off, self.probe_every = False, self._wait0
+        if paused and not self.off:
+            self.off, self._wait = True, self.probe_every
+            self.switched_off += 1
 
     def next_k(self) -> int:
         """Drafts to ask for on the next step (0: plain decode)."""

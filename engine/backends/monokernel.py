@@ -12,6 +12,11 @@ Constraints: the automaton's device tables (the graph backend's) go into the seq
 the first token is chosen from the masked prefill logits and the automaton advanced past it on
 the host, then the kernel masks, chooses, advances and ends the output on the device (a state
 that allows only EOS writes an EOS id and stops), with no host round trip per token.
+
+Speculative decoding: the n-gram drafter (NgramDrafter, `--drafter ngram`) runs on the device:
+one launch of the T = k + 1 kernel drafts, verifies and emits a whole stretch, and pauses itself
+when drafting stops paying (`_speculate_device`). Other drafters propose on the host, one
+verification step per launch (`_speculate`).
 """
 
 from __future__ import annotations
@@ -41,9 +46,9 @@ class MonokernelBackend(ReferencePrefill):
     # row the step's LM head wrote (no extra forward; unconstrained requests only: with a
     # constraint the kernel masks that row in place)
     supports_logprobs = True
-    # decode(drafter=, history=): a host drafter's proposals verified by a kernel of T = k_max + 1
-    # positions, one verification step per launch (plain stretches: the T = 1 kernel, many
-    # steps per launch)
+    # decode(drafter=, history=): drafts verified by a kernel of T = k_max + 1 positions: the
+    # n-gram drafter's drafted on the device, many steps per launch; a host drafter's one
+    # verification step per launch (plain stretches: the T = 1 kernel, many steps per launch)
     supports_drafter = True
     step_costs: dict[int, float] | None = None  # {T: cost of a T-position step} (DraftPolicy)
 
@@ -66,10 +71,11 @@ class MonokernelBackend(ReferencePrefill):
         mw = build_weights(cfg, weights, device, dtype)
         self.model = Transformer(cfg, mw, max_len)  # prefill path, same weights and cache
         self.w = W.pack_weights(cfg, mw, self.model.cos, self.model.sin)
-        # T-step costs measured on an H200 (Qwen3-1.7B shape, BENCH.md tune runs 10 and 16):
-        # the T > 1 path is slow yet, so the policy keeps drafting off there unless told
-        # otherwise (set `step_costs`); the CPU interpreter has none (flat)
-        self.step_costs = ({1: 1.0, 4: 4.70, 8: 4.79, 16: 4.64} if device.type == "cuda"
+        # T-step costs measured on an H200 (Qwen3-1.7B shape, BENCH.md "Steps of T > 1
+        # positions after the batched-dot matvecs", us per step relative to T = 1): drafting
+        # pays from about one accepted token per step (DraftPolicy.break_even); the CPU
+        # interpreter has none (flat)
+        self.step_costs = ({1: 1.0, 4: 1.85, 8: 1.96, 16: 2.16} if device.type == "cuda"
                            else None)
         self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None}
         self._spec_kernels: dict[int, Any] = {}
@@ -185,6 +191,10 @@ class MonokernelBackend(ReferencePrefill):
                          seed=seed, automaton=dev_auto, cstate=cstate)
         if logprobs is not None:
             yield from self._stepwise(b, max_new, mode != W.GREEDY, logprobs)
+        elif drafter is not None and self.drafts_on_device(drafter):
+            yield from self._speculate_device(cache, b, T, policy, drafter,
+                                              list(history or []) + [first], max_new,
+                                              mode != W.GREEDY, automaton, stop_ids)
         elif drafter is not None:
             yield from self._speculate(cache, b, T, policy, drafter, list(history or []) + [first],
                                        max_new, mode != W.GREEDY, automaton, stop_ids)
@@ -229,6 +239,78 @@ class MonokernelBackend(ReferencePrefill):
                 return
             seen += len(toks)
 
+    @staticmethod
+    def drafts_on_device(drafter: Any) -> bool:
+        """The drafter is the n-gram lookup the kernel runs itself (ops_sample.draft_next): an
+        NgramDrafter (not a subclass with its own rule) that allows it (`on_device`)."""
+        from ...spec_decode.drafters import NgramDrafter
+
+        return (isinstance(drafter, NgramDrafter) and getattr(drafter, "on_device", False)
+                and type(drafter).propose is NgramDrafter.propose)
+
+    def _speculate_device(self, cache: KVCache, b, T: int, policy: Any, drafter: Any,
+                          hist: list[int], max_new: int, sampling: bool, automaton: Any,
+                          stop_ids: frozenset[int]) -> Iterator[int]:
+        """Speculative decode with the n-gram drafter on the device: one launch of the
+        T-position kernel runs a whole stretch of steps; after each step SAMPLE appends the
+        emitted tokens to the device history, looks up the next step's drafts there
+        (NgramDrafter's rule, trimmed as propose_drafts trims) and keeps the running mean of
+        accepted tokens per step, ending the launch (DONE_PAUSE) when the mean falls below the
+        policy's break-even for T (every step of that kernel costs cost(T), whatever it
+        drafts, so it drafts k_max = T - 1 and the only choice left is whether to run it).
+        Paused, the policy's plain stretch runs on the T = 1 kernel (one launch), then a probe
+        launch of the T kernel, whose first step's count replaces the mean (DraftPolicy's
+        probes and back-off). The host drafts only a launch's first step. A T kernel that
+        reaches the KV capacity hands the rest to the T = 1 kernel."""
+        from ...kernels.monokernel import weights as W
+        from ...spec_decode.policy import expected_tokens
+
+        adaptive = policy.adaptive
+        floor = policy.break_even(T) if adaptive else None
+        if floor is not None and floor > T - 1:  # even accepting every draft would not pay
+            yield from self._stream(b, max_new, sampling)
+            return
+        spec = self._kernel_for(T)
+        k = T - 1 if adaptive else min(policy.k, T - 1)
+        acc0 = policy.step_accepted
+        if acc0 is None:  # the policy's acceptance estimate, as accepted tokens per step
+            acc0 = expected_tokens(policy.rate, k) - 1
+        W.start_drafting(b, hist, min_ngram=drafter.min_ngram, max_ngram=drafter.max_ngram, k=k,
+                         accepted=acc0, alpha=policy.ewma, floor=floor)
+        seen = 1
+        try:
+            while seen < max_new:
+                plain = adaptive and policy.next_k() == 0
+                if plain:  # drafting is off: the plain steps until the next probe, one launch
+                    kern, n = self.kernel, min(1 + policy.take_plain(), max_new - seen)
+                else:
+                    kern, n, probe = spec, max_new - seen, policy.probing
+                    cs = int(b.state[W.C_STATE]) if automaton is not None else 0
+                    props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
+                    W.set_step_inputs(b, self.w, T, props, automaton, guessed=guessed)
+                    b.state[W.D_PROBE] = int(probe)
+                    steps0 = int(b.state[W.STEPS])
+                seen = yield from self._follow(kern, b, n, sampling, seen, hist)
+                done = int(b.state[W.DONE])
+                if not plain:
+                    policy.step_accepted = int(b.state[W.D_EWMA]) / W.Q16
+                    if adaptive:
+                        policy.launch_ended(done == W.DONE_PAUSE, probe,
+                                            int(b.state[W.STEPS]) - steps0)
+                if done == W.DONE_PAUSE:
+                    b.state[W.DONE] = 0
+                elif (done == W.DONE_CAPACITY and kern is spec
+                      and int(b.state[W.POS]) < int(b.state[W.CAPACITY])):
+                    b.state[W.DONE] = 0  # room for fewer than T positions: the rest plainly
+                    b.host[W.H_DONE] = 0
+                    yield from self._stream(b, max_new, sampling, seen)
+                    return
+                elif done:
+                    return
+        finally:
+            drafter.observe_counts(int(b.state[W.D_STEPS]), int(b.state[W.D_DRAFTED]),
+                                   int(b.state[W.D_ACCEPTED]))
+
     def _stepwise(self, b, max_new: int, sampling: bool, k: int) -> Iterator[TokenLogprob]:
         """One step per launch; each token scored on the logits row its step wrote."""
         from ...kernels.monokernel import weights as W
@@ -252,29 +334,43 @@ class MonokernelBackend(ReferencePrefill):
         kern.check(b)
         return [int(b.host[W.HOST_HDR + i]) for i in range(seen, int(b.host[W.H_PROGRESS]))]
 
-    def _stream(self, b, max_new: int, sampling: bool) -> Iterator[int]:
+    def _stream(self, b, max_new: int, sampling: bool, seen: int = 1) -> Iterator[int]:
+        """Plain decode on the T = 1 kernel from output index `seen`, many steps per launch."""
         from ...kernels.monokernel import weights as W
 
-        seen, running = 1, None
+        while seen < max_new:
+            seen = yield from self._follow(self.kernel, b, max_new - seen, sampling, seen)
+            if int(b.state[W.DONE]):
+                return
+
+    def _follow(self, kern, b, n_steps: int, sampling: bool, seen: int,
+                sink: list[int] | None = None) -> Iterator[int]:
+        """Launch `kern` for up to n_steps and yield the tokens it writes to the host ring (from
+        output index `seen` on) while it runs, also appending them to `sink`; returns the new
+        `seen`. Closed early: asks the kernel to stop (cancel flag) and waits until it has."""
+        from ...kernels.monokernel import weights as W
+
+        running = None
         try:
-            while seen < max_new:
-                self.kernel.launch(b, max_new - seen, sampling=sampling)
-                if self.device.type == "cuda":
-                    running = torch.cuda.Event()
-                    running.record()
-                while True:  # yield tokens as the kernel writes them
-                    finished = running is None or running.query()
-                    n = int(b.host[W.H_PROGRESS])
-                    for i in range(seen, n):
-                        yield int(b.host[W.HOST_HDR + i])
-                    seen = n
-                    if finished:
-                        break
-                    time.sleep(POLL_S)
-                running = None
-                self.kernel.check(b)
-                if int(b.state[W.DONE]) or seen >= max_new:
-                    return
+            kern.launch(b, n_steps, sampling=sampling)
+            if self.device.type == "cuda":
+                running = torch.cuda.Event()
+                running.record()
+            while True:  # yield tokens as the kernel writes them
+                finished = running is None or running.query()
+                n = int(b.host[W.H_PROGRESS])
+                for i in range(seen, n):
+                    tok = int(b.host[W.HOST_HDR + i])
+                    if sink is not None:
+                        sink.append(tok)
+                    yield tok
+                seen = n
+                if finished:
+                    break
+                time.sleep(POLL_S)
+            running = None
+            kern.check(b)
+            return seen
         finally:
             if running is not None:  # closed early: ask the kernel to stop, wait until it has
                 b.host[W.H_CANCEL] = 1

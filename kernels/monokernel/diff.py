@@ -21,8 +21,8 @@ from .weights import Buffers, MonoWeights
 
 Runner = Callable[[Plan, Buffers, int], None]  # run(plan, buffers, steps), in place
 ORDER = ("qkv", "k_cache", "v_cache", "att_acc", "att_ml", "attn", "part", "x", "act",
-         "logits", "lm_val", "lm_idx", "lm_stat", "cand", "tokens", "state", "host", "ctr",
-         "err")
+         "logits", "lm_val", "lm_idx", "lm_stat", "cand", "tokens", "drafts", "hist", "state",
+         "host", "ctr", "err")
 
 
 @dataclass
@@ -37,12 +37,16 @@ class Divergence:
                 f" (max abs diff {self.max_abs:.3g})")
 
 
-def compare(a: Buffers, b: Buffers, tol: float = 1e-4) -> tuple[str, float] | None:
+def compare(a: Buffers, b: Buffers, tol: float = 1e-4,
+            skip: tuple[str, ...] = ()) -> tuple[str, float] | None:
     """(first buffer in data-flow order whose max abs difference exceeds tol times its scale,
     that difference), or None. Integer buffers must match exactly (candidate keys: their token
-    ids; their logits to tol)."""
+    ids; their logits to tol). `skip`: buffers not compared (bf16: the per-tile argmax indices,
+    lm_idx, may pick the other of two logits equal to bf16 rounding)."""
     ta, tb = a.tensors(), b.tensors()
     for name in ORDER:
+        if name in skip:
+            continue
         x, y = ta[name], tb[name]
         if name == "cand":  # keys hold exact logit bits: compare ids exactly, logits to tol
             x, y = x.cpu(), y.cpu()

@@ -18,6 +18,24 @@ tokens searched 1024 per load, else its default next state); a state that allows
 C_EOS to the ring and ends the sequence (DONE_STOP), a dead one (-1) is an error (ERR_DEAD);
 then it walks the next step's input tokens (drafts) for the next step's per-position states.
 Without a constraint none of this runs: the tile epilogue's argmax is the only one.
+
+The n-gram drafter on the device (state[D_ON] set by weights.start_drafting, so no other compiled
+variant; the T = 1 kernel keeps only the history): SAMPLE appends each emitted token to `hist`
+(the sequence's tokens, one store each). In a kernel of T > 1, after the step's tokens are
+decided, `draft_count` counts the step's drafts (state[D_GUESSED] of them were the drafter's;
+the accepted ones: emitted - 1, at most that) and updates an integer EWMA of the tokens a step
+keeps past its first (Q16); below state[D_FLOOR] (the host policy's break-even for T) the launch
+ends with DONE_PAUSE. Otherwise `draft_next` drafts the next step from `hist`: NgramDrafter's
+rule (`ngram_find`: every candidate end position of a block of 1024 history tokens compared at
+once, the match lengths counted as masks, one load per matched length while any candidate
+still matches, blocks from the most recent back until a full-length match), up to
+min(state[D_K], T - 1) tokens, trimmed as the host's propose_drafts trims (stop ids; with a
+constraint the walk cuts rejected tokens and drafts forced ones, c_forced, and stores the next
+step's per-position states in place of c_states); it writes drafts[n_out + i] and
+state[N_DRAFT], which the next-input code below already reads. Cost per step: a history of L
+tokens takes ceil(L / 1024) block loads at most (fewer: a full-length match stops it), plus one
+per extra matched length in a block with live candidates, a few scalar loads, one load of the
+proposal and of the stop ids; with a constraint, ~4 dependent loads per drafted position.
 """
 
 from __future__ import annotations
@@ -35,6 +53,12 @@ BIG = tl.constexpr(2147483647)
                               W.N_DRAFT, W.SEED_LO, W.SEED_HI, W.CAPACITY, W.STEPS))
 C_ON, C_WORDS, C_EOS, C_START, C_STATE = (tl.constexpr(v) for v in (
     W.C_ON, W.C_WORDS, W.C_EOS, W.C_START, W.C_STATE))
+(D_ON, N_HIST, HIST_CAP, D_NMIN, D_NMAX, D_K, D_GUESSED, D_EWMA, D_ALPHA, D_FLOOR, D_PROBE,
+ D_STEPS, D_DRAFTED, D_ACCEPTED) = (tl.constexpr(v) for v in (
+    W.D_ON, W.N_HIST, W.HIST_CAP, W.D_NMIN, W.D_NMAX, W.D_K, W.D_GUESSED, W.D_EWMA, W.D_ALPHA,
+    W.D_FLOOR, W.D_PROBE, W.D_STEPS, W.D_DRAFTED, W.D_ACCEPTED))
+DONE_PAUSE = tl.constexpr(W.DONE_PAUSE)
+HBLK = tl.constexpr(1024)  # history tokens per load of the n-gram lookup
 ERR_DEAD = tl.constexpr(W.ERR_DEAD)
 GREEDY = tl.constexpr(W.GREEDY)
 TEMPERATURE = tl.constexpr(W.TEMPERATURE)
@@ -307,12 +331,159 @@ def c_states(s, tokens, state, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_
             tl.store(state + C_STATE + tt, s)
 
 
+@triton.jit
+def ngram_find(hist, L, nmin, nmax, BLK: tl.constexpr):
+    """NgramDrafter's lookup over hist[0:L]: (n, e), the longest suffix length n tried (from
+    min(nmax, L - 1) down to nmin) that also ends at an earlier position e <= L - 2, and the
+    latest such e; n = 0 (e = -1) when none reaches nmin. Every candidate end e of a block of
+    BLK is compared at once: a run of matches t = 0, 1, ... (hist[e - t] == hist[L - 1 - t]),
+    one load of the block per t while any candidate still matches (most die at t = 0: the last
+    token). Blocks go from the most recent back and stop once an n-gram of the full length is
+    found (the latest wins, so nothing earlier can beat it)."""
+    nm = tl.minimum(nmax, L - 1)
+    best_n = 0
+    best_e = -1
+    if nm >= nmin:
+        last = tl.load(hist + L - 1)
+        hi = L - 1  # this block's candidate ends: [hi - BLK, hi)
+        go = 1
+        while go == 1:
+            e = hi - BLK + tl.arange(0, BLK)
+            h0 = tl.load(hist + e, mask=e >= 0, other=-1)
+            run = (e >= 0) & (h0 == last)
+            m = run.to(tl.int32)  # the match length at e, up to nm
+            live = tl.max(m, axis=0)
+            t = 1
+            while (live > 0) & (t < nm):
+                ok = run & (e >= t)
+                ht = tl.load(hist + e - t, mask=ok, other=-1)
+                run = ok & (ht == tl.load(hist + L - 1 - t))
+                r = run.to(tl.int32)
+                m += r
+                live = tl.max(r, axis=0)
+                t += 1
+            bm = tl.max(m, axis=0)
+            if bm > best_n:  # strictly: a later block (seen first) wins a tie
+                best_e = tl.max(tl.where(m == bm, e, -1), axis=0)
+                best_n = bm
+            hi -= BLK
+            go = ((hi > 0) & (best_n < nm)).to(tl.int32)
+    return best_n, best_e
+
+
+@triton.jit
+def _is_stop(stop_ids, n_stop, tok):
+    hits = 0
+    for s0 in range(0, n_stop, 128):
+        i = s0 + tl.arange(0, 128)
+        ids = tl.load(stop_ids + i, mask=i < n_stop, other=-1)
+        hits += tl.sum((ids == tok).to(tl.int32), axis=0)
+    return hits > 0
+
+
 @triton.jit(noinline=NOINLINE)
-def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, embed, lm_val,
-               lm_idx, lm_stat, cand, err, c_bitmask, c_default, c_exc_ptr, c_exc_tokens,
-               c_exc_next, c_done, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr,
-               TP2: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr, C: tl.constexpr,
-               SAMPLING: tl.constexpr):
+def draft_next(state, hist, drafts, stop_ids, n_hist, n_out, last, cs, con, c_bitmask,
+               c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done, c_forced,
+               T: tl.constexpr, TP2: tl.constexpr, BLK: tl.constexpr):
+    """The device n-gram drafter, after a step that emitted output indices up to n_out - 1
+    (hist[0:n_hist] holds them): up to k = min(state[D_K], T - 1) drafts for the next step, as
+    the host's propose_drafts(NgramDrafter) gives them: the lookup's proposal (ngram_find, the
+    tokens after the match), cut after a stop id; with a constraint, walked from the automaton
+    state `cs` (after `last`): cut before a token it rejects and after one that leaves only
+    EOS, and where a state forces a token (the only one allowed) that token drafted instead,
+    also past the proposal (up to k). Stores drafts[n_out + i], state[N_DRAFT] (n_out + their
+    count) and state[D_GUESSED] (the proposal's among them); with a constraint also the next
+    step's per-position automaton states (the padding walked too: c_states' job). Returns 1
+    when it stored those."""
+    nmin = tl.load(state + D_NMIN)
+    k = tl.minimum(tl.load(state + D_K), T - 1)
+    best_n, best_e = ngram_find(hist, n_hist, nmin, tl.load(state + D_NMAX), BLK)
+    j = tl.arange(0, TP2)
+    n_prop = tl.where((best_n >= nmin) & (k > 0), tl.minimum(k, n_hist - 1 - best_e), 0)
+    props = tl.load(hist + best_e + 1 + j, mask=j < n_prop, other=0)
+    n_stop = tl.load(state + N_STOP)
+    walked = 0
+    if con == 0:
+        stop_at = TP2
+        for s0 in range(0, n_stop, 128):
+            i = s0 + tl.arange(0, 128)
+            ids = tl.load(stop_ids + i, mask=i < n_stop, other=-1)
+            hit = tl.sum((props[:, None] == ids[None, :]).to(tl.int32), axis=1)  # [TP2]
+            stop_at = tl.minimum(stop_at, tl.min(tl.where((hit > 0) & (j < n_prop), j, TP2),
+                                                 axis=0))
+        count = tl.minimum(n_prop, stop_at + 1)
+        guessed = count
+        out = props
+    else:
+        walked = 1
+        words = tl.load(state + C_WORDS)
+        s = cs
+        tl.store(state + C_STATE, s)
+        out = props
+        count = 0
+        guessed = 0
+        live = 1
+        for i in range(0, T - 1):  # position i + 1: its input token, then the state after it
+            forced = tl.where(s >= 0, tl.load(c_forced + tl.maximum(s, 0)), -1)
+            p = tl.sum(tl.where(j == i, props, 0), axis=0)
+            act = (live == 1) & (i < k)
+            use_p = act & (guessed == i) & (i < n_prop) & ((forced == -1) | (forced == p))
+            use_f = act & (use_p == 0) & (forced >= 0)
+            take = use_p | use_f
+            tok = tl.where(use_p, p, tl.where(use_f, forced, last))
+            ns = _c_next(s, tok, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next,
+                         words)
+            ok = take & (ns >= 0)
+            if take & (ns < 0):  # the constraint rejects it: the drafts end before it
+                tok = last
+                ns = _c_next(s, last, c_bitmask, c_default, c_exc_ptr, c_exc_tokens,
+                             c_exc_next, words)
+            fin = 0
+            if ok:  # after a stop id or a state that allows only EOS: nothing more to draft
+                fin = (_is_stop(stop_ids, n_stop, tok)
+                       | (tl.load(c_done + ns).to(tl.int32) != 0)).to(tl.int32)
+            live = (ok & (fin == 0)).to(tl.int32)
+            count += ok.to(tl.int32)
+            guessed += (ok & use_p).to(tl.int32)
+            out = tl.where(j == i, tok, out)
+            s = ns
+            tl.store(state + C_STATE + i + 1, s)
+    tl.store(drafts + n_out + j, out, mask=j < count)
+    tl.store(state + N_DRAFT, n_out + count)
+    tl.store(state + D_GUESSED, guessed)
+    return walked
+
+
+@triton.jit(noinline=NOINLINE)
+def draft_count(state, emitted, done):
+    """The device drafter's bookkeeping after a step (T > 1) that emitted `emitted` tokens:
+    the counts (when the step carried the drafter's drafts), the running mean of accepted
+    tokens per step (integer EWMA, Q16; a probe's first step replaces it) and the pause: a
+    step that leaves the mean below state[D_FLOOR] ends the launch (DONE_PAUSE) unless the
+    sequence ended anyway. Returns the step's DONE code."""
+    g = tl.load(state + D_GUESSED)
+    acc = tl.maximum(emitted - 1, 0)
+    if g > 0:
+        tl.store(state + D_STEPS, tl.load(state + D_STEPS) + 1)
+        tl.store(state + D_DRAFTED, tl.load(state + D_DRAFTED) + g)
+        tl.store(state + D_ACCEPTED, tl.load(state + D_ACCEPTED) + tl.minimum(acc, g))
+    x = acc.to(tl.int64) << 16
+    ew = tl.load(state + D_EWMA).to(tl.int64)
+    ew = tl.where(tl.load(state + D_PROBE) != 0, x,
+                  ew + (((x - ew) * tl.load(state + D_ALPHA).to(tl.int64)) >> 16))
+    tl.store(state + D_EWMA, ew.to(tl.int32))
+    tl.store(state + D_PROBE, 0)
+    tl.store(state + D_GUESSED, 0)
+    pause = (done == 0) & (ew < tl.load(state + D_FLOOR).to(tl.int64))
+    return tl.where(pause, DONE_PAUSE, done)
+
+
+@triton.jit(noinline=NOINLINE)
+def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist, x, embed,
+               lm_val, lm_idx, lm_stat, cand, err, c_bitmask, c_default, c_exc_ptr,
+               c_exc_tokens, c_exc_next, c_done, c_forced, H: tl.constexpr, V: tl.constexpr,
+               T: tl.constexpr, TP2: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr,
+               C: tl.constexpr, SAMPLING: tl.constexpr):
     pos = tl.load(state + POS, cache_modifier=".cg")
     n_out = tl.load(state + N_OUT, cache_modifier=".cg")
     max_new = tl.load(state + MAX_NEW)
@@ -323,6 +494,9 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, e
     done = 0
     emitted = 0
     last = tl.load(tokens, cache_modifier=".cg")
+    d_on = tl.load(state + D_ON)  # the device drafter: emitted tokens go to hist too
+    n_hist = tl.load(state + N_HIST)
+    h_cap = tl.load(state + HIST_CAP)
     con = tl.load(state + C_ON)
     cs = 0  # the automaton state before position t (constraint active)
     if con != 0:
@@ -359,6 +533,8 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, e
             go = 0
         else:
             tl.store(host + HOST_HDR + n_out, a)
+            tl.store(hist + n_hist, a, mask=(d_on != 0) & (n_hist < h_cap))
+            n_hist += 1
             n_out += 1
             emitted += 1
             last = a
@@ -385,21 +561,33 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, x, e
             done = DONE_CANCEL
         elif npos + T > tl.load(state + CAPACITY):
             done = DONE_CAPACITY
-    tl.debug_barrier()  # every read of tokens and the ring stores are behind us
+    if T > 1:  # noqa: SIM102 (constexpr, then runtime)
+        if d_on != 0:  # counts, acceptance mean, pause (DONE_PAUSE: the launch ends)
+            done = draft_count(state, emitted, done)
+    tl.debug_barrier()  # every read of tokens and the ring stores (hist too) are behind us
     tl.atomic_xchg(host + H_PROGRESS, n_out, sem="release", scope="sys")
-    if done != 0:
+    if (done != 0) & (done != DONE_PAUSE):
         tl.atomic_xchg(host + H_DONE, done, sem="release", scope="sys")
     tl.store(state + POS, npos)
     tl.store(state + N_OUT, n_out)
     tl.store(state + DONE, done)
     tl.store(state + STEPS, tl.load(state + STEPS) + 1)
+    walked = 0
+    if d_on != 0:
+        tl.store(state + N_HIST, tl.minimum(n_hist, h_cap))
+        if T > 1:  # noqa: SIM102
+            if done == 0:  # the next step's drafts, from the history on the device
+                walked = draft_next(state, hist, drafts, stop_ids, tl.minimum(n_hist, h_cap),
+                                    n_out, last, cs, con, c_bitmask, c_default, c_exc_ptr,
+                                    c_exc_tokens, c_exc_next, c_done, c_forced, T, TP2, HBLK)
+                tl.debug_barrier()  # its drafts and N_DRAFT are visible to every thread
     j = tl.arange(0, TP2)
     di = n_out - 1 + j
     dm = (j >= 1) & (j < T) & (di < tl.load(state + N_DRAFT))
     nxt = tl.where(j == 0, last, tl.load(drafts + di, mask=dm, other=0))
     nxt = tl.where(dm | (j == 0), nxt, last)
     tl.store(tokens + j, nxt, mask=j < T)
-    if con != 0:
+    if (con != 0) & (walked == 0):  # (the drafter's walk stored them)
         c_states(cs, tokens, state, c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, T)
     for tt in range(0, T):  # the next step's x: embedding rows of its input tokens
         tok = tl.sum(tl.where(j == tt, nxt, 0), axis=0).to(tl.int64)

@@ -158,3 +158,49 @@ def constraint_next(b, s: int, tok: int) -> int:
     if i < end and int(b.c_exc_tokens[i]) == tok:
         return int(b.c_exc_next[i])
     return int(b.c_default[s])
+
+
+# ---- the device n-gram drafter (ops_sample.draft_next): what it drafts --------------------
+
+def ngram_propose(hist: list[int], k: int, min_ngram: int, max_ngram: int) -> list[int]:
+    """spec_decode's NgramDrafter rule: the longest suffix of `hist` (max_ngram down to
+    min_ngram tokens) that also ends earlier with a token after it, its latest occurrence;
+    up to k of the tokens after it."""
+    size = len(hist)
+    if k <= 0 or size <= min_ngram:
+        return []
+    for n in range(min(max_ngram, size - 1), min_ngram - 1, -1):
+        suffix = hist[size - n:]
+        for e in range(size - 2, n - 2, -1):  # e: the occurrence's last position
+            if hist[e - n + 1:e + 1] == suffix:
+                return hist[e + 1:e + 1 + k]
+    return []
+
+
+def device_drafts(b, hist: list[int], k: int, min_ngram: int, max_ngram: int, state: int,
+                  stops: set[int], con: bool) -> tuple[list[int], int]:
+    """(drafts, how many are the lookup's): the proposal trimmed as the host's
+    engine/backends/drafting.propose_drafts trims it, with the Buffers' tables: with a
+    constraint (`state` after the last token) cut before a token it rejects, forced tokens
+    (c_forced) drafted instead of or past the proposal, up to k; cut after a stop id or a
+    state that allows only EOS."""
+    props = ngram_propose(hist, k, min_ngram, max_ngram)
+    out: list[int] = []
+    guessed = 0
+    while len(out) < k:
+        forced = int(b.c_forced[state]) if con else -1
+        if guessed == len(out) and guessed < len(props) and forced in (-1, props[guessed]):
+            d, g = props[guessed], 1
+        elif forced >= 0:
+            d, g = forced, 0
+        else:
+            break
+        if con:
+            state = constraint_next(b, state, d)
+            if state < 0:
+                break
+        out.append(d)
+        guessed += g
+        if d in stops or (con and bool(b.c_done[state])):
+            break
+    return out, guessed

@@ -2,7 +2,8 @@
 
 The oracle for every buffer the kernel writes: same instructions, same tiles, same buffers
 (x, qkv, attention partials, attn, act, logits, per-tile LM-head partials, candidates, token
-ring, counters), fp32 math where the kernel accumulates in fp32. Ops run in plan order, each
+ring, the device drafter's history, drafts and counts, counters), fp32 math where the kernel
+accumulates in fp32. Ops run in plan order, each
 over all programs' runs (any interleaving the counters allow gives the same buffers). With
 several ranks (each its own Buffers, KV cache included) ALLREDUCE sums the ranks' partials.
 Knows nothing about Triton; sampling rules live in sampling.py.
@@ -17,7 +18,15 @@ import torch.nn.functional as F
 
 from . import plan as P
 from . import weights as W
-from .sampling import MIN_KEY, candidate_keys, choose_filtered, constraint_next, gumbel, mask_rows
+from .sampling import (
+    MIN_KEY,
+    candidate_keys,
+    choose_filtered,
+    constraint_next,
+    device_drafts,
+    gumbel,
+    mask_rows,
+)
 
 LOG2E = 1.4426950408889634
 
@@ -222,6 +231,19 @@ class VM:
                                float(b.fparams[W.TEMP]), int(st[W.TOP_K]),
                                float(b.fparams[W.TOP_P]), seed_of(st) + int(st[W.POS]) + t)
 
+    @staticmethod
+    def _draft_count(st: torch.Tensor, emitted: int, done: int) -> int:
+        """ops_sample.draft_count: counts, the Q16 mean of accepted tokens per step, pause."""
+        g, acc = int(st[W.D_GUESSED]), max(emitted - 1, 0)
+        if g > 0:
+            st[W.D_STEPS] += 1
+            st[W.D_DRAFTED] += g
+            st[W.D_ACCEPTED] += min(acc, g)
+        x, ew = acc << 16, int(st[W.D_EWMA])
+        ew = x if int(st[W.D_PROBE]) else ew + (((x - ew) * int(st[W.D_ALPHA])) >> 16)
+        st[W.D_EWMA], st[W.D_PROBE], st[W.D_GUESSED] = ew, 0, 0
+        return W.DONE_PAUSE if done == 0 and ew < int(st[W.D_FLOOR]) else done
+
     def sample(self, ins, b, step):
         st, T, host = b.state, self.plan.T, b.host
         pos, n_out = int(st[W.POS]), int(st[W.N_OUT])
@@ -230,6 +252,7 @@ class VM:
         done, emitted, last = 0, 0, toks[0]
         con = int(st[W.C_ON])
         cs = int(st[W.C_STATE]) if con else 0  # automaton state before position t
+        d_on, n_hist, h_cap = int(st[W.D_ON]), int(st[W.N_HIST]), int(st[W.HIST_CAP])
         for t in range(T):
             a, over = self._choose(b, t)
             ns, fin = cs, False
@@ -247,7 +270,9 @@ class VM:
                 b.err[:5] = torch.tensor([W.ERR_DEAD, -1, ins.seq, a, cs])
                 break
             host[W.HOST_HDR + n_out] = a
-            n_out, emitted, last = n_out + 1, emitted + 1, a
+            if d_on and n_hist < h_cap:
+                b.hist[n_hist] = a
+            n_out, emitted, last, n_hist = n_out + 1, emitted + 1, a, n_hist + 1
             if a in stops:
                 done = W.DONE_STOP
             elif fin:  # EOS, without a forward pass: the output is complete
@@ -263,11 +288,24 @@ class VM:
             done = W.DONE_CANCEL
         if not done and npos + T > int(st[W.CAPACITY]):
             done = W.DONE_CAPACITY
+        if T > 1 and d_on:
+            done = self._draft_count(st, emitted, done)
         host[W.H_PROGRESS] = n_out
-        if done:
+        if done and done != W.DONE_PAUSE:
             host[W.H_DONE] = done
         st[W.POS], st[W.N_OUT], st[W.DONE] = npos, n_out, done
         st[W.STEPS] += 1
+        if d_on:
+            n_hist = min(n_hist, h_cap)
+            st[W.N_HIST] = n_hist
+            if T > 1 and not done:  # the next step's drafts (ops_sample.draft_next)
+                k = min(int(st[W.D_K]), T - 1)
+                drafts, guessed = device_drafts(
+                    b, b.hist[:n_hist].tolist(), k, int(st[W.D_NMIN]), int(st[W.D_NMAX]), cs,
+                    stops, bool(con))
+                if drafts:
+                    b.drafts[n_out:n_out + len(drafts)] = torch.tensor(drafts, dtype=torch.int32)
+                st[W.N_DRAFT], st[W.D_GUESSED] = n_out + len(drafts), guessed
         nd = int(st[W.N_DRAFT])
         nxt = [last] + [int(b.drafts[n_out - 1 + i]) if n_out - 1 + i < nd else last
                         for i in range(1, T)]

@@ -26,11 +26,27 @@ from .plan import Plan
 # C_START -1, or (timing only) the state to restart at instead of ending there, C_STATE + t the
 # automaton state before the token at position t of the step (t < T <= 16; -1: dead)
 C_ON, C_WORDS, C_EOS, C_START, C_STATE = 12, 13, 14, 15, 16
-STATE_SIZE = 32
+# the device n-gram drafter (start_drafting; ops_sample.sample_run): D_ON 1 when it runs (SAMPLE
+# appends every emitted token to `hist`, and a kernel of T > 1 drafts the next step itself),
+# N_HIST tokens in `hist`, HIST_CAP its size, D_NMIN / D_NMAX the n-gram lengths tried, D_K
+# drafts per step (<= T - 1), D_GUESSED how many of this step's inputs are the drafter's (not
+# forced by a constraint: what the counts count), D_EWMA the running mean of the tokens a step
+# keeps past its first (accepted drafts, Q16: 65536 = one token), D_ALPHA its weight per step
+# (Q16), D_FLOOR the pause threshold (Q16: a step whose mean falls below it ends the launch with
+# DONE_PAUSE; negative: never), D_PROBE 1: the next step's count replaces the mean (a probe),
+# D_STEPS / D_DRAFTED / D_ACCEPTED steps that carried the drafter's drafts, those drafts, and the
+# accepted ones, since start_drafting
+(D_ON, N_HIST, HIST_CAP, D_NMIN, D_NMAX, D_K, D_GUESSED, D_EWMA, D_ALPHA, D_FLOOR, D_PROBE,
+ D_STEPS, D_DRAFTED, D_ACCEPTED) = range(32, 46)
+STATE_SIZE = 48
+Q16 = 1 << 16
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
 H_PROGRESS, H_CANCEL, H_DONE, HOST_HDR = 0, 1, 2, 4  # host-visible int32 buffer, then the ring
 # why a sequence ended (state[DONE], host[H_DONE])
 DONE_STOP, DONE_LENGTH, DONE_CANCEL, DONE_CAPACITY, DONE_ERROR = 1, 2, 3, 4, 5
+# the launch ended, the sequence did not: the device drafter's acceptance fell below D_FLOOR
+# (state[DONE] only, never host[H_DONE]; the host clears it and decodes on, plainly)
+DONE_PAUSE = 6
 GREEDY, TEMPERATURE, FILTERED = 0, 1, 2  # state[MODE]
 # err: [code, record, seq, wait_seq, target, seen, program, step]
 ERR_WAIT, ERR_CAP, ERR_OPCODE, ERR_DEAD = 1, 2, 3, 4  # ERR_DEAD: [code, -1, seq, token, state]
@@ -112,6 +128,7 @@ class Buffers:
     fparams: torch.Tensor  # [2] fp32: temperature, top_p
     stop_ids: torch.Tensor  # [>= 1] int32
     drafts: torch.Tensor  # [max_len] int32: proposal for output index i
+    hist: torch.Tensor  # [KV capacity] int32: the sequence's tokens (device drafter, D_ON)
     host: torch.Tensor  # [HOST_HDR + max_len] int32 (pinned on CUDA): progress, cancel, ring
     ctr: torch.Tensor  # [plan.n_counters] int32: dependency counters, then attention tickets
     err: torch.Tensor  # [ERR_SIZE] int32
@@ -125,6 +142,7 @@ class Buffers:
     c_exc_tokens: torch.Tensor  # int32 [E]
     c_exc_next: torch.Tensor  # int32 [E]
     c_done: torch.Tensor  # bool [S]
+    c_forced: torch.Tensor  # int32 [S]: the only token allowed, or -1 (drafted for free)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -154,12 +172,13 @@ def alloc_buffers(plan: Plan, device: torch.device | str, dtype: torch.dtype,
         lm_stat=z(2, T, nt), cand=z(T, max(1, plan.n_cand_lists), plan.tiling.cand,
                                     dt=torch.int64),
         tokens=z(T, dt=i32), state=z(STATE_SIZE, dt=i32), fparams=z(2),
-        stop_ids=z(1, dt=i32), drafts=z(plan.max_len, dt=i32), host=host,
+        stop_ids=z(1, dt=i32), drafts=z(plan.max_len, dt=i32),
+        hist=z(k_cache.shape[2], dt=i32), host=host,
         ctr=z(plan.n_counters, dt=i32), err=z(ERR_SIZE, dt=i32), k_cache=k_cache, v_cache=v_cache,
         **no_tables(device))
 
 
-C_TABLES = ("bitmask", "default", "exc_ptr", "exc_tokens", "exc_next", "done")
+C_TABLES = ("bitmask", "default", "exc_ptr", "exc_tokens", "exc_next", "done", "forced")
 _NO_TABLES: dict[str, dict[str, torch.Tensor]] = {}
 
 
@@ -172,7 +191,8 @@ def no_tables(device: torch.device | str) -> dict[str, torch.Tensor]:
             c_bitmask=torch.zeros(1, 1, **i32), c_default=torch.full((1,), -1, **i32),
             c_exc_ptr=torch.zeros(2, **i32), c_exc_tokens=torch.zeros(1, **i32),
             c_exc_next=torch.full((1,), -1, **i32),
-            c_done=torch.zeros(1, dtype=torch.bool, device=device))
+            c_done=torch.zeros(1, dtype=torch.bool, device=device),
+            c_forced=torch.full((1,), -1, **i32))
     return _NO_TABLES[key]
 
 
@@ -195,14 +215,15 @@ def _write_inputs(bufs: Buffers, w: MonoWeights, toks: list[int]) -> None:
 
 
 def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
-                    automaton=None) -> list[int]:
+                    automaton=None, guessed: int | None = None) -> list[int]:
     """Before a launch of a T-position kernel on running buffers (speculative decoding with a
-    host drafter, one verification step per launch): the step's inputs become the last
-    emitted token (tokens[0], as the previous step's SAMPLE left it), then `drafts`, then that
-    token again as padding (a padded position is verified like a draft: kept only when it is
-    the token chosen there); x their embedding rows; with a constraint, the automaton state
-    before each position (from state[C_STATE], the state after tokens[0]). Returns the
-    step's input tokens."""
+    host drafter, one verification step per launch; the first step of a launch of the device
+    drafter): the step's inputs become the last emitted token (tokens[0], as the previous
+    step's SAMPLE left it), then `drafts`, then that token again as padding (a padded position
+    is verified like a draft: kept only when it is the token chosen there); x their embedding
+    rows; with a constraint, the automaton state before each position (from state[C_STATE],
+    the state after tokens[0]). `guessed`: how many of `drafts` are the drafter's (the device
+    drafter's counts, state[D_GUESSED]). Returns the step's input tokens."""
     assert len(drafts) <= T - 1 <= bufs.tokens.shape[0] - 1, "drafts past the step's positions"
     last = int(bufs.tokens[0])
     toks = [last] + list(drafts) + [last] * (T - 1 - len(drafts))
@@ -211,7 +232,38 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
         cs = int(bufs.state[C_STATE])
         bufs.state[C_STATE:C_STATE + T] = torch.tensor(constraint_states(automaton, cs, toks),
                                                        dtype=torch.int32)
+    if guessed is not None:
+        bufs.state[D_GUESSED] = guessed
     return toks
+
+
+def q16(v: float) -> int:
+    """A real number as the state's Q16 fixed point (int32, saturated)."""
+    return max(-(1 << 31), min((1 << 31) - 1, round(v * Q16)))
+
+
+def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngram: int, k: int,
+                   accepted: float = 0.0, alpha: float = 0.15, floor: float | None = None,
+                   probe: bool = False) -> None:
+    """After start_sequence: the device n-gram drafter runs on these buffers. `history`: the
+    sequence so far (prompt and emitted tokens, the last one the input of the next step) goes
+    to `hist`; SAMPLE appends every token it emits; a kernel of T > 1 positions drafts up to
+    min(k, T - 1) tokens after each step by NgramDrafter's rule (min_ngram..max_ngram), trimmed
+    as the host's propose_drafts trims, so only its first step's drafts come from the host
+    (set_step_inputs, with `guessed`). `accepted`: the starting mean of accepted tokens per
+    step, `alpha` its weight per step; a step whose mean falls below `floor` (None: never) ends
+    the launch with DONE_PAUSE; `probe`: the first step's count replaces the mean."""
+    n = len(history)
+    assert 1 <= n <= bufs.hist.numel(), f"a history of {n} tokens in {bufs.hist.numel()}"
+    assert 1 <= min_ngram <= max_ngram and k >= 0, (min_ngram, max_ngram, k)
+    bufs.hist[:n] = torch.tensor(history, dtype=torch.int32).to(bufs.hist.device)
+    st = bufs.state
+    vals = {D_ON: 1, N_HIST: n, HIST_CAP: bufs.hist.numel(), D_NMIN: min_ngram,
+            D_NMAX: max_ngram, D_K: k, D_GUESSED: 0, D_EWMA: q16(max(accepted, 0.0)),
+            D_ALPHA: q16(alpha), D_FLOOR: -1 if floor is None else max(q16(floor), 0),
+            D_PROBE: int(probe), D_STEPS: 0, D_DRAFTED: 0, D_ACCEPTED: 0}
+    for slot, v in vals.items():
+        st[slot] = v
 
 
 def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_new: int,

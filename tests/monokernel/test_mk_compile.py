@@ -59,6 +59,7 @@ def _compile(case: str, target: str = "cuda") -> dict:
              "state": "*i32", "tokens": "*i32", "stop_ids": "*i32", "drafts": "*i32",
              "host": "*i32", "lm_idx": "*i32", "c_bitmask": "*i32", "c_default": "*i32",
              "c_exc_ptr": "*i32", "c_exc_tokens": "*i32", "c_exc_next": "*i32", "c_done": "*i1",
+             "hist": "*i32", "c_forced": "*i32",
              "nsteps": "i32", "spin_cap": "i32",
              "eps": "fp32", "qk_scale": "fp32", "kv_cap": "i32", "window": "i32", "skip": "i32"}
     types.update(trace="*i64", trace_step="i32", trace_rows="i32")

@@ -1,7 +1,8 @@
 """DraftPolicy: k rises to k_max under high acceptance, drafting switches off when it does not
 pay and comes back after a probe finds acceptance, the cost model picks k from a step cost
 table; in the reference backend's speculative loop the greedy output stays that of plain
-decode whatever the policy does."""
+decode whatever the policy does; the rule for a backend that drafts on the device (break-even
+per step, a launch's pause and probes)."""
 
 from __future__ import annotations
 
@@ -162,3 +163,22 @@ def test_greedy_unchanged_with_policy(tiny, text, policy):
     d = NgramDrafter()
     d.policy = DraftPolicy(cost=LINEAR, **policy)
     assert _decode(tiny, ids, 50, d) == _decode(tiny, ids, 50)
+
+
+def test_break_even_and_launch_ended():
+    """DraftPolicy's device rule: break-even accepted tokens per T step from the cost table;
+    a pause switches drafting off (counted), a probe that pauses after one step doubles the
+    wait, one that runs on switches drafting back on."""
+    pol = DraftPolicy(k_max=3, k=3, cost=StepCost({1: 1.0, 4: 2.5}), draft_cost=0.1,
+                      probe_every=4, max_probe_every=16)
+    assert pol.break_even(4) == pytest.approx(2.5 + 0.3 - 1.0)
+    assert DraftPolicy().break_even(9) == 0.0  # flat costs: always pays
+    pol.launch_ended(paused=True, probe=False, steps=5)
+    assert pol.off and pol.switched_off == 1
+    assert [pol.next_k() for _ in range(4)] == [0, 0, 0, 0] and pol.next_k() == pol.k_probe
+    assert pol.probing
+    pol.launch_ended(paused=True, probe=True, steps=1)
+    assert pol.off and not pol.probing and pol.probe_every == 8 and pol.switched_off == 1
+    assert pol.next_k() == 0 and pol.take_plain() == 7 and pol.next_k() == pol.k_probe
+    pol.launch_ended(paused=False, probe=True, steps=9)
+    assert not pol.off and pol.probe_every == 4 and pol.next_k() > 0

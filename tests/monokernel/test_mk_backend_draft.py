@@ -1,0 +1,216 @@
+"""The device n-gram drafter through the monokernel backend (CPU interpreter, one program):
+greedy output equal to the reference backend's plain decode token for token, whole stretches in
+one launch of the T = k + 1 kernel, with a constraint (forced tokens drafted), stop ids, the KV
+capacity, sampling equal to plain sampling, the adaptive pause and probes, cancellation, the
+host path kept for on_device=False, and the draft counts in GenerationResult and the replay."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from mk_utils import interpreted
+
+from agentfast.engine import Engine, SamplingParams
+from agentfast.engine import constraints as C
+from agentfast.kernels.monokernel import kernel as K
+from agentfast.kernels.monokernel import weights as W
+from agentfast.spec_decode import DraftPolicy, NgramDrafter, StepCost
+
+REPETITIVE = "a b c d a b c d a b c d a b c"
+
+
+@pytest.fixture(scope="module")
+def qwen3_dir(tmp_path_factory):
+    from tiny_models import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("mkd") / "qwen3", "qwen3", seed=3,
+                           tie_word_embeddings=True, num_hidden_layers=1)
+
+
+@pytest.fixture(scope="module")
+def folder(llama_dir):
+    """The tiny Llama (conftest): its greedy output varies (the one-layer Qwen3 above repeats
+    one token, which the padding alone predicts)."""
+    return llama_dir
+
+
+@pytest.fixture(scope="module")
+def ref(folder):
+    return Engine.load(str(folder), backend="reference", device="cpu", dtype=torch.float32,
+                       max_context=96)
+
+
+def _mk(folder, drafter, max_context: int = 96) -> Engine:
+    return Engine.load(str(folder), backend="monokernel", device="cpu", dtype=torch.float32,
+                       max_context=max_context, drafter=drafter)
+
+
+def _fixed(k: int = 3, **kw) -> NgramDrafter:
+    d = NgramDrafter(**kw)
+    d.policy = DraftPolicy(k_max=k, k=k, adaptive=False)  # always k drafts
+    return d
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """(T, steps asked, steps run) of every kernel launch."""
+    seen: list[tuple[int, int, int]] = []
+    orig = K.Monokernel.launch
+
+    def spy(self, b, nsteps, **kw):
+        s0 = int(b.state[W.STEPS])
+        orig(self, b, nsteps, **kw)
+        seen.append((self.plan.T, nsteps, int(b.state[W.STEPS]) - s0))
+
+    monkeypatch.setattr(K.Monokernel, "launch", spy)
+    return seen
+
+
+@interpreted
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_device_ngram_one_launch_equals_reference(folder, qwen3_dir, launches, arch):
+    """Greedy: the reference's tokens; the whole output in one launch of the T = 4 kernel,
+    fewer steps than tokens; the drafts the device counted reach GenerationResult; a session's
+    second turn too (its history is the whole conversation)."""
+    path = folder if arch == "llama" else qwen3_dir
+    ref = Engine.load(str(path), backend="reference", device="cpu", dtype=torch.float32,
+                      max_context=96)
+    d = _fixed()
+    mk = _mk(path, d)
+    assert mk.backend.drafts_on_device(d)
+    p = SamplingParams(max_tokens=16, ignore_eos=True)
+    for text in (REPETITIVE, "Agents call tools, read files, and write them back. Agents call"):
+        ids = mk.tokenizer.encode(text)
+        launches.clear()
+        got = mk.generate(ids, p)
+        assert got.token_ids == ref.generate(ids, p).token_ids and got.finish_reason == "length"
+        assert [(T, n) for T, n, _ in launches] == [(4, 15)], launches
+        if text == REPETITIVE:
+            assert launches[0][2] < 15  # steps: drafts (or the padding) were accepted
+        assert 0 <= got.accepted_draft_tokens <= got.draft_tokens
+        assert got.draft_steps <= launches[0][2]
+        assert d.steps >= got.draft_steps and got.draft_tokens <= 3 * got.draft_steps
+    assert d.accepted > 0  # over both prompts
+    ids = mk.tokenizer.encode(REPETITIVE)
+    first = mk.generate(ids, p, session="s")
+    turn2 = ids + first.token_ids[:5] + ids[:3]
+    assert mk.generate(turn2, p, session="s").token_ids == ref.generate(turn2, p).token_ids
+
+
+@interpreted
+def test_device_ngram_constrained_and_stops(folder, ref, launches):
+    """With a constraint: the reference's tokens, forced tokens drafted (a literal key costs
+    no steps); stop ids end the output where the reference's does."""
+    mk = _mk(folder, _fixed())
+    ids = mk.tokenizer.encode(REPETITIVE)
+    c = SamplingParams(max_tokens=40, constraint=C.regex(r'\{"name": "(ab|cd)+", "ok": 1\}'))
+    launches.clear()
+    got = mk.generate(ids, c)
+    want = ref.generate(ids, c)
+    assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+    assert len(launches) == 1 and launches[0][2] < len(got.token_ids) // 2, launches
+    c2 = SamplingParams(max_tokens=12, constraint=C.regex(r"(ab|cd)+"))
+    assert mk.generate(ids, c2).token_ids == ref.generate(ids, c2).token_ids
+    p = SamplingParams(max_tokens=16, ignore_eos=True)
+    plain = ref.generate(ids, p).token_ids
+    stop = plain[len(plain) // 2]
+    s = SamplingParams(max_tokens=16, stop_token_ids=(stop,), ignore_eos=True)
+    r = mk.generate(ids, s)
+    assert r.token_ids == plain[:plain.index(stop)] and r.finish_reason == "stop"
+
+
+@interpreted
+def test_device_ngram_at_the_kv_capacity(folder, launches):
+    """Fewer than T positions left: the T kernel ends and the T = 1 kernel decodes the rest,
+    so the output is as long as plain decode's (text the lookup does not predict: one token
+    per step, so the T kernel does reach the capacity before the last token)."""
+    small = dict(device="cpu", dtype=torch.float32, max_context=32)
+    r = Engine.load(str(folder), backend="reference", **small)
+    mk = Engine.load(str(folder), backend="monokernel", drafter=_fixed(7), **small)
+    ids = mk.tokenizer.encode("The quick brown fox")
+    p = SamplingParams(max_tokens=64, ignore_eos=True)
+    want = r.generate(ids, p)
+    launches.clear()
+    got = mk.generate(ids, p)
+    assert got.token_ids == want.token_ids and len(got.token_ids) == 32 - len(ids)
+    assert [T for T, _, _ in launches] == [8, 1], launches
+
+
+@interpreted
+def test_device_ngram_sampling_equals_plain_sampling(folder):
+    """Sampling keys its noise by position: drafting on the device samples the very tokens
+    plain decode samples with the same seed (under a constraint that keeps the output
+    repetitive, drafts get accepted too)."""
+    mk = _mk(folder, _fixed())
+    plain = _mk(folder, None)
+    ids = mk.tokenizer.encode(REPETITIVE)
+    for c in (None, C.regex(r"(ab|cd)+")):
+        p = SamplingParams(max_tokens=12, temperature=1.0, seed=4, ignore_eos=c is None,
+                           constraint=c)
+        a = mk.generate(ids, p)
+        assert a.token_ids == plain.generate(ids, p).token_ids and len(a.token_ids) > 6
+        assert c is None or a.accepted_draft_tokens > 0
+
+
+@interpreted
+def test_device_ngram_pauses_and_probes(folder, ref, launches):
+    """An adaptive policy where a step of 4 positions costs 2 plain ones: on text the lookup
+    does not predict, the device pauses the launch, the T = 1 kernel runs the plain stretch
+    and a probe launch tries again (backing off); the output stays the reference's."""
+    d = NgramDrafter()
+    d.policy = DraftPolicy(k_max=3, k=3, probe_every=2, cost=StepCost({1: 1.0, 4: 2.0}))
+    assert d.policy.break_even(4) == pytest.approx(1.0)
+    mk = _mk(folder, d)
+    ids = mk.tokenizer.encode("The quick brown fox jumps over the lazy dog. 0123")
+    p = SamplingParams(max_tokens=24, ignore_eos=True)
+    got = mk.generate(ids, p)
+    assert got.token_ids == ref.generate(ids, p).token_ids
+    Ts = [T for T, _, _ in launches]
+    assert d.policy.switched_off >= 1 and 1 in Ts and Ts[0] == 4, launches
+    assert Ts.count(4) >= 2  # probed again
+    assert d.policy.step_accepted is not None
+
+
+@interpreted
+def test_device_ngram_cancel_keeps_counts(folder):
+    d = _fixed()
+    mk = _mk(folder, d)
+    ids = mk.tokenizer.encode(REPETITIVE)
+    g = mk.stream(ids, SamplingParams(max_tokens=16, ignore_eos=True))
+    it = iter(g)
+    next(it)  # the prefill's token
+    next(it)  # the kernel's first (the interpreter ran the launch to its end)
+    g.close()
+    assert g.result is not None and g.result.finish_reason == "cancelled"
+    assert g.result.draft_steps == d.steps and d.steps > 0  # one launch ran the whole stretch
+
+
+@interpreted
+def test_host_ngram_path_kept(folder, ref, launches):
+    """on_device=False: the host drafts, one verification step per launch (same output)."""
+    d = _fixed(on_device=False)
+    mk = _mk(folder, d)
+    assert not mk.backend.drafts_on_device(d)
+    ids = mk.tokenizer.encode(REPETITIVE)
+    p = SamplingParams(max_tokens=16, ignore_eos=True)
+    got = mk.generate(ids, p)
+    assert got.token_ids == ref.generate(ids, p).token_ids and got.draft_steps > 0
+    assert all(n == 1 for T, n, _ in launches if T == 4) and len(launches) > 2
+
+
+@interpreted
+def test_replay_reports_device_drafts(folder, tmp_path):
+    """spec_decode.replay --backend monokernel --drafter ngram: equal to plain decode, and the
+    records carry the device drafter's counts."""
+    from agentfast.spec_decode.replay import main
+
+    out = tmp_path / "r.json"
+    rc = main(["-m", str(folder), "--backend", "monokernel", "--trace", "repeat_tool_output",
+               "-n", "10", "-k", "3", "--check", "--json", str(out)])
+    assert rc == 0
+    rec = json.loads(out.read_text())[-1]
+    assert rec["backend"] == "monokernel" and rec["drafter"] == "ngram"
+    assert rec["steps"] > 0 and 0 < rec["drafted"] <= 3 * rec["steps"]
+    assert rec["mean_accepted"] == pytest.approx(rec["accepted"] / rec["steps"], abs=1e-4)

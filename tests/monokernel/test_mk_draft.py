@@ -1,0 +1,329 @@
+"""The n-gram drafter on the device (ops_sample.draft_next, CPU interpreter): its drafts equal
+NgramDrafter's on the same history (random, repetitive, longer than one block of the lookup, no
+match), trimmed as the host's propose_drafts trims them (stop ids; a constraint's rejections and
+forced tokens, with the automaton states the next step needs); the kernel drafting after every
+step of one launch against the VM buffer by buffer and against NgramDrafter step by step; the
+running mean of accepted tokens, the counts and the pause."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+from mk_utils import PROMPT, cfg, gpu, harness, interpreted
+from test_mk_constraints import EOS, synthetic, upto_eos
+
+from agentfast.engine.backends.drafting import propose_drafts
+from agentfast.kernels.monokernel import weights as W
+from agentfast.kernels.monokernel.diff import compare
+from agentfast.kernels.monokernel.kernel import Monokernel
+from agentfast.kernels.monokernel.ops_sample import draft_next
+from agentfast.kernels.monokernel.sampling import ngram_propose
+from agentfast.spec_decode import NgramDrafter
+
+
+@triton.jit
+def _draft_kernel(state, hist, drafts, stop_ids, n_hist, n_out, last, cs, con, bm, dflt, ptr,
+                  etok, enxt, done, forced, T: tl.constexpr, TP2: tl.constexpr,
+                  BLK: tl.constexpr):
+    draft_next(state, hist, drafts, stop_ids, n_hist, n_out, last, cs, con, bm, dflt, ptr, etok,
+               enxt, done, forced, T, TP2, BLK)
+
+
+def device_draft(hist: list[int], k: int, nmin: int, nmax: int, T: int, blk: int = 1024,
+                 stops: tuple = (), automaton=None, cs: int = 0, n_out: int = 3,
+                 dev: str = "cpu"):
+    """One draft_next on `hist`: (drafts, guessed, the states it stored or None)."""
+    st = torch.zeros(W.STATE_SIZE, dtype=torch.int32)
+    st[W.D_NMIN], st[W.D_NMAX], st[W.D_K], st[W.N_STOP] = nmin, nmax, k, len(stops)
+    st[W.N_DRAFT] = st[W.D_GUESSED] = -5  # overwritten
+    h = torch.tensor(hist + [-9] * 7, dtype=torch.int32)  # (past the history: never read)
+    drafts = torch.full((n_out + 16,), -7, dtype=torch.int32)
+    stop = torch.tensor(list(stops) or [-1], dtype=torch.int32)
+    if automaton is not None:
+        a = automaton.to(dev)
+        tables = [a.bitmask, a.default, a.exc_ptr, a.exc_tokens, a.exc_next, a.done, a.forced]
+        st[W.C_WORDS] = automaton.bitmask.shape[1]
+        st[W.C_STATE:W.C_STATE + 16] = -3
+    else:
+        tables = list(W.no_tables(dev).values())
+    st, h, drafts, stop = (t.to(dev) for t in (st, h, drafts, stop))
+    _draft_kernel[(1,)](st, h, drafts, stop, len(hist), n_out, hist[-1], cs,
+                        int(automaton is not None), *tables, T=T,
+                        TP2=triton.next_power_of_2(T), BLK=blk)
+    st, drafts = st.cpu(), drafts.cpu()
+    n = int(st[W.N_DRAFT]) - n_out
+    assert 0 <= n <= k and (drafts[:n_out] == -7).all() and (drafts[n_out + n:] == -7).all()
+    states = st[W.C_STATE:W.C_STATE + T].tolist() if automaton is not None else None
+    return drafts[n_out:n_out + n].tolist(), int(st[W.D_GUESSED]), states
+
+
+def _histories() -> list[tuple[str, list[int]]]:
+    rng = random.Random(0)
+    phrase = [rng.randrange(1000) for _ in range(12)]
+    rep = []
+    for _ in range(6):  # a phrase copied with edits, as agents copy tool output
+        rep += [t if rng.random() > 0.1 else rng.randrange(1000) for t in phrase]
+        rep += [rng.randrange(1000) for _ in range(rng.randrange(5))]
+    rep += phrase[:5]  # copying again
+    long_copy = [rng.randrange(10**6) for _ in range(2600)]
+    long_copy[100:140] = long_copy[2560:2600]  # the only match is in the oldest block
+    return [
+        ("small vocabulary", [rng.randrange(6) for _ in range(80)]),
+        ("random, large vocabulary", [rng.randrange(5000) for _ in range(300)]),
+        ("repetitive", rep),
+        ("no match", list(range(100, 400))),
+        ("one token", [7]),
+        ("two equal", [7, 7]),
+        ("a run", [5] * 30),
+        ("longer than a block", long_copy),
+        ("longer than a block, random", [rng.randrange(300) for _ in range(2100)]),
+    ]
+
+
+@interpreted
+@pytest.mark.parametrize("name,hist", _histories(), ids=[n for n, _ in _histories()])
+def test_device_lookup_equals_ngram_drafter(name, hist):
+    """Every (n-gram range, k) on blocks of 1024 and of 16 (many blocks), against
+    NgramDrafter.propose and sampling.ngram_propose (the VM's)."""
+    found = 0
+    for nmin, nmax, k, T in [(1, 8, 3, 4), (2, 4, 7, 8), (3, 3, 1, 2), (1, 1, 5, 6),
+                             (1, 8, 0, 4), (1, 8, 9, 4)]:
+        want = NgramDrafter(nmax, nmin).propose(hist, min(k, T - 1))
+        assert ngram_propose(hist, min(k, T - 1), nmin, nmax) == want
+        for blk in (1024, 16):
+            got, guessed, _ = device_draft(hist, k, nmin, nmax, T, blk)
+            assert got == want and guessed == len(want), (nmin, nmax, k, blk, got, want)
+        found += bool(want)
+    if name in ("no match", "one token"):
+        assert found == 0
+    elif not name.startswith("random"):
+        assert found >= 3  # the cases do exercise matches
+
+
+@interpreted
+def test_device_lookup_cut_after_a_stop_id():
+    hist = [1, 2, 3, 4, 5, 6, 1, 2]
+    assert device_draft(hist, 5, 1, 8, 6, stops=(5, 99))[:2] == ([3, 4, 5], 3)
+    assert device_draft(hist, 5, 1, 8, 6, stops=(3,))[:2] == ([3], 1)
+    assert device_draft(hist, 5, 1, 8, 6, stops=(6,) * 200)[:2] == ([3, 4, 5, 6], 4)  # 2 loads
+
+
+@interpreted
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_device_drafts_walk_the_constraint_as_the_host(seed):
+    """With a constraint: the drafts and their count equal propose_drafts(NgramDrafter) with
+    the automaton (cut before a rejected token and after EOS-only states and stop ids, forced
+    tokens drafted in place of or past the proposal), and the states stored for the next step
+    equal the automaton's walk over its inputs (drafts, then the last token as padding)."""
+    a = synthetic(seed)
+    rng = random.Random(seed)
+    kinds = set()
+    for case in range(40):
+        hist = [rng.randrange(40) for _ in range(rng.randrange(2, 60))]
+        cs = rng.randrange(a.num_states - 1)
+        stops = (EOS,) if case % 2 else (EOS, hist[-2])
+        T = rng.choice([2, 4, 8])
+        k = rng.randrange(T + 1)
+        want, guessed = propose_drafts(NgramDrafter(), hist, min(k, T - 1), min(k, T - 1), a,
+                                       cs, frozenset(stops))
+        got, g, states = device_draft(hist, k, 1, 8, T, 16, stops, a, cs)
+        assert (got, g) == (want, guessed), (case, hist, cs, got, want)
+        toks = [hist[-1]] + got + [hist[-1]] * (T - 1 - len(got))
+        assert states == W.constraint_states(a, cs, toks), case
+        kinds.add((len(got) > guessed, guessed > 0, len(got) < len(
+            NgramDrafter().propose(hist, min(k, T - 1)))))
+    assert (True, False, True) in kinds or (True, True, False) in kinds  # forced tokens
+    assert any(g for _, g, _ in kinds)  # proposals kept
+    assert any(c for _, _, c in kinds)  # proposals cut
+
+
+def _start_drafting(h, first: int, history: list[int], drafter: NgramDrafter, k: int,
+                    **kw) -> list[int]:
+    """start_drafting plus the first step's drafts from the host (as the backend does)."""
+    W.start_drafting(h.bufs, history, min_ngram=drafter.min_ngram, max_ngram=drafter.max_ngram,
+                     k=k, **kw)
+    props, guessed = propose_drafts(drafter, history, k, k, None, 0, frozenset())
+    W.set_step_inputs(h.bufs, h.w, h.plan.T, props, guessed=guessed)
+    return props
+
+
+@interpreted
+@pytest.mark.parametrize("name,seed_history", [("qwen3_qknorm_hd128", "copy"),
+                                               ("llama_gqa_tied_hd64", "prompt")])
+def test_kernel_drafts_on_the_device_equals_vm(name, seed_history):
+    """One launch drafting after every step: buffers equal the VM's (history, drafts, counts,
+    state), the tokens are the reference's greedy ones; "copy" seeds the device history with
+    the reference continuation itself, so the lookup proposes it and drafts get accepted."""
+    T, n = 4, 12
+    h = harness(name, T=T)
+    ref, _ = h.reference_greedy(PROMPT, n + T)
+    first = h.start(PROMPT, n)
+    history = (ref + [first]) if seed_history == "copy" else PROMPT + [first]
+    _start_drafting(h, first, history, NgramDrafter(), T - 1, accepted=1.0)
+    b = h.bufs.clone()
+    h.vm().run(n)
+    mk = Monokernel(h.plan, h.w)
+    mk.launch(b, n)
+    mk.check(b)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    toks = h.tokens(b)
+    assert toks == ref[:n] and int(b.state[W.DONE]) == W.DONE_LENGTH
+    steps = int(b.state[W.STEPS])
+    assert b.hist[:len(history) + n - 1].tolist() == history + toks[1:]
+    assert int(b.state[W.N_HIST]) == len(history) + n - 1
+    st = b.state
+    assert int(st[W.D_ACCEPTED]) <= int(st[W.D_DRAFTED]) and int(st[W.D_STEPS]) <= steps
+    if seed_history == "copy":
+        assert steps < n - 3 and int(st[W.D_ACCEPTED]) >= n - 1 - steps - 2, steps
+
+
+@interpreted
+def test_kernel_drafts_equal_ngram_drafter_step_by_step():
+    """One step per launch: after each, the drafts the kernel wrote for the next step (and put
+    in its inputs) are NgramDrafter's on the history so far, and the counts are the host's."""
+    T, n = 4, 8
+    h = harness("llama_obias_hd64", T=T)
+    ref, _ = h.reference_greedy(PROMPT, n + T)
+    first = h.start(PROMPT, n)
+    d = NgramDrafter(max_ngram=3)
+    history = PROMPT + ref[3:] + PROMPT[:2] + [first]  # a partial copy: some drafts fail
+    props = _start_drafting(h, first, history, d, T - 1)
+    mk = Monokernel(h.plan, h.w)
+    hist, seen, counts = list(history), 1, [0, 0, 0]
+    while not int(h.bufs.state[W.DONE]):
+        mk.launch(h.bufs, 1)
+        mk.check(h.bufs)
+        toks = h.tokens()[seen:]
+        seen += len(toks)
+        hist += toks
+        if props:
+            counts = [counts[0] + 1, counts[1] + len(props),
+                      counts[2] + min(len(toks) - 1, len(props))]
+        if int(h.bufs.state[W.DONE]):
+            break
+        props = d.propose(hist, T - 1)
+        n_out = int(h.bufs.state[W.N_OUT])
+        assert int(h.bufs.state[W.N_DRAFT]) == n_out + len(props)
+        assert h.bufs.drafts[n_out:n_out + len(props)].tolist() == props
+        assert h.bufs.tokens.tolist() == [hist[-1]] + props + [hist[-1]] * (T - 1 - len(props))
+    assert h.tokens() == ref[:n]
+    st = h.bufs.state
+    assert [int(st[W.D_STEPS]), int(st[W.D_DRAFTED]), int(st[W.D_ACCEPTED])] == counts
+    assert counts[2] > 0 and counts[1] > counts[2]
+
+
+@interpreted
+def test_kernel_constrained_drafting_equals_vm():
+    """A constraint with forced states and stop ids: the kernel's device drafts (the walk that
+    also stores the next step's states) against the VM, buffer by buffer."""
+    T, n = 4, 12
+    h = harness("llama_obias_hd64", T=T)
+    a = synthetic(3)
+    ref = upto_eos(h.reference_greedy(PROMPT, n, automaton=a)[0])
+    first = h.start(PROMPT, n, automaton=a, stop_ids=(EOS,))
+    W.start_drafting(h.bufs, ref + [first], min_ngram=1, max_ngram=8, k=T - 1)
+    b = h.bufs.clone()
+    h.vm().run(n)
+    mk = Monokernel(h.plan, h.w)
+    mk.launch(b, n)
+    mk.check(b)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    assert h.tokens(b) == ref[:len(h.tokens(b))] and len(h.tokens(b)) > 2
+    assert int(b.state[W.STEPS]) < len(h.tokens(b)) - 1  # drafts (or forced tokens) accepted
+
+
+@interpreted
+def test_mean_pause_and_probe():
+    """The running mean (Q16 EWMA of the tokens each step keeps past its first) and the
+    pause, one step per launch, kernel and VM in lockstep: after each step the mean is the
+    host's formula; the step whose mean falls below the floor ends with DONE_PAUSE (the host
+    ring's done flag untouched); the next launch, a probe, replaces the mean by its count."""
+    T, n, alpha, floor = 4, 10, 0.25, 0.4
+    h = harness("qwen3_qknorm_hd128", T=T)
+    ref, _ = h.reference_greedy(PROMPT, n)
+    first = h.start(PROMPT, n)
+    _start_drafting(h, first, PROMPT + [first], NgramDrafter(), T - 1, accepted=0.5,
+                    alpha=alpha, floor=floor)
+    b = h.bufs.clone()
+    vm, mk = h.vm(), Monokernel(h.plan, h.w)
+    mean, probe, pauses, seen, done = W.q16(0.5), False, 0, 1, 0
+    while done in (0, W.DONE_PAUSE):
+        vm.run(1)
+        mk.launch(b, 1)
+        mk.check(b)
+        assert compare(h.bufs, b) is None, compare(h.bufs, b)
+        emitted = int(b.host[W.H_PROGRESS]) - seen
+        seen += emitted
+        x = (emitted - 1) << 16
+        mean = x if probe else mean + (((x - mean) * W.q16(alpha)) >> 16)
+        assert int(b.state[W.D_EWMA]) == mean
+        done = int(b.state[W.DONE])
+        if done == W.DONE_PAUSE:
+            assert mean < W.q16(floor) and int(b.host[W.H_DONE]) == 0
+            pauses += 1
+            for buf in (h.bufs, b):  # what the host does before a probe launch
+                buf.state[W.DONE] = 0
+                buf.state[W.D_PROBE] = 1
+        elif done == 0:
+            assert mean >= W.q16(floor)
+        probe = done == W.DONE_PAUSE
+    assert done == W.DONE_LENGTH and h.tokens(b) == ref[:n]
+    assert pauses >= 1
+
+
+@interpreted
+def test_plain_kernel_keeps_the_history():
+    """The T = 1 kernel (a plain stretch between drafting launches) appends what it emits to
+    the device history and drafts nothing; the VM too."""
+    h = harness("llama_gqa_tied_hd64")
+    ref, _ = h.reference_greedy(PROMPT, 6)
+    first = h.start(PROMPT, 6)
+    W.start_drafting(h.bufs, PROMPT + [first], min_ngram=1, max_ngram=8, k=3)
+    b = h.bufs.clone()
+    h.vm().run(6)
+    Monokernel(h.plan, h.w).launch(b, 6)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    assert h.tokens(b) == ref
+    assert b.hist[:len(PROMPT) + 6].tolist() == PROMPT + ref
+    assert int(b.state[W.N_HIST]) == len(PROMPT) + 6 and int(b.state[W.N_DRAFT]) == 0
+    assert int(b.state[W.D_STEPS]) == 0 and int(b.state[W.D_EWMA]) == 0
+
+
+@gpu
+def test_gpu_device_lookup_equals_ngram_drafter():
+    """The compiled lookup (CUDA) on the histories above, blocks of 1024."""
+    for _, hist in _histories():
+        for nmin, nmax, k, T in [(1, 8, 3, 4), (2, 4, 7, 8)]:
+            want = NgramDrafter(nmax, nmin).propose(hist, min(k, T - 1))
+            assert device_draft(hist, k, nmin, nmax, T, dev="cuda")[:2] == (want, len(want))
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
+    """Many programs on the H200, T = 4, drafting after every step of one launch (the history
+    seeded with the reference continuation: drafts get accepted)."""
+    from agentfast.kernels.monokernel.harness import Harness
+
+    torch.manual_seed(0)
+    T, n = 4, 12
+    h = Harness.build(cfg("qwen3_qknorm_hd128"), 264, T, 64, device="cuda", dtype=dtype)
+    ref, _ = h.reference_greedy(PROMPT, n + T)
+    first = h.start(PROMPT, n)
+    _start_drafting(h, first, ref + [first], NgramDrafter(), T - 1)
+    b = h.bufs.clone()
+    h.vm().run(n)
+    mk = Monokernel(h.plan, h.w, maxnreg=128)
+    mk.launch(b, n)
+    torch.cuda.synchronize()
+    mk.check(b)
+    if dtype == torch.float32:
+        assert compare(h.bufs, b) is None
+        assert h.tokens(b) == ref[:n] and int(b.state[W.STEPS]) < n - 3
+    else:  # bf16: a tile's argmax may pick the other of two logits equal after rounding
+        assert compare(h.bufs, b, tol=3e-2, skip=("lm_idx",)) is None
+        assert h.tokens(b) == h.tokens()
