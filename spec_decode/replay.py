@@ -21,6 +21,8 @@ from .drafters import Drafter
 from .policy import DraftPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from agentfast.engine import Engine
     from agentfast.engine.tokenizer import Tokenizer
 
@@ -61,18 +63,26 @@ def _assistant_turns(trace: dict) -> list[int]:
     return [i for i, m in enumerate(trace["messages"]) if m["role"] == "assistant"]
 
 
-def warm_up(engine: Engine) -> None:
-    """One short greedy generation on a repetitive prompt before anything is timed: the
-    backend's kernels (T = 1, and T = k + 1 with a drafter) are built and loaded then, not in
-    the first trace's time. The drafter's counts and policy start afresh afterwards."""
+def _fixed_policy(k: int | None) -> Callable[[], DraftPolicy | None]:
+    """A fresh fixed-k policy per call (no adaptation, no switch-off); None: the backend's."""
+    return lambda: DraftPolicy(k=k, k_max=k, adaptive=False) if k else None
+
+
+def warm_up(engine: Engine, policy: Callable[[], DraftPolicy | None] = lambda: None) -> None:
+    """One short greedy generation on a repetitive prompt before anything is timed, under the
+    drafter's policy of the timed run (`policy()`: its k sets the kernel's T): the backend's
+    kernels (T = 1, and T = k + 1 with a drafter) are built and loaded then, not in the first
+    trace's time. The drafter's counts and policy start afresh afterwards."""
     from agentfast.engine import SamplingParams
 
-    engine.generate("1 2 3 4 1 2 3 4 1 2 3 4 1 2 3 4", SamplingParams(max_tokens=24,
-                                                                       temperature=0.0))
     d = engine.drafter
     if d is not None:
+        d.policy = policy()
+    engine.generate("1 2 3 4 1 2 3 4 1 2 3 4 1 2 3 4", SamplingParams(max_tokens=24,
+                                                                       temperature=0.0))
+    if d is not None:
         d.steps = d.drafted = d.accepted = 0
-        d.policy = None
+        d.policy = policy()
 
 
 def replay(engine: Engine, trace: dict, max_tokens: int = 48) -> ReplayReport:
@@ -176,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         eng = Engine(base.model, device=args.device, backend=args.backend, drafter=spec)
         if costs:
             eng.backend.step_costs = costs
-        warm_up(eng)
-        if args.fixed_k:
-            eng.drafter.policy = DraftPolicy(k=args.fixed_k, k_max=args.fixed_k, adaptive=False)
+        warm_up(eng, _fixed_policy(args.fixed_k))
         policy = f"fixed k={args.fixed_k}" if args.fixed_k else "adaptive"
         print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
