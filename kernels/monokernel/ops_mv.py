@@ -41,6 +41,17 @@ TEMPERATURE = tl.constexpr(W.TEMPERATURE)
 
 
 @triton.jit
+def _weights(w_ptr, wu_ptr, off, wm, GATED: tl.constexpr):
+    """The weights at offsets `off` (masked by `wm`), and the up rows' too when GATED; read
+    once (evict first)."""
+    w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+    wu = w
+    if GATED:
+        wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+    return w, wu
+
+
+@triton.jit
 def _wchunk(w_ptr, wu_ptr, n0, n1, c, KS: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
             BK: tl.constexpr, GATED: tl.constexpr):
     """Weights [BN, BK] of chunk c of the run (gate and up when GATED); past the run's end
@@ -49,11 +60,7 @@ def _wchunk(w_ptr, wu_ptr, n0, n1, c, KS: tl.constexpr, K: tl.constexpr, BN: tl.
     cols = (c % KS) * BK + tl.arange(0, BK)
     wm = (rows < n1)[:, None] & (cols < K)[None, :]
     off = rows[:, None] * K + cols[None, :]
-    w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
-    wu = w
-    if GATED:
-        wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
-    return w, wu
+    return _weights(w_ptr, wu_ptr, off, wm, GATED)
 
 
 @triton.jit
@@ -82,11 +89,7 @@ def _wchunk3(w_ptr, wu_ptr, n0, n1, c, KS: tl.constexpr, K: tl.constexpr, BN: tl
             + tl.arange(0, BKS)[None, :, None])  # [NB, BKS, 1]
     wm = (rows < n1)[None, None, :] & (cols < K)
     off = rows[None, None, :] * K + cols
-    w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
-    wu = w
-    if GATED:
-        wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
-    return w, wu
+    return _weights(w_ptr, wu_ptr, off, wm, GATED)
 
 
 @triton.jit
