@@ -43,7 +43,7 @@ def _engine(args):
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16,
              "fp16": torch.float16}[args.dtype]
     return Engine(loaded, backend=args.backend, device=args.device, dtype=dtype,
-                  max_context=args.max_context)
+                  max_context=args.max_context, drafter=args.drafter)
 
 
 def _params(args):
@@ -61,10 +61,12 @@ def _stream(gen, stats: bool) -> None:
     r = gen.result
     sys.stdout.write("\n")
     if stats and r is not None:
+        drafts = (f"{r.draft_steps} steps with drafts, {r.accepted_draft_tokens} of "
+                  f"{r.draft_tokens} drafted tokens accepted; " if r.draft_steps else "")
         print(f"[{r.prompt_tokens} prompt tokens: {r.reused_tokens} reused, "
               f"{r.prefilled_tokens} prefilled; {len(r.token_ids)} generated, "
               f"{r.decode_tokens_per_s:.1f} tok/s, first token {r.ttft_s * 1e3:.0f} ms; "
-              f"finish: {r.finish_reason}]", file=sys.stderr)
+              f"{drafts}finish: {r.finish_reason}]", file=sys.stderr)
 
 
 def cmd_generate(args) -> None:
@@ -167,7 +169,9 @@ def _add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     if not sampling:
         return
     p.add_argument("--backend", default="reference",
-                   help="reference (default; CPU or GPU), graph (CUDA graph of Triton kernels)")
+                   help="reference (default; CPU or GPU), graph (CUDA graph of Triton kernels), "
+                        "monokernel (one persistent kernel per decode)")
+    _add_drafter_arg(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--max-context", type=int, default=None, help="cap the KV cache length")
@@ -178,6 +182,13 @@ def _add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.add_argument("--stats", action="store_true", help="print token counts and speed to stderr")
+
+
+def _add_drafter_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drafter", default=None,
+                   help="speculative decoding (reference and monokernel backends): ngram (suffix "
+                        "lookup; on the device with the monokernel), mtp, mtp:PATH, "
+                        "draft:PATH (a smaller model, same tokenizer), early:N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, sampling=False)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", default="reference", help="reference (default), graph")
+    p.add_argument("--backend", default="reference",
+                   help="reference (default), graph, monokernel")
+    _add_drafter_arg(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--max-context", type=int, default=None, help="cap the KV cache length")

@@ -16,6 +16,18 @@ def test_generate_prints_the_engines_text(capsys, llama_dir):
     assert "prompt tokens" in out.err and "loaded" in out.err
 
 
+def test_generate_with_a_drafter_is_lossless_and_reports_drafts(capsys, llama_dir):
+    """--drafter ngram: the same greedy text as without it, and the draft counts in --stats."""
+    prompt = "1 2 3 4 1 2 3 4 1 2 3 4 1 2"
+    assert main(["generate", "-m", str(llama_dir), "-n", "16", "--stats", "--drafter", "ngram",
+                 prompt]) == 0
+    out = capsys.readouterr()
+    want = Engine.load(str(llama_dir), device="cpu").generate(prompt, SamplingParams(16)).text
+    assert out.out == want + "\n"
+    stats = next(line for line in out.err.splitlines() if "prompt tokens" in line)
+    assert "drafted tokens accepted" in stats, stats
+
+
 def test_chat_one_shot_and_interactive_reuse(capsys, monkeypatch, llama_dir):
     assert main(["chat", "-m", str(llama_dir), "-n", "6", "hello", "there"]) == 0
     one_shot = capsys.readouterr().out
