@@ -367,7 +367,7 @@ class MtpDrafter(Drafter):
     def bind(self, cache: KVCache) -> None:
         if getattr(cache, "hidden", None) is None:
             raise RequestError("the MTP drafter needs a KV cache that keeps hidden states "
-                               "(reference backend with keep_hidden)")
+                               "(reference or monokernel backend with keep_hidden)")
         self._cache = cache
 
     def _state(self, cache: KVCache) -> _MtpState:

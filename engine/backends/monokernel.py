@@ -16,7 +16,10 @@ that allows only EOS writes an EOS id and stops), with no host round trip per to
 Speculative decoding: the n-gram drafter (NgramDrafter, `--drafter ngram`) runs on the device:
 one launch of the T = k + 1 kernel drafts, verifies and emits a whole stretch, and pauses itself
 when drafting stops paying (`_speculate_device`). Other drafters propose on the host, one
-verification step per launch (`_speculate`).
+verification step per launch (`_speculate`). The MTP drafter reads the main model's final hidden
+states from the KV cache (KVCache.hidden): with `keep_hidden` set before new_cache, the prefill
+writes the prompt's and every kernel step (T = 1 or T = k + 1) those of the positions whose K/V
+it keeps (SAMPLE copies them from the residual stream, state[KEEP_HIDDEN]).
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ class MonokernelBackend(ReferencePrefill):
         if b is None or b.tokens.shape[0] < T:
             pl = self.plan if T == 1 else self._kernel_for(T).plan
             b = self._bufs[cache] = alloc_buffers(pl, self.device, self.dtype, cache.k,
-                                                  cache.v, pin=self.device.type == "cuda")
+                                                  cache.v, pin=self.device.type == "cuda",
+                                                  hidden=cache.hidden)
         return b
 
     def _kernel_for(self, T: int):
@@ -144,10 +148,11 @@ class MonokernelBackend(ReferencePrefill):
 
         if drafter is not None and logprobs is not None:
             drafter = None  # logprobs: one step per launch, each scored (no drafting)
-        if drafter is not None and getattr(drafter, "needs_hidden", False):
+        if (drafter is not None and getattr(drafter, "needs_hidden", False)
+                and getattr(cache, "hidden", None) is None):
             raise RequestError("monokernel: the MTP drafter reads the main model's hidden "
-                               "states, which the kernel does not keep (use ngram, draft:PATH or "
-                               "early:N, or the reference backend)")
+                               "states, which this KV cache does not keep (set the backend's "
+                               "keep_hidden before making the cache, as Engine(drafter=) does)")
         if logprobs is not None and automaton is not None:
             raise RequestError("logprobs: the monokernel backend reports logprobs only without "
                                "a structured-output constraint (its kernel masks the logits in "
@@ -188,7 +193,8 @@ class MonokernelBackend(ReferencePrefill):
         W.start_sequence(b, self.w, token=first, pos=start, max_new=max_new,
                          stop_ids=sorted(stop_ids), capacity=cache.capacity, mode=mode,
                          temperature=params.temperature, top_k=top_k, top_p=params.top_p,
-                         seed=seed, automaton=dev_auto, cstate=cstate)
+                         seed=seed, automaton=dev_auto, cstate=cstate,
+                         keep_hidden=cache.hidden is not None)
         if logprobs is not None:
             yield from self._stepwise(b, max_new, mode != W.GREEDY, logprobs)
         elif drafter is not None and self.drafts_on_device(drafter):

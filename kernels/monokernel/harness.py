@@ -58,7 +58,9 @@ class Harness:
     def build(cls, cfg: ModelConfig, num_programs: int, T: int, max_len: int,
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
               seed: int = 0, tiling: Tiling | None = None, ranks: int = 1,
-              pin: bool = False) -> Harness:
+              pin: bool = False, keep_hidden: bool = False) -> Harness:
+        """`keep_hidden`: the cache keeps final hidden states (the prefill writes them) and the
+        decode started by `start` has the kernel write them too (Buffers.hidden)."""
         sd = random_state_dict(cfg, device, dtype, seed)
         mw = M.build_weights(cfg, sd, device, dtype)
         del sd
@@ -66,8 +68,8 @@ class Harness:
         w = W.pack_weights(cfg, mw, model.cos, model.sin)
         p = plan(cfg, num_programs, T, max_len, ranks=ranks, tiling=tiling,
                  wbytes=torch.finfo(dtype).bits // 8)
-        cache = model.new_cache(initial=max_len)
-        bufs = W.alloc_buffers(p, device, dtype, cache.k, cache.v, pin=pin)
+        cache = model.new_cache(initial=max_len, keep_hidden=keep_hidden)
+        bufs = W.alloc_buffers(p, device, dtype, cache.k, cache.v, pin=pin, hidden=cache.hidden)
         return cls(cfg, model, w, p, bufs, cache, max_len)
 
     def replan(self, **kw) -> Harness:
@@ -78,7 +80,7 @@ class Harness:
         p = plan(self.cfg, **{**args, **kw})
         dev = self.bufs.x.device
         bufs = W.alloc_buffers(p, dev, self.bufs.x.dtype, self.bufs.k_cache, self.bufs.v_cache,
-                               pin=self.bufs.host.is_pinned())
+                               pin=self.bufs.host.is_pinned(), hidden=self.cache.hidden)
         return Harness(self.cfg, self.model, self.w, p, bufs, self.cache, self.max_len)
 
     def start(self, prompt: list[int], max_new: int, *, temperature: float = 0.0,
@@ -101,7 +103,8 @@ class Harness:
         W.start_sequence(self.bufs, self.w, token=first, pos=len(prompt), max_new=max_new,
                          stop_ids=list(stop_ids), capacity=self.max_len, mode=mode,
                          temperature=temperature, top_k=k, top_p=top_p, seed=seed,
-                         drafts=drafts, automaton=automaton, cstate=cstate)
+                         drafts=drafts, automaton=automaton, cstate=cstate,
+                         keep_hidden=self.cache.hidden is not None)
         return first
 
     def tokens(self, bufs: W.Buffers | None = None) -> list[int]:

@@ -56,7 +56,7 @@ class MonokernelError(AgentfastError):
 @triton.jit(do_not_specialize=["nsteps", "spin_cap", "kv_cap", "window", "skip", "trace_step",
                                 "trace_rows"])
 def _monokernel(
-    instr, offs, ctr, err, state, fparams, tokens, stop_ids, drafts, host, hist,
+    instr, offs, ctr, err, state, fparams, tokens, stop_ids, drafts, host, hist, hidden,
     x, qkv, att_acc, att_ml, attn, act, logits, lm_val, lm_idx, lm_stat, cand,
     c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done, c_forced,
     w_qkv, b_qkv, attn_norm, q_norm, k_norm, w_o, b_o, mlp_norm, w_gu, w_down, norm_f, embed,
@@ -146,9 +146,9 @@ def _monokernel(
             if (ok == 1) & (run == 1):
                 if op == SAMPLE:
                     sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host,
-                               hist, x, embed, lm_val, lm_idx, lm_stat, cand, err, c_bitmask,
-                               c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done, c_forced,
-                               H, V, T, TP2, NT, NCL, C, SAMPLING)
+                               hist, hidden, x, embed, lm_val, lm_idx, lm_stat, cand, err,
+                               c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done,
+                               c_forced, H, V, T, TP2, NT, NCL, C, SAMPLING)
                 elif (op == NOP) | (op > SAMPLE):  # ALLREDUCE (ranks > 1), garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
@@ -213,8 +213,8 @@ class Monokernel:
         dummy = w.attn_norm
         return (
             self.instr, self.offs, b.ctr, b.err, b.state, b.fparams, b.tokens, b.stop_ids,
-            b.drafts, b.host, b.hist, b.x, b.qkv, b.att_acc, b.att_ml, b.attn, b.act, b.logits,
-            b.lm_val, b.lm_idx, b.lm_stat, b.cand, b.c_bitmask, b.c_default, b.c_exc_ptr,
+            b.drafts, b.host, b.hist, b.hidden, b.x, b.qkv, b.att_acc, b.att_ml, b.attn, b.act,
+            b.logits, b.lm_val, b.lm_idx, b.lm_stat, b.cand, b.c_bitmask, b.c_default, b.c_exc_ptr,
             b.c_exc_tokens, b.c_exc_next, b.c_done, b.c_forced, w.w_qkv,
             dummy if w.b_qkv is None else w.b_qkv, w.attn_norm,
             dummy if w.q_norm is None else w.q_norm,

@@ -7,7 +7,11 @@ top-C sorted descending, the next C sorted ascending, elementwise max, sort). SA
 program) picks each position's token by sampling.py's rules, accepts drafts while they equal
 the choice, writes tokens to the host-visible ring and the progress counter (system-scope
 release), checks stop ids / max tokens / cancel / KV capacity, and writes the next step's
-input tokens, position and embedding rows. Knows nothing about layers.
+input tokens, position and embedding rows. Knows nothing about layers. With state[KEEP_HIDDEN]
+(MTP drafters) it also copies the residual stream x of each position whose K/V the step keeps
+(the final hidden state before the final norm: the LM head applies the norm) to the KV cache's
+hidden rows at those positions (`keep_hidden`: H elements per kept position), before the next
+step's embedding rows overwrite x.
 
 Structured outputs (state[C_ON] set at run time, so no other compiled variant): after its
 tiles, an LM-head run masks its logits by the automaton state of each position (the bitmask
@@ -58,6 +62,7 @@ C_ON, C_WORDS, C_EOS, C_START, C_STATE = (tl.constexpr(v) for v in (
     W.D_ON, W.N_HIST, W.HIST_CAP, W.D_NMIN, W.D_NMAX, W.D_K, W.D_GUESSED, W.D_EWMA, W.D_ALPHA,
     W.D_FLOOR, W.D_PROBE, W.D_STEPS, W.D_DRAFTED, W.D_ACCEPTED))
 DONE_PAUSE = tl.constexpr(W.DONE_PAUSE)
+KEEP_HIDDEN = tl.constexpr(W.KEEP_HIDDEN)
 HBLK = tl.constexpr(1024)  # history tokens per load of the n-gram lookup
 ERR_DEAD = tl.constexpr(W.ERR_DEAD)
 GREEDY = tl.constexpr(W.GREEDY)
@@ -479,8 +484,20 @@ def draft_count(state, emitted, done):
 
 
 @triton.jit(noinline=NOINLINE)
-def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist, x, embed,
-               lm_val, lm_idx, lm_stat, cand, err, c_bitmask, c_default, c_exc_ptr,
+def keep_hidden(x, hidden, pos, n, H: tl.constexpr):
+    """The final hidden states (the residual stream after the last layer, before the final
+    norm) of the step's first n positions, x[0:n], to hidden[pos:pos + n]."""
+    for tt in range(0, n):
+        dst = hidden + (pos + tt).to(tl.int64) * H
+        for h0 in range(0, H, 1024):
+            hc = h0 + tl.arange(0, 1024)
+            row = tl.load(x + tt * H + hc, mask=hc < H, cache_modifier=".cg")
+            tl.store(dst + hc, row, mask=hc < H)
+
+
+@triton.jit(noinline=NOINLINE)
+def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist, hidden, x,
+               embed, lm_val, lm_idx, lm_stat, cand, err, c_bitmask, c_default, c_exc_ptr,
                c_exc_tokens, c_exc_next, c_done, c_forced, H: tl.constexpr, V: tl.constexpr,
                T: tl.constexpr, TP2: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr,
                C: tl.constexpr, SAMPLING: tl.constexpr):
@@ -497,6 +514,7 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist
     d_on = tl.load(state + D_ON)  # the device drafter: emitted tokens go to hist too
     n_hist = tl.load(state + N_HIST)
     h_cap = tl.load(state + HIST_CAP)
+    keep_h = tl.load(state + KEEP_HIDDEN)  # (loaded with the others: off the critical path)
     con = tl.load(state + C_ON)
     cs = 0  # the automaton state before position t (constraint active)
     if con != 0:
@@ -564,7 +582,10 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist
     if T > 1:  # noqa: SIM102 (constexpr, then runtime)
         if d_on != 0:  # counts, acceptance mean, pause (DONE_PAUSE: the launch ends)
             done = draft_count(state, emitted, done)
-    tl.debug_barrier()  # every read of tokens and the ring stores (hist too) are behind us
+    if keep_h != 0:  # the kept positions' final hidden states (MTP drafters)
+        keep_hidden(x, hidden, pos, emitted, H)
+    # every read of tokens and x and the ring stores (hist, hidden too) are behind us
+    tl.debug_barrier()
     tl.atomic_xchg(host + H_PROGRESS, n_out, sem="release", scope="sys")
     if (done != 0) & (done != DONE_PAUSE):
         tl.atomic_xchg(host + H_DONE, done, sem="release", scope="sys")

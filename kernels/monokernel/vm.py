@@ -2,8 +2,8 @@
 
 The oracle for every buffer the kernel writes: same instructions, same tiles, same buffers
 (x, qkv, attention partials, attn, act, logits, per-tile LM-head partials, candidates, token
-ring, the device drafter's history, drafts and counts, counters), fp32 math where the kernel
-accumulates in fp32. Ops run in plan order, each
+ring, the device drafter's history, drafts and counts, the kept hidden states, counters), fp32
+math where the kernel accumulates in fp32. Ops run in plan order, each
 over all programs' runs (any interleaving the counters allow gives the same buffers). With
 several ranks (each its own Buffers, KV cache included) ALLREDUCE sums the ranks' partials.
 Knows nothing about Triton; sampling rules live in sampling.py.
@@ -290,6 +290,8 @@ class VM:
             done = W.DONE_CAPACITY
         if T > 1 and d_on:
             done = self._draft_count(st, emitted, done)
+        if int(st[W.KEEP_HIDDEN]):  # the kept positions' final hidden states (before the norm)
+            b.hidden[pos:pos + emitted] = b.x[:emitted]
         host[W.H_PROGRESS] = n_out
         if done and done != W.DONE_PAUSE:
             host[W.H_DONE] = done

@@ -38,6 +38,10 @@ C_ON, C_WORDS, C_EOS, C_START, C_STATE = 12, 13, 14, 15, 16
 # accepted ones, since start_drafting
 (D_ON, N_HIST, HIST_CAP, D_NMIN, D_NMAX, D_K, D_GUESSED, D_EWMA, D_ALPHA, D_FLOOR, D_PROBE,
  D_STEPS, D_DRAFTED, D_ACCEPTED) = range(32, 46)
+# KEEP_HIDDEN 1: SAMPLE copies the residual stream x (the final hidden state before the final
+# norm) of each position whose K/V the step keeps, pos .. pos + emitted - 1, to `hidden` at that
+# position (the KV cache's KVCache.hidden: what MTP drafters read; start_sequence(keep_hidden=))
+KEEP_HIDDEN = 46
 STATE_SIZE = 48
 Q16 = 1 << 16
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
@@ -134,6 +138,9 @@ class Buffers:
     err: torch.Tensor  # [ERR_SIZE] int32
     k_cache: torch.Tensor  # [L, nkv, capacity, hd]
     v_cache: torch.Tensor
+    # [capacity, H] model dtype: the final hidden states by position (the cache's `hidden`),
+    # written only when state[KEEP_HIDDEN]; a [1, H] placeholder otherwise
+    hidden: torch.Tensor
     # the constraint's TokenAutomaton tables (the graph backend's: constraints/automaton.py),
     # read only when state[C_ON]; 1-element placeholders of the same dtypes otherwise
     c_bitmask: torch.Tensor  # int32 [S, W]
@@ -152,8 +159,13 @@ class Buffers:
 
 
 def alloc_buffers(plan: Plan, device: torch.device | str, dtype: torch.dtype,
-                  k_cache: torch.Tensor, v_cache: torch.Tensor, pin: bool = False) -> Buffers:
+                  k_cache: torch.Tensor, v_cache: torch.Tensor, pin: bool = False,
+                  hidden: torch.Tensor | None = None) -> Buffers:
+    """`hidden`: the KV cache's hidden states ([capacity, H], KVCache.hidden), for sequences
+    started with keep_hidden; None: a placeholder (never written)."""
     c, T = plan.cfg, plan.T
+    assert hidden is None or tuple(hidden.shape) == (k_cache.shape[2], c.hidden_size), (
+        "hidden states: one row per KV position")
     f32, i32 = torch.float32, torch.int32
 
     def z(*shape, dt=f32):
@@ -175,6 +187,7 @@ def alloc_buffers(plan: Plan, device: torch.device | str, dtype: torch.dtype,
         stop_ids=z(1, dt=i32), drafts=z(plan.max_len, dt=i32),
         hist=z(k_cache.shape[2], dt=i32), host=host,
         ctr=z(plan.n_counters, dt=i32), err=z(ERR_SIZE, dt=i32), k_cache=k_cache, v_cache=v_cache,
+        hidden=z(1, c.hidden_size, dt=dtype) if hidden is None else hidden,
         **no_tables(device))
 
 
@@ -270,13 +283,14 @@ def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_n
                    stop_ids: list[int], capacity: int, mode: int = GREEDY,
                    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                    drafts: list[int] | None = None, automaton=None, cstate: int = 0,
-                   restart: bool = False) -> None:
+                   restart: bool = False, keep_hidden: bool = False) -> None:
     """Host-side setup before the first launch: `token` (output index 0, already sampled from
     the prefill logits) sits at position `pos`; drafts[i] proposes output index i.
     `automaton` (a constraints.TokenAutomaton with its tables on the buffers' device): the
     kernel masks every position by it and advances it past each token; `cstate` is its state
     after `token`. `restart` (timing only): a state that allows only EOS restarts at the
-    automaton's start state instead of ending the sequence."""
+    automaton's start state instead of ending the sequence. `keep_hidden`: every step writes
+    the final hidden states of the positions it keeps to `bufs.hidden` (state[KEEP_HIDDEN])."""
     dev, T = bufs.state.device, bufs.tokens.shape[0]
     drafts = list(drafts or [])
     assert len(drafts) <= bufs.drafts.numel(), "more drafts than the draft buffer holds"
@@ -292,6 +306,9 @@ def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_n
     st[N_STOP], st[N_DRAFT], st[CAPACITY] = len(stop_ids), len(drafts), capacity
     st[SEED_LO], st[SEED_HI] = seed & 0xFFFFFFFF, (seed >> 32) & 0x7FFFFFFF
     st[SEED_LO] -= (1 << 32) if st[SEED_LO] >= 1 << 31 else 0  # as int32
+    if keep_hidden:
+        assert bufs.hidden.shape[0] >= capacity, "hidden states need a row per KV position"
+        st[KEEP_HIDDEN] = 1
     if automaton is not None:
         assert automaton.bitmask.device == dev, "the automaton's tables on another device"
         assert cstate >= 0, "a constrained sequence starts in a live state"

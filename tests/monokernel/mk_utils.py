@@ -65,9 +65,10 @@ FAST = Tiling(bn=64, bn_lm=64, attn_splits=2, attn_block=16, cand=16)
 
 
 def harness(name: str, T: int = 1, ranks: int = 1, max_len: int = 48, tiling: Tiling = FAST,
-            programs: int = 1) -> Harness:
+            programs: int = 1, keep_hidden: bool = False) -> Harness:
     torch.manual_seed(0)
-    return Harness.build(cfg(name), programs, T, max_len, tiling=tiling, ranks=ranks)
+    return Harness.build(cfg(name), programs, T, max_len, tiling=tiling, ranks=ranks,
+                         keep_hidden=keep_hidden)
 
 gpu = pytest.mark.skipif(INTERPRET or not torch.cuda.is_available(),
                          reason="needs CUDA and TRITON_INTERPRET=0")

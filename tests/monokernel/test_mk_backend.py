@@ -133,7 +133,8 @@ def test_monokernel_speculative_greedy_equals_plain(qwen3_dir):
 def test_monokernel_speculative_sampling_and_switch_off(qwen3_dir):
     """Sampling with drafts: reproducible by seed; a policy that finds no acceptance switches
     drafting off and the T = 1 kernel runs the plain steps (same output as without drafts
-    under greedy); an MTP drafter (hidden states) is refused with a clear error."""
+    under greedy); an MTP drafter (hidden states) on a cache made without them (the drafter
+    set after the engine was built: keep_hidden off) is refused with a clear error."""
     from agentfast.spec_decode import Drafter, DraftPolicy, StepCost
 
     class Wrong(Drafter):  # always a token the model does not pick next
