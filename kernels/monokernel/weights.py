@@ -299,7 +299,9 @@ def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_n
         bufs.drafts[: len(drafts)] = torch.tensor(drafts, dtype=torch.int32, device=dev)
     ids = stop_ids or [-1]
     bufs.stop_ids = torch.tensor(ids, dtype=torch.int32, device=dev)
-    toks = [token] + [drafts[i] if i < len(drafts) else token for i in range(T - 1)]
+    # position j proposes output index j (the kernel's SAMPLE reads drafts[n_out - 1 + j] for
+    # the later steps; here n_out = 1)
+    toks = [token] + [drafts[i] if i < len(drafts) else token for i in range(1, T)]
     _write_inputs(bufs, w, toks)
     st = [0] * STATE_SIZE
     st[POS], st[N_OUT], st[MODE], st[TOP_K], st[MAX_NEW] = pos, 1, mode, top_k, max_new

@@ -49,6 +49,8 @@ def test_kernel_equals_vm_and_reference(name, T, drafts):
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == h.tokens() == ref
     assert int(b.state[W.DONE]) == W.DONE_LENGTH and int(b.host[W.H_DONE]) == W.DONE_LENGTH
+    if drafts == "perfect":  # every step keeps all T positions, the first one included
+        assert int(b.state[W.STEPS]) == -(-(N - 1) // T), int(b.state[W.STEPS])
 
 
 @interpreted
