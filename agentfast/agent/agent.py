@@ -23,7 +23,7 @@ import anyio
 from pydantic import BaseModel
 
 from .events import RunFinished, TextDelta, ToolCallStarted, ToolResult, TurnFinished
-from .tools import Tool, as_tool, strict_schema
+from .tools import Tool, ToolRun, as_tool, strict_schema
 from .trace import Trace, TurnTrace
 
 
@@ -198,15 +198,23 @@ class Agent:
                         for c in ordered]})
                     for c in ordered:
                         yield ToolCallStarted(turn, c["id"], c["name"], c["arguments"])
-                    t1 = time.perf_counter()
                     outs: list[str] = [""] * len(ordered)
-                    # each result is yielded as its tool finishes; the messages keep call order
-                    async with aclosing(self._tool_results(ordered)) as results:
-                        async for i, out, ok, secs in results:
-                            outs[i] = out
-                            yield ToolResult(turn, ordered[i]["id"], ordered[i]["name"], out, ok,
-                                             secs)
-                    tt.tool_s = time.perf_counter() - t1
+                    if len(ordered) == 1:  # (the common case, without the generator below)
+                        c = ordered[0]
+                        run = await self._call(c)
+                        outs[0], tt.tool_s = run.text, run.seconds
+                        yield ToolResult(turn, c["id"], c["name"], run.text, run.ok, run.seconds)
+                    else:
+                        spans: list[tuple[float, float]] = []
+                        # each result is yielded as its tool finishes; the messages keep call
+                        # order
+                        async with aclosing(self._tool_results(ordered)) as results:
+                            async for i, run in results:
+                                outs[i] = run.text
+                                spans.append((run.start, run.end))
+                                yield ToolResult(turn, ordered[i]["id"], ordered[i]["name"],
+                                                 run.text, run.ok, run.seconds)
+                        tt.tool_s = _covered(spans)
                     for c, out in zip(ordered, outs, strict=True):
                         messages.append({"role": "tool", "tool_call_id": c["id"], "content": out})
                 tt.total_s = time.perf_counter() - t0
@@ -257,33 +265,56 @@ class Agent:
             if close is not None:
                 await close()
 
-    async def _call(self, c: dict) -> tuple[str, bool, float]:
-        t0 = time.perf_counter()
+    async def _call(self, c: dict) -> ToolRun:
         t = self.tools.get(c["name"])
         if t is None:
-            out, ok = (f"Error: no tool named {c['name']!r}; tools: "
-                       f"{', '.join(self.tools)}"), False
-        else:
-            out, ok = await t.call(c["arguments"], self.tool_timeout)
-        return out, ok, time.perf_counter() - t0
+            now = time.perf_counter()
+            return ToolRun(f"Error: no tool named {c['name']!r}; tools: "
+                           f"{', '.join(self.tools)}", False, now, now)
+        return await t.run(c["arguments"], self.tool_timeout)
 
-    async def _tool_results(self, calls: list[dict]
-                            ) -> AsyncIterator[tuple[int, str, bool, float]]:
+    async def _tool_results(self, calls: list[dict]) -> AsyncIterator[tuple[int, ToolRun]]:
         """All of a turn's calls at once, at most max_concurrent_tools running; yields
-        (index, output, ok, seconds) as each one finishes. One call runs inline."""
-        if len(calls) == 1:
-            yield (0, *await self._call(calls[0]))
+        (index, ToolRun) as each one finishes. Inline tools (quick, sync) run first, one after
+        the other on the loop; a single other call is awaited without a task group. (Tool
+        time is the union of the functions' own spans: `_covered`.)"""
+        rest = []
+        for i, c in enumerate(calls):
+            t = self.tools.get(c["name"])
+            if t is not None and t.inline and not t.is_async:
+                yield i, await self._call(c)
+            else:
+                rest.append((i, c))
+        if len(rest) == 1:
+            i, c = rest[0]
+            yield i, await self._call(c)
+        if len(rest) <= 1:
             return
-        limit = anyio.CapacityLimiter(self.max_concurrent_tools)
-        send, recv = anyio.create_memory_object_stream[tuple[int, str, bool, float]](len(calls))
+        limit = (anyio.CapacityLimiter(self.max_concurrent_tools)
+                 if len(rest) > self.max_concurrent_tools else None)
+        send, recv = anyio.create_memory_object_stream[tuple[int, ToolRun]](len(rest))
 
         async def one(i: int, c: dict) -> None:
-            async with limit:
+            if limit is None:
                 res = await self._call(c)
-            await send.send((i, *res))
+            else:
+                async with limit:
+                    res = await self._call(c)
+            send.send_nowait((i, res))  # the buffer holds every call's result
 
         async with anyio.create_task_group() as tg, recv:
-            for i, c in enumerate(calls):
+            for i, c in rest:
                 tg.start_soon(one, i, c)
-            for _ in calls:
+            for _ in rest:
                 yield await recv.receive()
+
+
+def _covered(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by the union of (start, end) spans: the wall time during which at least
+    one of a turn's tools was running."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total

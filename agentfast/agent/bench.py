@@ -14,13 +14,15 @@ workspace tools (agentfast.agent.coding) on a small repo with a failing test: li
 read_file + shell (one turn, two concurrent calls), run_tests, edit, run_tests, answer.
 
 Per turn: prefill = the engine's time to first token (prefill + first sample), decode = first
-to last token, tool = the turn's tool calls (run concurrently; wall), wall = from the end of
-the previous turn (or the start of the run) to the end of this one, host = wall - prefill -
-decode - tool. A warm-up run first (constraint compilation, the template's append-only probe,
-the KV cache that each run's new session then takes over from the last), then gc.freeze() (a
-long-running agent process should do the same once it has loaded its model: a full garbage
-collection over the ~200k objects of torch, the model and the server takes ~80 ms), then
-`--runs` measured runs; the table shows the last run, the JSON has all.
+to last token, tool = the time during which at least one of the turn's tool functions ran
+(they run concurrently: the union of the functions' own spans, so dispatching them, i.e. the
+argument validation, the timeout scope and any worker-thread hop, is host time), wall = from
+the end of the previous turn (or the start of the run) to the end of this one, host = wall -
+prefill - decode - tool. A warm-up run first (constraint compilation, the template's
+append-only probe, the KV cache that each run's new session then takes over from the last),
+then gc.freeze() (a long-running agent process should do the same once it has loaded its
+model: a full garbage collection over the ~200k objects of torch, the model and the server
+takes ~80 ms), then `--runs` measured runs; the table shows the last run, the JSON has all.
 """
 
 from __future__ import annotations
@@ -161,10 +163,10 @@ def table(rows: list[dict]) -> str:
 def summarize(runs: list[list[dict]]) -> dict:
     host = [r["host_ms"] for rows in runs for r in rows]
     per_run = [sum(r["host_ms"] for r in rows) / len(rows) for rows in runs]
+    # the bar is per turn: every turn's host time (so the median and the max) within it
     return {"turns_per_run": len(runs[-1]), "host_ms_mean": statistics.fmean(host),
             "host_ms_median": statistics.median(host), "host_ms_max": max(host),
-            "host_ms_mean_per_run": per_run, "bar_ms": 1.0,
-            "meets_bar": statistics.median(per_run) <= 1.0}
+            "host_ms_mean_per_run": per_run, "bar_ms": 1.0, "meets_bar": max(host) <= 1.0}
 
 
 async def bench(engine: Any, runs: int = 3, max_concurrent_tools: int = 4,

@@ -12,12 +12,16 @@ loop hands back to the model as the tool's result ("Error: read_file raised Work
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import shlex
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import anyio
 
 from .tools import Tool, tool
 
@@ -150,14 +154,7 @@ class Workspace:
         Args:
             path: a test file or folder, relative to the workspace root ("" for all tests)
         """
-        args = [sys.executable, "-m", "pytest", "-q", "-x", "--no-header", "-p",
-                "no:cacheprovider"]
-        if path:
-            args.append(self.rel(self.resolve(path)))
-        code, out = self._exec(args, self.test_timeout)
-        status = {0: "all tests passed", 1: "some tests failed", 5: "no tests were collected",
-                  None: f"timed out after {self.test_timeout:g} s"}.get(code, f"exit code {code}")
-        return f"pytest: {status}\n{_clip(out, 4000)}"
+        return self._tests_report(*self._exec(self._tests_argv(path), self.test_timeout))
 
     def shell(self, command: str) -> str:
         """Runs one read-only command in the workspace (no pipes or redirections). Allowed:
@@ -167,11 +164,17 @@ class Workspace:
         Args:
             command: the command line, e.g. "grep -n def src/app.py"
         """
-        argv = self.check_command(command)
-        code, out = self._exec(argv, self.shell_timeout)
-        if code is None:
-            return f"timed out after {self.shell_timeout:g} s\n{_clip(out)}"
-        return f"exit code {code}\n{_clip(out)}"
+        return self._shell_report(*self._exec(self.check_command(command), self.shell_timeout))
+
+    # the tools' run_tests and shell: the same, the process awaited on the event loop (no
+    # worker thread to hop to and back)
+
+    async def _run_tests_async(self, path: str) -> str:
+        return self._tests_report(*await self._aexec(self._tests_argv(path), self.test_timeout))
+
+    async def _shell_async(self, command: str) -> str:
+        return self._shell_report(*await self._aexec(self.check_command(command),
+                                                     self.shell_timeout))
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -206,13 +209,32 @@ class Workspace:
                 self.resolve(value)
         return argv
 
+    def _tests_argv(self, path: str) -> list[str]:
+        args = [sys.executable, "-m", "pytest", "-q", "-x", "--no-header", "-p",
+                "no:cacheprovider"]
+        if path:
+            args.append(self.rel(self.resolve(path)))
+        return args
+
+    def _tests_report(self, code: int | None, out: str) -> str:
+        status = {0: "all tests passed", 1: "some tests failed", 5: "no tests were collected",
+                  None: f"timed out after {self.test_timeout:g} s"}.get(code, f"exit code {code}")
+        return f"pytest: {status}\n{_clip(out, 4000)}"
+
+    def _shell_report(self, code: int | None, out: str) -> str:
+        if code is None:
+            return f"timed out after {self.shell_timeout:g} s\n{_clip(out)}"
+        return f"exit code {code}\n{_clip(out)}"
+
+    def _env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root),
+                "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "GIT_TERMINAL_PROMPT": "0",
+                "NO_PROXY": "*", "PYTHONPATH": str(self.root)}
+
     def _exec(self, argv: list[str], timeout: float) -> tuple[int | None, str]:
         """(exit code or None on timeout, stdout+stderr); the process group is killed on
         timeout."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.root),
-               "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "GIT_TERMINAL_PROMPT": "0",
-               "NO_PROXY": "*", "PYTHONPATH": str(self.root)}
-        proc = subprocess.Popen(argv, cwd=self.root, env=env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(argv, cwd=self.root, env=self._env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
@@ -223,10 +245,46 @@ class Workspace:
             out, _ = proc.communicate()
             return None, out.decode(errors="replace")
 
+    async def _aexec(self, argv: list[str], timeout: float) -> tuple[int | None, str]:
+        """_exec on the event loop: the same result, the process group killed on timeout (and
+        when the caller is cancelled)."""
+        proc = await anyio.open_process(argv, cwd=self.root, env=self._env(),
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        out = bytearray()
+
+        async def read() -> None:
+            assert proc.stdout is not None
+            async for chunk in proc.stdout:
+                out.extend(chunk)
+            await proc.wait()
+
+        async with proc:
+            try:
+                with anyio.move_on_after(timeout) as scope:
+                    await read()
+                if scope.cancelled_caught:
+                    _kill_group(proc.pid)
+                    await read()  # what it wrote before
+                    return None, out.decode(errors="replace")
+            except BaseException:
+                _kill_group(proc.pid)
+                raise
+        return proc.returncode, out.decode(errors="replace")
+
     def tools(self, names: tuple[str, ...] | None = None) -> list[Tool]:
-        """The tools, as `Tool`s bound to this workspace (all six unless `names`)."""
+        """The tools, as `Tool`s bound to this workspace (all six unless `names`). The file
+        tools are quick and run inline on the event loop; run_tests and shell await their
+        process there (async twins of the methods, same schema and description)."""
         names = names or ("read_file", "write_file", "edit", "list_dir", "run_tests", "shell")
-        return [tool(getattr(self, n), name=n) for n in names]
+        twins = {"run_tests": self._run_tests_async, "shell": self._shell_async}
+        return [dataclasses.replace(tool(getattr(self, n), name=n), fn=twins[n]) if n in twins
+                else tool(getattr(self, n), name=n, inline=True) for n in names]
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(pid, signal.SIGKILL)
 
 
 def workspace_tools(root: str | os.PathLike, **kw: float) -> list[Tool]:

@@ -7,9 +7,11 @@ What it saves per turn is host time: the openai client's request transform and p
 pydantic objects, the ASGI round trip, the tool grammar, which the server builds again from
 the tool schemas on every request (tens of ms) and which is built here once per (tools,
 tool_choice), and the whole-conversation rendering: only the messages appended since the last
-turn are converted, rendered and tokenized (`prompt.ChatPrompts`). The output is the same as
-through `agentfast.AsyncOpenAI`: same prompt tokens, same constraint, same parser. Errors in
-the request (context overflow, a bad schema) raise `APIError` from `agentfast.server.protocol`.
+turn are converted, rendered and tokenized (`prompt.ChatPrompts`), and the output is not
+decoded again for the prompt cache where the streamed text is exact. The job's steps are read
+straight off its queue into the tool parser. The output is the same as through
+`agentfast.AsyncOpenAI`: same prompt tokens, same constraint, same parser. Errors in the
+request (context overflow, a bad schema) raise `APIError` from `agentfast.server.protocol`.
 """
 
 from __future__ import annotations
@@ -28,8 +30,7 @@ from agentfast.server.params import (
     stops_of,
 )
 from agentfast.server.protocol import ResponseFormat
-from agentfast.server.scheduler import Work, scheduler_for
-from agentfast.server.streaming import turn
+from agentfast.server.scheduler import Step, Work, scheduler_for
 from agentfast.server.tool_parser import ToolParser
 
 from .agent import Delta
@@ -118,29 +119,47 @@ class EngineChat:
 
         def remember(r: GenerationResult) -> None:  # on the engine's thread, before Done
             if r.finish_reason != "cancelled":  # (the consumer left: nothing comes back)
-                self.prompts.after(prompt, r.token_ids, r.stop)
+                self.prompts.after(prompt, r.token_ids, r.stop, r.text)
 
+        parser = ToolParser(self.formats, parallel) if parse_tools else None
         job = self.scheduler.submit(Work(ids=prompt.ids, params=params, session=prompt.session,
                                          on_done=remember), None)
-        parser = ToolParser(self.formats, parallel) if parse_tools else None
+        q = job.q  # the job's Steps, then Done (or an error), posted by the engine's thread
+        done = False
         try:
-            async for ev in turn(job.events(), parser):
-                if ev.kind == "content":
-                    if ev.text:
-                        yield Delta("text", ev.text)
-                elif ev.kind == "call":
-                    yield Delta("call", index=ev.index, id=ev.id, name=ev.name)
-                elif ev.kind == "args":
-                    yield Delta("args", ev.text, index=ev.index)
-                else:
-                    r = ev.result
-                    completion = len(r.token_ids) + (1 if isinstance(r.stop, int) else 0)
-                    yield Delta("usage", prompt_tokens=r.prompt_tokens,
-                                completion_tokens=completion, cached_tokens=r.reused_tokens,
-                                accepted=r.accepted_draft_tokens,
-                                draft_length=r.accepted_draft_length, result=r)
+            while True:  # what server.streaming.turn does, without logprobs or its events
+                item = q.get_nowait() if q.qsize() else await q.get()
+                if isinstance(item, Step):
+                    if parser is not None:
+                        for ev in parser.push(item.text):
+                            if ev.text or ev.kind != "content":
+                                yield _delta(ev)
+                    elif item.text:
+                        yield Delta("text", item.text)
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                for ev in parser.finish() if parser is not None else ():
+                    if ev.text or ev.kind != "content":
+                        yield _delta(ev)
+                r, done = item.result, True
+                completion = len(r.token_ids) + (1 if isinstance(r.stop, int) else 0)
+                yield Delta("usage", prompt_tokens=r.prompt_tokens, completion_tokens=completion,
+                            cached_tokens=r.reused_tokens, accepted=r.accepted_draft_tokens,
+                            draft_length=r.accepted_draft_length, result=r)
+                return
         finally:
-            job.cancel()  # a no-op once done; stops the engine if the consumer left early
+            if not done:
+                job.cancel()  # the consumer left early (or an error): stop the engine
+
+
+def _delta(ev: Any) -> Delta:
+    """A tool parser Event as a Delta."""
+    if ev.kind == "content":
+        return Delta("text", ev.text)
+    if ev.kind == "call":
+        return Delta("call", index=ev.index, id=ev.id, name=ev.name)
+    return Delta("args", ev.text, index=ev.index)
 
 
 def _choice_key(choice: Any) -> str:

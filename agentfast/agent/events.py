@@ -34,7 +34,7 @@ class ToolResult:
     name: str
     output: str
     ok: bool
-    seconds: float
+    seconds: float  # the tool function's own run time (0 where it never ran)
 
 
 @dataclass(frozen=True)

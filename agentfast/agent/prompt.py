@@ -22,6 +22,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenizers.decoders import ByteLevel
+
 from agentfast.engine.errors import RequestError
 from agentfast.engine.tokenizer import Tokenizer
 from agentfast.server.chat import (
@@ -66,6 +68,10 @@ class ChatPrompts:
         self.tok, self.capacity = tok, capacity
         self.native, _ = template_formats(tok.chat_template)
         self.cache = PromptCache(capacity)
+        self._byte_level = isinstance(tok.tok.decoder, ByteLevel)  # see after()
+        self._special = frozenset(i for i, t in tok.tok.get_added_tokens_decoder().items()
+                                  if t.special)
+        self._texts: dict[int, str] = {}  # stop token -> its text
         self._convs: OrderedDict[str, _Conv] = OrderedDict()
         self._heads: dict[tuple[str, int], tuple[Any, _Conv, list[int]]] = {}
 
@@ -87,8 +93,27 @@ class ChatPrompts:
             self._convs.popitem(last=False)
         return Prompt(text, self.cache.encode(self.tok, sid, text), sid)
 
-    def after(self, prompt: Prompt, out_ids: list[int], stop: Any) -> None:
+    def after(self, prompt: Prompt, out_ids: list[int], stop: Any, text: str | None = None
+              ) -> None:
+        """Remember the prompt and the output that ends it (`PromptCache.after`). `text`: the
+        output's text as the engine streamed it (`GenerationResult.text`): with a byte-level
+        decoder, no special token in the output and no U+FFFD (valid UTF-8), it is the decoded
+        output, which is then not decoded again."""
+        if (text is not None and self._byte_level and not isinstance(stop, str)
+                and "\ufffd" not in text and self._special.isdisjoint(out_ids)):
+            ids = out_ids
+            if isinstance(stop, int):
+                ids = [*out_ids, stop]
+                text += self._token_text(stop)
+            self.cache.remember(prompt.session, prompt.text + text, prompt.ids + ids)
+            return
         self.cache.after(self.tok, prompt, out_ids, stop)
+
+    def _token_text(self, i: int) -> str:
+        t = self._texts.get(i)
+        if t is None:
+            t = self._texts[i] = self.tok.decode([i], skip_special=False)
+        return t
 
     def release(self, session: str) -> None:
         self._convs.pop(session, None)

@@ -25,7 +25,9 @@ class TurnTrace:
     accepted_draft_length: float = 0.0
     ttft_s: float = 0.0  # request sent -> first streamed token
     model_s: float = 0.0  # request sent -> last chunk
-    tool_s: float = 0.0  # wall time of this turn's tool calls (they run concurrently)
+    # wall time during which at least one of this turn's tool functions ran (they run
+    # concurrently); dispatching them (validation, thread hops) is host time
+    tool_s: float = 0.0
     total_s: float = 0.0  # the whole turn, request to tool results appended
 
     @property

@@ -4,6 +4,7 @@ one turn overlap, max_turns, event order, structured output, the trace."""
 from __future__ import annotations
 
 import json
+import time
 
 import anyio
 import pytest
@@ -215,3 +216,31 @@ async def test_stopping_early_closes_the_model_stream(fake):
         break
     await run.aclose()
     assert closed == [True]
+
+
+def test_tool_time_is_the_union_of_the_functions_spans():
+    from agentfast.agent.agent import _covered
+
+    assert _covered([]) == 0
+    assert _covered([(0.0, 1.0), (0.5, 2.0), (3.0, 4.0)]) == pytest.approx(3.0)
+    assert _covered([(1.0, 2.0), (0.0, 3.0), (2.5, 2.5)]) == pytest.approx(3.0)
+
+
+async def test_tool_time_leaves_out_the_dispatch(fake):
+    """A sync tool in a worker thread: the turn's tool_s is the function's own span (its
+    ToolResult.seconds), not the thread hops and validation around it."""
+    spans = []
+
+    @tool
+    def work() -> str:
+        t = time.perf_counter()
+        time.sleep(0.05)
+        spans.append((t, time.perf_counter()))
+        return "done"
+
+    client = fake([[("work", {})], "ok"])
+    events = [ev async for ev in Agent(client, tools=[work]).run_stream("go")]
+    (res,) = [e for e in events if isinstance(e, ToolResult)]
+    tt = next(e for e in events if isinstance(e, TurnFinished)).trace
+    (inner,) = spans
+    assert tt.tool_s == res.seconds >= inner[1] - inner[0] >= 0.05

@@ -45,3 +45,10 @@ async def test_replayed_session(long_tiny_engine, tmp_path):
     text = bench.table(rows)
     assert text.splitlines()[0].split()[:3] == ["turn", "calls", "prompt"]
     json.dumps(out)  # the JSON the CLI writes
+
+
+def test_the_bar_is_per_turn():
+    row = {"host_ms": 0.5}
+    assert bench.summarize([[row] * 5])["meets_bar"]
+    # a mean and a median within the bar, one turn over it: not met
+    assert not bench.summarize([[row] * 5 + [{"host_ms": 1.5}]])["meets_bar"]

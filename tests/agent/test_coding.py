@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -151,3 +152,42 @@ def test_tools_schema():
 def test_workspace_must_exist(tmp_path):
     with pytest.raises(NotADirectoryError):
         Workspace(tmp_path / "nope")
+
+
+async def test_tools_run_on_the_loop_and_answer_as_the_methods(ws, monkeypatch):
+    """The file tools run inline, run_tests and shell await their process on the event loop
+    (async twins): the same text as the methods, timeouts included; a call cut by the agent's
+    timeout kills the process group."""
+    tools = {t.name: t for t in ws.tools()}
+    assert all(tools[n].inline for n in ("read_file", "write_file", "edit", "list_dir"))
+    assert tools["run_tests"].is_async and tools["shell"].is_async
+    (ws.root / "test_ok.py").write_text("from pkg.mod import f\n\ndef test_f():\n"
+                                        "    assert f() == 1\n")
+    def same(out: str) -> str:  # pytest's duration differs from run to run
+        return re.sub(r" in \d+\.\d+s", " in (s)", out)
+
+    for name, args, method in [("run_tests", {"path": "test_ok.py"}, ws.run_tests),
+                               ("shell", {"command": "grep -n alpha notes.txt"}, ws.shell),
+                               ("list_dir", {"path": "pkg"}, ws.list_dir)]:
+        out, ok = await tools[name].call(json.dumps(args), 30)
+        assert ok and same(out) == same(method(**args))
+    slow = {t.name: t for t in Workspace(ws.root, shell_timeout=0.5).tools()}["shell"]
+    out, ok = await slow.call(json.dumps({"command": "tail -f notes.txt"}), 30)
+    assert ok and out == "timed out after 0.5 s\nalpha\nbeta\nalpha\n"
+    import anyio
+
+    pids = []
+    open_process = anyio.open_process
+
+    async def recording(*a, **kw):
+        p = await open_process(*a, **kw)
+        pids.append(p.pid)
+        return p
+
+    monkeypatch.setattr(anyio, "open_process", recording)
+    t0 = time.perf_counter()
+    out, ok = await tools["shell"].call(json.dumps({"command": "tail -f notes.txt"}), 0.3)
+    assert not ok and out == "Error: shell timed out after 0.3 s"
+    assert time.perf_counter() - t0 < 3
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pids[0], 0)  # the group is gone

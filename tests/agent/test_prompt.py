@@ -187,3 +187,41 @@ def test_probe_result_is_kept_per_template(tiny_engine):
     tok = dataclasses.replace(tiny_engine.tokenizer, chat_template=DEFAULT_SYSTEM)
     ChatPrompts(tok)._checked(None)
     assert P._CHECKED[(DEFAULT_SYSTEM, False)] is not None
+
+
+def test_after_with_the_streamed_text_remembers_what_decoding_gives(tiny_engine, monkeypatch):
+    """after(..., text=the engine's streamed text) skips decoding the output where that text is
+    exact (byte-level decoder, no special token, valid UTF-8) and decodes otherwise: either
+    way the cache holds what PromptCache.after stores."""
+    from agentfast.engine import SamplingParams
+    from agentfast.engine.tokenizer import IncrementalDecoder
+    from agentfast.server.chat import Prompt
+
+    tok = tiny_engine.tokenizer
+    multi = tok.encode("héllo wörld ✓ 日本")
+    special = sorted(ChatPrompts(tok)._special)
+    assert special and ChatPrompts(tok)._byte_level
+    cases = [(tok.encode("def f():\n    return 1"), tok.eos_ids[0]), (multi, None),
+             (multi[1:], tok.eos_ids[0]),  # may start inside a character: U+FFFD
+             (tok.encode("a b") + [special[0]] + tok.encode("c"), tok.eos_ids[0])]
+    for seed in range(8):  # and what the engine streams for random outputs
+        r = tiny_engine.generate(tok.encode("hello"), SamplingParams(max_tokens=12, seed=seed,
+                                                                     temperature=1.5))
+        cases.append((r.token_ids, r.stop))
+    decoded = []
+    decode = type(tok).decode
+    monkeypatch.setattr(type(tok), "decode", lambda self, ids, *a, **k: decoded.append(
+        list(ids)) or decode(self, ids, *a, **k))
+    fast = 0
+    for ids, stop in cases:
+        d = IncrementalDecoder(tok)
+        text = "".join(d.push(t) for t in ids) + d.flush()  # what the engine streams
+        p = Prompt("PROMPT", [7, 8], "h:s")
+        plain, given = PromptCache(), ChatPrompts(tok)
+        plain.after(tok, p, ids, stop)
+        given._texts = {t: decode(tok, [t], skip_special=False) for t in tok.eos_ids}
+        decoded.clear()
+        given.after(p, ids, stop, text)
+        assert given.cache._d == plain._d, (ids, stop)
+        fast += not decoded
+    assert 2 <= fast < len(cases)  # the first two at least; the special token case decodes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Literal
 
@@ -118,3 +119,44 @@ async def test_pydantic_model_as_tool():
     assert not ok and "query" in out
     with pytest.raises(AssertionError, match="run"):
         tool(Point)  # no run() method
+
+
+async def test_where_a_tool_runs_and_its_own_span():
+    """Async and inline tools run on the event loop's thread, other sync tools in a worker
+    thread; ToolRun's span is the function's own run (inside the call, around what the
+    function measured itself), so validation and thread hops fall outside it."""
+    seen: dict[str, tuple[int, float, float]] = {}
+
+    def body(kind: str, x: int) -> int:
+        t = time.perf_counter()
+        time.sleep(0.02)
+        seen[kind] = (threading.get_ident(), t, time.perf_counter())
+        return x
+
+    @tool(inline=True)
+    def quick(x: int) -> int:
+        return body("inline", x)
+
+    @tool
+    def threaded(x: int) -> int:
+        return body("thread", x)
+
+    @tool
+    async def coro(x: int) -> int:
+        await anyio.sleep(0)
+        return body("async", x)
+
+    assert quick.inline and not threaded.inline and coro.is_async
+    for t, kind in ((quick, "inline"), (threaded, "thread"), (coro, "async")):
+        t0 = time.perf_counter()
+        r = await t.run('{"x": 3}', 5)
+        t1 = time.perf_counter()
+        _, inner0, inner1 = seen[kind]
+        assert (r.text, r.ok) == ("3", True)
+        assert t0 < r.start <= inner0 < inner1 <= r.end < t1, kind
+        assert r.seconds == r.end - r.start >= 0.02
+    here = threading.get_ident()
+    assert seen["inline"][0] == seen["async"][0] == here != seen["thread"][0]
+    bad = await quick.run('{"x": "three"}', 5)
+    assert not bad.ok and bad.seconds == 0  # invalid arguments: the function never ran
+    assert await quick.call('{"x": 4}', 5) == ("4", True)
