@@ -70,5 +70,10 @@ def harness(name: str, T: int = 1, ranks: int = 1, max_len: int = 48, tiling: Ti
     return Harness.build(cfg(name), programs, T, max_len, tiling=tiling, ranks=ranks,
                          keep_hidden=keep_hidden)
 
-gpu = pytest.mark.skipif(INTERPRET or not torch.cuda.is_available(),
-                         reason="needs CUDA and TRITON_INTERPRET=0")
+_needs_cuda = pytest.mark.skipif(INTERPRET or not torch.cuda.is_available(),
+                                 reason="needs CUDA and TRITON_INTERPRET=0")
+
+
+def gpu(fn):
+    """A GPU test: marked `gpu` (selected by `pytest -m gpu`), skipped without CUDA."""
+    return pytest.mark.gpu(_needs_cuda(fn))
