@@ -15,6 +15,7 @@ import torch
 from mk_utils import PROMPT, V, harness, interpreted
 
 from agentfast.engine import Engine, SamplingParams
+from agentfast.kernels.monokernel import kernel as K
 from agentfast.kernels.monokernel import weights as W
 from agentfast.kernels.monokernel.diff import compare
 from agentfast.kernels.monokernel.kernel import Monokernel
@@ -157,6 +158,21 @@ def _check_drafts(ref: Engine, sd, tokens: list[int], log) -> None:
     for hist, k, drafts in log:
         assert tokens[:len(hist)] == hist
         assert d.propose(hist, k) == drafts, len(hist)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """(T, steps asked, steps run) of every kernel launch."""
+    seen: list[tuple[int, int, int]] = []
+    orig = K.Monokernel.launch
+
+    def spy(self, b, nsteps, **kw):
+        s0 = int(b.state[W.STEPS])
+        orig(self, b, nsteps, **kw)
+        seen.append((self.plan.T, nsteps, int(b.state[W.STEPS]) - s0))
+
+    monkeypatch.setattr(K.Monokernel, "launch", spy)
+    return seen
 
 
 @interpreted
