@@ -31,7 +31,9 @@ if INTERPRET:
             if _m is not None:
                 importlib.reload(_m)
 
+from agentfast.kernels.monokernel import weights as W  # noqa: E402
 from agentfast.kernels.monokernel.harness import Harness  # noqa: E402
+from agentfast.kernels.monokernel.kernel import Monokernel  # noqa: E402
 from agentfast.kernels.monokernel.plan import Tiling  # noqa: E402
 
 _OLD = tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 9)
@@ -77,3 +79,29 @@ _needs_cuda = pytest.mark.skipif(INTERPRET or not torch.cuda.is_available(),
 def gpu(fn):
     """A GPU test: marked `gpu` (selected by `pytest -m gpu`), skipped without CUDA."""
     return pytest.mark.gpu(_needs_cuda(fn))
+
+
+def run_both(h: Harness, steps: int, sampling: bool = False, **kw) -> W.Buffers:
+    """The VM on h.bufs and the kernel on a copy of them (its own cache): the kernel's buffers,
+    after raising any error it recorded. On CUDA built as the backend builds it (registers
+    capped so two programs fit per SM)."""
+    b = h.bufs.clone()
+    h.vm().run(steps)
+    mk = Monokernel(h.plan, h.w, maxnreg=128 if h.w.w_qkv.is_cuda else None)
+    mk.launch(b, steps, sampling=sampling, **kw)
+    mk.check(b)
+    return b
+
+
+def spy_launches(monkeypatch) -> list[tuple[int, int, int]]:
+    """(T, steps asked, steps run) of every Monokernel launch from now on (a test's fixture)."""
+    seen: list[tuple[int, int, int]] = []
+    orig = Monokernel.launch
+
+    def spy(self, b, nsteps, **kw):
+        s0 = int(b.state[W.STEPS])
+        orig(self, b, nsteps, **kw)
+        seen.append((self.plan.T, nsteps, int(b.state[W.STEPS]) - s0))
+
+    monkeypatch.setattr(Monokernel, "launch", spy)
+    return seen

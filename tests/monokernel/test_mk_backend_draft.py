@@ -10,12 +10,10 @@ import json
 
 import pytest
 import torch
-from mk_utils import interpreted
+from mk_utils import interpreted, spy_launches
 
 from agentfast.engine import Engine, SamplingParams
 from agentfast.engine import constraints as C
-from agentfast.kernels.monokernel import kernel as K
-from agentfast.kernels.monokernel import weights as W
 from agentfast.spec_decode import DraftPolicy, NgramDrafter, StepCost
 
 REPETITIVE = "a b c d a b c d a b c d a b c"
@@ -55,17 +53,7 @@ def _fixed(k: int = 3, **kw) -> NgramDrafter:
 
 @pytest.fixture
 def launches(monkeypatch):
-    """(T, steps asked, steps run) of every kernel launch."""
-    seen: list[tuple[int, int, int]] = []
-    orig = K.Monokernel.launch
-
-    def spy(self, b, nsteps, **kw):
-        s0 = int(b.state[W.STEPS])
-        orig(self, b, nsteps, **kw)
-        seen.append((self.plan.T, nsteps, int(b.state[W.STEPS]) - s0))
-
-    monkeypatch.setattr(K.Monokernel, "launch", spy)
-    return seen
+    return spy_launches(monkeypatch)
 
 
 @interpreted

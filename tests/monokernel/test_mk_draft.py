@@ -13,7 +13,7 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from mk_utils import PROMPT, cfg, gpu, harness, interpreted
+from mk_utils import PROMPT, cfg, gpu, harness, interpreted, run_both
 from test_mk_constraints import EOS, synthetic, upto_eos
 
 from agentfast.engine.backends.drafting import propose_drafts
@@ -164,11 +164,7 @@ def test_kernel_drafts_on_the_device_equals_vm(name, seed_history):
     first = h.start(PROMPT, n)
     history = (ref + [first]) if seed_history == "copy" else PROMPT + [first]
     _start_drafting(h, first, history, NgramDrafter(), T - 1, accepted=1.0)
-    b = h.bufs.clone()
-    h.vm().run(n)
-    mk = Monokernel(h.plan, h.w)
-    mk.launch(b, n)
-    mk.check(b)
+    b = run_both(h, n)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     toks = h.tokens(b)
     assert toks == ref[:n] and int(b.state[W.DONE]) == W.DONE_LENGTH
@@ -226,11 +222,7 @@ def test_kernel_constrained_drafting_equals_vm():
     ref = upto_eos(h.reference_greedy(PROMPT, n, automaton=a)[0])
     first = h.start(PROMPT, n, automaton=a, stop_ids=(EOS,))
     W.start_drafting(h.bufs, ref + [first], min_ngram=1, max_ngram=8, k=T - 1)
-    b = h.bufs.clone()
-    h.vm().run(n)
-    mk = Monokernel(h.plan, h.w)
-    mk.launch(b, n)
-    mk.check(b)
+    b = run_both(h, n)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == ref[:len(h.tokens(b))] and len(h.tokens(b)) > 2
     assert int(b.state[W.STEPS]) < len(h.tokens(b)) - 1  # drafts (or forced tokens) accepted
@@ -283,9 +275,7 @@ def test_plain_kernel_keeps_the_history():
     ref, _ = h.reference_greedy(PROMPT, 6)
     first = h.start(PROMPT, 6)
     W.start_drafting(h.bufs, PROMPT + [first], min_ngram=1, max_ngram=8, k=3)
-    b = h.bufs.clone()
-    h.vm().run(6)
-    Monokernel(h.plan, h.w).launch(b, 6)
+    b = run_both(h, 6)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == ref
     assert b.hist[:len(PROMPT) + 6].tolist() == PROMPT + ref
@@ -315,12 +305,7 @@ def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
     ref, _ = h.reference_greedy(PROMPT, n + T)
     first = h.start(PROMPT, n)
     _start_drafting(h, first, ref + [first], NgramDrafter(), T - 1)
-    b = h.bufs.clone()
-    h.vm().run(n)
-    mk = Monokernel(h.plan, h.w, maxnreg=128)
-    mk.launch(b, n)
-    torch.cuda.synchronize()
-    mk.check(b)
+    b = run_both(h, n)
     if dtype == torch.float32:
         assert compare(h.bufs, b) is None
         assert h.tokens(b) == ref[:n] and int(b.state[W.STEPS]) < n - 3

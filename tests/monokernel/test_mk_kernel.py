@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from mk_utils import PROMPT, V, gpu, harness, interpreted
+from mk_utils import PROMPT, V, gpu, harness, interpreted, run_both
 
 from agentfast.engine.errors import RequestError
 from agentfast.kernels.monokernel import weights as W
@@ -18,16 +18,6 @@ from agentfast.kernels.monokernel.plan import Tiling
 from agentfast.kernels.monokernel.sampling import philox_uniform
 
 N = 7
-
-
-def _run_both(h, steps, sampling=False, **kw):
-    b = h.bufs.clone()
-    h.vm().run(steps)
-    # on CUDA as the backend builds it: registers capped so two programs fit per SM
-    mk = Monokernel(h.plan, h.w, maxnreg=128 if h.w.w_qkv.is_cuda else None)
-    mk.launch(b, steps, sampling=sampling, **kw)
-    mk.check(b)
-    return b
 
 
 @interpreted
@@ -45,7 +35,7 @@ def test_kernel_equals_vm_and_reference(name, T, drafts):
     d = {None: None, "perfect": ref,
          "every_third_wrong": [(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)]}
     h.start(PROMPT, N, drafts=d[drafts])
-    b = _run_both(h, N)
+    b = run_both(h, N)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == h.tokens() == ref
     assert int(b.state[W.DONE]) == W.DONE_LENGTH and int(b.host[W.H_DONE]) == W.DONE_LENGTH
@@ -68,7 +58,7 @@ def test_residual_loaded_per_run_or_per_tile(hidden):
                       tiling=FAST)
     ref, _ = h.reference_greedy(PROMPT, N)
     h.start(PROMPT, N)
-    b = _run_both(h, N)
+    b = run_both(h, N)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == h.tokens() == ref
 
@@ -85,7 +75,7 @@ def test_split_merge_head_by_head_equals_vm():
     assert h.plan.splits == 16
     ref, _ = h.reference_greedy(PROMPT, N)
     h.start(PROMPT, N, drafts=[(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)])
-    b = _run_both(h, N)
+    b = run_both(h, N)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == h.tokens() == ref
 
@@ -97,7 +87,7 @@ def test_kernel_sampling_equals_vm(params):
     h = harness("llama_gqa_tied_hd64", tiling=Tiling(bn=64, bn_lm=64, attn_splits=2,
                                                      attn_block=16, cand=32))
     h.start(PROMPT, 5, seed=3, **params)
-    b = _run_both(h, 5, sampling=True)
+    b = run_both(h, 5, sampling=True)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert len(h.tokens(b)) == 5 and h.tokens(b) == h.tokens()
 
@@ -108,12 +98,12 @@ def test_kernel_stops_on_stop_id_and_cancel():
     ref, _ = h.reference_greedy(PROMPT, N)
     stop = next(t for t in ref[2:] if t not in ref[:2])
     h.start(PROMPT, N, stop_ids=(stop, 999))
-    b = _run_both(h, N)
+    b = run_both(h, N)
     assert h.tokens(b) == ref[: ref.index(stop) + 1]
     assert int(b.state[W.DONE]) == W.DONE_STOP
     h.start(PROMPT, N)
     h.bufs.host[W.H_CANCEL] = 1  # read once per step: the first step still runs
-    b = _run_both(h, N)
+    b = run_both(h, N)
     assert h.tokens(b) == ref[:2] and int(b.host[W.H_DONE]) == W.DONE_CANCEL
 
 
@@ -193,7 +183,7 @@ def test_gpu_kernel_equals_vm(dtype, T):
     ref, _ = h.reference_greedy(PROMPT, N)
     drafts = [(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)] if T > 1 else None
     h.start(PROMPT, N, drafts=drafts)
-    b = _run_both(h, N)
+    b = run_both(h, N)
     torch.cuda.synchronize()
     assert compare(h.bufs, b, tol=1e-4 if dtype == torch.float32 else 3e-2) is None
     if dtype == torch.float32:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mk_utils import PROMPT, V, harness, interpreted
+from mk_utils import PROMPT, V, harness, interpreted, run_both, spy_launches
 
 from agentfast.engine import Engine, SamplingParams
-from agentfast.kernels.monokernel import kernel as K
 from agentfast.kernels.monokernel import weights as W
 from agentfast.kernels.monokernel.diff import compare
-from agentfast.kernels.monokernel.kernel import Monokernel
 from agentfast.spec_decode import DraftPolicy, StepCost
 from agentfast.spec_decode import mtp as M
 
@@ -33,16 +31,6 @@ def _reference_hidden(h, tokens: list[int]) -> torch.Tensor:
     cache = h.model.new_cache(initial=h.max_len, keep_hidden=True)
     h.model.forward(torch.tensor(tokens), 0, cache)
     return cache.hidden[:len(tokens)].clone()
-
-
-def _run_both(h, steps: int) -> W.Buffers:
-    """VM on h.bufs, kernel on a copy (its own cache and hidden rows): the kernel's buffers."""
-    b = h.bufs.clone()
-    h.vm().run(steps)
-    mk = Monokernel(h.plan, h.w)
-    mk.launch(b, steps)
-    mk.check(b)
-    return b
 
 
 @interpreted
@@ -63,7 +51,7 @@ def test_kernel_keeps_hidden_states(name, T, drafts):
     assert int(h.bufs.state[W.KEEP_HIDDEN]) == 1
     assert h.bufs.hidden.data_ptr() == h.cache.hidden.data_ptr()  # the cache's own rows
     assert h.cache.hidden[:len(PROMPT)].abs().sum() > 0  # the prefill wrote the prompt's
-    b = _run_both(h, N)
+    b = run_both(h, N)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == h.tokens() == ref
     steps = int(b.state[W.STEPS])
@@ -85,7 +73,7 @@ def test_hidden_states_off_write_nothing():
     h.start(PROMPT, 4)
     h.bufs.state[W.KEEP_HIDDEN] = 0
     prompt_rows = h.cache.hidden[:len(PROMPT)].clone()
-    b = _run_both(h, 4)
+    b = run_both(h, 4)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == ref
     for hid in (b.hidden, h.bufs.hidden):
@@ -94,7 +82,7 @@ def test_hidden_states_off_write_nothing():
     assert plain.cache.hidden is None and plain.bufs.hidden.shape == (1, plain.cfg.hidden_size)
     plain.start(PROMPT, 4)
     assert int(plain.bufs.state[W.KEEP_HIDDEN]) == 0
-    pb = _run_both(plain, 4)
+    pb = run_both(plain, 4)
     assert compare(plain.bufs, pb) is None and plain.tokens(pb) == ref
     assert not pb.hidden.any()
 
@@ -162,17 +150,7 @@ def _check_drafts(ref: Engine, sd, tokens: list[int], log) -> None:
 
 @pytest.fixture
 def launches(monkeypatch):
-    """(T, steps asked, steps run) of every kernel launch."""
-    seen: list[tuple[int, int, int]] = []
-    orig = K.Monokernel.launch
-
-    def spy(self, b, nsteps, **kw):
-        s0 = int(b.state[W.STEPS])
-        orig(self, b, nsteps, **kw)
-        seen.append((self.plan.T, nsteps, int(b.state[W.STEPS]) - s0))
-
-    monkeypatch.setattr(K.Monokernel, "launch", spy)
-    return seen
+    return spy_launches(monkeypatch)
 
 
 @interpreted
