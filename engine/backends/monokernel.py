@@ -57,7 +57,8 @@ class MonokernelBackend(ReferencePrefill):
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
-                 num_programs: int | None = None, maxnreg: int | None = 128):
+                 num_programs: int | None = None, maxnreg: int | None = None,
+                 num_warps: int = 4):
         from ...kernels.monokernel import weights as W
         from ...kernels.monokernel.kernel import Monokernel, interpreting
         from ...kernels.monokernel.plan import plan
@@ -74,25 +75,27 @@ class MonokernelBackend(ReferencePrefill):
         mw = build_weights(cfg, weights, device, dtype)
         self.model = Transformer(cfg, mw, max_len)  # prefill path, same weights and cache
         self.w = W.pack_weights(cfg, mw, self.model.cos, self.model.sin)
-        # T-step costs measured on an H200 (Qwen3-1.7B shape, BENCH.md "Steps of T > 1
-        # positions after the batched-dot matvecs", us per step relative to T = 1): drafting
+        # T-step costs measured on an H200 (Qwen3-1.7B shape, 2 programs of 4 warps per SM,
+        # bench/results/monokernel-warps-20261129, us per step relative to T = 1): drafting
         # pays from about one accepted token per step (DraftPolicy.break_even); the CPU
         # interpreter has none (flat)
-        self.step_costs = ({1: 1.0, 4: 1.85, 8: 1.96, 16: 2.16} if device.type == "cuda"
+        self.step_costs = ({1: 1.0, 4: 1.54, 8: 1.64, 16: 1.96} if device.type == "cuda"
                            else None)
-        self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None}
+        self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None,
+                             "num_warps": num_warps}
         self._spec_kernels: dict[int, Any] = {}
 
         def build(programs: int) -> None:
             self.plan = plan(cfg, programs, 1, max_len, wbytes=self.w.w_qkv.element_size())
-            # 2 programs of 8 warps per SM need <= 128 registers/thread (spills to local
-            # memory where an op needs more): the fastest setting measured (BENCH.md)
             self.kernel = Monokernel(self.plan, self.w, **self._kernel_opts)
 
-        if programs_per_sm is None:  # measured on an H200 (BENCH.md, tune run 15): one per SM
-            # is faster below ~1 GB of weights (SmolLM2-135M 752 vs 802 us/step), two above
-            # (Qwen3-1.7B 1,553 vs 1,804; Llama-3.2-1B 949 vs 1,152)
-            programs_per_sm = 1 if cfg.decode_weight_bytes(dtype.itemsize) < 10**9 else 2
+        if programs_per_sm is None:  # measured on an H200 (bench/results/monokernel-warps-
+            # 20261129): 2 programs of 4 warps per SM, registers uncapped (no spills), us per
+            # step at ctx 1024 against 2 x 8 warps capped at 128 registers (1 x 8 for
+            # SmolLM2): Qwen3-1.7B 1,383 vs 1,504, Llama-3.2-1B 862 vs 918, SmolLM2-135M 638
+            # vs 723, Qwen3-8B 4,311 vs 4,654; 3 x 4 warps or 4 x 2 warps: slower or (T > 1)
+            # not resident
+            programs_per_sm = 2
         if num_programs is not None or device.type == "cpu":
             build(num_programs or 1)  # the interpreter runs programs one after another
         else:  # as many programs per SM as fit (compiles the greedy kernel once, here)

@@ -30,7 +30,7 @@ from . import weights as W
 from .ops_attn import attn_run
 from .ops_mv import gateup_run, proj_run, qkv_run
 from .ops_sample import lm_run, sample_run
-from .sync import release, stamp, wait
+from .sync import NSTAMP, release, stamp, wait
 
 RECORD = tl.constexpr(P.RECORD)
 QKV = tl.constexpr(P.QKV)
@@ -93,9 +93,9 @@ def _monokernel(
         epoch = step + 1
         i = i0
         while (i < i1) & (go == 1):
-            if TRACE:  # timeline (tune.py): [start, wait ended, released] per record
+            if TRACE:  # timeline (tune.py): start, wait ended, phase marks, released
                 tracing = (step == trace_step).to(tl.int32)
-                slot = trace + (pid * trace_rows + i - i0).to(tl.int64) * 3
+                slot = trace + (pid * trace_rows + i - i0).to(tl.int64) * NSTAMP
                 stamp(slot, tracing, USE_PTX)
             rec = instr + i * RECORD
             op = tl.load(rec)
@@ -155,7 +155,7 @@ def _monokernel(
             if ok == 1:
                 release(ctr + seq, tl.load(rec + 11))
                 if TRACE:
-                    stamp(slot + 2, tracing, USE_PTX)
+                    stamp(slot + NSTAMP - 1, tracing, USE_PTX)
             go = ok
             i += 1
         step += 1
@@ -168,7 +168,7 @@ def interpreting() -> bool:
 class Monokernel:
     """A plan bound to weights on one device: tables uploaded once, launched many times."""
 
-    def __init__(self, plan: P.Plan, w: W.MonoWeights, num_warps: int = 8, num_stages: int = 1,
+    def __init__(self, plan: P.Plan, w: W.MonoWeights, num_warps: int = 4, num_stages: int = 1,
                  use_ptx: bool | None = None, maxnreg: int | None = None,
                  reduce_chunks: bool = False):
         assert plan.ranks == 1, "the kernel runs one rank; use the VM for ranks > 1"
@@ -181,7 +181,7 @@ class Monokernel:
         self.opts = {"maxnreg": maxnreg} if maxnreg else {}
         self._fits: dict[bool, int] = {}
         self.fit_info: dict = {}  # registers, shared memory, programs per SM (CUDA, 1st launch)
-        self._no_trace = torch.zeros(3, dtype=torch.int64, device=dev)
+        self._no_trace = torch.zeros(NSTAMP.value, dtype=torch.int64, device=dev)
         recs, offs = plan.table()
         self.instr = torch.from_numpy(recs).to(dev)
         self.offs = torch.from_numpy(offs).to(dev)
@@ -232,8 +232,9 @@ class Monokernel:
         compiles the variant with temperature / top-k / top-p (greedy does without). `skip`:
         a bit mask of opcodes whose compute is skipped (waits and releases stay): timing
         variants only, the results are then wrong. `trace` (int64 [programs, records per
-        program, 3], see trace_rows): in step `trace_step`, each record's global-timer ns when
-        it started, when its wait ended and when it released (tune.py --timeline)."""
+        program, sync.NSTAMP], see trace_rows): in step `trace_step`, each record's global-timer
+        ns when it started, when its wait ended, the ops' phase marks (sync.mark; 0 where an op
+        has none) and when it released (tune.py --timeline)."""
         assert sampling or int(b.state[W.MODE]) == W.GREEDY, "sampling state needs sampling=True"
         assert b.k_cache.shape[2] <= self.w.cos.shape[0], "KV capacity beyond the RoPE table"
         if self.w.w_qkv.is_cuda and sampling not in self._fits:

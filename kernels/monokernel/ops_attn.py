@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .ops_mv import NOINLINE
-from .sync import wait_args
+from .sync import mark, wait_args
 
 
 @triton.jit
@@ -47,16 +47,17 @@ def _dot(a, b, IEEE: tl.constexpr, dt: tl.constexpr):
 
 
 @triton.jit
-def _norm_rope(ptr, rows_ok, d, dr, sgn, nw_ptr, c, s, eps, HD: tl.constexpr,
+def _norm_rope(ptr, rows_ok, d, dr, sgn, nw, nwr, c, s, eps, HD: tl.constexpr,
                QK_NORM: tl.constexpr):
-    """rows [R] of pointers to a head's first element -> normed, rotated [R, HD] fp32."""
+    """rows [R] of pointers to a head's first element -> normed, rotated [R, HD] fp32. nw /
+    nwr: the norm weights at d and at the rotated d (loaded before the wait)."""
     a = tl.load(ptr[:, None] + d[None, :], mask=rows_ok[:, None], other=0.0, cache_modifier=".cg")
     ar = tl.load(ptr[:, None] + dr[None, :], mask=rows_ok[:, None], other=0.0,
                  cache_modifier=".cg")
     if QK_NORM:
         rs = 1.0 / tl.sqrt(tl.sum(a * a, axis=1) / HD + eps)
-        a = a * rs[:, None] * tl.load(nw_ptr + d)[None, :]
-        ar = ar * rs[:, None] * tl.load(nw_ptr + dr)[None, :]
+        a = a * rs[:, None] * nw[None, :]
+        ar = ar * rs[:, None] * nwr[None, :]
     return a * c + sgn[None, :] * ar * s
 
 
@@ -158,6 +159,15 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
     jv = j < T
     lk = k_cache + layer.to(tl.int64) * (NKV * cap * HD)
     lv = v_cache + layer.to(tl.int64) * (NKV * cap * HD)
+    qw = d * 0.0
+    qwr = qw
+    kw = qw
+    kwr = qw
+    if QK_NORM:  # constant weights: requested before the wait, not after a reduction
+        qw = tl.load(q_norm + layer * HD + d)
+        qwr = tl.load(q_norm + layer * HD + dr)
+        kw = tl.load(k_norm + layer * HD + d)
+        kwr = tl.load(k_norm + layer * HD + dr)
     ok = 1
     first = 1
     for tile in range(t0, t1):
@@ -188,13 +198,16 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
                 sq = tl.load(sin + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
                 ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
                 sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
-            q = _norm_rope(qkv + t * NQKV + heads * HD, rv, d, dr, sgn, q_norm + layer * HD,
-                           cq, sq, eps, HD, QK_NORM) * qk_scale  # [M, HD]
-            k = _norm_rope(qkv + j * NQKV + NH * HD + kvh * HD, jv, d, dr, sgn,
-                           k_norm + layer * HD, ck, sk, eps, HD, QK_NORM).to(dt)  # [TN, HD]
+            q = _norm_rope(qkv + t * NQKV + heads * HD, rv, d, dr, sgn, qw, qwr, cq, sq, eps,
+                           HD, QK_NORM) * qk_scale  # [M, HD]
+            k = _norm_rope(qkv + j * NQKV + NH * HD + kvh * HD, jv, d, dr, sgn, kw, kwr, ck, sk,
+                           eps, HD, QK_NORM).to(dt)  # [TN, HD]
             vrow = qkv + j * NQKV + (NH + NKV) * HD + kvh * HD
             v = tl.load(vrow[:, None] + d[None, :], mask=jv[:, None], other=0.0,
                         cache_modifier=".cg").to(dt)
+            dep = tl.sum(tl.sum(q, axis=1), axis=0) + tl.sum(tl.sum(v.to(tl.float32), axis=1),
+                                                             axis=0)
+            mark(sy, 2, dep, USE_PTX)  # timeline: q, k, v ready
             mine = jv & (kp >= start) & (kp < end)  # new positions inside this chunk
             dst = kvh * cap * HD + kp[:, None] * HD + d[None, :]
             tl.store(lk + dst, k, mask=mine[:, None])  # for later steps
@@ -228,13 +241,17 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
                     ok2 = ok2 & (kk2[None, :] > qp[:, None] - window)
                 m_i, l_i, acc = _online(_dot(q, tl.trans(kb2), IEEE, dt), vb2, ok2, m_i, l_i,
                                         acc, IEEE, dt)
+            mark(sy, 3, tl.sum(tl.sum(acc, axis=1), axis=0), USE_PTX)  # timeline: softmax done
             slot = (heads * S + split) * T + t  # [M]
             tl.store(att_acc + slot[:, None] * HD + d[None, :], acc, mask=rv[:, None])
             tl.store(att_ml + slot, m_i, mask=rv)
             tl.store(att_ml + NH * S * T + slot, l_i, mask=rv)
             tl.debug_barrier()  # every thread's partials are stored before the ticket
             ticket = tl.atomic_add(tickets + kvh, 1, sem="acq_rel", scope="gpu")
+            mark(sy, 4, ticket.to(tl.float32), USE_PTX)  # timeline: ticket taken
             if ticket == live - 1:  # the last live split of this kv head: merge its heads
                 tl.atomic_xchg(tickets + kvh, 0, sem="relaxed", scope="gpu")
                 _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP)
+                mark(sy, 5, 1.0, USE_PTX)  # timeline: merged
     return ok
+

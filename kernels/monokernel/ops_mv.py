@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from . import weights as W
-from .sync import wait_args
+from .sync import mark, wait_args
 
 # Each op is its own function in the machine code: inlined, the loop invariants of every op
 # are hoisted out of the persistent loop and live at once (252 registers/thread on Qwen3-1.7B
@@ -221,6 +221,7 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
             rstd3 = tl.full((TP,), 1.0, tl.float32)
             if HAS_NORM:
                 rstd3 = _rstd(x_ptr, eps, K, T, TP, min(BK, 8192 // TP))
+                mark(sy, 2, tl.sum(rstd3, axis=0), USE_PTX)  # timeline: rms known
         acc_u = acc
         # Triton's pipeliner turns these loads into cp.async copies to shared memory, NS - 1
         # chunks ahead: bytes in flight without registers
@@ -263,6 +264,9 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
                 rows = r0 + tl.arange(0, BN)
                 _epilogue(y, yu, rows, rows < n1, r0 // BN, out, b_ptr, aux0, aux1, aux2, mode,
                           inv_t, key, y, 0, OUT_LD, T, TP, HAS_BIAS, EPI, SAMPLING, NT)
+                if c < KS:  # timeline: the first tile done, then the last
+                    mark(sy, 3, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
+                mark(sy, 4, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
                 acc = tl.zeros_like(acc)
                 acc_u = tl.zeros_like(acc_u)
     return ok
@@ -300,6 +304,7 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
             if HAS_NORM:
                 rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / K + eps)
                 x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)
+            mark(sy, 2, tl.sum(x, axis=0), USE_PTX)  # timeline: x loaded
             if EPI == E_RESID:  # with x: one round trip, not one per tile in the epilogues
                 lim = tl.where(n1 - n0 <= RR, n1 - n0, 0)  # rows to load (0: tile by tile)
                 res_all = tl.load(out + n0 + rr, mask=rr < lim, other=0.0,
@@ -315,6 +320,9 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
                 res = tl.reshape(tl.sum(tl.where(sel, res_all[None, :], 0.0), axis=1), (BN, 1))
             _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, 0, 1.0, 0, res, pre,
                       OUT_LD, 1, 1, HAS_BIAS, EPI, False, 1)
+            if c == 0:  # timeline: the first tile done, then the last
+                mark(sy, 3, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
+            mark(sy, 4, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
     return ok
 
 

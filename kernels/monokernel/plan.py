@@ -128,8 +128,8 @@ class Sample(Instr):
 
 @dataclass(frozen=True)
 class Tiling:
-    # Defaults from kernels/monokernel/tune.py on an H200 (BENCH.md): 2 programs of 8 warps
-    # per SM with registers capped at 128, 3 stages of <= 16 KB tiles.
+    # Defaults from kernels/monokernel/tune.py on an H200 (BENCH.md): 2 programs of 4 warps
+    # per SM (registers uncapped), 3 stages of <= 16 KB tiles.
     bn: int = 0  # weight rows per matvec tile; 0: per op (block_sizes)
     bk: int = 0  # K elements per matvec step; 0: per op, from `chunk`
     chunk: int = 8192  # weight elements per program per matvec step

@@ -18,6 +18,7 @@ import triton.language as tl
 from . import weights as W
 
 ERR_WAIT = tl.constexpr(W.ERR_WAIT)
+NSTAMP = tl.constexpr(8)  # timeline slots per record: start, waited, marks 2-6, released
 
 _SPIN = tl.constexpr("""{
     .reg .pred p, q;
@@ -97,6 +98,16 @@ def stamp(slot, on, USE_PTX: tl.constexpr):
     """Timeline trace (tune.py --timeline): *slot = now() when `on`."""
     if on != 0:
         tl.store(slot, now(USE_PTX))
+
+
+@triton.jit
+def mark(sy, k: tl.constexpr, dep, USE_PTX: tl.constexpr):
+    """Timeline phase mark k (2-6) of the record `sy` describes: the time once the scalar `dep`
+    (computed from the phase's results) exists, so the mark waits for the loads it needs.
+    Compiles away unless tracing (sy[11] is then the constant 0)."""
+    if sy[11] != 0:  # noqa: SIM102 (constexpr 0 when not tracing: one condition would not fold)
+        if dep != -1.2345e-30:
+            tl.store(sy[10] + k, now(USE_PTX))
 
 
 @triton.jit

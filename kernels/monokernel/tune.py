@@ -1,14 +1,15 @@
 """Where the monokernel's time goes, on a GPU: variants, per-op breakdown, T and context costs.
 
     python -m agentfast.kernels.monokernel.tune --shapes qwen3-1.7b \\
-        --variants "chunk=8192;chunk=16384,warps=4;per_sm=1" [--breakdown] [--tsteps 4,8,16] \\
+        --variants "chunk=8192;chunk=16384,warps=8;per_sm=1" [--breakdown] [--tsteps 4,8,16] \\
         [--contexts 128,4096,32768]
 
 Random bf16 weights at real shapes (engine/bench/models.py SHAPES), a KV cache filled with
 random values up to the context (speed does not depend on them; correctness is gpu_check's and
 the bench's job), greedy, T = 1 unless said. A variant is a comma list of Tiling fields (bn, bk,
 chunk, stages, bn_lm, attn_splits, attn_block), T (positions per step) and launch knobs
-(warps, per_sm, maxnreg: a register cap, red=1: matvec chunks reduced as they arrive). The breakdown
+(warps, per_sm, maxnreg: a register cap, red=1: matvec chunks reduced as they arrive; unset:
+the backend's defaults, 4 warps, 2 per SM, registers uncapped). The breakdown
 times the best variant with each op's compute skipped (its waits and releases kept): op cost
 = full - skipped; "sync only" skips them all. Copy bandwidth is measured in the same run.
 Prints a table; JSON to $OUT/tune.json. --timeline: one step of every variant traced
@@ -35,6 +36,7 @@ from . import plan as P
 from . import weights as W
 from .harness import Harness
 from .kernel import Monokernel
+from .sync import NSTAMP
 
 TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_block",
                "attn_stages"}
@@ -83,14 +85,18 @@ def time_steps(h: Harness, mk: Monokernel, ctx: int, steps: int, skip: int = 0,
 
 
 def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
-    """Per op kind, from one traced step (tr: int64 [programs, records, 3] = start, waited,
-    released in ns): critical-path span (last release minus the producer's last release),
-    sync latency (first waiter's wake-up minus the producer's last release), median and max
-    busy time (release minus wake-up) over the op's records, summed/averaged over layers."""
-    by_seq: dict[int, list[tuple[int, int, int]]] = {}
+    """Per op kind, from one traced step (tr: int64 [programs, records, sync.NSTAMP] = start,
+    waited, phase marks 2.., released in ns): critical-path span (last release minus the
+    producer's last release), sync latency (first waiter's wake-up minus the producer's last
+    release), median and max busy time (release minus wake-up) over the op's records, and per
+    phase mark the median time from wake-up to the mark (`phase<k>_us`, records that have it;
+    marks: ops_mv x loaded / first tile / last tile, ops_attn q k v ready / softmax done /
+    ticket / merged), summed/averaged over layers."""
+    by_seq: dict[int, list[tuple[int, ...]]] = {}
     for p, prog in enumerate(plan.programs[0]):
         for j, ins in enumerate(prog):
-            by_seq.setdefault(ins.seq, []).append(tuple(int(v) for v in tr[p, j]))
+            r = [int(v) for v in tr[p, j]]
+            by_seq.setdefault(ins.seq, []).append((r[0], r[1], r[-1], *r[2:-1]))
     t0 = min(r[0] for recs in by_seq.values() for r in recs)
     done = {seq: max(r[2] for r in recs) for seq, recs in by_seq.items()}
     kinds: dict[str, dict] = {}
@@ -107,8 +113,13 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
         k["sync_us"] += (min(r[1] for r in recs) - ready) / 1e3
         k["busy_med_us"] += busy[len(busy) // 2] / 1e3
         k["busy_max_us"] += busy[-1] / 1e3
+        for m in range(3, len(recs[0])):  # phase marks present in this op's records
+            got = sorted(r[m] - r[1] for r in recs if r[m] > 0)
+            if got:
+                f = f"phase{m - 1}_us"
+                k[f] = k.get(f, 0.0) + got[len(got) // 2] / 1e3
     for k in kinds.values():  # per op: averages over its layers; span stays a sum
-        for f in ("sync_us", "busy_med_us", "busy_max_us"):
+        for f in [f for f in k if f.endswith("_us") and f != "span_us"]:
             k[f] = round(k[f] / k["n"], 3)
         k["span_us"] = round(k["span_us"], 1)
     return {"step_us": round((done[plan.ops[-1].seq] - t0) / 1e3, 1), "ops": kinds}
@@ -117,7 +128,8 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
 def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str) -> dict:
     """One traced step (the 7th of a launch) summed per op kind; raw stamps to
     $OUT/timeline-<tag>.npz."""
-    tr = torch.zeros(h.plan.num_programs, mk.trace_rows(), 3, dtype=torch.int64, device="cuda")
+    tr = torch.zeros(h.plan.num_programs, mk.trace_rows(), NSTAMP.value, dtype=torch.int64,
+                     device="cuda")
     start_at(h, ctx, 1 << 30)
     mk.launch(h.bufs, 8, trace=tr, trace_step=6)
     torch.cuda.synchronize()
@@ -132,11 +144,11 @@ def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str) -> dict:
 
 def build(base: Harness, v: dict, sms: int, T: int, ctx: int) -> tuple[Harness, Monokernel]:
     tiling = P.Tiling(**{k: v[k] for k in TILING_KEYS if k in v})
-    pl = P.plan(base.cfg, v.get("per_sm", 1) * sms, T, base.max_len, tiling=tiling, context=ctx)
+    pl = P.plan(base.cfg, v.get("per_sm", 2) * sms, T, base.max_len, tiling=tiling, context=ctx)
     bufs = W.alloc_buffers(pl, base.bufs.x.device, base.bufs.x.dtype, base.bufs.k_cache,
                            base.bufs.v_cache)
     h = Harness(base.cfg, base.model, base.w, pl, bufs, base.cache, base.max_len)
-    mk = Monokernel(h.plan, h.w, num_warps=v.get("warps", 8), maxnreg=v.get("maxnreg"),
+    mk = Monokernel(h.plan, h.w, num_warps=v.get("warps", 4), maxnreg=v.get("maxnreg"),
                     reduce_chunks=bool(v.get("red", 0)))
     start_at(h, ctx, 1 << 30)
     mk.launch(h.bufs, 2)  # compile + residency check

@@ -87,7 +87,7 @@ def run_both(h: Harness, steps: int, sampling: bool = False, **kw) -> W.Buffers:
     capped so two programs fit per SM)."""
     b = h.bufs.clone()
     h.vm().run(steps)
-    mk = Monokernel(h.plan, h.w, maxnreg=128 if h.w.w_qkv.is_cuda else None)
+    mk = Monokernel(h.plan, h.w)  # the backend's launch defaults
     mk.launch(b, steps, sampling=sampling, **kw)
     mk.check(b)
     return b

@@ -71,7 +71,7 @@ def _compile(case: str, target: str = "cuda") -> dict:
              if sig[a.name].startswith("*")}
     gpu = GPUTarget("cuda", 90, 32) if target == "cuda" else GPUTarget("hip", "gfx942", 64)
     k = triton.compile(ASTSource(fn, sig, consts, attrs), target=gpu,
-                       options={"num_warps": 8, "num_stages": 1})
+                       options={"num_warps": 4, "num_stages": 1})
     if target == "hip":
         return {"hsaco": bool(k.asm.get("hsaco"))}
     ptx = k.asm["ptx"]
@@ -145,9 +145,9 @@ def test_compiles_for_h200(compiled, case):
         assert r["wide_async_copies"] >= r["async_copies"] // 2, f"few 16-byte copies: {r}"
         assert r["shared"] <= 228 * 1024 // 2, f"two programs no longer fit one SM: {r}"
     if case == "qwen3_1p7b_T1_greedy" and "registers" in r:
-        # one program of 8 warps fits per SM without spills (the backend caps registers at
-        # 128 with maxnreg for two; inlined ops, whose hoisted loop invariants all live at
-        # once, needed 252 before spilling)
+        # the backend's default: two programs of 4 warps per SM, registers uncapped, without
+        # spills (inlined ops, whose hoisted loop invariants all live at once, needed 252
+        # registers at 8 warps before spilling)
         assert r["registers"] <= 255 and r["stack"] == 0, r
 
 

@@ -123,7 +123,7 @@ def test_timeline_summary_of_a_synthetic_trace():
 
     c = cfg("llama_gqa_tied_hd64")
     pl = P.plan(c, 3, 1, 64)
-    tr = np.zeros((3, max(len(p) for p in pl.programs[0]), 3), dtype=np.int64)
+    tr = np.zeros((3, max(len(p) for p in pl.programs[0]), 8), dtype=np.int64)
     where = {(i.seq, p): j for p, prog in enumerate(pl.programs[0]) for j, i in enumerate(prog)}
     ready = 10_000
     for op in pl.ops:
@@ -131,8 +131,10 @@ def test_timeline_summary_of_a_synthetic_trace():
         for p in range(3):
             if (op.seq, p) in where:
                 j = where[op.seq, p]
-                tr[p, j] = (ready - 500, ready + 1000, ready + 1000 + 1000 * (1 + p))
-                end = max(end, int(tr[p, j, 2]))
+                tr[p, j, [0, 1, 7]] = (ready - 500, ready + 1000, ready + 1000 + 1000 * (1 + p))
+                if op.opcode == P.ATTN and p != 1:  # a phase mark some records have
+                    tr[p, j, 2] = ready + 1000 + 300 * (1 + p)
+                end = max(end, int(tr[p, j, 7]))
         ready = end
     s = timeline_summary(pl, tr)
     assert s["step_us"] == pytest.approx((ready - 9_500) / 1e3)
@@ -141,3 +143,5 @@ def test_timeline_summary_of_a_synthetic_trace():
     assert qkv["n"] == c.num_layers and qkv["sync_us"] == pytest.approx(1.0, abs=0.6)
     assert s["ops"]["SAMPLE"]["busy_max_us"] == pytest.approx(3.0)  # the last program samples
     assert qkv["busy_max_us"] >= qkv["busy_med_us"] >= 2.0
+    assert "phase2_us" not in qkv  # no marks: no phases
+    assert s["ops"]["ATTN"]["phase2_us"] == pytest.approx(0.9)  # median of 0.3 and 0.9 us
