@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelConfig
 from .errors import ModelLoadError
@@ -126,6 +127,20 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return (w * xf.to(x.dtype)).to(x.dtype)
 
 
+# Without cuDNN: on an H200 (torch 2.11) the default picks cuDNN attention for a masked
+# one-query call and builds a plan for every new key length, ~70 ms each (every decode step of
+# the MTP drafter, every new prompt length), against ~0.5 ms for memory-efficient attention
+# (bench/results/spec-decode-gpu-20261129-s5/README.md)
+_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+         gqa: bool) -> torch.Tensor:
+    """F.scaled_dot_product_attention with a boolean mask (True = attend), cuDNN excluded."""
+    with sdpa_kernel(_SDPA):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+
 class KVCache:
     """Keys and values of one sequence: k, v [layers, kv_heads, capacity, head_dim].
 
@@ -230,8 +245,6 @@ class Transformer:
         cache.v[li, :, start:end] = v.transpose(0, 1)
         keys = cache.k[li, :, :end]  # [nkv, end, hd]
         vals = cache.v[li, :, :end]
-        out = F.scaled_dot_product_attention(
-            q.transpose(0, 1), keys, vals, attn_mask=mask, enable_gqa=cfg.group_size > 1
-        )  # [nh, T, hd]
+        out = sdpa(q.transpose(0, 1), keys, vals, mask, cfg.group_size > 1)  # [nh, T, hd]
         out = out.transpose(0, 1).reshape(T, cfg.q_size)
         return F.linear(out, lw.wo, lw.bo)

@@ -36,7 +36,14 @@ import torch.nn.functional as F
 
 from agentfast.engine.config import ModelConfig
 from agentfast.engine.errors import ModelLoadError, RequestError
-from agentfast.engine.model import KVCache, LayerWeights, build_weights, expected_shapes, rms_norm
+from agentfast.engine.model import (
+    KVCache,
+    LayerWeights,
+    build_weights,
+    expected_shapes,
+    rms_norm,
+    sdpa,
+)
 from agentfast.engine.rope import rope_tables, rotate_half
 
 from .drafters import Drafter
@@ -293,8 +300,7 @@ def layer_forward(cfg: ModelConfig, lw: LayerWeights, x: torch.Tensor, cos: torc
         kv[0][:, :, start:start + T] = k
         kv[1][:, :, start:start + T] = v
         k, v = kv[0][:, :, :start + T], kv[1][:, :, :start + T]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None],
-                                         enable_gqa=cfg.group_size > 1)  # [B, nh, T, hd]
+    out = sdpa(q, k, v, mask[:, None], cfg.group_size > 1)  # [B, nh, T, hd]
     x = x + F.linear(out.transpose(1, 2).reshape(B, T, cfg.q_size), lw.wo, lw.bo)
     h = rms_norm(x, lw.mlp_norm, eps)
     return x + F.linear(F.silu(F.linear(h, lw.w_gate)) * F.linear(h, lw.w_up), lw.w_down)

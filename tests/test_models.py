@@ -59,3 +59,24 @@ def test_sharded_checkpoint_loads_like_single(tmp_path, checkpoints):
     ids = a.tokenizer.encode(PROMPT)
     torch.testing.assert_close(a.backend.logits(a.backend.new_cache(), ids, 0),
                                b.backend.logits(b.backend.new_cache(), ids, 0))
+
+
+def test_sdpa_helper_is_masked_attention():
+    """engine.model.sdpa (the reference forward's and the MTP module's attention, cuDNN
+    excluded) is softmax(q k^T / sqrt(d)) v over the keys its boolean mask allows, GQA
+    included."""
+    import math
+
+    from agentfast.engine.model import sdpa
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 3, 8, generator=g)
+    k = torch.randn(1, 2, 5, 8, generator=g)
+    v = torch.randn(1, 2, 5, 8, generator=g)
+    mask = torch.rand(1, 1, 3, 5, generator=g) > 0.4
+    mask[..., 0] = True
+    out = sdpa(q, k, v, mask, True)
+    kk, vv = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    s = (q @ kk.transpose(-1, -2)) / math.sqrt(8)
+    want = torch.softmax(s.masked_fill(~mask, float("-inf")), -1) @ vv
+    assert torch.allclose(out, want, atol=1e-5)

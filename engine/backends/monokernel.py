@@ -75,12 +75,16 @@ class MonokernelBackend(ReferencePrefill):
         mw = build_weights(cfg, weights, device, dtype)
         self.model = Transformer(cfg, mw, max_len)  # prefill path, same weights and cache
         self.w = W.pack_weights(cfg, mw, self.model.cos, self.model.sin)
-        # T-step costs measured on an H200 (Qwen3-1.7B shape, 2 programs of 4 warps per SM,
-        # bench/results/monokernel-warps-20261129, us per step relative to T = 1): drafting
-        # pays from about one accepted token per step (DraftPolicy.break_even); the CPU
-        # interpreter has none (flat)
-        self.step_costs = ({1: 1.0, 4: 1.54, 8: 1.64, 16: 1.96} if device.type == "cuda"
-                           else None)
+        # T-step costs measured on an H200 (us per step relative to T = 1, 2 programs of 4
+        # warps per SM, bench/results/monokernel-launch-20261129 runs 6-7): the Qwen3-1.7B
+        # shape's for models of a GB of weights or more, SmolLM2-135M's below (its T = 1
+        # step is latency-bound, so a wider step costs relatively more); drafting pays from
+        # about one accepted token per step (DraftPolicy.break_even); the CPU interpreter has
+        # none (flat)
+        small = cfg.decode_weight_bytes(dtype.itemsize) < 10**9
+        self.step_costs = (None if device.type != "cuda" else
+                           {1: 1.0, 4: 1.82, 8: 2.10, 16: 2.18} if small else
+                           {1: 1.0, 4: 1.50, 8: 1.57, 16: 1.97})
         self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None,
                              "num_warps": num_warps}
         self._spec_kernels: dict[int, Any] = {}
@@ -89,7 +93,7 @@ class MonokernelBackend(ReferencePrefill):
             self.plan = plan(cfg, programs, 1, max_len, wbytes=self.w.w_qkv.element_size())
             self.kernel = Monokernel(self.plan, self.w, **self._kernel_opts)
 
-        if programs_per_sm is None:  # measured on an H200 (bench/results/monokernel-warps-
+        if programs_per_sm is None:  # measured on an H200 (bench/results/monokernel-launch-
             # 20261129): 2 programs of 4 warps per SM, registers uncapped (no spills), us per
             # step at ctx 1024 against 2 x 8 warps capped at 128 registers (1 x 8 for
             # SmolLM2): Qwen3-1.7B 1,383 vs 1,504, Llama-3.2-1B 862 vs 918, SmolLM2-135M 638

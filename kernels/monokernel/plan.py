@@ -142,6 +142,10 @@ class Tiling:
     attn_block: int = 32  # keys per attention block
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
     cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
+    # T = 1 whole-row tiles: a program's rows of an op in this many tiles where `chunk` allows
+    # (H200, 2 x 4 warps: SmolLM2 637 -> 589 us/step with one tile of 4 rows instead of 1-2 of
+    # 1-2 rows; bench/results/monokernel-launch-20261129)
+    tiles: int = 1
 
 
 def _pow2_floor(n: int) -> int:
@@ -152,10 +156,14 @@ def block_sizes(rows: int, K: int, programs: int, T: int, tiling: Tiling, gated:
                 bn: int | None = None, whole_k: bool = False) -> tuple[int, int]:
     """(BN, BK) of one matvec op. BN rows per tile: the most up to 16 that still gives every
     program two tiles (16 at least when T > 1: tl.dot). whole_k (T = 1): BK covers K (a power
-    of two, padding masked) and BN shrinks until a tile is at most `chunk` weights (half each
-    for gate/up): tiles stream through the pipeliner, x is read once. Otherwise BK is a power
-    of two with BN x BK near `chunk`, the one that pads K least per step (256 lanes of cost per
+    of two, padding masked) and BN is the power of two that covers a program's share of the
+    rows in `Tiling.tiles` tiles, shrunk until a tile is at most `chunk` weights (half each for
+    gate/up): tiles stream through the pipeliner, x is read once. Otherwise BK is a power of
+    two with BN x BK near `chunk`, the one that pads K least per step (256 lanes of cost per
     step against the padding)."""
+    if bn is None and whole_k and T == 1 and not tiling.bn:
+        share = -(-rows // (programs * max(1, tiling.tiles)))
+        bn = min(16, 1 << max(0, (share - 1).bit_length()))
     if bn is None:
         bn = tiling.bn or max(1, min(16, _pow2_floor(rows // (2 * programs))))
     if T > 1:

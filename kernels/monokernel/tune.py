@@ -7,7 +7,7 @@
 Random bf16 weights at real shapes (engine/bench/models.py SHAPES), a KV cache filled with
 random values up to the context (speed does not depend on them; correctness is gpu_check's and
 the bench's job), greedy, T = 1 unless said. A variant is a comma list of Tiling fields (bn, bk,
-chunk, stages, bn_lm, attn_splits, attn_block), T (positions per step) and launch knobs
+chunk, stages, bn_lm, attn_splits, attn_block, tiles), T (positions per step) and launch knobs
 (warps, per_sm, maxnreg: a register cap, red=1: matvec chunks reduced as they arrive; unset:
 the backend's defaults, 4 warps, 2 per SM, registers uncapped). The breakdown
 times the best variant with each op's compute skipped (its waits and releases kept): op cost
@@ -39,7 +39,7 @@ from .kernel import Monokernel
 from .sync import NSTAMP
 
 TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_block",
-               "attn_stages"}
+               "attn_stages", "tiles"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
 
 

@@ -108,7 +108,9 @@ def test_block_sizes():
     assert P.block_sizes(4096, 2048, 264, 1, t, whole_k=True) == (4, 2048)
     assert P.block_sizes(2048, 6144, 264, 1, t, whole_k=True) == (1, 8192)
     assert P.block_sizes(12288, 2048, 264, 1, t, gated=True, whole_k=True) == (2, 2048)
-    assert P.block_sizes(960, 576, 264, 1, t, whole_k=True) == (1, 1024)
+    assert P.block_sizes(960, 576, 264, 1, t, whole_k=True) == (4, 1024)  # one tile/program
+    assert P.block_sizes(960, 576, 264, 1, P.Tiling(tiles=4), whole_k=True) == (1, 1024)
+    assert P.block_sizes(2048, 2048, 264, 1, t, whole_k=True) == (4, 2048)
     assert P.block_sizes(2048, 6144, 264, 4, t, whole_k=True) == (16, 512)
     with pytest.raises(AssertionError, match="ranks"):
         P.plan(cfg("mistral_window_hd64"), 2, 1, 64, ranks=2)  # 1 kv head
