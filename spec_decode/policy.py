@@ -193,8 +193,18 @@ class DraftPolicy:
 def measure_step_costs(backend, Ts=(1, 2, 3, 4, 5, 6, 7, 8, 9), context: int = 128,
                        reps: int = 10) -> dict[int, float]:
     """Seconds of one T-position forward on `backend` (one with `new_cache` and `logits`, as the
-    reference backend), after `context` positions, median of `reps`: a table for StepCost."""
+    reference backend), after `context` positions, median of `reps`: a table for StepCost.
+    Refuses a backend whose verification steps are not its `logits` forward (the monokernel's
+    run in its own T-position kernels): timing `logits` there measures the wrong thing."""
     import statistics
+
+    from agentfast.engine.errors import RequestError
+
+    if getattr(backend, "verifies_in_kernel", False):
+        raise RequestError(
+            f"measure_step_costs times backend.logits, but the {backend.name} backend verifies "
+            "drafts in its own T-position kernels: use its step-cost table, or measure them "
+            "with `python -m agentfast.kernels.monokernel.tune --tsteps 4,8,16`")
 
     cache = backend.new_cache()
     toks = [i % 100 + 10 for i in range(context + max(Ts))]

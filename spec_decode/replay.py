@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                          "acceptance alone; default: the adaptive policy with the backend's costs")
     ap.add_argument("--measure-costs", action="store_true",
                     help="measure this machine's T-step costs first (policy.measure_step_costs) "
-                         "instead of the backend's table")
+                         "instead of the backend's table (not the monokernel: its verification "
+                         "steps are its own kernels; tune.py --tsteps measures those)")
     ap.add_argument("--check", action="store_true",
                     help="compare with plain greedy decode (and time it)")
     ap.add_argument("--json", default=None, help="write one record per drafter and kind here")

@@ -53,6 +53,7 @@ class MonokernelBackend(ReferencePrefill):
     # n-gram drafter's drafted on the device, many steps per launch; a host drafter's one
     # verification step per launch (plain stretches: the T = 1 kernel, many steps per launch)
     supports_drafter = True
+    verifies_in_kernel = True  # drafts are scored by its T-position kernels, not by `logits`
     step_costs: dict[int, float] | None = None  # {T: cost of a T-position step} (DraftPolicy)
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,

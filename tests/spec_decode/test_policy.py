@@ -182,3 +182,15 @@ def test_break_even_and_launch_ended():
     assert pol.next_k() == 0 and pol.take_plain() == 7 and pol.next_k() == pol.k_probe
     pol.launch_ended(paused=False, probe=True, steps=9)
     assert not pol.off and pol.probe_every == 4 and pol.next_k() > 0
+
+
+def test_measure_step_costs_refuses_in_kernel_verification():
+    """The monokernel scores drafts in its own T-position kernels: timing its `logits` (the
+    shared prefill forward) would give a flat table (seen on an H200), so it is an error."""
+    from types import SimpleNamespace
+
+    from agentfast.engine.errors import RequestError
+
+    be = SimpleNamespace(name="monokernel", verifies_in_kernel=True)
+    with pytest.raises(RequestError, match="T-position kernels"):
+        measure_step_costs(be)
