@@ -136,10 +136,13 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
              NKV: tl.constexpr, HD: tl.constexpr, T: tl.constexpr, S: tl.constexpr,
              SP: tl.constexpr, BT: tl.constexpr, M: tl.constexpr, TP2: tl.constexpr,
              TN: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
-             IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+             IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
+             FOLD: tl.constexpr = False):
     """Tiles [t0, t1) of a layer's attention (see the module text); waits for QKV itself
     (`sy`: sync.wait_args) after requesting the first cached block. `tickets`: this layer's
-    per-kv-head counters. Returns the wait's verdict."""
+    per-kv-head counters. FOLD (T = 1, Tiling.attn_fold): the new key and value join the
+    cached ones (patched into the first block's registers, or read back from the cache in a
+    later block) instead of a separate online-softmax step. Returns the wait's verdict."""
     G: tl.constexpr = NH // NKV
     GP: tl.constexpr = triton.next_power_of_2(G)
     HALF: tl.constexpr = HD // 2
@@ -215,24 +218,33 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
             m_i = tl.full((M,), float("-inf"), tl.float32)
             l_i = tl.zeros((M,), tl.float32)
             acc = tl.zeros((M, HD), tl.float32)
-            # the new keys first (their registers are free before the cached blocks), causal
-            okn = mine[None, :] & (kp[None, :] <= qp[:, None])
-            if HAS_WINDOW:
-                okn = okn & (kp[None, :] > qp[:, None] - window)
-            if TN == 1:
-                sn = tl.sum(q * k.to(tl.float32), axis=1)[:, None]  # [M, 1]
-            else:
-                sn = _dot(q, tl.trans(k), IEEE, dt)  # [M, TN]
-            m_i, l_i, acc = _online(sn, v, okn, m_i, l_i, acc, IEEE, dt)
-            # cached keys precede every query position: only the window can mask them
+            upto = cached  # the loop below reads keys [start + BT, upto) from the cache
+            if FOLD and (TN == 1):  # the new key in its block: one online step per block
+                newrow = (kk == pos) & (kk < end)  # [BT] (only in the split that holds pos)
+                kb = tl.where(newrow[:, None], k, kb)
+                vb = tl.where(newrow[:, None], v, vb)
+                km = km | newrow
+                upto = tl.minimum(end, pos + 1)  # a later block reads it back (stored above)
+                tl.debug_barrier()
+            else:  # the new keys first (their registers are free before the cached blocks)
+                okn = mine[None, :] & (kp[None, :] <= qp[:, None])  # causal
+                if HAS_WINDOW:
+                    okn = okn & (kp[None, :] > qp[:, None] - window)
+                if TN == 1:
+                    sn = tl.sum(q * k.to(tl.float32), axis=1)[:, None]  # [M, 1]
+                else:
+                    sn = _dot(q, tl.trans(k), IEEE, dt)  # [M, TN]
+                m_i, l_i, acc = _online(sn, v, okn, m_i, l_i, acc, IEEE, dt)
+            # cached keys precede every query position: only the window can mask them (the
+            # new key folded in at T = 1 is the query's own position: in the window too)
             okb = km[None, :]
             if HAS_WINDOW:
                 okb = okb & (kk[None, :] > qp[:, None] - window)
             m_i, l_i, acc = _online(_dot(q, tl.trans(kb), IEEE, dt), vb, okb, m_i, l_i, acc,
                                     IEEE, dt)
-            for b0 in tl.range(start + BT, cached, BT, num_stages=NSA):  # the rest: cp.async
+            for b0 in tl.range(start + BT, upto, BT, num_stages=NSA):  # the rest: cp.async
                 kk2 = b0 + tl.arange(0, BT)
-                km2 = kk2 < cached
+                km2 = kk2 < upto
                 offs2 = kvh * cap * HD + kk2[:, None] * HD + d[None, :]
                 kb2 = tl.load(lk + offs2, mask=km2[:, None], other=0.0, cache_modifier=".cg")
                 vb2 = tl.load(lv + offs2, mask=km2[:, None], other=0.0, cache_modifier=".cg")

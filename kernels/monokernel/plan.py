@@ -141,6 +141,7 @@ class Tiling:
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
     attn_block: int = 32  # keys per attention block
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
+    attn_fold: bool = False  # T = 1: the new key joins the cached blocks (ops_attn FOLD)
     cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
     # T = 1 whole-row tiles: a program's rows of an op in this many tiles where `chunk` allows
     # (H200, 2 x 4 warps: SmolLM2 637 -> 589 us/step with one tile of 4 rows instead of 1-2 of
