@@ -139,9 +139,16 @@ class Tiling:
     bn_lm: int = 16  # vocabulary rows per LM-head tile (the granularity of the LM partials)
     bn_lm_t: int = 32  # the same when T > 1 (H200, T = 4, 16 / 32 / 64 rows: 318 / 255 / 288 us)
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
-    attn_block: int = 32  # keys per attention block
+    # keys per attention block (0: at T = 1 in 16 bits 4096 / head_dim, i.e. a block of keys
+    # and one of values, 8 KB each, held across the wait: 64 keys at head_dim 64, 32 at 128,
+    # where 64 spilled registers; else 32, as 64 rows of fp32 or of T > 1 do not fit 2 programs
+    # per SM), and T = 1's new key folded into the cached blocks (ops_attn FOLD). H200, ctx
+    # 1024, us/step, 32-key blocks unfolded -> folded -> 64-key blocks folded: Qwen3-1.7B 1,372
+    # -> 1,348 -> 1,364, Llama-3.2-1B 856 -> 853 -> 846, SmolLM2 588 -> 584 -> 570
+    # (bench/results/monokernel-20261129-s6)
+    attn_block: int = 0
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
-    attn_fold: bool = False  # T = 1: the new key joins the cached blocks (ops_attn FOLD)
+    attn_fold: bool = True
     cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
     # T = 1 whole-row tiles: a program's rows of an op in this many tiles where `chunk` allows
     # (H200, 2 x 4 warps: SmolLM2 637 -> 589 us/step with one tile of 4 rows instead of 1-2 of
@@ -310,6 +317,9 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     assert nkv % R == 0 and inter % R == 0, f"{R} ranks must divide kv heads and FFN width"
     assert tl_.cand & (tl_.cand - 1) == 0, "the candidate cap is a power of two"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
+    if not tl_.attn_block:
+        tl_ = replace(tl_, attn_block=min(64, max(16, 4096 // cfg.head_dim))
+                      if T == 1 and wbytes <= 2 else 32)
     blocks = math.ceil(max_len / tl_.attn_block)
     # KV splits per kv head: 32 at most at T = 1; 8 when T > 1 (each split's partials are T
     # rows; merging 32 of them made the merging program twice the median: H200, SmolLM2, T = 4
