@@ -1,13 +1,15 @@
 """Tokenizer, chat template and incremental detokenization.
 
 Wraps a `tokenizers.Tokenizer` (built from `tokenizer.json`, or from GGUF metadata by the GGUF
-loader) with the special-token ids and the Jinja chat template. Knows nothing about models or
-devices: token ids in, text out. transformers is never imported here.
+loader) with the special-token ids and the Jinja chat template. Byte-level BPE tokenizers of the
+GPT-2 kind encode ASCII text on a faster path (`_FastByteLevel`, the same ids). Knows nothing
+about models or devices: token ids in, text out. transformers is never imported here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.runtime
 import jinja2.sandbox
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -36,6 +39,8 @@ class Tokenizer:
     chat_template: str | None = None
     add_bos: bool = False
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token, eos_token, ...
+    # the ASCII fast path (_FastByteLevel), built on the first encode; False: not this tokenizer
+    _fast: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def vocab_size(self) -> int:
@@ -44,7 +49,10 @@ class Tokenizer:
     def encode(self, text: str, add_special: bool = False) -> list[int]:
         """Token ids of `text`. `add_special` prepends BOS when the model wants one; chat
         templates write their own special tokens as text, which are parsed as special tokens."""
-        ids = self.tok.encode(text, add_special_tokens=False).ids
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = _FastByteLevel.of(self.tok) or False
+        ids = fast.encode(text) if fast else self.tok.encode(text, add_special_tokens=False).ids
         bos = self.bos_id
         if add_special and self.add_bos and bos is not None and (not ids or ids[0] != bos):
             ids = [bos] + ids
@@ -95,6 +103,105 @@ class Tokenizer:
         return ids
 
 
+# ---- the ASCII fast path of byte-level BPE ------------------------------------------------
+
+# GPT-2's pre-tokenizer regex ('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
+# \s+(?!\S)|\s+) on ASCII text, where \p{L}, \p{N} and \s are these classes (Python's `re`
+# is ~3x faster here than the library's Oniguruma)
+_WS = r"\t\n\x0b\x0c\r "
+_GPT2_ASCII = re.compile(rf"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+"""
+                         rf"|[{_WS}]+(?![^{_WS}])|[{_WS}]+")
+_DIGIT = re.compile(r"([0-9])")
+_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+_DIGITS = {"type": "Digits", "individual_digits": True}
+
+
+def _ascii_spelling() -> dict[int, str]:
+    """GPT-2's byte-level spelling of the 128 ASCII bytes: the printable ones (! to ~) stand for
+    themselves, the others take the code points from 256 up, in byte order."""
+    others = [b for b in range(128) if not 33 <= b <= 126]
+    return {b: chr(b) if 33 <= b <= 126 else chr(256 + others.index(b)) for b in range(128)}
+
+
+class _FastByteLevel:
+    """The ids of `tokenizers.Tokenizer.encode(text, add_special_tokens=False)` for a byte-level
+    BPE tokenizer (no normalizer; pre-tokenizer ByteLevel with GPT-2's regex, after
+    Digits(individual_digits) or not; added tokens without strip or single-word rules): the text
+    is split at the added tokens (leftmost-longest, as the library does), each ASCII piece is
+    pre-tokenized with `re` and each pre-token's ids come from a cache (the BPE model on a
+    miss); a piece with other characters goes to the library whole. The pre-tokenizer is the
+    expensive part of the library's encode (~0.1 ms per 600 characters on CPU); this is ~4x
+    faster. `of()` builds one only after it matched the library on a sample."""
+
+    SAMPLE = ("def f(x):\n\treturn x  +  12\n\n  \r\n", "It's 2024; we'll see 3.14 apples!",
+              "a\x00b\x1f \x7f  \n\n\n   x", "<tool_call>\n{\"a\": [1, 22]}\n</tool_call>",
+              "caf\u00e9 \u00e0 na\u00efve \U0001f642 \u4e2d 12 ab")
+
+    def __init__(self, tok: HFTokenizer, digits: bool, added: dict[str, int]):
+        self.tok, self.model, self.digits, self.added = tok, tok.model, digits, added
+        self.split = re.compile("(" + "|".join(re.escape(a) for a in sorted(
+            added, key=len, reverse=True)) + ")") if added else None
+        self.spell = str.maketrans(_ascii_spelling())
+        self.cache: dict[str, list[int]] = {}  # pre-token -> its ids
+
+    @classmethod
+    def of(cls, tok: HFTokenizer) -> _FastByteLevel | None:
+        """One for `tok`, or None where its pipeline is not the one this reproduces."""
+        try:
+            pre = json.loads(tok.pre_tokenizer.__getstate__()) if tok.pre_tokenizer else {}
+            model = tok.model
+            if (tok.normalizer is not None or tok.truncation or tok.padding
+                    or getattr(tok, "encode_special_tokens", False)
+                    or type(model).__name__ != "BPE" or model.dropout
+                    or model.continuing_subword_prefix or model.end_of_word_suffix):
+                return None
+            subs = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+            subs = [{k: v for k, v in p.items() if k in ("type", "add_prefix_space",
+                                                         "use_regex", "individual_digits")}
+                    for p in subs]
+            if subs not in ([_BYTE_LEVEL], [_DIGITS, _BYTE_LEVEL]):
+                return None
+            added = {}
+            for i, a in tok.get_added_tokens_decoder().items():
+                if a.lstrip or a.rstrip or a.single_word or not a.content:
+                    return None
+                added[a.content] = i
+        except (AttributeError, TypeError, ValueError):
+            return None
+        fast = cls(tok, len(subs) == 2, added)
+        sample = [*cls.SAMPLE, "".join(added)]
+        if any(fast.encode(s) != tok.encode(s, add_special_tokens=False).ids for s in sample):
+            return None
+        fast.cache.clear()
+        return fast
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        segments = self.split.split(text) if self.split is not None else (text,)
+        for k, seg in enumerate(segments):
+            if k % 2:  # an added token
+                ids.append(self.added[seg])
+            elif seg.isascii():
+                self._ascii(seg, ids)
+            elif seg:
+                ids += self.tok.encode(seg, add_special_tokens=False).ids
+        return ids
+
+    def _ascii(self, seg: str, ids: list[int]) -> None:
+        # Digits(individual_digits) first: each digit is a pre-token, GPT-2's regex runs on
+        # the text between them
+        parts = _DIGIT.split(seg) if self.digits else (seg,)
+        cache = self.cache
+        for k, part in enumerate(parts):
+            for p in (part,) if k % 2 else _GPT2_ASCII.findall(part):
+                t = cache.get(p)
+                if t is None:
+                    if len(cache) >= 1 << 16:
+                        cache.clear()
+                    t = cache[p] = [x.id for x in self.model.tokenize(p.translate(self.spell))]
+                ids += t
+
+
 _TEMPLATE_CACHE: dict[str, jinja2.Template] = {}
 
 
@@ -108,12 +215,21 @@ def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
                       sort_keys=sort_keys)
 
 
+class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with its verdict on `loop.*` attributes short-cut: a LoopContext
+    is no internal or mutable type, so only its private names are unsafe (the general check,
+    with its abstract-class instance checks, is most of the sandbox's cost per message)."""
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if type(obj) is jinja2.runtime.LoopContext:
+            return not attr.startswith("_")
+        return super().is_safe_attribute(obj, attr, value)
+
+
 def _compile_template(source: str) -> jinja2.Template:
     t = _TEMPLATE_CACHE.get(source)
     if t is None:
-        env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
-        )
+        env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)

@@ -14,10 +14,10 @@ Knows nothing of the client or the conversation."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import json
-import math
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +28,9 @@ import anyio
 import pydantic
 from pydantic import BaseModel
 
+# asyncio.timeout (Python 3.11+): the timeout of a call on an asyncio loop; an anyio CancelScope
+# elsewhere
+_asyncio_timeout = getattr(asyncio, "timeout", None)
 _PARAM = re.compile(r"^[ \t]*(?::param[ \t]+)?(\w+)[ \t]*(?:\([^)]*\))?[ \t]*:[ \t]*(\S.*)$", re.M)
 
 
@@ -121,20 +124,26 @@ class Tool:
             finally:
                 span[1] = time.perf_counter()
 
+        async def call() -> Any:
+            if not self.is_async:
+                return await anyio.to_thread.run_sync(timed, abandon_on_cancel=True)
+            span[0] = time.perf_counter()
+            try:
+                return await self.fn(*pos, **kw)
+            finally:
+                span[1] = time.perf_counter()
+
         try:
             if self.inline and not self.is_async:
                 out = timed()
+            elif timeout is None:
+                out = await call()
+            elif _asyncio_timeout is not None and asyncio._get_running_loop() is not None:
+                async with _asyncio_timeout(timeout):  # (~half the cost of a CancelScope)
+                    out = await call()
             else:
-                deadline = math.inf if timeout is None else anyio.current_time() + timeout
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    if self.is_async:
-                        span[0] = time.perf_counter()
-                        try:
-                            out = await self.fn(*pos, **kw)
-                        finally:
-                            span[1] = time.perf_counter()
-                    else:
-                        out = await anyio.to_thread.run_sync(timed, abandon_on_cancel=True)
+                with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+                    out = await call()
                 if scope.cancelled_caught:
                     raise TimeoutError
         except TimeoutError:

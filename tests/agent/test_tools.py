@@ -89,6 +89,46 @@ async def test_exception_and_timeout_become_text():
     assert await slow_sync.call('{"x": 2}', 5) == ("2", True)
 
 
+@pytest.mark.parametrize("scope", ["asyncio.timeout", "anyio"])
+async def test_timeouts_on_either_scope(scope, monkeypatch):
+    """On an asyncio loop (Python 3.11+) a call's timeout is an asyncio.timeout, elsewhere an
+    anyio CancelScope: the same result text either way, and a cancellation from outside (the
+    run given up) stays a cancellation, not a timeout."""
+    import agentfast.agent.tools as tools_mod
+
+    if scope == "anyio":
+        monkeypatch.setattr(tools_mod, "_asyncio_timeout", None)
+    elif tools_mod._asyncio_timeout is None:
+        pytest.skip("asyncio.timeout needs Python 3.11")
+
+    @tool
+    async def slow(x: int) -> int:
+        await anyio.sleep(10)
+        return x
+
+    @tool
+    def slow_sync(x: int) -> int:
+        time.sleep(0.3)
+        return x
+
+    r = await slow.run('{"x": 1}', 0.05)
+    assert (r.text, r.ok) == ("Error: slow timed out after 0.05 s", False)
+    assert 0.04 < r.seconds < 1
+    r = await slow_sync.run('{"x": 1}', 0.05)
+    assert not r.ok and "timed out after 0.05 s" in r.text
+
+    @tool
+    async def quick(x: int) -> int:
+        await anyio.sleep(0.01)
+        return x
+
+    assert await quick.call('{"x": 3}', None) == ("3", True)  # no timeout at all
+    assert await quick.call('{"x": 4}', 5) == ("4", True)
+    with anyio.move_on_after(0.05) as outer:
+        await slow.run('{"x": 1}', 5)
+    assert outer.cancelled_caught  # the outer scope's cancellation, not a tool timeout
+
+
 def test_tool_options_and_plain_functions():
     @tool(name="find", description="Finds things.")
     def f(q: str) -> list[str]:
