@@ -76,16 +76,16 @@ class MonokernelBackend(ReferencePrefill):
         mw = build_weights(cfg, weights, device, dtype)
         self.model = Transformer(cfg, mw, max_len)  # prefill path, same weights and cache
         self.w = W.pack_weights(cfg, mw, self.model.cos, self.model.sin)
-        # T-step costs measured on an H200 (us per step relative to T = 1, 2 programs of 4
-        # warps per SM, bench/results/monokernel-launch-20261129 runs 6-7): the Qwen3-1.7B
-        # shape's for models of a GB of weights or more, SmolLM2-135M's below (its T = 1
-        # step is latency-bound, so a wider step costs relatively more); drafting pays from
-        # about one accepted token per step (DraftPolicy.break_even); the CPU interpreter has
-        # none (flat)
+        # T-step costs measured on an H200 (us per step relative to T = 1, ctx 1024,
+        # bench/results/monokernel-20261129-s6 runs 5-6, T = 4 on the FMA matvec path): the
+        # Qwen3-1.7B shape's for models of a GB of weights or more, SmolLM2-135M's below (its
+        # T = 1 step is latency-bound, so a wider step costs relatively more); drafting pays
+        # from about one accepted token per step (DraftPolicy.break_even); the CPU interpreter
+        # has none (flat)
         small = cfg.decode_weight_bytes(dtype.itemsize) < 10**9
         self.step_costs = (None if device.type != "cuda" else
-                           {1: 1.0, 4: 1.82, 8: 2.10, 16: 2.18} if small else
-                           {1: 1.0, 4: 1.50, 8: 1.57, 16: 1.97})
+                           {1: 1.0, 4: 1.47, 8: 2.16, 16: 2.24} if small else
+                           {1: 1.0, 4: 1.50, 8: 1.59, 16: 1.97})
         self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None,
                              "num_warps": num_warps}
         self._spec_kernels: dict[int, Any] = {}

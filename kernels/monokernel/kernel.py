@@ -65,7 +65,8 @@ def _monokernel(
     H: tl.constexpr, FF: tl.constexpr, V: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr,
     HD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, TP2: tl.constexpr, M: tl.constexpr,
     S: tl.constexpr, SP: tl.constexpr, NSA: tl.constexpr, BT: tl.constexpr, TN: tl.constexpr,
-    TK: tl.constexpr,
+    TK: tl.constexpr, FT_QKV: tl.constexpr, FT_O: tl.constexpr, FT_GU: tl.constexpr,
+    FT_DN: tl.constexpr,
     BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
     BN_O: tl.constexpr, BK_O: tl.constexpr, BN_GU: tl.constexpr, BK_GU: tl.constexpr,
     BN_DN: tl.constexpr, BK_DN: tl.constexpr, BN_LM: tl.constexpr, BK_LM: tl.constexpr,
@@ -119,16 +120,17 @@ def _monokernel(
             # wait (ops_mv, ops_attn); SAMPLE waits here
             if op == QKV:
                 ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV, T,
-                             TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW, USE_PTX)
+                             TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW, USE_PTX,
+                             FT_QKV, TP2)
             elif op == OPROJ:
                 ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O, BK_O,
-                              HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX)
+                              HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, FT_O, TP2)
             elif op == GATEUP:
                 ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
-                                BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX)
+                                BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, FT_GU, TP2)
             elif op == DOWN:
                 ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP, BN_DN,
-                              BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX)
+                              BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, FT_DN, TP2)
             elif op == ATTN:
                 ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn, ctr + TK + layer * NKV,
                               q_norm, k_norm, cos, sin, k_cache, v_cache, kv_cap, window, eps,
@@ -195,6 +197,8 @@ class Monokernel:
             SP=triton.next_power_of_2(plan.splits), NSA=plan.tiling.attn_stages,
             TN=1 if plan.T == 1 else max(16, tp2), TK=plan.ticket_base,
             BT=plan.tiling.attn_block,
+            FT_QKV=P.QKV in plan.fma_t, FT_O=P.OPROJ in plan.fma_t,
+            FT_GU=P.GATEUP in plan.fma_t, FT_DN=P.DOWN in plan.fma_t,
             BN_QKV=bl[P.QKV][0], BK_QKV=bl[P.QKV][1], BN_O=bl[P.OPROJ][0], BK_O=bl[P.OPROJ][1],
             BN_GU=bl[P.GATEUP][0], BK_GU=bl[P.GATEUP][1], BN_DN=bl[P.DOWN][0],
             BK_DN=bl[P.DOWN][1], BN_LM=bl[P.LMHEAD][0], BK_LM=bl[P.LMHEAD][1],

@@ -10,7 +10,9 @@ op's epilogue runs (EPI): QKV (bias, fp32 store), RESID (bias + residual into x:
 down), GATEUP (silu(g) * u) or LM (fp32 logits and per-tile argmax / Gumbel / softmax partials).
 
 T = 1 takes the broadcasting FMA path (fp32 [BN, BK] partial products, one reduction per tile,
-16-byte weight loads along K); T > 1 pads T to TP = 16 and uses a batched tl.dot, x^T [NB, TP,
+16-byte weight loads along K); so does T <= 4 where whole-row tiles of the plan's few rows fit
+(Plan.fma_t: `mv_tiles_t`, [BN, T, BK] products; H200 SmolLM2 T = 4 step 1,063 -> 834 us);
+other T > 1 pads T to TP = 16 and uses a batched tl.dot, x^T [NB, TP,
 BK/NB] x W^T [NB, BK/NB, BN], whose batch (K slices) the warps share out: each warp reads only
 its own weights from shared memory (a plain [BN, BK] x [BK, TP] dot had every warp read every
 weight: a T = 4 step cost 4.7 T = 1 steps, now ~1.5-1.9: bench/results/monokernel-tsteps-20261129);
@@ -326,16 +328,70 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
     return ok
 
 
+@triton.jit
+def mv_tiles_t(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.constexpr,
+               OUT_LD: tl.constexpr, T: tl.constexpr, TP2: tl.constexpr, BN: tl.constexpr,
+               BK: tl.constexpr, HAS_NORM: tl.constexpr, GATED: tl.constexpr,
+               HAS_BIAS: tl.constexpr, EPI: tl.constexpr, NS: tl.constexpr, NW: tl.constexpr,
+               USE_PTX: tl.constexpr):
+    """T > 1, BK >= K (Plan.fma_t): mv_tiles for the step's T positions. Tiles of BN whole
+    rows, as at T = 1 (every program has some; tl.dot needs 16 rows a tile), weights through
+    the pipeliner; the inputs x [TP2, BK] loaded (and normalized) once after the wait; each
+    tile's [BN, TP2, BK] fp32 products reduced along K (plan.fma_t_blocks keeps them within
+    Tiling.fma_t_elems)."""
+    cols = tl.arange(0, BK)
+    cm = cols < K
+    t = tl.arange(0, TP2)
+    tv = t < T
+    x = tl.zeros((TP2, BK), tl.float32)
+    rstd = tl.full((TP2,), 1.0, tl.float32)
+    ok = 0
+    for c in tl.range(0, (n1 - n0 + BN - 1) // BN, num_stages=NS):
+        rows = n0 + c * BN + tl.arange(0, BN)
+        rm = rows < n1
+        wm = rm[:, None] & cm[None, :]
+        off = rows[:, None] * K + cols[None, :]
+        w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+        wu = w
+        if GATED:
+            wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+        if c == 0:
+            ok = wait_args(sy, NW, USE_PTX)
+            x = tl.load(x_ptr + t[:, None] * K + cols[None, :], mask=tv[:, None] & cm[None, :],
+                        other=0.0, cache_modifier=".cg").to(tl.float32)
+            if HAS_NORM:
+                rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / K + eps)
+                x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)[None, :]
+            mark(sy, 2, tl.sum(tl.sum(x, axis=1), axis=0), USE_PTX)  # timeline: x loaded
+        if (ok == 1) & (sy[9] == 1):
+            y = tl.sum(w.to(tl.float32)[:, None, :] * x[None, :, :], axis=2) * rstd[None, :]
+            yu = y
+            if GATED:
+                yu = tl.sum(wu.to(tl.float32)[:, None, :] * x[None, :, :], axis=2) * rstd[None, :]
+            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, 0, 1.0, 0, y, 0, OUT_LD,
+                      T, TP2, HAS_BIAS, EPI, False, 1)
+            if c == 0:  # timeline: the first tile done, then the last
+                mark(sy, 3, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
+            mark(sy, 4, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
+    return ok
+
+
 @triton.jit(noinline=NOINLINE)
 def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.constexpr,
             NQKV: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
             BK: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
-            NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
-    """qkv[t, n0:n1] = rmsnorm(x[t]) @ Wqkv[layer, n0:n1].T (+ bias), fp32."""
+            NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
+            TP2: tl.constexpr = 1):
+    """qkv[t, n0:n1] = rmsnorm(x[t]) @ Wqkv[layer, n0:n1].T (+ bias), fp32. FT: T > 1 on the
+    FMA path (mv_tiles_t, TP2 = T rounded up to a power of two)."""
     w = w_qkv + layer.to(tl.int64) * (NQKV * H)
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
                         sy, H, NQKV, BN, BK, True, False, HAS_BIAS, E_QKV, NS, NW, USE_PTX)
+    if FT:
+        return mv_tiles_t(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv,
+                          b_qkv + layer * NQKV, sy, H, NQKV, T, TP2, BN, BK, True, False,
+                          HAS_BIAS, E_QKV, NS, NW, USE_PTX)
     return mv_stream(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
                      qkv, qkv, qkv, 0, 1.0, 0, sy, H, NQKV, T, TP, BN, BK, True, False,
                      HAS_BIAS, E_QKV, False, 1, IEEE, RED, NS, NW, USE_PTX)
@@ -345,12 +401,16 @@ def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.const
 def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl.constexpr,
              T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
              HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
-             NW: tl.constexpr, USE_PTX: tl.constexpr):
+             NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
+             TP2: tl.constexpr = 1):
     """x[t, n0:n1] += W[layer, n0:n1] @ src[t] (+ bias): O-proj (src = attn) or down (act)."""
     w = w_all + layer.to(tl.int64) * (H * K)
     if (T == 1) & (BK >= K):
         return mv_tiles(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, BN, BK,
                         False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX)
+    if FT:
+        return mv_tiles_t(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, T, TP2,
+                          BN, BK, False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX)
     return mv_stream(w, w, n0, n1, src, src, eps, x, bias + layer * H, x, x, x, 0, 1.0, 0, sy,
                      K, H, T, TP, BN, BK, False, False, HAS_BIAS, E_RESID, False, 1, IEEE, RED,
                      NS, NW, USE_PTX)
@@ -360,12 +420,17 @@ def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl
 def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
                FF: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
                BK: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
-               NW: tl.constexpr, USE_PTX: tl.constexpr):
+               NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
+               TP2: tl.constexpr = 1):
     """act[t, n0:n1] = silu(Wg @ n(x)) * (Wu @ n(x)), Wg/Wu rows of the fused [2I, H]."""
     w = w_gu + layer.to(tl.int64) * (2 * FF * H)
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, sy,
                         H, FF, BN, BK, True, True, False, E_GATEUP, NS, NW, USE_PTX)
+    if FT:
+        return mv_tiles_t(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm,
+                          sy, H, FF, T, TP2, BN, BK, True, True, False, E_GATEUP, NS, NW,
+                          USE_PTX)
     return mv_stream(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, act,
                      act, act, 0, 1.0, 0, sy, H, FF, T, TP, BN, BK, True, True, False, E_GATEUP,
                      False, 1, IEEE, RED, NS, NW, USE_PTX)

@@ -154,10 +154,33 @@ class Tiling:
     # (H200, 2 x 4 warps: SmolLM2 637 -> 589 us/step with one tile of 4 rows instead of 1-2 of
     # 1-2 rows; bench/results/monokernel-launch-20261129)
     tiles: int = 1
+    # T > 1 matvecs with whole-row tiles of a few rows, as at T = 1 (FMA over the step's T
+    # positions: ops_mv.mv_tiles_t) for T <= fma_t_max where the [BN, T, BK] products fit
+    # `fma_t_elems`; else tl.dot on tiles of >= 16 rows (which on small models leaves most
+    # programs without a tile). H200, ctx 1024, us per step, tl.dot -> FMA: SmolLM2 T = 4
+    # 1,063 -> 834, T = 8 1,225 -> 1,296, T = 16 1,271 -> 1,385; Qwen3-1.7B T = 4 2,050 ->
+    # 2,023, T = 8 2,152 -> 2,301 (bench/results/monokernel-20261129-s6, run 6)
+    fma_t: bool = True
+    fma_t_max: int = 4
+    fma_t_elems: int = 16384
 
 
 def _pow2_floor(n: int) -> int:
     return 1 << max(0, int(n).bit_length() - 1)
+
+
+def fma_t_blocks(rows: int, K: int, programs: int, T: int, tiling: Tiling,
+                 gated: bool = False) -> tuple[int, int] | None:
+    """T > 1 on the FMA path (Tiling.fma_t, T <= fma_t_max): T = 1's whole-row (BN, BK), BN
+    halved until the products of a tile, BN x T (a power of two) x BK (twice for gate/up), fit
+    Tiling.fma_t_elems; None where not even one row fits (the tl.dot path then)."""
+    if not tiling.fma_t or not 1 < T <= tiling.fma_t_max:
+        return None
+    bn, bk = block_sizes(rows, K, programs, 1, tiling, gated, whole_k=True)
+    tp2 = 1 << (T - 1).bit_length()
+    while bn > 1 and bn * tp2 * bk * (2 if gated else 1) > tiling.fma_t_elems:
+        bn //= 2
+    return (bn, bk) if bn * tp2 * bk * (2 if gated else 1) <= tiling.fma_t_elems else None
 
 
 def block_sizes(rows: int, K: int, programs: int, T: int, tiling: Tiling, gated: bool = False,
@@ -216,6 +239,7 @@ class Plan:
     blocks: dict[int, tuple[int, int]] = field(default_factory=dict)  # opcode -> (BN, BK)
     wbytes: int = 2  # bytes per weight
     last_seq: int = field(default=-1)  # < len(ops) - 1: a truncated plan (debugging)
+    fma_t: frozenset[int] = frozenset()  # T > 1 matvec ops on the FMA path (Tiling.fma_t)
 
     @property
     def TP(self) -> int:  # positions padded: 1, or 16 for tl.dot
@@ -328,11 +352,13 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
                                            1 << max(0, (P // nkv_r).bit_length() - 1)))
     ctx = context or max_len // 2
     q, kv = cfg.q_size, cfg.kv_size
+    shapes = {QKV: ((nh_r + 2 * nkv_r) * hd, h, False), OPROJ: (h, nh_r * hd, False),
+              GATEUP: (i_r, h, True), DOWN: (h, i_r, False)}
+    fma_t = {op: fma_t_blocks(rows, k, P, T, tl_, gated)
+             for op, (rows, k, gated) in shapes.items()}
     blocks = {
-        QKV: block_sizes((nh_r + 2 * nkv_r) * hd, h, P, T, tl_, whole_k=True),
-        OPROJ: block_sizes(h, nh_r * hd, P, T, tl_, whole_k=True),
-        GATEUP: block_sizes(i_r, h, P, T, tl_, gated=True, whole_k=True),
-        DOWN: block_sizes(h, i_r, P, T, tl_, whole_k=True),
+        **{op: fma_t[op] or block_sizes(rows, k, P, T, tl_, gated=gated, whole_k=True)
+           for op, (rows, k, gated) in shapes.items()},
         LMHEAD: block_sizes(cfg.vocab_size // R, h, P, T, tl_,
                             bn=tl_.bn_lm if T == 1 else tl_.bn_lm_t),
     }
@@ -410,4 +436,5 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         for p in progs[r]:
             p[:] = [replace(i, wait_seq=seq, wait_count=1, wait_prev=True) if i.seq == 0 else i
                     for i in p]
-    return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, wbytes, last_seq=seq)
+    return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, wbytes, last_seq=seq,
+                fma_t=frozenset(op for op, b in fma_t.items() if b is not None))

@@ -39,7 +39,8 @@ from .kernel import Monokernel
 from .sync import NSTAMP
 
 TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_block",
-               "attn_stages", "tiles", "attn_fold"}
+               "attn_stages", "tiles", "attn_fold", "fma_t", "fma_t_max",
+               "fma_t_elems"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
 
 

@@ -86,6 +86,27 @@ def test_residual_loaded_per_run_or_per_tile(hidden):
 
 
 @interpreted
+@pytest.mark.parametrize("name,T,fma_t", [("qwen3_qknorm_hd128", 4, False),
+                                         ("qwen2_bias_hd64", 3, True),
+                                         ("llama_obias_hd64", 2, True)])
+def test_t_step_matvec_paths_equal_vm(name, T, fma_t):
+    """T > 1 matvecs on whole-row FMA tiles (Tiling.fma_t, T <= fma_t_max: ops_mv.mv_tiles_t;
+    T = 3 pads to 4 positions; QKV and O-proj biases) or on tl.dot tiles of 16 rows: buffers
+    equal the VM's, tokens the reference's, with drafts that are partly wrong."""
+    from mk_utils import FAST
+
+    from agentfast.kernels.monokernel import plan as P
+
+    h = harness(name, T=T, tiling=dataclasses.replace(FAST, fma_t=fma_t))
+    assert h.plan.fma_t == ({P.QKV, P.OPROJ, P.GATEUP, P.DOWN} if fma_t else set())
+    ref, _ = h.reference_greedy(PROMPT, N)
+    h.start(PROMPT, N, drafts=[(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)])
+    b = run_both(h, N)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    assert h.tokens(b) == h.tokens() == ref
+
+
+@interpreted
 def test_split_merge_head_by_head_equals_vm():
     """T = 8 over 16 KV splits of 4 keys: the merge of a kv head's partials is too big for one
     round of loads (GP x SP x TP2 x HD > 8192) and goes head by head, split by split."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from mk_utils import cfg
 
+from agentfast.engine.bench.models import SHAPES
 from agentfast.engine.config import ModelConfig
 from agentfast.kernels.monokernel import plan as P
 
@@ -90,8 +91,10 @@ def test_truncated_and_limits():
     assert "instructions" in p.describe()
     with pytest.raises(AssertionError, match="tl.dot"):
         P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn_lm_t=8))
-    t4 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8))
+    t4 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8, fma_t=False))
     assert min(bn for bn, _ in t4.blocks.values()) == 16  # T > 1: tl.dot wants 16 rows
+    t4 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8))
+    assert t4.fma_t and all(t4.blocks[op][0] == 8 for op in t4.fma_t)  # FMA tiles: any rows
 
 
 def test_block_sizes():
@@ -114,6 +117,25 @@ def test_block_sizes():
     assert P.block_sizes(2048, 6144, 264, 4, t, whole_k=True) == (16, 512)
     with pytest.raises(AssertionError, match="ranks"):
         P.plan(cfg("mistral_window_hd64"), 2, 1, 64, ranks=2)  # 1 kv head
+
+
+def test_fma_t_blocks():
+    """T > 1 FMA tiles: T = 1's whole rows, BN halved until BN x T (pow2) x BK (x2 gate/up)
+    fits fma_t_elems; none above fma_t_max, for T = 1, with fma_t off, or when one row does
+    not fit (tl.dot tiles then)."""
+    t = P.Tiling()
+    assert P.fma_t_blocks(960, 576, 264, 4, t) == (4, 1024)  # SmolLM2 QKV: 4 x 4 x 1024
+    assert P.fma_t_blocks(1536, 576, 264, 4, t, gated=True) == (2, 1024)
+    assert P.fma_t_blocks(4096, 2048, 264, 3, t) == (2, 2048)  # 3 positions pad to 4
+    assert P.fma_t_blocks(6144, 2048, 264, 4, t, gated=True) == (1, 2048)
+    assert P.fma_t_blocks(2048, 6144, 264, 4, t) is None  # BK 8192 x 4 > 16384 for 1 row
+    assert P.fma_t_blocks(960, 576, 264, 8, t) is None  # above fma_t_max
+    assert P.fma_t_blocks(960, 576, 264, 1, t) is None
+    assert P.fma_t_blocks(960, 576, 264, 4, P.Tiling(fma_t=False)) is None
+    smol = SHAPES["smollm2-135m"]
+    assert P.plan(smol, 264, 4, 4096).fma_t == {P.QKV, P.OPROJ, P.GATEUP, P.DOWN}
+    assert P.plan(smol, 264, 8, 4096).fma_t == frozenset()
+    assert P.plan(smol, 264, 4, 4096).blocks[P.DOWN] == (2, 2048)  # T = 1: (4, 2048)
 
 
 def test_timeline_summary_of_a_synthetic_trace():
