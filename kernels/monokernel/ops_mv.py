@@ -54,6 +54,18 @@ def _weights(w_ptr, wu_ptr, off, wm, GATED: tl.constexpr):
 
 
 @triton.jit
+def _row_tile(w_ptr, wu_ptr, n0, n1, c, K: tl.constexpr, BN: tl.constexpr, cols, cm,
+              GATED: tl.constexpr):
+    """Tile c of a run of whole rows [n0, n1) (BK >= K): its rows, their mask and weights
+    [BN, BK] (gate and up when GATED)."""
+    rows = n0 + c * BN + tl.arange(0, BN)
+    rm = rows < n1
+    w, wu = _weights(w_ptr, wu_ptr, rows[:, None] * K + cols[None, :],
+                     rm[:, None] & cm[None, :], GATED)
+    return rows, rm, w, wu
+
+
+@triton.jit
 def _wchunk(w_ptr, wu_ptr, n0, n1, c, KS: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
             BK: tl.constexpr, GATED: tl.constexpr):
     """Weights [BN, BK] of chunk c of the run (gate and up when GATED); past the run's end
@@ -292,14 +304,7 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
     res_all = tl.zeros((RR,), tl.float32)
     pre = (n1 - n0 <= RR).to(tl.int32)  # (read by RESID epilogues only)
     for c in tl.range(0, (n1 - n0 + BN - 1) // BN, num_stages=NS):
-        rows = n0 + c * BN + tl.arange(0, BN)
-        rm = rows < n1
-        wm = rm[:, None] & cm[None, :]
-        off = rows[:, None] * K + cols[None, :]
-        w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
-        wu = w
-        if GATED:
-            wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+        rows, rm, w, wu = _row_tile(w_ptr, wu_ptr, n0, n1, c, K, BN, cols, cm, GATED)
         if c == 0:
             ok = wait_args(sy, NW, USE_PTX)
             x = tl.load(x_ptr + cols, mask=cm, other=0.0, cache_modifier=".cg").to(tl.float32)
@@ -347,14 +352,7 @@ def mv_tiles_t(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.
     rstd = tl.full((TP2,), 1.0, tl.float32)
     ok = 0
     for c in tl.range(0, (n1 - n0 + BN - 1) // BN, num_stages=NS):
-        rows = n0 + c * BN + tl.arange(0, BN)
-        rm = rows < n1
-        wm = rm[:, None] & cm[None, :]
-        off = rows[:, None] * K + cols[None, :]
-        w = tl.load(w_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
-        wu = w
-        if GATED:
-            wu = tl.load(wu_ptr + off, mask=wm, other=0.0, eviction_policy="evict_first")
+        rows, rm, w, wu = _row_tile(w_ptr, wu_ptr, n0, n1, c, K, BN, cols, cm, GATED)
         if c == 0:
             ok = wait_args(sy, NW, USE_PTX)
             x = tl.load(x_ptr + t[:, None] * K + cols[None, :], mask=tv[:, None] & cm[None, :],
