@@ -177,10 +177,10 @@ def fma_t_blocks(rows: int, K: int, programs: int, T: int, tiling: Tiling,
     if not tiling.fma_t or not 1 < T <= tiling.fma_t_max:
         return None
     bn, bk = block_sizes(rows, K, programs, 1, tiling, gated, whole_k=True)
-    tp2 = 1 << (T - 1).bit_length()
-    while bn > 1 and bn * tp2 * bk * (2 if gated else 1) > tiling.fma_t_elems:
+    per_row = (1 << (T - 1).bit_length()) * bk * (2 if gated else 1)  # products of one row
+    while bn > 1 and bn * per_row > tiling.fma_t_elems:
         bn //= 2
-    return (bn, bk) if bn * tp2 * bk * (2 if gated else 1) <= tiling.fma_t_elems else None
+    return (bn, bk) if bn * per_row <= tiling.fma_t_elems else None
 
 
 def block_sizes(rows: int, K: int, programs: int, T: int, tiling: Tiling, gated: bool = False,
