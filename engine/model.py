@@ -220,6 +220,51 @@ class Transformer:
         x = rms_norm(x, w.norm, cfg.rms_norm_eps)
         return F.linear(x, w.lm_head).float()  # [T, V]
 
+    @torch.inference_mode()
+    def forward_chunk(self, tokens: torch.Tensor, pos: torch.Tensor, last: torch.Tensor,
+                      cache: KVCache, keys: int) -> torch.Tensor:
+        """`forward` with every shape fixed by tokens [C] and `keys` alone, nothing read back to
+        the host (a CUDA graph captures it once and replays it for any start): tokens at
+        positions pos [C] int64 (consecutive, on the device), attending to cache keys [0, keys)
+        under the causal (and window) mask; K/V (and hidden states) of the C positions written
+        with index_copy_. Returns logits [1, V] float32 of row `last` ([1] int64 on the
+        device). Rows past the real tokens of a padded chunk write K/V at their positions too,
+        which the positions' real tokens overwrite later before any query reads them (queries
+        read keys < their own position + 1); pos must stay below keys <= the cache's capacity.
+        The math is `forward`'s; the query heads of a kv group go in as rows of one attention
+        call per kv head (no GQA expansion of K/V)."""
+        cfg, w = self.cfg, self.w
+        C, G, hd = tokens.shape[0], cfg.group_size, cfg.head_dim
+        x = w.embed[tokens]  # [C, H]
+        cos, sin = self.cos.index_select(0, pos), self.sin.index_select(0, pos)  # [C, hd]
+        k_pos = torch.arange(keys, device=pos.device)[None, :]
+        mask = k_pos <= pos[:, None]  # [C, keys]
+        if cfg.sliding_window:
+            mask &= k_pos > pos[:, None] - cfg.sliding_window
+        mask = mask.repeat(G, 1)  # rows (group member, position)
+        for li, lw in enumerate(w.layers):
+            h = rms_norm(x, lw.attn_norm, cfg.rms_norm_eps)
+            q = F.linear(h, lw.wq, lw.bq).view(C, cfg.num_heads, hd)
+            k = F.linear(h, lw.wk, lw.bk).view(C, cfg.num_kv_heads, hd)
+            v = F.linear(h, lw.wv, lw.bv).view(C, cfg.num_kv_heads, hd)
+            if lw.q_norm is not None:
+                q = rms_norm(q, lw.q_norm, cfg.rms_norm_eps)
+                k = rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            cache.k[li].index_copy_(1, pos, k.transpose(0, 1))
+            cache.v[li].index_copy_(1, pos, v.transpose(0, 1))
+            qg = q.view(C, cfg.num_kv_heads, G, hd).permute(1, 2, 0, 3).reshape(
+                cfg.num_kv_heads, G * C, hd)
+            out = sdpa(qg, cache.k[li, :, :keys], cache.v[li, :, :keys], mask, False)
+            out = out.view(cfg.num_kv_heads, G, C, hd).permute(2, 0, 1, 3).reshape(C, cfg.q_size)
+            x = x + F.linear(out, lw.wo, lw.bo)
+            h = rms_norm(x, lw.mlp_norm, cfg.rms_norm_eps)
+            x = x + F.linear(F.silu(F.linear(h, lw.w_gate)) * F.linear(h, lw.w_up), lw.w_down)
+        if cache.hidden is not None:
+            cache.hidden.index_copy_(0, pos, x)
+        x = rms_norm(x.index_select(0, last), w.norm, cfg.rms_norm_eps)
+        return F.linear(x, w.lm_head).float()  # [1, V]
+
     def _mask(self, start: int, T: int) -> torch.Tensor:
         q_pos = torch.arange(start, start + T, device=self.device)[:, None]  # [T, 1]
         k_pos = torch.arange(start + T, device=self.device)[None, :]  # [1, end]

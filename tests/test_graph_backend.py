@@ -123,3 +123,27 @@ def test_graph_constrained_equals_reference(gpu_checkpoints, temperature):
     jsonschema.validate(json.loads(out.text), schema)
     if temperature == 0.0:
         assert out.token_ids == ref.generate(ids, p).token_ids
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("name", ["llama", "qwen3_tied_hd128", "mistral_window"])
+def test_graph_prefill_equals_eager(gpu_checkpoints, name):
+    """The fast backends' CUDA-graph prefill (prefill.ChunkGraphs: chunks of 16 / 64 / 256
+    positions, graphs replayed) against the same backend's eager prefill, fp32: two turns of
+    a session (300 tokens, then 21 at position 300), last-token logits and the K/V written."""
+    eng = Engine.load(str(gpu_checkpoints[name]), backend="graph", device="cuda",
+                      dtype=torch.float32)
+    be = eng.backend
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, eng.config.vocab_size, (321,), generator=g).tolist()
+    a, b = be.new_cache(), be.new_cache()
+    for lo, hi in ((0, 300), (300, 321)):
+        be.graph_prefill = True
+        have = be.prefill(a, ids[lo:hi], lo)
+        be.graph_prefill = False
+        want = be.prefill(b, ids[lo:hi], lo)
+        torch.testing.assert_close(have, want, atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(a.k[:, :, :hi], b.k[:, :, :hi], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a.v[:, :, :hi], b.v[:, :, :hi], atol=1e-4, rtol=1e-4)
+    assert sorted(be._graphs()[a].graphs) == [(64, 512), (256, 256)]  # the 2nd turn reused one

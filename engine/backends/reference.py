@@ -42,6 +42,7 @@ class ReferenceBackend(ReferencePrefill):
     supports_drafter = True  # decode takes drafter= (agentfast.spec_decode)
     supports_logprobs = True  # decode takes logprobs=k (from the step's own logits)
     keep_hidden = False  # caches keep final hidden states (MTP drafters; set before new_cache)
+    graph_prefill = False  # the oracle prefills eagerly (and its caches grow: no fixed addresses)
     step_costs: dict[int, float] | None = None  # {T: cost} of a T-position step (DraftPolicy)
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
