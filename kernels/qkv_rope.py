@@ -6,6 +6,11 @@ kv head, doing k and v) applies the Qwen3 per-head RMSNorm, RoPE in the HF rotat
 (pairs (i, i + head_dim/2)) and stores q to `out` and k, v to the caches at position `pos`, read
 from a device int32 tensor so one CUDA graph serves every step. Positions >= max_len are not
 written (no host check is possible without a sync). Knows nothing about attention itself.
+
+`rope_append_rows` is the same per-head step for C positions at once (the CUDA-graph prefill,
+engine/backends/prefill.py): qkv rows [C, q + 2kv] from one GEMM, positions from a device int64
+[C]; q goes out grouped by kv head, [nkv, G * C, hd] (row g * C + c for query head kvh * G + g),
+the layout of one attention call per kv head.
 """
 
 from __future__ import annotations
@@ -60,6 +65,79 @@ def _rope_append_kernel(
         v2 = tl.load(qkv_ptr + vbase + HALF + d)
         tl.store(vc_ptr + dst + d, v1.to(vc_ptr.dtype.element_ty), mask=ok)
         tl.store(vc_ptr + dst + HALF + d, v2.to(vc_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _rope_rows_kernel(
+    qkv_ptr, qn_ptr, kn_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr, C, stride_ch,
+    eps, NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    QK_NORM: tl.constexpr,
+):
+    HALF: tl.constexpr = HEAD_DIM // 2
+    G: tl.constexpr = NUM_HEADS // NUM_KV_HEADS
+    NQKV: tl.constexpr = (NUM_HEADS + 2 * NUM_KV_HEADS) * HEAD_DIM
+    r = tl.program_id(0)  # position row of the chunk
+    h = tl.program_id(1)  # < NUM_HEADS: a query head; else kv head h - NUM_HEADS (k and v)
+    d = tl.arange(0, HALF)
+    p = tl.load(pos_ptr + r)
+    is_q = h < NUM_HEADS
+    row = qkv_ptr + r * NQKV
+    base = h * HEAD_DIM
+    a1 = tl.load(row + base + d).to(tl.float32)
+    a2 = tl.load(row + base + HALF + d).to(tl.float32)
+    if QK_NORM:
+        n1 = tl.where(is_q, tl.load(qn_ptr + d), tl.load(kn_ptr + d)).to(tl.float32)
+        n2 = tl.where(is_q, tl.load(qn_ptr + HALF + d), tl.load(kn_ptr + HALF + d))
+        rstd = 1.0 / tl.sqrt((tl.sum(a1 * a1, axis=0) + tl.sum(a2 * a2, axis=0)) / HEAD_DIM + eps)
+        a1 = a1 * rstd * n1
+        a2 = a2 * rstd * n2.to(tl.float32)
+    c1 = tl.load(cos_ptr + p * HEAD_DIM + d)
+    c2 = tl.load(cos_ptr + p * HEAD_DIM + HALF + d)
+    s1 = tl.load(sin_ptr + p * HEAD_DIM + d)
+    s2 = tl.load(sin_ptr + p * HEAD_DIM + HALF + d)
+    o1 = a1 * c1 - a2 * s1
+    o2 = a2 * c2 + a1 * s2
+    if is_q:
+        qrow = q_ptr + ((h // G) * (G * C) + (h % G) * C + r) * HEAD_DIM
+        tl.store(qrow + d, o1.to(q_ptr.dtype.element_ty))
+        tl.store(qrow + HALF + d, o2.to(q_ptr.dtype.element_ty))
+    else:
+        kvh = h - NUM_HEADS
+        dst = kvh * stride_ch + p * HEAD_DIM
+        tl.store(kc_ptr + dst + d, o1.to(kc_ptr.dtype.element_ty))
+        tl.store(kc_ptr + dst + HALF + d, o2.to(kc_ptr.dtype.element_ty))
+        vrow = row + (NUM_HEADS + NUM_KV_HEADS + kvh) * HEAD_DIM
+        tl.store(vc_ptr + dst + d, tl.load(vrow + d).to(vc_ptr.dtype.element_ty))
+        tl.store(vc_ptr + dst + HALF + d, tl.load(vrow + HALF + d).to(vc_ptr.dtype.element_ty))
+
+
+def rope_append_rows(qkv: torch.Tensor, q_norm_weight: torch.Tensor | None,
+                     k_norm_weight: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor,
+                     pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     eps: float = 1e-6, out: torch.Tensor | None = None) -> torch.Tensor:
+    """qkv [C, q + 2kv] (one GEMM's rows) at positions pos (int64 [C], device, each below the
+    cache's length) -> q [nkv, G * C, hd] (qkv's dtype), q/k RMSNorm (Qwen3) and RoPE applied;
+    k (normed, rotated) and v written to k_cache / v_cache [nkv, max_len, hd] at pos."""
+    C = qkv.shape[0]
+    nkv, _, hd = k_cache.shape
+    assert hd in HEAD_DIMS, f"head_dim {hd} not in {HEAD_DIMS}"
+    assert v_cache.shape == k_cache.shape and k_cache.is_contiguous() and v_cache.is_contiguous()
+    nh = qkv.shape[1] // hd - 2 * nkv
+    assert nh > 0 and nh % nkv == 0 and qkv.shape[1] == (nh + 2 * nkv) * hd, "qkv width"
+    assert qkv.is_contiguous(), "qkv must be contiguous"
+    assert pos.shape == (C,) and pos.dtype == torch.int64, f"pos must be int64 [{C}]"
+    assert (q_norm_weight is None) == (k_norm_weight is None), "q and k norms go together"
+    assert cos.dtype == sin.dtype == torch.float32 and cos.shape[-1] == hd, "cos/sin fp32 [., hd]"
+    if out is None:
+        out = torch.empty(nkv, (nh // nkv) * C, hd, dtype=qkv.dtype, device=qkv.device)
+    assert out.shape == (nkv, (nh // nkv) * C, hd) and out.is_contiguous(), "out shape"
+    qk_norm = q_norm_weight is not None
+    _rope_rows_kernel[(C, nh + nkv)](
+        qkv, q_norm_weight if qk_norm else cos, k_norm_weight if qk_norm else cos, cos, sin,
+        pos, out, k_cache, v_cache, C, k_cache.stride(0), eps,
+        NUM_HEADS=nh, NUM_KV_HEADS=nkv, HEAD_DIM=hd, QK_NORM=qk_norm, num_warps=1,
+    )
+    return out
 
 
 def _shapes(w_qkv, cos, k_cache, v_cache):

@@ -68,6 +68,13 @@ def _fixed_policy(k: int | None) -> Callable[[], DraftPolicy | None]:
     return lambda: DraftPolicy(k=k, k_max=k, adaptive=False) if k else None
 
 
+def _capped_policy(engine: Engine, k_max: int) -> Callable[[], DraftPolicy]:
+    """A fresh adaptive policy per call with the backend's costs and at most k_max drafts
+    per step (the monokernel's verification kernel is then T = k_max + 1 positions)."""
+    return lambda: DraftPolicy.for_backend(engine.backend, engine.drafter, k_max=k_max,
+                                           k=min(4, k_max))
+
+
 def warm_up(engine: Engine, policy: Callable[[], DraftPolicy | None] = lambda: None) -> None:
     """One short greedy generation on a repetitive prompt before anything is timed, under the
     drafter's policy of the timed run (`policy()`: its k sets the kernel's T): the backend's
@@ -157,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-k", "--fixed-k", type=int, default=None,
                     help="always draft K tokens (no adaptation, no switch-off): the drafter's "
                          "acceptance alone; default: the adaptive policy with the backend's costs")
+    ap.add_argument("--k-max", type=int, default=None,
+                    help="adaptive policy with at most K drafts per step (default: the "
+                         "policy's ceiling, 8)")
     ap.add_argument("--measure-costs", action="store_true",
                     help="measure this machine's T-step costs first (policy.measure_step_costs) "
                          "instead of the backend's table (not the monokernel: its verification "
@@ -187,8 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         eng = Engine(base.model, device=args.device, backend=args.backend, drafter=spec)
         if costs:
             eng.backend.step_costs = costs
-        warm_up(eng, _fixed_policy(args.fixed_k))
-        policy = f"fixed k={args.fixed_k}" if args.fixed_k else "adaptive"
+        pick = (_capped_policy(eng, args.k_max) if args.k_max and not args.fixed_k
+                else _fixed_policy(args.fixed_k))
+        warm_up(eng, pick)
+        policy = (f"fixed k={args.fixed_k}" if args.fixed_k else
+                  f"adaptive, k <= {args.k_max}" if args.k_max else "adaptive")
         print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
         total, kinds = ReplayReport("all", 0, 0, 0, 0), {}

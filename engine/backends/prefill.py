@@ -8,8 +8,11 @@ On CUDA the fast backends prefill through CUDA graphs (`ChunkGraphs`): eager PyT
 ~1,700 kernels for one prefill of a 30-layer model, and on an H200 the host's launch time, not
 the GPU, set its length (SmolLM2-135M: 26-38 ms whatever the token count, 4 ms of it on the
 GPU; bench/results/prefill-graphs-20261129). The prompt goes in chunks of 16, 64 or 256
-positions, each one replay of a graph of Transformer.forward_chunk captured once per (chunk,
-key bucket) and cache, the start a device value.
+positions, each one replay of a graph captured once per (chunk, key bucket) and cache, the
+start a device value. What a graph runs is `FusedChunk`: Transformer.forward_chunk's math with
+~12 kernels per layer instead of ~50 (one GEMM for q/k/v and one for gate/up over the
+backends' concatenated weights, the Triton RMSNorm with the residual add fused, one kernel for
+q/k norm + RoPE + K/V append, one for SiLU * up).
 """
 
 from __future__ import annotations
@@ -17,12 +20,84 @@ from __future__ import annotations
 import weakref
 
 import torch
+import torch.nn.functional as F
 
-from ..model import KVCache, Transformer
+from ..model import KVCache, Transformer, sdpa
 from . import Backend
 
 CHUNKS = (16, 64, 256)  # positions per captured prefill chunk
 MIN_KEYS = 256  # smallest key bucket (keys attended: a power of two >= the chunk's end)
+
+
+def _rows(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """One [rows, K] view over 2-d weights that are consecutive rows of one tensor (as the
+    graph and monokernel backends lay out q/k/v and gate/up), or None."""
+    if any(t is None for t in parts):
+        return None
+    a, K = parts[0], parts[0].shape[1]
+    off = a.storage_offset()
+    for t in parts:
+        if (t.untyped_storage().data_ptr() != a.untyped_storage().data_ptr()
+                or t.stride() != (K, 1) or t.storage_offset() != off):
+            return None
+        off += t.shape[0] * K
+    return a.as_strided((sum(t.shape[0] for t in parts), K), (K, 1), a.storage_offset())
+
+
+class FusedChunk:
+    """Transformer.forward_chunk with fewer kernels (CUDA; see the module text): the same
+    inputs and outputs, the math of the graph backend's decode kernels (RMSNorm in fp32 up to
+    the output, q/k norm and RoPE in fp32)."""
+
+    def __init__(self, model: Transformer):
+        from ...kernels.activation import silu_mul
+        from ...kernels.qkv_rope import rope_append_rows
+        from ...kernels.rmsnorm import add_rmsnorm, rmsnorm
+
+        self.model, self.silu_mul, self.rope = model, silu_mul, rope_append_rows
+        self.rmsnorm, self.add_rmsnorm = rmsnorm, add_rmsnorm
+        self.layers = []
+        for lw in model.w.layers:
+            qkv = _rows([lw.wq, lw.wk, lw.wv])
+            gu = _rows([lw.w_gate, lw.w_up])
+            bias = None if lw.bq is None else torch.cat([lw.bq, lw.bk, lw.bv])
+            self.layers.append((lw, qkv, bias, gu))
+
+    @torch.inference_mode()
+    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, last: torch.Tensor,
+                 cache: KVCache, keys: int) -> torch.Tensor:
+        m = self.model
+        cfg, w, eps = m.cfg, m.w, m.cfg.rms_norm_eps
+        C, G = tokens.shape[0], cfg.group_size
+        k_pos = torch.arange(keys, device=pos.device)[None, :]
+        ok = k_pos <= pos[:, None]
+        if cfg.sliding_window:
+            ok &= k_pos > pos[:, None] - cfg.sliding_window
+        bias = torch.zeros(ok.shape, dtype=m.dtype, device=pos.device).masked_fill_(
+            ~ok, float("-inf")).repeat(G, 1)  # additive, rows (group member, position)
+        x = w.embed[tokens]  # [C, H]: the residual stream
+        h = self.rmsnorm(x, w.layers[0].attn_norm, eps)
+        for li, (lw, w_qkv, b_qkv, w_gu) in enumerate(self.layers):
+            if w_qkv is not None:
+                qkv = F.linear(h, w_qkv, b_qkv)
+            else:
+                qkv = torch.cat([F.linear(h, lw.wq, lw.bq), F.linear(h, lw.wk, lw.bk),
+                                 F.linear(h, lw.wv, lw.bv)], dim=1)
+            q = self.rope(qkv, lw.q_norm, lw.k_norm, m.cos, m.sin, pos, cache.k[li],
+                          cache.v[li], eps)  # [nkv, G * C, hd]; K/V appended
+            out = sdpa(q, cache.k[li, :, :keys], cache.v[li, :, :keys], bias, False)
+            out = out.view(cfg.num_kv_heads, G, C, cfg.head_dim).permute(2, 0, 1, 3).reshape(
+                C, cfg.q_size)
+            h = self.add_rmsnorm(F.linear(out, lw.wo, lw.bo), x, lw.mlp_norm, eps)
+            if w_gu is not None:
+                act = self.silu_mul(F.linear(h, w_gu))
+            else:
+                act = F.silu(F.linear(h, lw.w_gate)) * F.linear(h, lw.w_up)
+            nxt = w.layers[li + 1].attn_norm if li + 1 < len(self.layers) else w.norm
+            h = self.add_rmsnorm(F.linear(act, lw.w_down), x, nxt, eps)
+        if cache.hidden is not None:
+            cache.hidden.index_copy_(0, pos, x)
+        return F.linear(h.index_select(0, last), w.lm_head).float()  # [1, V]
 
 
 class ChunkGraphs:
@@ -30,8 +105,10 @@ class ChunkGraphs:
     keys K) one graph of model.forward_chunk over static inputs (tokens, positions, the row
     whose logits are kept), all sharing one memory pool (replayed one at a time)."""
 
-    def __init__(self, model: Transformer, cache: KVCache, capture: bool = True):
+    def __init__(self, model: Transformer, cache: KVCache, capture: bool = True,
+                 fused: FusedChunk | None = None):
         self.model, self.cache, self.capture = model, weakref.ref(cache), capture
+        self.forward = fused or model.forward_chunk
         dev = cache.k.device
         c = max(CHUNKS)
         self.tokens = torch.zeros(c, dtype=torch.int64, device=dev)
@@ -63,7 +140,7 @@ class ChunkGraphs:
         tok, pos = self.tokens[:C], self.pos[:C]
 
         def run() -> torch.Tensor:
-            return self.model.forward_chunk(tok, pos, self.last, cache, keys)
+            return self.forward(tok, pos, self.last, cache, keys)
 
         if not self.capture:
             return run()
@@ -113,7 +190,10 @@ class ReferencePrefill(Backend):
         if self.graph_prefill and self.device.type == "cuda" and tokens:
             graphs = self._graphs().get(cache)
             if graphs is None:
-                graphs = self._graphs()[cache] = ChunkGraphs(self.model, cache)
+                fused = self.__dict__.get("_fused_chunk")
+                if fused is None:
+                    fused = self.__dict__["_fused_chunk"] = FusedChunk(self.model)
+                graphs = self._graphs()[cache] = ChunkGraphs(self.model, cache, fused=fused)
             logits = graphs.prefill(tokens, start)
             if logits is not None:
                 return logits[0]

@@ -8,6 +8,7 @@ from kernel_utils import (
     assert_close,
     interpreted,
     qkv_args,
+    rand_weight,
     randn,
     rope_tables,
     seeded,  # noqa: F401 (autouse fixture)
@@ -80,3 +81,33 @@ def test_rope_matches_hf_rotate_half():
     x1, x2 = raw[:, : hd // 2], raw[:, hd // 2:]
     hf = raw * cos[7] + torch.cat((-x2, x1), dim=-1) * sin[7]
     assert_close(q, hf, torch.float32, tol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nh,nkv,hd,qk_norm", [(4, 2, 64, False), (9, 3, 64, False),
+                                               (4, 1, 128, True), (4, 2, 16, True)])
+def test_rope_append_rows(nh, nkv, hd, qk_norm, dtype):
+    """C = 5 positions from 11 (the prefill's rows): q out grouped by kv head [nkv, G * C,
+    hd], k and v at their positions, nothing else written; against per-row torch math."""
+    C, G, start = 5, nh // nkv, 11
+    cos, sin = rope_tables(64, hd)
+    qkv = randn(C, (nh + 2 * nkv) * hd, dtype=dtype)
+    qn = rand_weight(hd) if qk_norm else None
+    kn = rand_weight(hd) if qk_norm else None
+    pos = torch.arange(start, start + C, device=DEVICE)
+    kc, vc = randn(nkv, MAX_LEN, hd, dtype=dtype), randn(nkv, MAX_LEN, hd, dtype=dtype)
+    kc0, vc0 = kc.clone(), vc.clone()
+    q = qr.rope_append_rows(qkv, qn, kn, cos, sin, pos, kc, vc, eps=1e-6)
+    t = qkv.float().view(C, nh + 2 * nkv, hd)
+    qh, kh, vh = t[:, :nh], t[:, nh:nh + nkv], t[:, nh + nkv:]
+    if qk_norm:
+        qh, kh = qr._rms(qh, qn, 1e-6), qr._rms(kh, kn, 1e-6)
+    c, s = cos[pos][:, None], sin[pos][:, None]
+    qh, kh = qh * c + qr._rotate_half(qh) * s, kh * c + qr._rotate_half(kh) * s
+    want_q = qh.view(C, nkv, G, hd).permute(1, 2, 0, 3).reshape(nkv, G * C, hd)
+    assert_close(q, want_q, dtype)
+    assert_close(kc[:, start:start + C], kh.transpose(0, 1), dtype)
+    assert_close(vc[:, start:start + C], vh.transpose(0, 1), dtype)
+    others = (torch.arange(MAX_LEN) < start) | (torch.arange(MAX_LEN) >= start + C)
+    assert torch.equal(kc[:, others], kc0[:, others]), "wrote outside the positions"
+    assert torch.equal(vc[:, others], vc0[:, others]), "wrote outside the positions"
