@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 import torch.nn.functional as F
 from kernel_utils import DTYPES, assert_close, interpreted, randn
 
