@@ -1,16 +1,18 @@
 """Prefill time of the fast backends on the GPU: CUDA-graph chunks (engine/backends/prefill.py)
 against the eager reference forward, per prompt length and start; the first call (which
-captures the graphs of a new chunk size and key bucket) apart. Embedded model.
+captures the graphs of a new chunk size and key bucket) apart. The embedded model, or random
+weights at a real shape (engine/bench/models.py SHAPES, bf16).
 
-    python bench/prefill_ttft.py graph monokernel   # writes $OUT/prefill_graphs.json if set
+    python bench/prefill_ttft.py graph monokernel [--shapes embedded,qwen3-1.7b]
+    (writes $OUT/prefill_graphs.json when OUT is set)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -33,9 +35,20 @@ def timed(fn, reps: int = 7) -> tuple[float, float]:
     return round(statistics.median(out), 3), round(min(out), 3)
 
 
-def run(backend: str) -> list[dict]:
-    eng = Engine.load(None, device="cuda", backend=backend)
-    be, ids, rows = eng.backend, list(range(100, 1300)), []
+def run(backend: str, shape: str) -> list[dict]:
+    eng = None
+    if shape == "embedded":
+        eng = Engine.load(None, device="cuda", backend=backend)
+        be = eng.backend
+    else:
+        from agentfast.engine.backends import create_backend
+        from agentfast.engine.bench.run import load_bench_model
+
+        dev = torch.device("cuda")
+        cfg, weights = load_bench_model(shape, dev, torch.bfloat16)
+        be = create_backend(backend, cfg, weights, dev, torch.bfloat16, 4096)
+        del weights
+    ids, rows = list(range(100, 1300)), []
     for graphs in (True, False):
         be.graph_prefill = graphs
         cache = be.new_cache()
@@ -45,27 +58,31 @@ def run(backend: str) -> list[dict]:
 
             first = timed(call, reps=1)[0]
             med, low = timed(call)
-            r = dict(backend=backend, graph_prefill=graphs, n=n, start=start, first_ms=first,
-                     median_ms=med, min_ms=low)
+            r = dict(model=shape, backend=backend, graph_prefill=graphs, n=n, start=start,
+                     first_ms=first, median_ms=med, min_ms=low)
             rows.append(r)
             print(json.dumps(r), flush=True)
     logits = []
     for graphs in (True, False):  # the two paths on the same prompt (bf16)
         be.graph_prefill = graphs
         logits.append(be.prefill(be.new_cache(), ids[:300], 0))
-    print(backend, "graphs vs eager: logits max abs diff",
+    print(shape, backend, "graphs vs eager: logits max abs diff",
           float((logits[0] - logits[1]).abs().max()), "argmax equal",
           int(logits[0].argmax()) == int(logits[1].argmax()), flush=True)
     be.graph_prefill = True
     p = SamplingParams(max_tokens=1, temperature=0.0)
-    for n in (37, 168):
+    for n in (37, 168) if eng is not None else ():
         ttft = [round(eng.generate(ids[:n], p).ttft_s * 1e3, 2) for _ in range(4)]
         print(backend, f"generate(max_tokens=1), {n} tokens: TTFT ms {ttft}", flush=True)
     return rows
 
 
 def main() -> None:
-    rows = [r for b in sys.argv[1:] or ["monokernel"] for r in run(b)]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("backends", nargs="*", default=["monokernel"])
+    ap.add_argument("--shapes", default="embedded")
+    args = ap.parse_args()
+    rows = [r for shape in args.shapes.split(",") for b in args.backends for r in run(b, shape)]
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "prefill_graphs.json").write_text(json.dumps(rows, indent=1))
 
