@@ -24,6 +24,27 @@ from .attention import HEAD_DIMS
 
 
 @triton.jit
+def _norm_rope(a1, a2, is_q, qn_ptr, kn_ptr, cos_ptr, sin_ptr, p, eps, HEAD_DIM: tl.constexpr,
+               QK_NORM: tl.constexpr):
+    """One head's halves a1, a2 [HEAD_DIM / 2] at position p -> (o1, o2) fp32: the q (is_q) or
+    k RMSNorm when QK_NORM, then RoPE: x * cos + rotate_half(x) * sin, rotate_half(x) =
+    [-x2, x1]."""
+    HALF: tl.constexpr = HEAD_DIM // 2
+    d = tl.arange(0, HALF)
+    if QK_NORM:
+        n1 = tl.where(is_q, tl.load(qn_ptr + d), tl.load(kn_ptr + d)).to(tl.float32)
+        n2 = tl.where(is_q, tl.load(qn_ptr + HALF + d), tl.load(kn_ptr + HALF + d))
+        rstd = 1.0 / tl.sqrt((tl.sum(a1 * a1, axis=0) + tl.sum(a2 * a2, axis=0)) / HEAD_DIM + eps)
+        a1 = a1 * rstd * n1
+        a2 = a2 * rstd * n2.to(tl.float32)
+    c1 = tl.load(cos_ptr + p * HEAD_DIM + d)
+    c2 = tl.load(cos_ptr + p * HEAD_DIM + HALF + d)
+    s1 = tl.load(sin_ptr + p * HEAD_DIM + d)
+    s2 = tl.load(sin_ptr + p * HEAD_DIM + HALF + d)
+    return a1 * c1 - a2 * s1, a2 * c2 + a1 * s2
+
+
+@triton.jit
 def _rope_append_kernel(
     qkv_ptr, qn_ptr, kn_ptr, cos_ptr, sin_ptr, pos_ptr, q_ptr, kc_ptr, vc_ptr,
     max_len, stride_ch, stride_ct, eps,
@@ -39,18 +60,8 @@ def _rope_append_kernel(
     base = h * HEAD_DIM
     a1 = tl.load(qkv_ptr + base + d)  # [HALF] first half of the head
     a2 = tl.load(qkv_ptr + base + HALF + d)  # [HALF] second half
-    if QK_NORM:
-        n1 = tl.where(is_q, tl.load(qn_ptr + d), tl.load(kn_ptr + d)).to(tl.float32)
-        n2 = tl.where(is_q, tl.load(qn_ptr + HALF + d), tl.load(kn_ptr + HALF + d))
-        rstd = 1.0 / tl.sqrt((tl.sum(a1 * a1, axis=0) + tl.sum(a2 * a2, axis=0)) / HEAD_DIM + eps)
-        a1 = a1 * rstd * n1
-        a2 = a2 * rstd * n2.to(tl.float32)
-    c1 = tl.load(cos_ptr + p * HEAD_DIM + d)
-    c2 = tl.load(cos_ptr + p * HEAD_DIM + HALF + d)
-    s1 = tl.load(sin_ptr + p * HEAD_DIM + d)
-    s2 = tl.load(sin_ptr + p * HEAD_DIM + HALF + d)
-    o1 = a1 * c1 - a2 * s1  # x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]
-    o2 = a2 * c2 + a1 * s2
+    o1, o2 = _norm_rope(a1, a2, is_q, qn_ptr, kn_ptr, cos_ptr, sin_ptr, p, eps, HEAD_DIM,
+                        QK_NORM)
     if is_q:
         tl.store(q_ptr + base + d, o1.to(q_ptr.dtype.element_ty))
         tl.store(q_ptr + base + HALF + d, o2.to(q_ptr.dtype.element_ty))
@@ -85,18 +96,8 @@ def _rope_rows_kernel(
     base = h * HEAD_DIM
     a1 = tl.load(row + base + d).to(tl.float32)
     a2 = tl.load(row + base + HALF + d).to(tl.float32)
-    if QK_NORM:
-        n1 = tl.where(is_q, tl.load(qn_ptr + d), tl.load(kn_ptr + d)).to(tl.float32)
-        n2 = tl.where(is_q, tl.load(qn_ptr + HALF + d), tl.load(kn_ptr + HALF + d))
-        rstd = 1.0 / tl.sqrt((tl.sum(a1 * a1, axis=0) + tl.sum(a2 * a2, axis=0)) / HEAD_DIM + eps)
-        a1 = a1 * rstd * n1
-        a2 = a2 * rstd * n2.to(tl.float32)
-    c1 = tl.load(cos_ptr + p * HEAD_DIM + d)
-    c2 = tl.load(cos_ptr + p * HEAD_DIM + HALF + d)
-    s1 = tl.load(sin_ptr + p * HEAD_DIM + d)
-    s2 = tl.load(sin_ptr + p * HEAD_DIM + HALF + d)
-    o1 = a1 * c1 - a2 * s1
-    o2 = a2 * c2 + a1 * s2
+    o1, o2 = _norm_rope(a1, a2, is_q, qn_ptr, kn_ptr, cos_ptr, sin_ptr, p, eps, HEAD_DIM,
+                        QK_NORM)
     if is_q:
         qrow = q_ptr + ((h // G) * (G * C) + (h % G) * C + r) * HEAD_DIM
         tl.store(qrow + d, o1.to(q_ptr.dtype.element_ty))

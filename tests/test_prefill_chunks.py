@@ -5,14 +5,13 @@ chunks padded, several chunk sizes and key buckets, GQA, q/k norm, biases, slidi
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from tiny_models import check_prefill_turns, random_weights
 
 from agentfast.engine.backends.prefill import MIN_KEYS, ChunkGraphs
 from agentfast.engine.config import ModelConfig
-from agentfast.engine.model import KVCache, Transformer, build_weights, expected_shapes
+from agentfast.engine.model import KVCache, Transformer, build_weights
 
 BASE = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4,
             num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6, max_position_embeddings=1024)
@@ -26,12 +25,7 @@ CONFIGS = {
 
 def model(name: str) -> Transformer:
     cfg = ModelConfig(**{**BASE, **CONFIGS[name]})
-    g = torch.Generator().manual_seed(0)
-    sd = {}
-    for k, shape in expected_shapes(cfg).items():
-        t = torch.randn(shape, generator=g)
-        sd[k] = 1 + 0.1 * t if k.endswith("norm.weight") else t / math.sqrt(shape[-1])
-    return Transformer(cfg, build_weights(cfg, sd, "cpu", torch.float32), 1024)
+    return Transformer(cfg, build_weights(cfg, random_weights(cfg), "cpu", torch.float32), 1024)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -41,20 +35,8 @@ def test_chunks_equal_the_reference_forward(name, turns):
     to 16; 1 token padded to 16) against one eager forward per turn: last-token logits, and the
     K/V and hidden states of every valid position."""
     m = model(name)
-    ref = KVCache(m.cfg, 1024, "cpu", torch.float32, initial=1024, keep_hidden=True)
     got = KVCache(m.cfg, 1024, "cpu", torch.float32, initial=1024, keep_hidden=True)
-    chunks = ChunkGraphs(m, got, capture=False)
-    ids = torch.randint(0, m.cfg.vocab_size, (sum(turns),), generator=torch.Generator()
-                        .manual_seed(1)).tolist()
-    at = 0
-    for n in turns:
-        want = m.forward(torch.tensor(ids[at:at + n]), at, ref, last_only=True)[0]
-        have = chunks.prefill(ids[at:at + n], at)[0]
-        torch.testing.assert_close(have, want, atol=2e-5, rtol=2e-5)
-        at += n
-        torch.testing.assert_close(got.k[:, :, :at], ref.k[:, :, :at], atol=2e-5, rtol=2e-5)
-        torch.testing.assert_close(got.v[:, :, :at], ref.v[:, :, :at], atol=2e-5, rtol=2e-5)
-        torch.testing.assert_close(got.hidden[:at], ref.hidden[:at], atol=2e-5, rtol=2e-5)
+    check_prefill_turns(m, ChunkGraphs(m, got, capture=False), turns, 2e-5)
 
 
 def test_plan_chunks_and_key_buckets():

