@@ -102,8 +102,9 @@ class FusedChunk:
 
 class ChunkGraphs:
     """The captured prefill graphs of one KV cache (they bake in its addresses): per (chunk C,
-    keys K) one graph of model.forward_chunk over static inputs (tokens, positions, the row
-    whose logits are kept), all sharing one memory pool (replayed one at a time)."""
+    keys K) one graph of the chunk forward (`fused`, a FusedChunk, on CUDA; else
+    model.forward_chunk) over static inputs (tokens, positions, the row whose logits are
+    kept), all sharing one memory pool (replayed one at a time)."""
 
     def __init__(self, model: Transformer, cache: KVCache, capture: bool = True,
                  fused: FusedChunk | None = None):
