@@ -141,6 +141,16 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
+def causal_mask(q_pos: torch.Tensor, keys: int, window: int | None = None) -> torch.Tensor:
+    """[T, keys] bool, True = attend: key position <= query position (q_pos [T] int64, on the
+    device), and within `window` past positions when given (sliding-window attention)."""
+    k_pos = torch.arange(keys, device=q_pos.device)[None, :]
+    mask = k_pos <= q_pos[:, None]
+    if window:
+        mask &= k_pos > q_pos[:, None] - window
+    return mask
+
+
 class KVCache:
     """Keys and values of one sequence: k, v [layers, kv_heads, capacity, head_dim].
 
@@ -207,12 +217,11 @@ class Transformer:
         cache.ensure(end)
         x = w.embed[tokens]  # [T, H]
         cos, sin = self.cos[start:end], self.sin[start:end]  # [T, hd]
-        mask = self._mask(start, T)  # [T, end] bool, True = attend
+        mask = self.mask(torch.arange(start, end, device=self.device), end)  # [T, end]
         for li, lw in enumerate(w.layers):
             x = x + self._attention(li, lw, rms_norm(x, lw.attn_norm, cfg.rms_norm_eps),
                                     cos, sin, start, cache, mask)
-            h = rms_norm(x, lw.mlp_norm, cfg.rms_norm_eps)
-            x = x + F.linear(F.silu(F.linear(h, lw.w_gate)) * F.linear(h, lw.w_up), lw.w_down)
+            x = x + self._mlp(lw, x)
         if cache.hidden is not None:
             cache.hidden[start:end] = x
         if last_only:
@@ -237,20 +246,9 @@ class Transformer:
         C, G, hd = tokens.shape[0], cfg.group_size, cfg.head_dim
         x = w.embed[tokens]  # [C, H]
         cos, sin = self.cos.index_select(0, pos), self.sin.index_select(0, pos)  # [C, hd]
-        k_pos = torch.arange(keys, device=pos.device)[None, :]
-        mask = k_pos <= pos[:, None]  # [C, keys]
-        if cfg.sliding_window:
-            mask &= k_pos > pos[:, None] - cfg.sliding_window
-        mask = mask.repeat(G, 1)  # rows (group member, position)
+        mask = self.mask(pos, keys).repeat(G, 1)  # rows (group member, position)
         for li, lw in enumerate(w.layers):
-            h = rms_norm(x, lw.attn_norm, cfg.rms_norm_eps)
-            q = F.linear(h, lw.wq, lw.bq).view(C, cfg.num_heads, hd)
-            k = F.linear(h, lw.wk, lw.bk).view(C, cfg.num_kv_heads, hd)
-            v = F.linear(h, lw.wv, lw.bv).view(C, cfg.num_kv_heads, hd)
-            if lw.q_norm is not None:
-                q = rms_norm(q, lw.q_norm, cfg.rms_norm_eps)
-                k = rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k, v = self._qkv(lw, rms_norm(x, lw.attn_norm, cfg.rms_norm_eps), cos, sin)
             cache.k[li].index_copy_(1, pos, k.transpose(0, 1))
             cache.v[li].index_copy_(1, pos, v.transpose(0, 1))
             qg = q.view(C, cfg.num_kv_heads, G, hd).permute(1, 2, 0, 3).reshape(
@@ -258,33 +256,39 @@ class Transformer:
             out = sdpa(qg, cache.k[li, :, :keys], cache.v[li, :, :keys], mask, False)
             out = out.view(cfg.num_kv_heads, G, C, hd).permute(2, 0, 1, 3).reshape(C, cfg.q_size)
             x = x + F.linear(out, lw.wo, lw.bo)
-            h = rms_norm(x, lw.mlp_norm, cfg.rms_norm_eps)
-            x = x + F.linear(F.silu(F.linear(h, lw.w_gate)) * F.linear(h, lw.w_up), lw.w_down)
+            x = x + self._mlp(lw, x)
         if cache.hidden is not None:
             cache.hidden.index_copy_(0, pos, x)
         x = rms_norm(x.index_select(0, last), w.norm, cfg.rms_norm_eps)
         return F.linear(x, w.lm_head).float()  # [1, V]
 
-    def _mask(self, start: int, T: int) -> torch.Tensor:
-        q_pos = torch.arange(start, start + T, device=self.device)[:, None]  # [T, 1]
-        k_pos = torch.arange(start + T, device=self.device)[None, :]  # [1, end]
-        mask = k_pos <= q_pos
-        if self.cfg.sliding_window:
-            mask &= k_pos > q_pos - self.cfg.sliding_window
-        return mask
+    def mask(self, q_pos: torch.Tensor, keys: int) -> torch.Tensor:
+        return causal_mask(q_pos, keys, self.cfg.sliding_window)
+
+    def _qkv(self, lw: LayerWeights, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normed input h [T, H] -> q [T, nh, hd], k, v [T, nkv, hd]: q/k norm (Qwen3) and
+        RoPE applied."""
+        cfg = self.cfg
+        T, hd = h.shape[0], cfg.head_dim
+        q = F.linear(h, lw.wq, lw.bq).view(T, cfg.num_heads, hd)
+        k = F.linear(h, lw.wk, lw.bk).view(T, cfg.num_kv_heads, hd)
+        v = F.linear(h, lw.wv, lw.bv).view(T, cfg.num_kv_heads, hd)
+        if lw.q_norm is not None:
+            q = rms_norm(q, lw.q_norm, cfg.rms_norm_eps)
+            k = rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def _mlp(self, lw: LayerWeights, x: torch.Tensor) -> torch.Tensor:
+        h = rms_norm(x, lw.mlp_norm, self.cfg.rms_norm_eps)
+        return F.linear(F.silu(F.linear(h, lw.w_gate)) * F.linear(h, lw.w_up), lw.w_down)
 
     def _attention(self, li: int, lw: LayerWeights, h: torch.Tensor, cos: torch.Tensor,
                    sin: torch.Tensor, start: int, cache: KVCache, mask: torch.Tensor
                    ) -> torch.Tensor:
         cfg = self.cfg
-        T, hd = h.shape[0], cfg.head_dim
-        q = F.linear(h, lw.wq, lw.bq).view(T, cfg.num_heads, hd)  # [T, nh, hd]
-        k = F.linear(h, lw.wk, lw.bk).view(T, cfg.num_kv_heads, hd)  # [T, nkv, hd]
-        v = F.linear(h, lw.wv, lw.bv).view(T, cfg.num_kv_heads, hd)
-        if lw.q_norm is not None:
-            q = rms_norm(q, lw.q_norm, cfg.rms_norm_eps)
-            k = rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        T = h.shape[0]
+        q, k, v = self._qkv(lw, h, cos, sin)  # [T, nh, hd], [T, nkv, hd] x 2
         end = start + T
         cache.k[li, :, start:end] = k.transpose(0, 1)
         cache.v[li, :, start:end] = v.transpose(0, 1)

@@ -40,6 +40,7 @@ from agentfast.engine.model import (
     KVCache,
     LayerWeights,
     build_weights,
+    causal_mask,
     expected_shapes,
     rms_norm,
     sdpa,
@@ -388,10 +389,8 @@ class MtpDrafter(Drafter):
         T = len(ids)
         end = start + T
         st.kv.ensure(end)
-        q_pos = torch.arange(start, end, device=self.device)[:, None]
-        mask = torch.arange(end, device=self.device)[None, :] <= q_pos
-        if self.cfg.sliding_window:
-            mask &= torch.arange(end, device=self.device)[None, :] > q_pos - self.cfg.sliding_window
+        mask = causal_mask(torch.arange(start, end, device=self.device), end,
+                           self.cfg.sliding_window)
         ids_t = torch.tensor([ids], dtype=torch.int64, device=self.device)
         return mtp_hidden(self.cfg, self.modules[0], self.embed, h[None], ids_t,
                           self.cos[None, start:end], self.sin[None, start:end], mask[None],

@@ -17,6 +17,7 @@ q/k norm + RoPE + K/V append, one for SiLU * up).
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import torch
@@ -69,10 +70,7 @@ class FusedChunk:
         m = self.model
         cfg, w, eps = m.cfg, m.w, m.cfg.rms_norm_eps
         C, G = tokens.shape[0], cfg.group_size
-        k_pos = torch.arange(keys, device=pos.device)[None, :]
-        ok = k_pos <= pos[:, None]
-        if cfg.sliding_window:
-            ok &= k_pos > pos[:, None] - cfg.sliding_window
+        ok = m.mask(pos, keys)
         bias = torch.zeros(ok.shape, dtype=m.dtype, device=pos.device).masked_fill_(
             ~ok, float("-inf")).repeat(G, 1)  # additive, rows (group member, position)
         x = w.embed[tokens]  # [C, H]: the residual stream
@@ -191,20 +189,24 @@ class ReferencePrefill(Backend):
         if self.graph_prefill and self.device.type == "cuda" and tokens:
             graphs = self._graphs().get(cache)
             if graphs is None:
-                fused = self.__dict__.get("_fused_chunk")
-                if fused is None:
-                    fused = self.__dict__["_fused_chunk"] = FusedChunk(self.model)
-                graphs = self._graphs()[cache] = ChunkGraphs(self.model, cache, fused=fused)
+                graphs = self._graphs()[cache] = ChunkGraphs(self.model, cache,
+                                                              fused=self._fused_chunk)
             logits = graphs.prefill(tokens, start)
             if logits is not None:
                 return logits[0]
         return self.model.forward(self._ids(tokens), start, cache, last_only=True)[0]
 
+    @functools.cached_property
+    def _fused_chunk(self) -> FusedChunk:
+        return FusedChunk(self.model)
+
+    @functools.cached_property
+    def _chunk_graphs(self) -> weakref.WeakKeyDictionary[KVCache, ChunkGraphs]:
+        return weakref.WeakKeyDictionary()
+
     def _graphs(self) -> weakref.WeakKeyDictionary[KVCache, ChunkGraphs]:
-        g = self.__dict__.get("_chunk_graphs")
-        if g is None:
-            g = self.__dict__["_chunk_graphs"] = weakref.WeakKeyDictionary()
-        return g
+        """Each KV cache's captured prefill graphs (dropped with the cache)."""
+        return self._chunk_graphs
 
     def logits(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
         return self.model.forward(self._ids(tokens), start, cache)
