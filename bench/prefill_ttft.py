@@ -82,6 +82,11 @@ def main() -> None:
     ap.add_argument("backends", nargs="*", default=["monokernel"])
     ap.add_argument("--shapes", default="embedded")
     args = ap.parse_args()
+    from agentfast.engine.bench.models import SHAPES
+
+    bad = [s for s in args.shapes.split(",") if s != "embedded" and s not in SHAPES]
+    if bad:
+        ap.error(f"unknown shapes {bad}; known: embedded, {', '.join(SHAPES)}")
     rows = [r for shape in args.shapes.split(",") for b in args.backends for r in run(b, shape)]
     if os.environ.get("OUT"):
         Path(os.environ["OUT"], "prefill_graphs.json").write_text(json.dumps(rows, indent=1))

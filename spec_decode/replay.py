@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="compare with plain greedy decode (and time it)")
     ap.add_argument("--json", default=None, help="write one record per drafter and kind here")
     args = ap.parse_args(argv)
+    if args.k_max is not None and args.k_max < 1:
+        ap.error(f"--k-max {args.k_max}: at least 1 draft per step")
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
     base = Engine.load(args.model, device=args.device, backend=args.backend)
