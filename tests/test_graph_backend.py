@@ -129,9 +129,10 @@ def test_graph_constrained_equals_reference(gpu_checkpoints, temperature):
 @cuda
 @pytest.mark.parametrize("name", ["llama", "qwen3_tied_hd128", "mistral_window"])
 def test_graph_prefill_equals_eager(gpu_checkpoints, name):
-    """The fast backends' CUDA-graph prefill (prefill.ChunkGraphs: chunks of 16 / 64 / 256
-    positions, graphs replayed) against the same backend's eager prefill, fp32: two turns of
-    a session (300 tokens, then 21 at position 300), last-token logits and the K/V written."""
+    """The fast backends' CUDA-graph prefill (prefill.ChunkGraphs running FusedChunk: chunks
+    of 16 / 64 / 256 positions, one graph per chunk size, replayed) against the same backend's
+    eager prefill, fp32: two turns of a session (300 tokens, then 21 at position 300),
+    last-token logits and the K/V written."""
     eng = Engine.load(str(gpu_checkpoints[name]), backend="graph", device="cuda",
                       dtype=torch.float32)
     be = eng.backend
@@ -146,4 +147,4 @@ def test_graph_prefill_equals_eager(gpu_checkpoints, name):
         torch.testing.assert_close(have, want, atol=1e-3, rtol=1e-3)
         torch.testing.assert_close(a.k[:, :, :hi], b.k[:, :, :hi], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(a.v[:, :, :hi], b.v[:, :, :hi], atol=1e-4, rtol=1e-4)
-    assert sorted(be._graphs()[a].graphs) == [(64, 512), (256, 256)]  # the 2nd turn reused one
+    assert sorted(be._graphs()[a].graphs) == [(64, 512), (256, 512)]  # per chunk size (cap 512)

@@ -2,17 +2,21 @@
 the reference backend's whole forward path, and the prefill of the fast decode backends (graph,
 monokernel), whose KV cache is allocated at full length since their kernels and graphs keep its
 addresses (with `keep_hidden`, its hidden states too: the prefill writes the prompt's). Decode
-belongs to each backend; knows nothing about kernels.
+belongs to each backend.
 
 On CUDA the fast backends prefill through CUDA graphs (`ChunkGraphs`): eager PyTorch launches
 ~1,700 kernels for one prefill of a 30-layer model, and on an H200 the host's launch time, not
-the GPU, set its length (SmolLM2-135M: 26-38 ms whatever the token count, 4 ms of it on the
+the GPU, set its length (SmolLM2-135M: 24-52 ms whatever the token count, 4 ms of it on the
 GPU; bench/results/prefill-graphs-20261129). The prompt goes in chunks of 16, 64 or 256
-positions, each one replay of a graph captured once per (chunk, key bucket) and cache, the
-start a device value. What a graph runs is `FusedChunk`: Transformer.forward_chunk's math with
-~12 kernels per layer instead of ~50 (one GEMM for q/k/v and one for gate/up over the
-backends' concatenated weights, the Triton RMSNorm with the residual add fused, one kernel for
-q/k norm + RoPE + K/V append, one for SiLU * up).
+positions, each one replay of a graph captured once per chunk size and cache, the start a
+device value. What a graph runs is `FusedChunk`: Transformer.forward_chunk's math in ~12
+kernels per layer instead of ~50 (one GEMM for q/k/v and one for gate/up over the backends'
+concatenated weights, the Triton RMSNorm with the residual add fused, one kernel for q/k norm +
+RoPE + K/V append, kernels.attention.chunk_attention over the cache up to the chunk's end, one
+kernel for SiLU * up). Transformer.forward_chunk itself (attention over a fixed key bucket) is
+what ChunkGraphs runs without a FusedChunk: the CPU tests of the chunking. Embedded SmolLM2 on
+an H200: 1.0-1.25 ms for 1-168 tokens, 5.4 ms for 881 (24-43 ms eager; bench/results/
+prefill-graphs-20261129-s8).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from ..model import KVCache, Transformer, sdpa
+from ..model import KVCache, Transformer
 from . import Backend
 
 CHUNKS = (16, 64, 256)  # positions per captured prefill chunk
@@ -48,14 +52,18 @@ def _rows(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
 class FusedChunk:
     """Transformer.forward_chunk with fewer kernels (CUDA; see the module text): the same
     inputs and outputs, the math of the graph backend's decode kernels (RMSNorm in fp32 up to
-    the output, q/k norm and RoPE in fp32)."""
+    the output, q/k norm and RoPE in fp32). Attention is kernels.attention.chunk_attention,
+    which reads the keys up to the chunk's end as the device positions say: `keys` is not
+    used (one graph per chunk size serves every start)."""
 
     def __init__(self, model: Transformer):
         from ...kernels.activation import silu_mul
+        from ...kernels.attention import chunk_attention
         from ...kernels.qkv_rope import rope_append_rows
         from ...kernels.rmsnorm import add_rmsnorm, rmsnorm
 
         self.model, self.silu_mul, self.rope = model, silu_mul, rope_append_rows
+        self.attention = chunk_attention
         self.rmsnorm, self.add_rmsnorm = rmsnorm, add_rmsnorm
         self.layers = []
         for lw in model.w.layers:
@@ -70,9 +78,6 @@ class FusedChunk:
         m = self.model
         cfg, w, eps = m.cfg, m.w, m.cfg.rms_norm_eps
         C, G = tokens.shape[0], cfg.group_size
-        ok = m.mask(pos, keys)
-        bias = torch.zeros(ok.shape, dtype=m.dtype, device=pos.device).masked_fill_(
-            ~ok, float("-inf")).repeat(G, 1)  # additive, rows (group member, position)
         x = w.embed[tokens]  # [C, H]: the residual stream
         h = self.rmsnorm(x, w.layers[0].attn_norm, eps)
         for li, (lw, w_qkv, b_qkv, w_gu) in enumerate(self.layers):
@@ -83,7 +88,7 @@ class FusedChunk:
                                  F.linear(h, lw.wv, lw.bv)], dim=1)
             q = self.rope(qkv, lw.q_norm, lw.k_norm, m.cos, m.sin, pos, cache.k[li],
                           cache.v[li], eps)  # [nkv, G * C, hd]; K/V appended
-            out = sdpa(q, cache.k[li, :, :keys], cache.v[li, :, :keys], bias, False)
+            out = self.attention(q, cache.k[li], cache.v[li], pos, cfg.sliding_window)
             out = out.view(cfg.num_kv_heads, G, C, cfg.head_dim).permute(2, 0, 1, 3).reshape(
                 C, cfg.q_size)
             h = self.add_rmsnorm(F.linear(out, lw.wo, lw.bo), x, lw.mlp_norm, eps)
@@ -108,6 +113,7 @@ class ChunkGraphs:
                  fused: FusedChunk | None = None):
         self.model, self.cache, self.capture = model, weakref.ref(cache), capture
         self.forward = fused or model.forward_chunk
+        self.bucketed = fused is None  # forward_chunk attends to [0, keys): a graph per bucket
         dev = cache.k.device
         c = max(CHUNKS)
         self.tokens = torch.zeros(c, dtype=torch.int64, device=dev)
@@ -169,7 +175,7 @@ class ChunkGraphs:
             self.tokens[:m].copy_(ids[at:at + m])
             torch.arange(start + at, start + at + C, out=self.pos[:C])
             self.last.fill_(m - 1)
-            out = self._run(C, keys)
+            out = self._run(C, keys if self.bucketed else cache.capacity)
             at += m
         return out.clone()
 

@@ -86,3 +86,31 @@ def test_decode_chain():
         o = at.attention(q, kc, vc, p)
         q_ref = qr.qkv_rope_ref(**args, cos=cos, sin=sin, pos=p, k_cache=kr, v_cache=vr)
         assert_close(o, at.attention_ref(q_ref, kr, vr, p), torch.float32, tol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("G,nkv,hd,C,first,window", [
+    (3, 3, 64, 5, 37, None),  # SmolLM2's group, one block of rows
+    (2, 2, 16, 40, 0, None),  # 80 rows: two blocks; the chunk at the start
+    (4, 1, 128, 16, 100, None),
+    (2, 2, 32, 24, 90, 7),  # sliding window: keys before it are skipped
+])
+def test_chunk_attention(G, nkv, hd, C, first, window, dtype):
+    """The prefill's attention (q rows g * C + c at positions first + c) against masked
+    softmax over the cache: causal, GQA, window; keys past first + C hold junk it must not
+    read."""
+    L = 160
+    q = randn(nkv, G * C, hd, dtype=dtype)
+    kc, vc = randn(nkv, L, hd, dtype=dtype), randn(nkv, L, hd, dtype=dtype)
+    kc[:, first + C:] = float("nan")  # never read
+    vc[:, first + C:] = float("nan")
+    pos = torch.arange(first, first + C, device=DEVICE)
+    out = at.chunk_attention(q, kc, vc, pos, sliding_window=window)
+    qpos = (first + torch.arange(G * C) % C)[:, None]
+    k = torch.arange(L)[None, :]
+    ok = k <= qpos
+    if window:
+        ok &= k > qpos - window
+    s = q.float() @ kc.float().nan_to_num().transpose(1, 2) / hd ** 0.5  # [nkv, R, L]
+    p = torch.softmax(s.masked_fill(~ok.to(DEVICE), float("-inf")), dim=-1)
+    assert_close(out, p @ vc.float().nan_to_num(), dtype)
