@@ -67,7 +67,7 @@ def _attn_split_kernel(
     start = lo + split * chunk
     end = tl.minimum(start + chunk, n)
     if start < end:  # splits outside the live range exit here
-        q = (q.to(tl.float32) * qk_scale).to(k_ptr.dtype.element_ty)  # [BLOCK_G, D], log2 units
+        q = q.to(k_ptr.dtype.element_ty)  # [BLOCK_G, D], as stored: scaled after the dot
         m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_G,), tl.float32)
         acc = tl.zeros((BLOCK_G, HEAD_DIM), tl.float32)
@@ -78,13 +78,15 @@ def _attn_split_kernel(
             offs = kv_base + t[:, None] * stride_t + d[None, :]  # [BLOCK_T, D]
             k = tl.load(k_ptr + offs, mask=tmask[:, None], other=0.0)
             v = tl.load(v_ptr + offs, mask=tmask[:, None], other=0.0)  # issued before the math
-            s = _dot(q, tl.trans(k), IEEE)  # [BLOCK_G, BLOCK_T]
+            # scores in log2 units; q is not pre-scaled (q * scale rounded to 16 bits errs by
+            # |score| x 2^-9 in every score)
+            s = _dot(q, tl.trans(k), IEEE) * qk_scale  # [BLOCK_G, BLOCK_T]
             s = tl.where(tmask[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
+            p = tl.exp2(s - m_new[:, None]).to(v.dtype)  # the weights as the PV product sees them
+            l_i = l_i * alpha + tl.sum(p.to(tl.float32), axis=1)
+            acc = acc * alpha[:, None] + _dot(p, v, IEEE)
             m_i = m_new
         slot = heads * NUM_SPLITS + split  # [BLOCK_G]
         tl.store(ws_ptr + slot[:, None] * HEAD_DIM + d[None, :], acc, mask=gmask[:, None])
