@@ -9,7 +9,14 @@ of k drafts yields on average
 
     tokens(k) = 1 + a + a^2 + ... + a^k      (the accepted drafts, plus the step's own token)
 
-so drafting k gains  gain(k) = tokens(k) / (ratio(1 + k) + k * draft_cost)  over plain decode.
+so drafting k gains  gain(k) = tokens(k) / (ratio(1 + k) + k * draft_cost)  over plain decode
+(ratio(step_T) where every verification step runs one kernel of step_T positions, whatever k:
+the monokernel's host-drafter path). A backend that runs host drafters on the GPU also times
+its steps (`timed`): the seconds of a plain step, of a verification step and of drafting one
+token, each a running mean, replace the tables once measured, since there a step costs what
+the tables do not see (a host drafter's own forward and its launches, a launch and a sync
+per verification step: with the tables alone, the MTP drafter ran at 0.35-0.48x plain decode
+on an H200 and never switched off, bench/results/spec-decode-gpu-20261129-s7).
 `DraftPolicy` keeps a running estimate of a, moves k up after a full accept and down after a
 reject, drafts the k (up to that length) with the best gain, and switches drafting off when no
 k gains; switched off, it probes again after a while (a repetitive stretch later on gets
@@ -73,12 +80,15 @@ class DraftPolicy:
       drafts `k_probe` tokens, and its own acceptance replaces the estimate (the old one is
       stale). A probe that does not pay doubles the wait (up to `max_probe_every`); one that
       does resets it. A step where the drafter had nothing to propose counts for nothing.
+    - Timed with one verification kernel (`measured()`): where no k would pay even with every
+      draft accepted (`hopeless()`), the wait is `hopeless_wait` plain steps instead.
     """
 
     def __init__(self, k_max: int = 8, k: int = 4, cost: StepCost | Callable[[int], float]
                  = FREE, draft_cost: float = 0.0, rate: float = 0.6, ewma: float = 0.15,
                  min_gain: float = 1.0, probe_every: int = 8, max_probe_every: int = 64,
-                 k_probe: int = 3, adaptive: bool = True):
+                 k_probe: int = 3, adaptive: bool = True, step_T: int | None = None,
+                 timed: bool = False, hopeless_wait: int = 4096):
         assert k_max >= 1 and 1 <= k <= k_max, f"bad draft lengths k={k}, k_max={k_max}"
         self.k_max, self.k, self.cost, self.draft_cost = k_max, k, cost, draft_cost
         self.rate, self.ewma, self.min_gain = rate, ewma, min_gain
@@ -92,21 +102,76 @@ class DraftPolicy:
         # accepted tokens per step of a backend that drafts on the device (the monokernel's
         # running mean, kept across sequences; None: not measured yet)
         self.step_accepted: float | None = None
+        # every verification step runs a kernel of this many positions (None: 1 + k)
+        self.step_T = step_T
+        # measured seconds (running means, kept across sequences; None: not measured yet) of a
+        # plain step, of drafting one token, and of a verification step by T (without drafting)
+        self.timed = timed
+        # plain steps between probes once the measured costs say that no k pays even if every
+        # draft were accepted (a probe there only costs: an MTP probe on an H200 took ~11 plain
+        # steps, bench/results/spec-decode-gpu-20261129-s8)
+        self.hopeless_wait = hopeless_wait
+        self.plain_s: float | None = None
+        self.draft_s: float | None = None
+        self.verify_s: dict[int, float] = {}
 
     @classmethod
     def for_backend(cls, backend, drafter, **kw) -> DraftPolicy:
         """The policy for `drafter` on `backend`: the backend's step cost table
         (`backend.step_costs`, {T: cost}; flat where it has none) and the drafter's cost per
-        drafted token (`drafter.draft_cost`, in plain steps)."""
+        drafted token (`drafter.draft_cost`, in plain steps); timed where the backend times its
+        steps (`backend.times_drafting`)."""
         table = getattr(backend, "step_costs", None)
         kw.setdefault("cost", StepCost(table) if table else FREE)
         kw.setdefault("draft_cost", float(getattr(drafter, "draft_cost", 0.0)))
+        kw.setdefault("timed", bool(getattr(backend, "times_drafting", False)))
         return cls(**kw)
 
     def gain(self, k: int, rate: float | None = None) -> float:
         """Expected speedup over plain decode of drafting k tokens per step."""
         a = self.rate if rate is None else rate
-        return expected_tokens(a, k) / (self.cost(1 + k) + k * self.draft_cost)
+        return expected_tokens(a, k) / self.step_cost(k)
+
+    def step_cost(self, k: int) -> float:
+        """A step with k drafts, in plain steps: measured where `timed` has the plain step's,
+        the verification step's (of its T) and the drafting's seconds, else from the tables."""
+        T = self.step_T or 1 + k
+        v = self.verify_s.get(T)
+        if self.timed and self.plain_s and v is not None and (
+                self.draft_s is not None or self.draft_cost == 0):
+            return (v + k * (self.draft_s or 0.0)) / self.plain_s
+        return self.cost(T) + k * self.draft_cost
+
+    def measured(self) -> bool:
+        """`timed` with one verification kernel (step_T), and every cost of its steps
+        measured (step_cost uses them for every k)."""
+        return bool(self.timed and self.step_T and self.plain_s
+                    and self.verify_s.get(self.step_T) is not None
+                    and (self.draft_s is not None or self.draft_cost == 0))
+
+    def hopeless(self) -> bool:
+        """Measured costs under which no draft length pays even at full acceptance."""
+        return self.measured() and max(self.gain(k, 1.0) for k in range(1, self.k_max + 1)) \
+            < self.min_gain
+
+    def _off_wait(self) -> int:
+        return self.hopeless_wait if self.hopeless() else self.probe_every
+
+    def observe_time(self, kind: str, seconds: float, n: int = 1, T: int | None = None,
+                     weight: float = 0.2) -> None:
+        """A measured span (`timed` policies): kind "plain" (n plain steps), "draft" (n drafted
+        tokens) or "verify" (one verification step of T positions, without the drafting);
+        folded into the running mean (the first measurement sets it)."""
+        if n <= 0 or seconds <= 0:
+            return
+        x = seconds / n
+        if kind == "verify":
+            old = self.verify_s.get(T)
+            self.verify_s[T] = x if old is None else old + weight * (x - old)
+            return
+        attr = {"plain": "plain_s", "draft": "draft_s"}[kind]
+        old = getattr(self, attr)
+        setattr(self, attr, x if old is None else old + weight * (x - old))
 
     def best_k(self, limit: int | None = None) -> tuple[int, float]:
         """(k, gain) with the best gain over 1..limit (default: the current ceiling)."""
@@ -156,12 +221,15 @@ class DraftPolicy:
             return self.k_probe
         return self.best_k()[0]
 
-    def take_plain(self) -> int:
-        """After next_k() returned 0: the further plain steps before the next probe, taken at
-        once (a backend that runs many steps per launch runs them in one); 0 while drafting."""
+    def take_plain(self, limit: int | None = None) -> int:
+        """After next_k() returned 0: the further plain steps before the next probe, up to
+        `limit` (what the sequence has left), taken at once (a backend that runs many steps
+        per launch runs them in one); the rest of the wait carries over to the next
+        sequence. 0 while drafting."""
         if not self.adaptive or not self.off or self._probing:
             return 0
-        n, self._wait = self._wait, 0
+        n = self._wait if limit is None else max(0, min(self._wait, limit))
+        self._wait -= n
         return n
 
     def update(self, drafted: int, accepted: int) -> None:
@@ -184,9 +252,9 @@ class DraftPolicy:
                 self.k = max(self.k, self.k_probe)
             else:
                 self.probe_every = min(2 * self.probe_every, self.max_probe_every)
-                self._wait = self.probe_every
+                self._wait = self._off_wait()
         elif not pays and not self.off:
-            self.off, self._wait = True, self.probe_every
+            self.off, self._wait = True, self._off_wait()
             self.switched_off += 1
 
 

@@ -55,6 +55,9 @@ class MonokernelBackend(ReferencePrefill):
     supports_drafter = True
     verifies_in_kernel = True  # drafts are scored by its T-position kernels, not by `logits`
     step_costs: dict[int, float] | None = None  # {T: cost of a T-position step} (DraftPolicy)
+    # host drafters' steps timed for their policy (DraftPolicy.timed): on the GPU, where a
+    # drafter's forward and a launch per verification step cost what the table does not see
+    times_drafting = False
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -86,6 +89,7 @@ class MonokernelBackend(ReferencePrefill):
         self.step_costs = (None if device.type != "cuda" else
                            {1: 1.0, 4: 1.47, 8: 2.16, 16: 2.24} if small else
                            {1: 1.0, 4: 1.50, 8: 1.59, 16: 1.97})
+        self.times_drafting = device.type == "cuda"
         self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None,
                              "num_warps": num_warps}
         self._spec_kernels: dict[int, Any] = {}
@@ -229,20 +233,39 @@ class MonokernelBackend(ReferencePrefill):
         if hasattr(drafter, "bind"):
             drafter.bind(cache)
         spec = self._kernel_for(T)
+        policy.step_T = T  # every verification step is one launch of this kernel
+        clock = time.perf_counter
         seen = 1
+        if policy.timed and policy.plain_s is None and max_new > 2:
+            # the policy weighs drafting steps against measured plain ones: measure some first
+            t0 = clock()
+            toks = self._run(self.kernel, b, min(8, max_new - 2), sampling, seen)
+            policy.observe_time("plain", clock() - t0, len(toks))
+            hist.extend(toks)
+            yield from toks
+            if int(b.state[W.DONE]) or not toks:
+                return
+            seen += len(toks)
         while seen < max_new:
             k = min(policy.next_k(), T - 1, max_new - seen - 1)
             props: list[int] = []
             guessed = 0
+            t0 = clock()
             if k > 0:
                 cs = int(b.state[W.C_STATE]) if automaton is not None else 0
                 props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
+            t1 = clock()
             if props:
                 W.set_step_inputs(b, self.w, T, props, automaton)
                 toks = self._run(spec, b, 1, sampling, seen)
+                if policy.timed:
+                    policy.observe_time("draft", t1 - t0, guessed)
+                    policy.observe_time("verify", clock() - t1, T=T)
             else:  # nothing to verify: plain steps, several per launch while drafting is off
-                n_steps = min(1 + policy.take_plain(), max_new - seen)
+                n_steps = 1 + policy.take_plain(max_new - seen - 1)
                 toks = self._run(self.kernel, b, n_steps, sampling, seen)
+                if policy.timed:
+                    policy.observe_time("plain", clock() - t1, len(toks))
             hist.extend(toks)
             yield from toks
             if props:
@@ -296,7 +319,7 @@ class MonokernelBackend(ReferencePrefill):
             while seen < max_new:
                 plain = adaptive and policy.next_k() == 0
                 if plain:  # drafting is off: the plain steps until the next probe, one launch
-                    kern, n = self.kernel, min(1 + policy.take_plain(), max_new - seen)
+                    kern, n = self.kernel, 1 + policy.take_plain(max_new - seen - 1)
                 else:
                     kern, n, probe = spec, max_new - seen, policy.probing
                     cs = int(b.state[W.C_STATE]) if automaton is not None else 0

@@ -194,3 +194,97 @@ def test_measure_step_costs_refuses_in_kernel_verification():
     be = SimpleNamespace(name="monokernel", verifies_in_kernel=True)
     with pytest.raises(RequestError, match="T-position kernels"):
         measure_step_costs(be)
+
+
+def test_fixed_step_T_prices_every_step_at_that_kernel():
+    """A backend whose every verification step is one kernel of step_T positions (the
+    monokernel with a host drafter): one draft costs what eight do, so a drafter whose
+    acceptance pays at T = 2 does not pay there."""
+    p = DraftPolicy(k_max=8, k=1, cost=StepCost({1: 1.0, 2: 1.1, 9: 2.2}), rate=0.5)
+    assert p.step_cost(1) == pytest.approx(1.1) and p.gain(1) > 1.0
+    p.step_T = 9
+    assert p.step_cost(1) == pytest.approx(2.2) and p.step_cost(8) == pytest.approx(2.2)
+    assert p.best_k(8)[1] < 1.0
+    p.update(1, 0)  # a reject: nothing pays at T = 9 now
+    assert p.off and p.next_k() == 0
+
+
+def test_timed_policy_uses_measured_seconds():
+    """`timed`: once a plain step, a verification step and drafting are measured, the step
+    cost is theirs (running means), not the table's; until then the table's."""
+    p = DraftPolicy(k_max=4, k=4, cost=LINEAR, draft_cost=0.1, rate=0.9, timed=True, step_T=5)
+    table = LINEAR(5) + 2 * 0.1
+    assert p.step_cost(2) == pytest.approx(table)
+    p.observe_time("plain", 8e-3, n=8)  # 1 ms per plain step
+    p.observe_time("verify", 3e-3, T=5)
+    assert p.step_cost(2) == pytest.approx(table)  # drafting not measured yet
+    p.observe_time("draft", 1e-3, n=2)  # 0.5 ms per drafted token
+    assert p.step_cost(2) == pytest.approx((3e-3 + 2 * 0.5e-3) / 1e-3)
+    p.observe_time("verify", 8e-3, T=5)  # running mean, weight 0.2
+    assert p.verify_s[5] == pytest.approx(3e-3 + 0.2 * 5e-3)
+    p.observe_time("plain", 0.0, n=3)  # nothing measured: ignored
+    p.observe_time("draft", 1e-3, n=0)
+    assert p.plain_s == pytest.approx(1e-3) and p.draft_s == pytest.approx(0.5e-3)
+    assert p.gain(4) == pytest.approx(expected_tokens(0.9, 4) / ((4e-3 + 4 * 0.5e-3) / 1e-3))
+    p.timed = False
+    assert p.step_cost(2) == pytest.approx(table)
+
+
+def test_timed_policy_switches_a_slow_drafter_off():
+    """A host drafter whose measured steps cost more than the tokens they bring (MTP on the
+    GPU: a launch per step and the module's forward) is switched off, though the table alone
+    says it pays."""
+    p = DraftPolicy(k_max=1, k=1, cost=StepCost({1: 1.0, 2: 1.1}), draft_cost=0.2, rate=0.55,
+                    timed=True, step_T=2)
+    assert p.gain(1) > 1.0
+    p.observe_time("plain", 4e-3, n=8)  # 0.5 ms per plain step
+    for _ in range(3):
+        k = p.next_k()
+        if k:
+            p.observe_time("draft", 0.3e-3, n=k)
+            p.observe_time("verify", 0.9e-3, T=2)
+            p.update(k, 1)  # even full acceptance: 2 tokens for 2.4 steps
+    assert p.off and p.gain(1, rate=1.0) < 1.0
+
+
+def test_hopeless_drafter_probes_rarely():
+    """Measured costs under which no k pays even at full acceptance (a slow host drafter):
+    switched off, the next probe is hopeless_wait plain steps away, not probe_every."""
+    p = DraftPolicy(k_max=4, k=2, cost=StepCost({1: 1.0, 5: 1.2}), draft_cost=0.1, rate=0.9,
+                    timed=True, step_T=5, probe_every=8, hopeless_wait=1000)
+    assert not p.measured() and not p.hopeless()
+    p.observe_time("plain", 0.6e-3)
+    p.observe_time("verify", 1.6e-3, T=5)
+    p.observe_time("draft", 1.7e-3)  # ~0.36x at best
+    assert p.measured() and p.hopeless()
+    p.update(p.next_k(), 0)
+    assert p.off
+    waits = 0
+    while p.next_k() == 0:
+        waits += 1
+    assert waits == 1000 and p.probing
+    # a drafter that would pay at full acceptance keeps the short wait
+    q = DraftPolicy(k_max=4, k=2, cost=StepCost({1: 1.0, 5: 1.2}), rate=0.9, timed=True,
+                    step_T=5, probe_every=8, hopeless_wait=1000)
+    q.observe_time("plain", 1e-3)
+    q.observe_time("verify", 1.5e-3, T=5)  # drafting free: 5 tokens for 1.5 steps at best
+    assert q.measured() and not q.hopeless()
+    q.rate = 0.0
+    q.update(q.next_k(), 0)
+    assert q.off
+    waits = 0
+    while q.next_k() == 0:
+        waits += 1
+    assert waits == 8
+
+
+def test_take_plain_carries_the_wait_over_to_the_next_sequence():
+    """Switched off with a long wait, a sequence of 30 tokens takes only its own plain steps:
+    the rest of the wait holds for the next sequences (no probe at every sequence start)."""
+    p = DraftPolicy(k_max=2, k=1, cost=StepCost({1: 1.0, 3: 3.0}), rate=0.2, probe_every=100)
+    p.update(p.next_k(), 0)
+    assert p.off
+    for _ in range(3):  # three sequences of 30 tokens: 1 (next_k) + 29 (take_plain) each
+        assert p.next_k() == 0 and p.take_plain(29) == 29
+    assert p.next_k() == 0 and p.take_plain(50) == 9  # 100 - 3 x 30 - 1
+    assert p.next_k() == p.k_probe and p.probing
