@@ -100,7 +100,8 @@ async def test_streamed_event_order(fake):
     assert kinds == ["ToolCallStarted", "ToolCallStarted", "ToolResult", "ToolResult",
                      "TurnFinished", "TextDelta", "TextDelta", "TurnFinished", "RunFinished"]
     assert isinstance(events[0], ToolCallStarted) and events[0].name == "add"
-    assert isinstance(events[2], ToolResult) and events[2].output == "3" and events[2].ok
+    # the two results in the order the calls finished (they run concurrently in threads)
+    assert {(e.output, e.ok) for e in events[2:4]} == {("3", True), ("7", True)}
     assert isinstance(events[4], TurnFinished) and events[4].tool_calls == 2
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "three and seven"
     assert isinstance(events[-1], RunFinished) and events[-1].output == "three and seven"
