@@ -187,7 +187,8 @@ def _add_model_args(p: argparse.ArgumentParser, sampling: bool = True) -> None:
 def _add_drafter_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drafter", default=None,
                    help="speculative decoding (reference and monokernel backends): ngram (suffix "
-                        "lookup; on the device with the monokernel), mtp, mtp:PATH, "
+                        "lookup, also in a JSON-escaped copy of the prompt; on the device with "
+                        "the monokernel), ngram:noview (without the copy), mtp, mtp:PATH, "
                         "draft:PATH (a smaller model, same tokenizer), early:N")
 
 

@@ -219,6 +219,8 @@ class Engine:
         kw: dict[str, Any] = {} if automaton is None else {"automaton": automaton}
         drafter = self.drafter
         if drafter is not None:
+            if hasattr(drafter, "begin"):  # (the n-gram drafter escapes the prompt for lookup)
+                drafter.begin(ids)
             kw.update(drafter=drafter, history=ids)
             drafted0 = (drafter.steps, drafter.drafted, drafter.accepted)  # its running counts
         lps: list[TokenLogprob] | None = None if logprobs is None else []

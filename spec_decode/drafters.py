@@ -7,7 +7,8 @@ ids, budget) and verifies them with the target.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .policy import DraftPolicy
@@ -37,6 +38,10 @@ class Drafter:
     def propose(self, history: list[int], k: int) -> list[int]:
         """Up to k guessed tokens following `history` (the whole sequence so far)."""
         raise NotImplementedError
+
+    def begin(self, history: list[int]) -> None:
+        """A sequence is about to be decoded after `history` (its prompt: the conversation so
+        far); the engine calls this before the backend's first proposal."""
 
     def bind(self, cache) -> None:
         """The backend's per-sequence state (its KV cache) for the sequence about to decode
@@ -68,24 +73,58 @@ class NgramDrafter(Drafter):
     tokens) that occurred earlier, most recent occurrence first, and propose what followed it.
     Agent loops copy from tool outputs and code, so this is the cheapest big win.
 
+    With a `tokenizer`, the lookup also searches a JSON-escaped copy of each prompt (`view`,
+    made by `begin` and searched before the history): agents write files as JSON string
+    arguments ("content": "import json\\nfrom ..."), where the newlines, quotes and backslashes
+    of the text they copy are escaped, so the copy's tokens are not those of the tool output
+    it copies (forced replay of spec_decode/traces/edit_file.json: 1.73 -> 2.29 tokens per
+    forward; the other traces unchanged). The view grows with an append-only conversation
+    (only the new part is escaped) and keeps its last `max_view` tokens.
+
     `on_device`: a backend that runs this same lookup inside its decode kernel (the monokernel:
     kernels/monokernel/ops_sample.draft_next) may do so, many speculative steps per launch with
-    no host round trip; False keeps it on the host (one verification step per launch)."""
+    no host round trip, over `corpus(history)`; False keeps it on the host (one verification
+    step per launch)."""
 
-    def __init__(self, max_ngram: int = 8, min_ngram: int = 1, on_device: bool = True):
+    def __init__(self, max_ngram: int = 8, min_ngram: int = 1, on_device: bool = True,
+                 tokenizer: Any = None, max_view: int = 8192):
         super().__init__()
         assert 1 <= min_ngram <= max_ngram, f"bad n-gram range {min_ngram}..{max_ngram}"
         self.max_ngram, self.min_ngram, self.on_device = max_ngram, min_ngram, on_device
+        self.tokenizer, self.max_view = tokenizer, max_view
+        self.view: list[int] = []  # the escaped copy of the prompts seen (tokens)
+        self._seen: list[int] = []  # the history the view covers
+
+    def begin(self, history: list[int]) -> None:
+        if self.tokenizer is None:
+            return
+        n = len(self._seen)
+        if len(history) >= n and history[:n] == self._seen:
+            new = history[n:]  # the conversation grew: escape the new part only
+        else:
+            new, self.view = history, []
+        if new:
+            text = self.tokenizer.decode(new, skip_special=False)
+            escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+            if escaped != text:  # (nothing to escape: the history has it as it is)
+                self.view = (self.view + self.tokenizer.encode(escaped, add_special=False))[
+                    -self.max_view:]
+        self._seen = list(history)
+
+    def corpus(self, history: list[int]) -> list[int]:
+        """What the lookup searches: the escaped view, then the history."""
+        return self.view + history if self.view else history
 
     def propose(self, history: list[int], k: int) -> list[int]:
-        size = len(history)
-        if k <= 0 or size <= self.min_ngram:
+        seq = self.corpus(history)
+        size = len(seq)
+        if k <= 0 or len(history) <= self.min_ngram:
             return []
-        last = history[-1]
+        last = seq[-1]
         for n in range(min(self.max_ngram, size - 1), self.min_ngram - 1, -1):
-            suffix = history[size - n:]
-            # An earlier occurrence history[i:i+n] with at least one token after it.
+            suffix = seq[size - n:]
+            # An earlier occurrence seq[i:i+n] with at least one token after it.
             for i in range(size - n - 1, -1, -1):
-                if history[i + n - 1] == last and history[i:i + n] == suffix:
-                    return history[i + n:i + n + k]
+                if seq[i + n - 1] == last and seq[i:i + n] == suffix:
+                    return seq[i + n:i + n + k]
         return []

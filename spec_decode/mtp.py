@@ -422,12 +422,15 @@ class MtpDrafter(Drafter):
 
 
 def make_drafter(spec: str, model: LoadedModel, backend, checkpoint_mtp=None) -> Drafter:
-    """A drafter by name: "ngram"; "mtp" (the module found by `find_module`) or "mtp:PATH";
+    """A drafter by name: "ngram" (with the JSON-escaped view of the prompt, drafters.py) or
+    "ngram:noview" (without); "mtp" (the module found by `find_module`) or "mtp:PATH";
     "draft:PATH" (a draft model: any model the engine loads with the target's vocabulary);
     "early:N" (the target's first N layers plus its final norm and LM head, draft_model.py)."""
     from .drafters import NgramDrafter
 
     if spec == "ngram":
+        return NgramDrafter(tokenizer=model.tokenizer)
+    if spec == "ngram:noview":
         return NgramDrafter()
     kind = spec.split(":", 1)[0]
     if kind in ("mtp", "early", "draft"):
@@ -451,4 +454,5 @@ def make_drafter(spec: str, model: LoadedModel, backend, checkpoint_mtp=None) ->
 
         return DraftModelDrafter.load(spec[len("draft:"):], model.config, backend.device,
                                       backend.dtype, backend.max_len, model.tokenizer)
-    raise RequestError(f"unknown drafter {spec!r} (ngram, mtp, mtp:PATH, draft:PATH, early:N)")
+    raise RequestError(f"unknown drafter {spec!r} (ngram, ngram:noview, mtp, mtp:PATH, "
+                       "draft:PATH, early:N)")

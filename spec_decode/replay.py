@@ -121,6 +121,8 @@ def replay_forced(drafter: Drafter, tokenizer: Tokenizer, trace: dict,
     for i in _assistant_turns(trace):
         hist = tokenizer.encode_chat(msgs[:i], add_generation_prompt=True)
         target = tokenizer.encode(msgs[i]["content"])
+        if hasattr(drafter, "begin"):
+            drafter.begin(hist)
         length, j = policy or DraftPolicy(), 0
         while j < len(target):
             drafts = drafter.propose(hist, min(length.next_k(), len(target) - j - 1))

@@ -312,8 +312,13 @@ class MonokernelBackend(ReferencePrefill):
         acc0 = policy.step_accepted
         if acc0 is None:  # the policy's acceptance estimate, as accepted tokens per step
             acc0 = expected_tokens(policy.rate, k) - 1
-        W.start_drafting(b, hist, min_ngram=drafter.min_ngram, max_ngram=drafter.max_ngram, k=k,
-                         accepted=acc0, alpha=policy.ewma, floor=floor)
+        # the device looks up what the host drafter would (its view, then the history), as
+        # much of the view as the history buffer holds beside the sequence's own tokens
+        room = b.hist.numel() - len(hist) - max_new - T
+        view = drafter.view[max(0, len(drafter.view) - room):] if room > 0 else []
+        W.start_drafting(b, view + hist, min_ngram=drafter.min_ngram,
+                         max_ngram=drafter.max_ngram, k=k, accepted=acc0, alpha=policy.ewma,
+                         floor=floor)
         seen = 1
         try:
             while seen < max_new:

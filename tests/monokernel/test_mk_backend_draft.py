@@ -202,3 +202,33 @@ def test_replay_reports_device_drafts(folder, tmp_path):
     assert rec["backend"] == "monokernel" and rec["drafter"] == "ngram"
     assert rec["steps"] > 0 and 0 < rec["drafted"] <= 3 * rec["steps"]
     assert rec["mean_accepted"] == pytest.approx(rec["accepted"] / rec["steps"], abs=1e-4)
+
+
+@interpreted
+def test_device_ngram_searches_the_escaped_view(folder, ref, launches, monkeypatch):
+    """With a tokenizer the n-gram drafter's view (the prompt JSON-escaped) goes to the device
+    history before the sequence, as the host's lookup searches it; the output stays the
+    reference's."""
+    from agentfast.kernels.monokernel import weights as W
+
+    seen = []
+    start = W.start_drafting
+
+    def spy(bufs, history, **kw):
+        seen.append(list(history))
+        return start(bufs, history, **kw)
+
+    monkeypatch.setattr(W, "start_drafting", spy)
+    mk = _mk(folder, None)
+    d = _fixed(tokenizer=mk.tokenizer)
+    mk = _mk(folder, d)
+    ids = mk.tokenizer.encode('x = "a"\ny = "b"\n' * 3)
+    p = SamplingParams(max_tokens=12, ignore_eos=True)
+    got = mk.generate(ids, p)
+    assert got.token_ids == ref.generate(ids, p).token_ids
+    assert d.view and seen
+    lead, rest = seen[0][:-len(ids) - 1], seen[0][-len(ids) - 1:]
+    assert rest[:-1] == ids and rest[-1] == got.token_ids[0]  # the sequence's history last
+    # before it as much of the view as the buffer holds beside the sequence (its end)
+    assert lead and lead == d.view[len(d.view) - len(lead):]
+    assert len(lead) <= 96 - len(rest) - 12 - 4 and len(lead) < len(d.view)  # capacity 96

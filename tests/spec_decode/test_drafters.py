@@ -38,3 +38,62 @@ def test_observe_counts_verification_steps():
     d.observe([], 0)  # a plain step is not a verification step
     d.observe([4], 0)
     assert (d.steps, d.drafted, d.accepted, d.mean_accepted) == (2, 4, 2, 1.0)
+
+
+def _tok():
+    from tiny_models import embedded_engine_or_skip
+
+    return embedded_engine_or_skip().tokenizer
+
+
+def test_escaped_view_drafts_a_json_copy_of_a_tool_output():
+    """An agent writing back a file it read (as a JSON string argument): the copy's escaped
+    newlines and quotes are not in the history as tokens, but in the view begin() made."""
+    tok = _tok()
+    tool = 'x = 1\ny = "two"\n\n\ndef f(a, b):\n    return a + b\n'
+    prompt = tok.encode("<tool_response>\n" + tool + "</tool_response>\n", add_special=False)
+    out = tok.encode('{"name": "write_file", "arguments": {"content": "x = 1\\ny = \\"two',
+                     add_special=False)
+    want = tok.encode('{"content": "x = 1\\ny = \\"two\\"\\n\\n\\ndef f(a, b):',
+                      add_special=False)[len(tok.encode('{"content": "x = 1\\ny = \\"two',
+                                                        add_special=False)):]
+    plain, viewed = NgramDrafter(), NgramDrafter(tokenizer=tok)
+    for d in (plain, viewed):
+        d.begin(prompt)
+    assert plain.view == [] and viewed.view
+    got = viewed.propose(prompt + out, 6)
+    assert got and got == want[:len(got)], (tok.decode(got), tok.decode(want))
+    assert tok.decode(got).startswith('\\"')  # the escaped quote, then the escaped newlines
+    assert plain.propose(prompt + out, 6) != got  # the raw history continues differently
+    assert viewed.corpus(prompt) == viewed.view + prompt and plain.corpus(prompt) is prompt
+
+
+def test_escaped_view_grows_with_the_conversation_and_is_capped():
+    tok = _tok()
+    a = tok.encode('first "turn"\n', add_special=False)
+    b = tok.encode('second\tturn\n', add_special=False)
+    d = NgramDrafter(tokenizer=tok)
+    d.begin(a)
+    va = list(d.view)
+    assert tok.decode(va) == 'first \\"turn\\"\\n'
+    d.begin(a + b)  # the same conversation, grown: only the new part is escaped
+    assert d.view[:len(va)] == va and tok.decode(d.view[len(va):]) == "second\\tturn\\n"
+    d.begin(b)  # another conversation: started over
+    assert tok.decode(d.view) == "second\\tturn\\n"
+    d.begin(b + tok.encode("plain words", add_special=False))  # nothing to escape: no copy
+    assert tok.decode(d.view) == "second\\tturn\\n"
+    small = NgramDrafter(tokenizer=tok, max_view=3)
+    small.begin(a + b)  # the last max_view tokens of the escaped copy
+    whole = tok.encode(tok.decode(a + b).replace('"', '\\"').replace("\n", "\\n")
+                       .replace("\t", "\\t"), add_special=False)
+    assert small.view == whole[-3:]
+
+
+def test_make_drafter_names():
+    from tiny_models import embedded_engine_or_skip
+
+    from agentfast.spec_decode.mtp import make_drafter
+
+    eng = embedded_engine_or_skip()
+    assert make_drafter("ngram", eng.model, eng.backend).tokenizer is eng.model.tokenizer
+    assert make_drafter("ngram:noview", eng.model, eng.backend).tokenizer is None
