@@ -135,15 +135,36 @@ def test_growing_renders_and_tokenizes_only_the_new_messages(tiny_engine, monkey
                                                                                      **k))
     monkeypatch.setattr(type(tok), "encode",
                         lambda self, t, *a, **k: encoded.append(t) or encode(self, t, *a, **k))
+    per_turn = []
     for batch in turns[1:]:
         prompts.after(p, answer(tok, batch), tok.eos_ids[0])
         messages += batch
+        n = len(rendered)
         p = prompts.build("a", messages, TOOLS)
+        per_turn.append(rendered[n:])
         assert p.text.endswith(encoded[-1])  # only the text after the last output tokenized
-    # the first message + the new ones (results of parallel calls share one user message)
-    assert rendered == [3, 3, 3, 3]
+    # no turn renders the conversation: the new messages come from the roles' stencils, each
+    # learned once behind the first message (a marker and the samples: 1 + 6 renders of 2
+    # messages): turn 2 learns the assistant's (the user's, which tool results use too, came
+    # with the task in turn 1), the later turns render nothing
+    learn = [2] * (1 + len(P._STENCIL_SAMPLES))
+    assert per_turn == [learn, [], [], []]
     # (the answers' text is decoded once, by after(); nothing before it is tokenized again)
     assert all(len(t) < 300 for t in encoded)
+    # a role whose template trims the content gets no stencil: rendered as before
+    trims = dataclasses.replace(tok, chat_template=(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% endif %}"))
+    tp = ChatPrompts(trims)
+    msgs = list(turns[0])
+    q = tp.build("b", msgs, TOOLS)
+    for batch in turns[1:]:
+        tp.after(q, answer(trims, batch), trims.eos_ids[0])
+        msgs += batch
+        q = tp.build("b", msgs, TOOLS)
+        assert (q.text, q.ids) == whole(trims, msgs, TOOLS)
+    assert tp._stencils and all(v is None for v in tp._stencils.values()), tp._stencils
 
 
 def test_new_session_starts_from_the_cached_head(tiny_engine):
