@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .drafters import Drafter
-from .policy import DraftPolicy
+from .policy import DraftPolicy, StepCost
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,6 +57,28 @@ class ReplayReport:
     def forwards(self) -> int:
         """Forward passes a plain decode would need for `tokens`, minus what drafts saved."""
         return self.tokens - self.accepted
+
+
+# The Qwen3-1.7B shape in the monokernel on an H200 (bf16, context 1024, random weights): us per
+# T = 1 step (bench/results/monokernel-20261129-s8/tune-s8a.json) and the cost of a T-position step
+# relative to it (MonokernelBackend.step_costs for models of a GB or more: bench/results/
+# monokernel-20261129-s6). The replay projects its measured acceptance onto these.
+PROJECTION = ("qwen3-1.7b", 1346.7, {1: 1.0, 4: 1.50, 8: 1.59, 16: 1.97})
+
+
+def projected(r: ReplayReport, T: int, draft_cost: float = 0.0,
+              step_us: float = PROJECTION[1], costs: dict[int, float] = PROJECTION[2]) -> dict:
+    """r's drafting at another model's step costs: each verification step one step of T
+    positions (the monokernel's kernel: T = k_max + 1), each other forward a T = 1 step, each
+    drafted token `draft_cost` T = 1 steps (the drafter's own, in its weight bytes), and plain
+    decode one T = 1 step per token; host time (launches, a host drafter's latency) is not in
+    it. Returns the projected tokens/s and speedup."""
+    steps = (r.steps * StepCost(costs)(T) + max(r.forwards - r.steps, 0)
+             + r.drafted * draft_cost)
+    if steps <= 0:
+        return {"T": T, "tokens_per_s": None, "speedup": None}
+    return {"T": T, "tokens_per_s": round(r.tokens / (steps * step_us * 1e-6), 1),
+            "plain_tokens_per_s": round(1e6 / step_us, 1), "speedup": round(r.tokens / steps, 3)}
 
 
 def _assistant_turns(trace: dict) -> list[int]:
@@ -206,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_up(eng, pick)
         policy = (f"fixed k={args.fixed_k}" if args.fixed_k else
                   f"adaptive, k <= {args.k_max}" if args.k_max else "adaptive")
+        # the monokernel's verification kernel for this policy (DraftPolicy's default k_max: 8)
+        T_kernel = min(16, (args.fixed_k or args.k_max or DraftPolicy().k_max) + 1)
         print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
         total, kinds = ReplayReport("all", 0, 0, 0, 0), {}
@@ -229,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             kinds.setdefault(trace_kind(trace), ReplayReport(trace_kind(trace), 0, 0, 0, 0)).add(r)
             print(line, flush=True)
         for k in [*kinds.values(), total]:
-            print("  kind " + _summary(k) if k is not total else _summary(k))
+            proj = projected(k, T_kernel, eng.drafter.draft_cost)
+            print(("  kind " + _summary(k) if k is not total else _summary(k))
+                  + f"; {PROJECTION[0]} projected {proj['speedup']}x at T = {T_kernel}")
             tps = k.tokens / k.seconds if k.seconds else None
             plain_tps = k.tokens / k.plain_seconds if k.plain_seconds else None
             records.append({"gpu": gpu, "backend": args.backend, "drafter": spec,
@@ -243,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                             "plain_tokens_per_s": round(plain_tps, 2) if plain_tps else None,
                             "speedup": round(k.plain_seconds / k.seconds, 3)
                             if k.plain_seconds and k.seconds else None,
+                            # this acceptance at the Qwen3-1.7B shape's measured step costs
+                            "projected": {"shape": PROJECTION[0], **proj},
                             **{f: v for f, v in asdict(k).items() if f != "outputs"}})
         pol = eng.drafter.policy
         if not args.fixed_k and pol is not None:

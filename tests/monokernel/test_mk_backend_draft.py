@@ -202,6 +202,8 @@ def test_replay_reports_device_drafts(folder, tmp_path):
     assert rec["backend"] == "monokernel" and rec["drafter"] == "ngram"
     assert rec["steps"] > 0 and 0 < rec["drafted"] <= 3 * rec["steps"]
     assert rec["mean_accepted"] == pytest.approx(rec["accepted"] / rec["steps"], abs=1e-4)
+    proj = rec["projected"]  # at the Qwen3-1.7B shape's step costs, the T = k + 1 kernel
+    assert proj["shape"] == "qwen3-1.7b" and proj["T"] == 4 and proj["speedup"] > 0
 
 
 @interpreted

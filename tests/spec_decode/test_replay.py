@@ -49,3 +49,24 @@ def test_engine_replay_and_equality(pair):
 def test_drafter_refused_by_other_backends(llama_dir):
     with pytest.raises((RequestError, ModelLoadError, RuntimeError)):
         Engine.load(str(llama_dir), device="cpu", backend="graph", drafter=NgramDrafter())
+
+
+def test_projection_at_the_qwen3_shape_step_costs():
+    """A replay's counts at another model's step costs: verification steps at cost(T), the
+    other forwards at one step, drafted tokens at the drafter's cost; plain decode one step per
+    token."""
+    from agentfast.spec_decode.replay import PROJECTION, ReplayReport, projected
+
+    _, us, costs = PROJECTION
+    # 100 tokens: 20 verification steps kept 60 drafts, 20 more forwards plain
+    r = ReplayReport("x", tokens=100, steps=20, drafted=80, accepted=60)
+    assert r.forwards == 40
+    p = projected(r, 9)
+    t9 = costs[8] + (costs[16] - costs[8]) / 8  # the table between T = 8 and 16
+    assert p["speedup"] == pytest.approx(100 / (20 * t9 + 20), abs=1e-3)
+    assert p["tokens_per_s"] == pytest.approx(100 / ((20 * t9 + 20) * us * 1e-6), abs=0.1)
+    assert p["plain_tokens_per_s"] == pytest.approx(1e6 / us, abs=0.1)
+    slow = projected(r, 9, draft_cost=0.25)  # 80 drafts cost 20 more steps
+    assert slow["speedup"] == pytest.approx(100 / (20 * t9 + 40), abs=1e-3)
+    assert projected(ReplayReport("x", 10, 0, 0, 0), 4)["speedup"] == 1.0  # no drafting: plain
+    assert projected(ReplayReport("x", 0, 0, 0, 0), 4)["speedup"] is None
