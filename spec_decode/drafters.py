@@ -90,13 +90,14 @@ class NgramDrafter(Drafter):
                  tokenizer: Any = None, max_view: int = 8192):
         super().__init__()
         assert 1 <= min_ngram <= max_ngram, f"bad n-gram range {min_ngram}..{max_ngram}"
+        assert max_view >= 0, f"max_view must be >= 0 (0: no escaped view), got {max_view}"
         self.max_ngram, self.min_ngram, self.on_device = max_ngram, min_ngram, on_device
         self.tokenizer, self.max_view = tokenizer, max_view
         self.view: list[int] = []  # the escaped copy of the prompts seen (tokens)
         self._seen: list[int] = []  # the history the view covers
 
     def begin(self, history: list[int]) -> None:
-        if self.tokenizer is None:
+        if self.tokenizer is None or self.max_view == 0:
             return
         n = len(self._seen)
         if len(history) >= n and history[:n] == self._seen:
@@ -111,9 +112,13 @@ class NgramDrafter(Drafter):
                     -self.max_view:]
         self._seen = list(history)
 
-    def corpus(self, history: list[int]) -> list[int]:
-        """What the lookup searches: the escaped view, then the history."""
-        return self.view + history if self.view else history
+    def corpus(self, history: list[int], size: int | None = None) -> list[int]:
+        """What the lookup searches: the escaped view, then the history; with `size`, only as
+        much of the view (its end) as fits beside the history in `size` tokens."""
+        view = self.view
+        if size is not None:
+            view = view[max(0, len(view) - (size - len(history))):] if size > len(history) else []
+        return view + history if view else history
 
     def propose(self, history: list[int], k: int) -> list[int]:
         seq = self.corpus(history)

@@ -136,18 +136,22 @@ class DraftPolicy:
         """A step with k drafts, in plain steps: measured where `timed` has the plain step's,
         the verification step's (of its T) and the drafting's seconds, else from the tables."""
         T = self.step_T or 1 + k
-        v = self.verify_s.get(T)
-        if self.timed and self.plain_s and v is not None and (
-                self.draft_s is not None or self.draft_cost == 0):
+        v = self._verify_s(T)
+        if v is not None:
             return (v + k * (self.draft_s or 0.0)) / self.plain_s
         return self.cost(T) + k * self.draft_cost
+
+    def _verify_s(self, T: int) -> float | None:
+        """The measured seconds of a T-position verification step where every cost of such a
+        step is measured (plain step, drafting unless free), else None."""
+        if not (self.timed and self.plain_s) or (self.draft_s is None and self.draft_cost):
+            return None
+        return self.verify_s.get(T)
 
     def measured(self) -> bool:
         """`timed` with one verification kernel (step_T), and every cost of its steps
         measured (step_cost uses them for every k)."""
-        return bool(self.timed and self.step_T and self.plain_s
-                    and self.verify_s.get(self.step_T) is not None
-                    and (self.draft_s is not None or self.draft_cost == 0))
+        return bool(self.step_T) and self._verify_s(self.step_T) is not None
 
     def hopeless(self) -> bool:
         """Measured costs under which no draft length pays even at full acceptance."""

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agentfast.engine.backends.monokernel import H200_STEP_COSTS
+
 from .drafters import Drafter
 from .policy import DraftPolicy, StepCost
 
@@ -61,9 +63,9 @@ class ReplayReport:
 
 # The Qwen3-1.7B shape in the monokernel on an H200 (bf16, context 1024, random weights): us per
 # T = 1 step (bench/results/monokernel-20261129-s8/tune-s8a.json) and the cost of a T-position step
-# relative to it (MonokernelBackend.step_costs for models of a GB or more: bench/results/
-# monokernel-20261129-s6). The replay projects its measured acceptance onto these.
-PROJECTION = ("qwen3-1.7b", 1346.7, {1: 1.0, 4: 1.50, 8: 1.59, 16: 1.97})
+# relative to it (the monokernel backend's table for models of a GB or more). The replay
+# projects its measured acceptance onto these.
+PROJECTION = ("qwen3-1.7b", 1346.7, H200_STEP_COSTS)
 
 
 def projected(r: ReplayReport, T: int, draft_cost: float = 0.0,

@@ -40,6 +40,13 @@ from .drafting import draft_policy, propose_drafts
 from .prefill import ReferencePrefill
 
 POLL_S = 20e-6  # host sleep between reads of the progress counter
+# T-step costs measured on an H200 (us per step relative to T = 1, ctx 1024,
+# bench/results/monokernel-20261129-s6 runs 5-6, T = 4 on the FMA matvec path): the Qwen3-1.7B
+# shape's for models of a GB of weights or more, SmolLM2-135M's below (its T = 1 step is
+# latency-bound, so a wider step costs relatively more); drafting pays from about one accepted
+# token per step (DraftPolicy.break_even); the CPU interpreter has none (flat)
+H200_STEP_COSTS = {1: 1.0, 4: 1.50, 8: 1.59, 16: 1.97}
+H200_STEP_COSTS_SMALL = {1: 1.0, 4: 1.47, 8: 2.16, 16: 2.24}
 
 
 class MonokernelBackend(ReferencePrefill):
@@ -79,16 +86,9 @@ class MonokernelBackend(ReferencePrefill):
         mw = build_weights(cfg, weights, device, dtype)
         self.model = Transformer(cfg, mw, max_len)  # prefill path, same weights and cache
         self.w = W.pack_weights(cfg, mw, self.model.cos, self.model.sin)
-        # T-step costs measured on an H200 (us per step relative to T = 1, ctx 1024,
-        # bench/results/monokernel-20261129-s6 runs 5-6, T = 4 on the FMA matvec path): the
-        # Qwen3-1.7B shape's for models of a GB of weights or more, SmolLM2-135M's below (its
-        # T = 1 step is latency-bound, so a wider step costs relatively more); drafting pays
-        # from about one accepted token per step (DraftPolicy.break_even); the CPU interpreter
-        # has none (flat)
         small = cfg.decode_weight_bytes(dtype.itemsize) < 10**9
         self.step_costs = (None if device.type != "cuda" else
-                           {1: 1.0, 4: 1.47, 8: 2.16, 16: 2.24} if small else
-                           {1: 1.0, 4: 1.50, 8: 1.59, 16: 1.97})
+                           dict(H200_STEP_COSTS_SMALL if small else H200_STEP_COSTS))
         self.times_drafting = device.type == "cuda"
         self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None,
                              "num_warps": num_warps}
@@ -236,18 +236,11 @@ class MonokernelBackend(ReferencePrefill):
         policy.step_T = T  # every verification step is one launch of this kernel
         clock = time.perf_counter
         seen = 1
-        if policy.timed and policy.plain_s is None and max_new > 2:
-            # the policy weighs drafting steps against measured plain ones: measure some first
-            t0 = clock()
-            toks = self._run(self.kernel, b, min(8, max_new - 2), sampling, seen)
-            policy.observe_time("plain", clock() - t0, len(toks))
-            hist.extend(toks)
-            yield from toks
-            if int(b.state[W.DONE]) or not toks:
-                return
-            seen += len(toks)
         while seen < max_new:
-            k = min(policy.next_k(), T - 1, max_new - seen - 1)
+            room = max_new - seen - 1
+            # a timed policy weighs drafting steps against measured plain ones: some first
+            calibrate = policy.timed and policy.plain_s is None and room > 0
+            k = 0 if calibrate else min(policy.next_k(), T - 1, room)
             props: list[int] = []
             guessed = 0
             t0 = clock()
@@ -262,7 +255,7 @@ class MonokernelBackend(ReferencePrefill):
                     policy.observe_time("draft", t1 - t0, guessed)
                     policy.observe_time("verify", clock() - t1, T=T)
             else:  # nothing to verify: plain steps, several per launch while drafting is off
-                n_steps = 1 + policy.take_plain(max_new - seen - 1)
+                n_steps = min(8, room) if calibrate else 1 + policy.take_plain(room)
                 toks = self._run(self.kernel, b, n_steps, sampling, seen)
                 if policy.timed:
                     policy.observe_time("plain", clock() - t1, len(toks))
@@ -312,11 +305,10 @@ class MonokernelBackend(ReferencePrefill):
         acc0 = policy.step_accepted
         if acc0 is None:  # the policy's acceptance estimate, as accepted tokens per step
             acc0 = expected_tokens(policy.rate, k) - 1
-        # the device looks up what the host drafter would (its view, then the history), as
-        # much of the view as the history buffer holds beside the sequence's own tokens
-        room = b.hist.numel() - len(hist) - max_new - T
-        view = drafter.view[max(0, len(drafter.view) - room):] if room > 0 else []
-        W.start_drafting(b, view + hist, min_ngram=drafter.min_ngram,
+        # the device looks up what the host drafter would (its view, then the history), in
+        # the history buffer with room for the sequence's own tokens
+        W.start_drafting(b, drafter.corpus(hist, b.hist.numel() - max_new - T),
+                         min_ngram=drafter.min_ngram,
                          max_ngram=drafter.max_ngram, k=k, accepted=acc0, alpha=policy.ewma,
                          floor=floor)
         seen = 1

@@ -97,3 +97,18 @@ def test_make_drafter_names():
     eng = embedded_engine_or_skip()
     assert make_drafter("ngram", eng.model, eng.backend).tokenizer is eng.model.tokenizer
     assert make_drafter("ngram:noview", eng.model, eng.backend).tokenizer is None
+
+
+def test_max_view_zero_keeps_no_view_and_negative_is_refused():
+    import pytest
+
+    tok = _tok()
+    d = NgramDrafter(tokenizer=tok, max_view=0)
+    d.begin(tok.encode('a "quoted"\nline', add_special=False))
+    assert d.view == []
+    with pytest.raises(AssertionError, match="max_view"):
+        NgramDrafter(tokenizer=tok, max_view=-1)
+    v = NgramDrafter(tokenizer=tok)
+    v.begin(tok.encode('a "quoted"\nline', add_special=False))
+    h = [1, 2, 3]
+    assert v.corpus(h, len(h) + 2) == v.view[-2:] + h and v.corpus(h, len(h)) == h
