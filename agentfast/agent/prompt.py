@@ -179,8 +179,14 @@ class ChatPrompts:
                                                    calls), self.tok.encode_rendered(text))
         _, head, ids = hit
         self.cache.remember(sid, head.text, ids)
+        growth = self._checked(tools)
+        if head.first is None and head.tmpl and growth is not None and not growth.last:
+            try:  # the first message rendered alone: every session of this head grows on it
+                head.first = self._render(head.tmpl[:1], False, tools)
+            except RequestError:
+                pass
         conv = _Conv(list(messages[:n]), list(head.msgs), tools, list(head.tmpl), head.text,
-                     set(head.calls))
+                     set(head.calls), head.first)
         return conv, self._grow(conv, messages[n:])
 
     def _grow(self, conv: _Conv, new: list[dict]) -> str | None:

@@ -167,13 +167,21 @@ def test_growing_renders_and_tokenizes_only_the_new_messages(tiny_engine, monkey
     assert tp._stencils and all(v is None for v in tp._stencils.values()), tp._stencils
 
 
-def test_new_session_starts_from_the_cached_head(tiny_engine):
+def test_new_session_starts_from_the_cached_head(tiny_engine, monkeypatch):
     tok = tiny_engine.tokenizer
     prompts = ChatPrompts(tok)
-    for sid in ("a", "b"):  # the second session tokenizes only its task
+    rendered: list[int] = []
+    render = type(tok).render_chat
+    monkeypatch.setattr(type(tok), "render_chat",
+                        lambda self, m, *a, **k: rendered.append(len(m)) or render(self, m, *a,
+                                                                                     **k))
+    for sid in ("a", "b", "c"):  # the later sessions tokenize only their task
         msgs = session(True)[0]
+        n = len(rendered)
         p = prompts.build(sid, [dict(m) for m in msgs], TOOLS)
         assert (p.text, p.ids) == whole(tok, msgs, TOOLS)
+        if sid != "a":  # the head, its first message alone and the user's stencil: all kept
+            assert rendered[n:] == [len(msgs)]  # (the check's whole render, nothing else)
     assert len(prompts._heads) == 1
 
 
