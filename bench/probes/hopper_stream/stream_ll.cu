@@ -1,0 +1,677 @@
+// Design probe for #4's Hopper path (not the product): can a persistent kernel whose weights
+// stream through a shared-memory ring that runs ahead ACROSS ops (one producer warp issuing
+// TMA bulk copies, cp.async.bulk + mbarrier, limited only by free ring slots) hide the
+// dependency chain that bounds the Triton monokernel (QKV -> ATTN -> O -> gate/up -> down per
+// layer, each a grid-wide dataflow wait on flags)?
+//
+// Same op chain and flag protocol as the monokernel at T = 1: per layer QKV (RMSNorm'd input),
+// ATTN, O-proj (+ residual), gate/up (RMSNorm'd input), down (silu(g) * u input, + residual),
+// then the LM head with a greedy argmax whose per-block bests every block reads to embed the
+// next token (tied embedding). Every block owns a contiguous row range of every op, and an op
+// waits until all blocks have released the op before it. ATTN is a STAND-IN: it copies q to
+// the attention output and optionally spins `attn_ns` (no KV cache is read), so the figures
+// bound what the matvec chain and the syncs cost, not attention.
+//
+// This variant (stream_ll.cu) is stream_mma.cu with the flags in the data (LL style): every element of
+// h, qkv, attn and gate/up is an 8-byte word {fp32 value, epoch} written by one store, and a reader
+// polls the words it needs until they carry the epoch of the op that writes them: no release fence or
+// add, no separate flag round before the data is read. Only the LM head's per-block bests keep a flag
+// (once per step). Timing variant nodeps is not supported here.
+//
+// stream_mma.cu computes the matvecs on the tensor cores: weights laid out in
+// tiles of 16 rows x 1024 columns (contiguous: one bulk copy per ring slot; the 16-byte units of
+// each row XOR-swizzled by the row index so that ldmatrix reads them without bank conflicts),
+// mma.m16n8k16 with the weight rows as the n operand and x in the m operand as bf16 hi (rows
+// 0-7) + lo (rows 8-15) parts (x to ~16 bits; m is wasted at T = 1 anyway), the k range of a
+// tile split over 4 warps, the partial sums reduced once per op. stream_chain.cu is the same
+// kernel with FMA matvecs (x in registers, one warp per row).
+//
+// Checked against naive per-op kernels (one warp per row, fp32) on the same random bf16
+// weights: the greedy tokens of every step and the residual after the first step.
+//
+// Build on the H200: nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a
+//                    -o stream_ll stream_ll.cu
+// Run: ./stream_ll <qwen3-1.7b|llama-3.2-1b|smollm2-135m|qwen3-8b> [steps] [attn_ns] [stages]
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <cstdint>
+#include <vector>
+#include <string>
+
+#define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { \
+  fprintf(stderr, "CUDA error %s at %s:%d: %s\n", #x, __FILE__, __LINE__, cudaGetErrorString(e)); \
+  exit(1); } } while (0)
+
+typedef __nv_bfloat16 bf16;
+constexpr int NCONS = 8;             // consumer warps
+constexpr int NTHREADS = (NCONS + 1) * 32;
+constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
+
+struct Model {
+  int H, Q, KV, I, L, V, nb, steps, attn_ns, first_token, stages, maxk, maxpart, stage, nodeps, hint, mode;
+  const bf16 *wqkv, *wo, *wgu, *wd, *wlm, *emb;
+  float *h, *qkv, *attn, *gu, *best_val;
+  int *best_idx, *flags, *tokens;
+  unsigned long long *hL, *qkvL, *attnL, *guL;  // {value, epoch} words
+  unsigned long long* phases;  // [6 kinds][4 phases] ns summed by block 0's thread 0; [24] clocks, [25] ns
+};
+
+enum { QKV = 0, ATTN = 1, OPROJ = 2, GATEUP = 3, DOWN = 4, LMHEAD = 5 };
+
+struct Op { int kind, layer, R, K; const bf16* W; };
+
+__device__ __forceinline__ Op op_of(const Model& m, int o) {
+  Op op; op.layer = o / 5; op.kind = (o == 5 * m.L) ? LMHEAD : o % 5;
+  long l = op.layer;
+  switch (op.kind) {
+    case QKV: op.R = m.Q + 2 * m.KV; op.K = m.H; op.W = m.wqkv + l * op.R * op.K; break;
+    case ATTN: op.R = 0; op.K = 0; op.W = nullptr; break;
+    case OPROJ: op.R = m.H; op.K = m.Q; op.W = m.wo + l * op.R * op.K; break;
+    case GATEUP: op.R = 2 * m.I; op.K = m.H; op.W = m.wgu + l * op.R * op.K; break;
+    case DOWN: op.R = m.H; op.K = m.I; op.W = m.wd + l * op.R * op.K; break;
+    default: op.R = m.V; op.K = m.H; op.W = m.wlm; break;
+  }
+  return op;
+}
+
+// rows per ring slot: whole rows; >= 8 -> a multiple of 8 (one warp per row), else 1, 2 or 4
+// rows split in 8 / rows parts along K
+__host__ __device__ __forceinline__ int tile_rows(int K, int stage) {
+  int rt = stage / (K * 2);
+  if (rt >= 8) return (rt / 8) * 8;
+  return rt >= 4 ? 4 : rt >= 2 ? 2 : 1;
+}
+
+constexpr int GR = 16;    // rows per tile
+constexpr int CW = 1024;  // columns per tile (the last chunk of a row may be narrower)
+// element offset of W[row][k] in the tiled layout of an R x K matrix
+__host__ __device__ __forceinline__ long tiled(int row, int k, int K) {
+  int g = row / GR, r = row % GR, c = k / CW, cw = min(CW, K - c * CW), kk = k - c * CW;
+  int u = kk / 8, e = kk % 8;
+  return (long)g * GR * K + (long)c * GR * CW + (long)r * cw + ((u ^ (r & 7)) * 8 + e);
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(addr));
+}
+__device__ __forceinline__ void mma16816(float& c0, float& c1, float& c2, float& c3, uint4 a,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+               "{%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+               : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack2(float lo_k, float hi_k) {  // {k, k+1} as bf16x2
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo_k, hi_k);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+// x[4c .. 4c+3] * sc as the mma's m operand: per (k16 block, q) the words
+// {hi(2q), lo(2q), hi(2q+8), lo(2q+8)} (bf16 pairs {k, k+1}; lo = x - hi)
+__device__ __forceinline__ void store_frag(uint32_t* xf, float4 v, int c, float sc) {
+  int k = 4 * c, kb = k >> 4, o = k & 15, half = o >> 3, q0 = (o & 7) >> 1;
+  float a0 = v.x * sc, a1 = v.y * sc, a2 = v.z * sc, a3 = v.w * sc;
+  __nv_bfloat162 h01 = __floats2bfloat162_rn(a0, a1), h23 = __floats2bfloat162_rn(a2, a3);
+  float2 f01 = __bfloat1622float2(h01), f23 = __bfloat1622float2(h23);
+  __nv_bfloat162 l01 = __floats2bfloat162_rn(a0 - f01.x, a1 - f01.y);
+  __nv_bfloat162 l23 = __floats2bfloat162_rn(a2 - f23.x, a3 - f23.y);
+  uint32_t* w0 = xf + (kb * 4 + q0) * 4 + half * 2;
+  uint32_t* w1 = xf + (kb * 4 + q0 + 1) * 4 + half * 2;
+  w0[0] = *reinterpret_cast<uint32_t*>(&h01); w0[1] = *reinterpret_cast<uint32_t*>(&l01);
+  w1[0] = *reinterpret_cast<uint32_t*>(&h23); w1[1] = *reinterpret_cast<uint32_t*>(&l23);
+}
+__device__ __forceinline__ uint32_t s32(const void* p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void mbar_init(uint64_t* b, int n) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(s32(b)), "r"(n));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* b, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+               :: "r"(s32(b)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* b) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(s32(b)) : "memory");
+}
+__device__ __forceinline__ bool mbar_try(uint64_t* b, uint32_t parity) {
+  uint32_t ok;
+#ifdef TEST_WAIT  // never suspends
+  asm volatile("{\n\t.reg .pred p;\n\tmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+               "selp.u32 %0, 1, 0, p;\n}" : "=r"(ok) : "r"(s32(b)), "r"(parity) : "memory");
+#else
+  asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+               "selp.u32 %0, 1, 0, p;\n}" : "=r"(ok) : "r"(s32(b)), "r"(parity) : "memory");
+#endif
+  return ok;
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
+  while (!mbar_try(b, parity)) {}
+}
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar,
+                                          uint64_t policy) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+               " [%0], [%1], %2, [%3], %4;"
+               :: "r"(s32(dst)), "l"(src), "r"(bytes), "r"(s32(bar)), "l"(policy) : "memory");
+}
+__device__ __forceinline__ void bulk_load_plain(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               :: "r"(s32(dst)), "l"(src), "r"(bytes), "r"(s32(bar)) : "memory");
+}
+__device__ __forceinline__ unsigned long long gtime() {
+  unsigned long long t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t;
+}
+__device__ __forceinline__ void st_ll(unsigned long long* p, float v, uint32_t e) {
+  unsigned long long w = ((unsigned long long)e << 32) | __float_as_uint(v);
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" :: "l"(p), "l"(w) : "memory");
+}
+__device__ __forceinline__ unsigned long long ld_ll(const unsigned long long* p) {
+  unsigned long long r;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(r) : "l"(p) : "memory");
+  return r;
+}
+__device__ __forceinline__ ulonglong2 ld_ll2(const unsigned long long* p) {
+  ulonglong2 r;
+  asm volatile("ld.volatile.global.v2.u64 {%0,%1}, [%2];" : "=l"(r.x), "=l"(r.y) : "l"(p) : "memory");
+  return r;
+}
+__device__ __forceinline__ uint32_t ep(unsigned long long w) { return (uint32_t)(w >> 32); }
+__device__ __forceinline__ float val(unsigned long long w) { return __uint_as_float((uint32_t)w); }
+// 4 words from p, polled until all carry epoch e
+__device__ __forceinline__ float4 ld_ll4(const unsigned long long* p, uint32_t e) {
+  ulonglong2 a, b;
+  do { a = ld_ll2(p); b = ld_ll2(p + 2); } while ((ep(a.x) != e) | (ep(a.y) != e) | (ep(b.x) != e) | (ep(b.y) != e));
+  return make_float4(val(a.x), val(a.y), val(b.x), val(b.y));
+}
+__device__ __forceinline__ int ld_acquire(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void cons_sync() {
+  asm volatile("bar.sync 1, %0;" :: "r"(NCONS * 32) : "memory");
+}
+__device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
+
+__device__ __forceinline__ float dot8(uint4 w, const float* x) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&w);
+  float4 a = *reinterpret_cast<const float4*>(x), b = *reinterpret_cast<const float4*>(x + 4);
+  float2 f0 = __bfloat1622float2(p[0]), f1 = __bfloat1622float2(p[1]);
+  float2 f2 = __bfloat1622float2(p[2]), f3 = __bfloat1622float2(p[3]);
+  return f0.x * a.x + f0.y * a.y + f1.x * a.z + f1.y * a.w + f2.x * b.x + f2.y * b.y +
+         f3.x * b.z + f3.y * b.w;
+}
+
+__global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int S = m.stages;
+  unsigned char* ring = smem;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + (size_t)S * m.stage);
+  uint64_t* empty = full + S;
+  float* xs = reinterpret_cast<float*>(empty + S);       // [maxk]
+  float* part = xs + m.maxk;                              // [maxpart]
+  float* red = part + m.maxpart;                          // [64]
+  int* ired = reinterpret_cast<int*>(red + 64);           // [64]
+  float* rbuf = reinterpret_cast<float*>(ired + 64);      // [NCONS * 32] residual rows
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, b = blockIdx.x, nb = m.nb;
+  const int nops = 5 * m.L + 1;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < S; ++s) { mbar_init(&full[s], 1); mbar_init(&empty[s], NCONS); }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == NCONS) {  // producer: every tile of every op, in order, as slots free up
+    if (lane != 0) return;
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    uint32_t it = 0;
+    for (int step = 0; step < m.steps; ++step)
+      for (int o = 0; o < nops; ++o) {
+        Op op = op_of(m, o);
+        if (op.kind == ATTN) continue;
+        int G = op.R / GR, g0 = (int)((long)b * G / nb), g1 = (int)((long)(b + 1) * G / nb);
+        int nc = (op.K + CW - 1) / CW;
+        for (int g = g0; g < g1; ++g)
+          for (int c = 0; c < nc; ++c, ++it) {
+            int slot = it % S, cw = min(CW, op.K - c * CW);
+            mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
+            uint32_t bytes = (uint32_t)GR * cw * 2;
+            if (m.mode >= 2) { mbar_arrive(&full[slot]); continue; }  // timing: no loads (3: nor compute)
+            mbar_expect_tx(&full[slot], bytes);
+            const bf16* src = op.W + (long)g * GR * op.K + (long)c * GR * CW;
+            if (m.hint) bulk_load(ring + (size_t)slot * m.stage, src, bytes, &full[slot], policy);
+            else bulk_load_plain(ring + (size_t)slot * m.stage, src, bytes, &full[slot]);
+          }
+      }
+    return;
+  }
+
+  // consumers
+  const int tid = threadIdx.x;  // 0 .. NCONS*32-1
+  const long long clk0 = clock64(); const unsigned long long ns0 = gtime();
+  uint32_t it = 0;
+  int tok = m.first_token;
+  const int hr0 = (int)((long)b * m.H / nb), hr1 = (int)((long)(b + 1) * m.H / nb);
+  for (int step = 0; step < m.steps; ++step) {
+    for (int o = 0; o < nops; ++o) {
+      Op op = op_of(m, o);
+      unsigned long long ts0 = gtime();
+      // ---- wait for the op before (all blocks) ----
+      const uint32_t E = step * (nops + 1) + o + 2, Einit = step * (nops + 1) + 1;  // epochs
+      if (o == 0) {
+        if (tid == 0) while (ld_acquire(&m.flags[nops - 1]) < step * nb) {}
+        cons_sync();
+      }
+      unsigned long long ts1 = gtime(), ts2 = ts1, ts3 = ts1;
+      if (o == 0 && step > 0) {  // the previous step's token from every block's best
+        if (warp == 0) {
+          float bv = -INFINITY; int bi = 0x7fffffff;
+          float pv[8]; int pi[8];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            int i = lane + 32 * j;
+            pv[j] = i < nb ? __ldcg(&m.best_val[i]) : -INFINITY; pi[j] = i < nb ? __ldcg(&m.best_idx[i]) : 0x7fffffff;
+          }
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+            if (pv[j] > bv || (pv[j] == bv && pi[j] < bi)) { bv = pv[j]; bi = pi[j]; }
+          for (int d = 16; d; d >>= 1) {
+            float v = __shfl_xor_sync(0xffffffff, bv, d); int ix = __shfl_xor_sync(0xffffffff, bi, d);
+            if (v > bv || (v == bv && ix < bi)) { bv = v; bi = ix; }
+          }
+          if (lane == 0) ired[0] = bi;
+        }
+        cons_sync();
+        tok = ired[0];
+        if (b == 0 && tid == 0) m.tokens[step - 1] = tok;
+      }
+      const bf16* emb = m.emb + (long)tok * m.H;
+      if (o == 0)  // the residual starts as the token's embedding (this block's rows)
+        for (int r = hr0 + tid; r < hr1; r += NCONS * 32) st_ll(&m.hL[r], bf2f(emb[r]), Einit);
+      if (op.kind == ATTN) {  // stand-in: attention output = q (this block's slice)
+        int a0 = (int)((long)b * m.Q / nb), a1 = (int)((long)(b + 1) * m.Q / nb);
+        for (int i = a0 + tid; i < a1; i += NCONS * 32) {
+          unsigned long long w;
+          do { w = ld_ll(&m.qkvL[i]); } while (ep(w) != E - 1);
+          st_ll(&m.attnL[i], val(w), E);
+        }
+        if (m.attn_ns && tid == 0) {
+          uint64_t t0, t1;
+          asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+          do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1)); } while (t1 - t0 < (uint64_t)m.attn_ns);
+        }
+      } else {
+        // ---- the op's input, in shared memory as fp32: every load issued before any is used
+        const int K = op.K, nch = K / 4;
+        const int G = op.R / GR, g0 = (int)((long)b * G / nb), g1 = (int)((long)(b + 1) * G / nb);
+        const int r0 = g0 * GR, r1 = g1 * GR;
+        uint32_t* xfw = reinterpret_cast<uint32_t*>(xs);
+        const bool norm = op.kind == QKV || op.kind == GATEUP || op.kind == LMHEAD;
+        const bool resid = op.kind == OPROJ || op.kind == DOWN;
+        float rv = 0.f;
+        if (resid && tid < r1 - r0) {  // the rows' last writer: down of the layer before (or the
+          // embedding) for O-proj, O-proj for down
+          uint32_t eh = op.kind == DOWN ? E - 2 : op.layer == 0 ? Einit : E - 3;
+          unsigned long long w;
+          do { w = ld_ll(&m.hL[r0 + tid]); } while (ep(w) != eh);
+          rv = val(w);
+        }
+        float ss = 0.f;
+        float4 v[XCH];
+        for (int c0 = 0; c0 < nch; c0 += XCH * NCONS * 32) {  // rounds of XCH float4 per thread
+          // (normed inputs, K = H, take one round: their parts are stored after the norm)
+          if (op.kind == QKV && op.layer == 0) {
+            const uint2* e = reinterpret_cast<const uint2*>(emb);
+#pragma unroll
+            for (int j = 0; j < XCH; ++j) {
+              int c = c0 + tid + j * NCONS * 32;
+              if (c < nch) {
+                uint2 q = e[c];
+                float2 a = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&q.x));
+                float2 bb = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&q.y));
+                v[j] = make_float4(a.x, a.y, bb.x, bb.y);
+              }
+            }
+          } else if (op.kind == DOWN) {
+            float4 u[XCH];
+#pragma unroll
+            for (int j = 0; j < XCH; ++j) {
+              int c = c0 + tid + j * NCONS * 32;
+              if (c < nch) { v[j] = ld_ll4(m.guL + 4 * c, E - 1); u[j] = ld_ll4(m.guL + m.I + 4 * c, E - 1); }
+            }
+#pragma unroll
+            for (int j = 0; j < XCH; ++j) {
+              v[j].x = v[j].x / (1.f + __expf(-v[j].x)) * u[j].x;
+              v[j].y = v[j].y / (1.f + __expf(-v[j].y)) * u[j].y;
+              v[j].z = v[j].z / (1.f + __expf(-v[j].z)) * u[j].z;
+              v[j].w = v[j].w / (1.f + __expf(-v[j].w)) * u[j].w;
+            }
+          } else {
+            const unsigned long long* src = op.kind == OPROJ ? m.attnL : m.hL;
+#pragma unroll
+            for (int j = 0; j < XCH; ++j) {
+              int c = c0 + tid + j * NCONS * 32;
+              if (c < nch) v[j] = ld_ll4(src + 4 * c, E - 1);
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < XCH; ++j) {
+            int c = c0 + tid + j * NCONS * 32;
+            if (c < nch) {
+              ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+              if (!norm) store_frag(xfw, v[j], c, 1.f);
+            }
+          }
+        }
+        float scale = 1.f;
+        if (op.kind == QKV || op.kind == GATEUP || op.kind == LMHEAD) {  // RMSNorm (weight 1)
+          for (int d = 16; d; d >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, d);
+          if (lane == 0) red[warp] = ss;
+          cons_sync();
+          float tot = 0.f;
+          for (int w = 0; w < NCONS; ++w) tot += red[w];
+          scale = rsqrtf(tot / K + 1e-6f);
+#pragma unroll
+          for (int j = 0; j < XCH; ++j) {
+            int c = tid + j * NCONS * 32;
+            if (c < nch) store_frag(xfw, v[j], c, scale);
+          }
+        }
+        if (resid && tid < r1 - r0) rbuf[tid] = rv;
+        cons_sync();
+        // ---- the tiles: warp (rs, ks) computes rows rs*8.. +8 of each 16-row group over the
+        // k quarter ks of each chunk; partial sums per (row, quarter) reduced at the op's end
+        const uint4* xf4 = reinterpret_cast<const uint4*>(xs);
+        const int rs = warp >> 2, ks = warp & 3, q = lane & 3, nc = (K + CW - 1) / CW;
+        float bv = -INFINITY; int bi = 0x7fffffff;
+        ts2 = gtime();
+        for (int g = g0; g < g1; ++g) {
+          float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
+          for (int c = 0; c < nc; ++c, ++it) {
+            int slot = it % S, cw = min(CW, K - c * CW), kw = cw >> 2, nkb = kw >> 4;
+            mbar_wait(&full[slot], (it / S) & 1);
+            if (m.mode != 1 && m.mode != 3) {
+              const int n = lane & 7, mi = lane >> 3;
+              const uint32_t rowaddr = s32(ring + (size_t)slot * m.stage) + (rs * 8 + n) * cw * 2;
+              const int u0 = (ks * kw) >> 3;
+              const uint4* af = xf4 + ((c * CW + ks * kw) >> 4) * 4 + q;
+              int kb = 0;
+              for (; kb + 2 <= nkb; kb += 2) {
+                uint32_t b0, b1, b2, b3;
+                ldsm_x4(rowaddr + (((u0 + kb * 2 + mi) ^ n) << 4), b0, b1, b2, b3);
+                uint4 a0 = af[kb * 4], a1 = af[(kb + 1) * 4];
+                mma16816(c0, c1, c2, c3, a0, b0, b1);
+                mma16816(c0, c1, c2, c3, a1, b2, b3);
+              }
+              if (kb < nkb) {
+                uint32_t b0, b1;
+                ldsm_x2(rowaddr + (((u0 + kb * 2 + (mi & 1)) ^ n) << 4), b0, b1);
+                mma16816(c0, c1, c2, c3, af[kb * 4], b0, b1);
+              }
+            }
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&empty[slot]);
+          }
+          if (lane < 4) {  // rows 2q, 2q+1 of the slice: x_hi part (c0, c1) + x_lo part (c2, c3)
+            int rl = (g - g0) * GR + rs * 8 + 2 * q;
+            part[rl * 4 + ks] = c0 + c2; part[(rl + 1) * 4 + ks] = c1 + c3;
+          }
+        }
+        cons_sync();
+        for (int gr = r0 + tid; gr < r1; gr += NCONS * 32) {
+          const float* pp = part + (gr - r0) * 4;
+          float acc = (pp[0] + pp[1]) + (pp[2] + pp[3]);
+          if (op.kind == QKV) st_ll(&m.qkvL[gr], acc, E);
+          else if (op.kind == GATEUP) st_ll(&m.guL[gr], acc, E);
+          else if (op.kind == LMHEAD) { if (acc > bv || (acc == bv && gr < bi)) { bv = acc; bi = gr; } }
+          else st_ll(&m.hL[gr], rbuf[gr - r0] + acc, E);
+        }
+        if (op.kind == LMHEAD) {
+          for (int d = 16; d; d >>= 1) {
+            float v = __shfl_xor_sync(0xffffffff, bv, d); int ix = __shfl_xor_sync(0xffffffff, bi, d);
+            if (v > bv || (v == bv && ix < bi)) { bv = v; bi = ix; }
+          }
+          cons_sync();
+          if (lane == 0) { red[warp] = bv; ired[warp + 8] = bi; }
+          cons_sync();
+          if (tid == 0) {
+            bv = red[0]; bi = ired[8];
+            for (int w = 1; w < NCONS; ++w)
+              if (red[w] > bv || (red[w] == bv && ired[w + 8] < bi)) { bv = red[w]; bi = ired[w + 8]; }
+            m.best_val[b] = bv; m.best_idx[b] = bi;
+          }
+        }
+      }
+      // ---- release ----
+      ts3 = gtime();
+      cons_sync();
+      if (tid == 0) {
+        if (op.kind == LMHEAD) {  // the bests: the one flag left
+          __threadfence();
+          asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(&m.flags[o]) : "memory");
+        }
+        if (b == 0 && m.phases) {
+          unsigned long long ts4 = gtime();
+          int kd = op.kind;
+          atomicAdd(&m.phases[kd * 4 + 0], ts1 - ts0); atomicAdd(&m.phases[kd * 4 + 1], ts2 - ts1);
+          atomicAdd(&m.phases[kd * 4 + 2], ts3 - ts2); atomicAdd(&m.phases[kd * 4 + 3], ts4 - ts3);
+        }
+      }
+    }
+  }
+  if (tid == 0 && b == 0 && m.phases) {  // this SM's clock rate over the run
+    m.phases[24] = clock64() - clk0; m.phases[25] = gtime() - ns0;
+  }
+  // the last step's token
+  if (tid == 0 && b == 0) {
+    while (!m.nodeps && ld_acquire(&m.flags[nops - 1]) < m.steps * nb) {}
+    float bv = -INFINITY; int bi = 0x7fffffff;
+    for (int i = 0; i < nb; ++i) {
+      float v = __ldcg(&m.best_val[i]); int ix = __ldcg(&m.best_idx[i]);
+      if (v > bv || (v == bv && ix < bi)) { bv = v; bi = ix; }
+    }
+    m.tokens[m.steps - 1] = bi;
+  }
+}
+
+// ---------------- reference: one naive kernel per op ----------------
+__global__ void ref_matvec(const bf16* W, const float* x, float* out, int R, int K, int residual) {
+  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= R) return;
+  float acc = 0.f;
+  for (int k = lane; k < K; k += 32) acc += bf2f(W[tiled(row, k, K)]) * x[k];
+  for (int d = 16; d; d >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, d);
+  if (lane == 0) out[row] = residual ? out[row] + acc : acc;
+}
+__global__ void ref_norm(const float* v, float* x, int K) {  // one block of 256
+  __shared__ float red[8];
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < K; i += 256) ss += v[i] * v[i];
+  for (int d = 16; d; d >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, d);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = ss;
+  __syncthreads();
+  float tot = 0.f;
+  for (int w = 0; w < 8; ++w) tot += red[w];
+  float rstd = rsqrtf(tot / K + 1e-6f);
+  for (int i = threadIdx.x; i < K; i += 256) x[i] = v[i] * rstd;
+}
+__global__ void ref_embed(const bf16* emb, const int* tok, float* h, int H) {
+  for (int i = threadIdx.x; i < H; i += blockDim.x) h[i] = bf2f(emb[(long)(*tok) * H + i]);  // plain layout
+}
+__global__ void ref_act(const float* gu, float* x, int I) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < I; i += gridDim.x * blockDim.x) {
+    float g = gu[i]; x[i] = g / (1.f + __expf(-g)) * gu[I + i];
+  }
+}
+__global__ void ref_copy(const float* a, float* b, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) b[i] = a[i];
+}
+__global__ void ref_argmax(const float* logits, int V, int* tok, float* gap) {  // one block of 1024
+  __shared__ float bvs[32]; __shared__ int bis[32];
+  float bv = -INFINITY; int bi = 0x7fffffff;
+  for (int i = threadIdx.x; i < V; i += 1024) if (logits[i] > bv) { bv = logits[i]; bi = i; }
+  for (int d = 16; d; d >>= 1) {
+    float v = __shfl_xor_sync(0xffffffff, bv, d); int ix = __shfl_xor_sync(0xffffffff, bi, d);
+    if (v > bv || (v == bv && ix < bi)) { bv = v; bi = ix; }
+  }
+  if (threadIdx.x % 32 == 0) { bvs[threadIdx.x / 32] = bv; bis[threadIdx.x / 32] = bi; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 0; w < 32; ++w) if (bvs[w] > bv || (bvs[w] == bv && bis[w] < bi)) { bv = bvs[w]; bi = bis[w]; }
+    float second = -INFINITY;
+    for (int i = 0; i < V; ++i) if (i != bi && logits[i] > second) second = logits[i];
+    *tok = bi; *gap = bv - second;
+  }
+}
+__global__ void fill_random(bf16* w, long n, uint32_t seed, float scale) {
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+    uint32_t x = (uint32_t)((unsigned long long)i * 2654435761ull) ^ seed; x ^= x >> 13; x *= 0x5bd1e995; x ^= x >> 15;
+    uint32_t y = x * 1103515245u + 12345u; y ^= y >> 16;
+    float u1 = ((x >> 8) + 1) * (1.f / 16777217.f), u2 = (y >> 8) * (1.f / 16777216.f);
+    w[i] = __float2bfloat16(scale * sqrtf(-2.f * logf(u1)) * cosf(6.2831853f * u2));
+  }
+}
+
+int main(int argc, char** argv) {
+  std::string name = argc > 1 ? argv[1] : "qwen3-1.7b";
+  int steps = argc > 2 ? atoi(argv[2]) : 100, attn_ns = argc > 3 ? atoi(argv[3]) : 0;
+  int stages = argc > 4 ? atoi(argv[4]) : 6;
+  int stage_kb = argc > 5 ? atoi(argv[5]) : 32, nodeps = argc > 6 ? atoi(argv[6]) : 0, hint = argc > 7 ? atoi(argv[7]) : 1, mode = argc > 8 ? atoi(argv[8]) : 0;
+  Model m{};
+  if (name == "qwen3-1.7b") { m.H = 2048; m.Q = 2048; m.KV = 1024; m.I = 6144; m.L = 28; m.V = 151936; }
+  else if (name == "llama-3.2-1b") { m.H = 2048; m.Q = 2048; m.KV = 512; m.I = 8192; m.L = 16; m.V = 128256; }
+  else if (name == "smollm2-135m") { m.H = 576; m.Q = 576; m.KV = 192; m.I = 1536; m.L = 30; m.V = 49152; }
+  else if (name == "qwen3-8b") { m.H = 4096; m.Q = 4096; m.KV = 1024; m.I = 12288; m.L = 36; m.V = 151936; }
+  else { fprintf(stderr, "unknown shape %s\n", name.c_str()); return 2; }
+  cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
+  m.nb = prop.multiProcessorCount; m.steps = steps; m.attn_ns = attn_ns; m.first_token = 17;
+  (void)stage_kb;
+  m.stages = stages; m.stage = GR * CW * 2; m.nodeps = 0; m.hint = hint;
+  long nqkv = (long)m.L * (m.Q + 2 * m.KV) * m.H, no = (long)m.L * m.H * m.Q;
+  long ngu = (long)m.L * 2 * m.I * m.H, nd = (long)m.L * m.H * m.I, nlm = (long)m.V * m.H;
+  long nw = nqkv + no + ngu + nd + nlm;
+  bf16* w; CK(cudaMalloc(&w, (nw + nlm) * 2));
+  fill_random<<<1024, 256>>>(w, nw, 1234u, 0.02f);
+  fill_random<<<1024, 256>>>(w + nqkv + no + ngu + nd, nlm, 777u, 1.0f);  // LM head
+  fill_random<<<1024, 256>>>(w + nw, nlm, 999u, 1.0f);  // embedding (plain layout)
+  CK(cudaGetLastError());
+  m.wqkv = w; m.wo = w + nqkv; m.wgu = m.wo + no; m.wd = m.wgu + ngu; m.wlm = m.wd + nd; m.emb = w + nw;
+  float* fbuf; CK(cudaMalloc(&fbuf, sizeof(float) * (m.H + m.Q + 2 * m.KV + m.Q + 2 * m.I + m.nb + 2 * 16384 + m.V + 8)));
+  m.h = fbuf; m.qkv = m.h + m.H; m.attn = m.qkv + m.Q + 2 * m.KV; m.gu = m.attn + m.Q; m.best_val = m.gu + 2 * m.I;
+  float* rx = m.best_val + m.nb; float* rlog = rx + 2 * 16384; float* rgap = rlog + m.V;
+  int* ibuf; CK(cudaMalloc(&ibuf, sizeof(int) * (m.nb + 8 * m.L + 8 + 2 * steps + 4)));
+  m.best_idx = ibuf; m.flags = ibuf + m.nb; m.tokens = m.flags + 5 * m.L + 1;
+  int* rtok = m.tokens + steps;
+  size_t nll = (size_t)m.H + m.Q + 2 * m.KV + m.Q + 2 * m.I;
+  unsigned long long* llb; CK(cudaMalloc(&llb, nll * 8));
+  m.hL = llb; m.qkvL = m.hL + m.H; m.attnL = m.qkvL + m.Q + 2 * m.KV; m.guL = m.attnL + m.Q;
+  {  // shared memory: the input vector and the split rows' partial sums, per op
+    int Rs[4] = {m.Q + 2 * m.KV, m.H, 2 * m.I, m.V}, Ks[4] = {m.H, m.Q, m.H, m.H};
+    m.maxk = m.I > m.H ? m.I : m.H; if (m.Q > m.maxk) m.maxk = m.Q;
+    m.maxpart = 64;
+    for (int j = 0; j < 5; ++j) {
+      int R = j < 4 ? Rs[j] : m.H, G = R / GR, rows = (G + m.nb - 1) / m.nb * GR;
+      if (rows * 4 > m.maxpart) m.maxpart = rows * 4;
+      if (R % GR) { fprintf(stderr, "rows %d not a multiple of %d\n", R, GR); return 2; }
+    }
+    (void)Ks;
+  }
+  size_t smem = (size_t)stages * m.stage + 2 * stages * 8 + sizeof(float) * (m.maxk + m.maxpart + 64) + 64 * 4 + NCONS * 32 * 4;
+  if (smem > (size_t)prop.sharedMemPerBlockOptin) {
+    fprintf(stderr, "shared memory %zu > %zu: use fewer stages\n", smem, (size_t)prop.sharedMemPerBlockOptin);
+    return 2;
+  }
+  CK(cudaFuncSetAttribute(stream_chain, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+
+  // ---- reference: `steps` greedy steps with naive kernels ----
+  int ref_steps = steps < 16 ? steps : 16;
+  std::vector<int> ref_tokens(ref_steps);
+  std::vector<float> gaps(ref_steps), h_ref(m.H);
+  CK(cudaMemcpy(rtok, &m.first_token, 4, cudaMemcpyHostToDevice));
+  for (int s = 0; s < ref_steps; ++s) {
+    ref_embed<<<1, 256>>>(m.emb, rtok, m.h, m.H);
+    for (int l = 0; l < m.L; ++l) {
+      int R = m.Q + 2 * m.KV;
+      ref_norm<<<1, 256>>>(m.h, rx, m.H);
+      ref_matvec<<<(R + 7) / 8, 256>>>(m.wqkv + (long)l * R * m.H, rx, m.qkv, R, m.H, 0);
+      ref_copy<<<16, 256>>>(m.qkv, m.attn, m.Q);
+      ref_matvec<<<(m.H + 7) / 8, 256>>>(m.wo + (long)l * m.H * m.Q, m.attn, m.h, m.H, m.Q, 1);
+      ref_norm<<<1, 256>>>(m.h, rx, m.H);
+      ref_matvec<<<(2 * m.I + 7) / 8, 256>>>(m.wgu + (long)l * 2 * m.I * m.H, rx, m.gu, 2 * m.I, m.H, 0);
+      ref_act<<<16, 256>>>(m.gu, rx, m.I);
+      ref_matvec<<<(m.H + 7) / 8, 256>>>(m.wd + (long)l * m.H * m.I, rx, m.h, m.H, m.I, 1);
+    }
+    if (s == 0) CK(cudaMemcpy(h_ref.data(), m.h, 4 * m.H, cudaMemcpyDeviceToHost));
+    ref_norm<<<1, 256>>>(m.h, rx, m.H);
+    ref_matvec<<<(m.V + 7) / 8, 256>>>(m.wlm, rx, rlog, m.V, m.H, 0);
+    ref_argmax<<<1, 1024>>>(rlog, m.V, rtok, rgap);
+    CK(cudaMemcpy(&ref_tokens[s], rtok, 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(&gaps[s], rgap, 4, cudaMemcpyDeviceToHost));
+  }
+  CK(cudaGetLastError());
+
+  // ---- the kernel: one step to check the residual, then all steps ----
+  Model one = m; one.steps = 1;
+  CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1))); CK(cudaMemset(llb, 0, nll * 8));
+  stream_chain<<<m.nb, NTHREADS, smem>>>(one);
+  CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
+  std::vector<float> h1(m.H);
+  {
+    std::vector<unsigned long long> hw(m.H);
+    CK(cudaMemcpy(hw.data(), m.hL, 8 * m.H, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < m.H; ++i) { uint32_t u = (uint32_t)hw[i]; memcpy(&h1[i], &u, 4); }
+  }
+  double num = 0, den = 0;
+  for (int i = 0; i < m.H; ++i) { num += (h1[i] - h_ref[i]) * (double)(h1[i] - h_ref[i]); den += (double)h_ref[i] * h_ref[i]; }
+  cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+  float best = 1e30f;
+  m.nodeps = nodeps; m.mode = mode;
+  for (int rep = 0; rep < 3; ++rep) {
+    CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1))); CK(cudaMemset(llb, 0, nll * 8));
+    CK(cudaEventRecord(e0));
+    stream_chain<<<m.nb, NTHREADS, smem>>>(m);
+    CK(cudaEventRecord(e1)); CK(cudaGetLastError()); CK(cudaEventSynchronize(e1));
+    float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (ms < best) best = ms;
+  }
+  unsigned long long* ph; CK(cudaMalloc(&ph, 26 * 8)); CK(cudaMemset(ph, 0, 26 * 8));
+  {
+    Model tm = m; tm.phases = ph;
+    CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1))); CK(cudaMemset(llb, 0, nll * 8));
+    stream_chain<<<m.nb, NTHREADS, smem>>>(tm);
+    CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
+  }
+  unsigned long long hph[26]; CK(cudaMemcpy(hph, ph, 26 * 8, cudaMemcpyDeviceToHost));
+  fprintf(stderr, "SM clock during the traced run: %.0f MHz\n", hph[24] * 1e3 / (double)hph[25]);
+  const char* kn[6] = {"QKV", "ATTN", "OPROJ", "GATEUP", "DOWN", "LMHEAD"};
+  fprintf(stderr, "phases, us per step summed over layers (block 0): wait / input / tiles / release\n");
+  for (int k = 0; k < 6; ++k)
+    fprintf(stderr, "  %-7s %8.1f %8.1f %8.1f %8.1f\n", kn[k], hph[k * 4] / 1e3 / steps, hph[k * 4 + 1] / 1e3 / steps,
+            hph[k * 4 + 2] / 1e3 / steps, hph[k * 4 + 3] / 1e3 / steps);
+  std::vector<int> toks(steps);
+  CK(cudaMemcpy(toks.data(), m.tokens, 4 * steps, cudaMemcpyDeviceToHost));
+  int same = 0, first_diff = -1;
+  for (int s = 0; s < ref_steps; ++s) { if (toks[s] == ref_tokens[s]) ++same; else if (first_diff < 0) first_diff = s; }
+  // ---- copy bandwidth in this run (bytes read + written) ----
+  size_t cb = (size_t)1 << 31; void *ca, *cbuf; CK(cudaMalloc(&ca, cb)); CK(cudaMalloc(&cbuf, cb));
+  float cbest = 1e30f;
+  for (int rep = 0; rep < 5; ++rep) {
+    CK(cudaEventRecord(e0)); CK(cudaMemcpy(cbuf, ca, cb, cudaMemcpyDeviceToDevice)); CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1)); float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (ms < cbest) cbest = ms;
+  }
+  double copy_bw = 2.0 * cb / (cbest * 1e-3);
+  double bytes = nw * 2.0, us = best * 1e3 / steps;
+  double roof_us = bytes / copy_bw * 1e6;
+  printf("{\"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
+         "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
+         "\"roofline_us\": %.1f, \"frac_roofline\": %.3f, \"resid_rel_err_step1\": %.2e, "
+         "\"tokens_equal\": \"%d/%d\", \"first_diff\": %d, \"gap_at_first_diff\": %.4f, \"smem\": %zu}\n",
+         name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, bytes, copy_bw / 1e12, roof_us,
+         roof_us / us, sqrt(num / den), same, ref_steps, first_diff,
+         first_diff >= 0 ? gaps[first_diff] : 0.f, smem);
+  return 0;
+}
