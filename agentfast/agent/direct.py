@@ -9,13 +9,17 @@ the tool schemas on every request (tens of ms) and which is built here once per 
 tool_choice), and the whole-conversation rendering: only the messages appended since the last
 turn are converted, rendered and tokenized (`prompt.ChatPrompts`), and the output is not
 decoded again for the prompt cache where the streamed text is exact. The job's steps are read
-straight off its queue into the tool parser. The output is the same as through
+straight off its queue into the tool parser; on a backend whose decode runs ahead of the host
+(the monokernel) and an idle engine, the generation runs on the event loop's own thread instead
+(`Scheduler.hold`/`run_here`: no hand-off to the engine's worker before the first token or back
+after the last; the loop serves its other tasks between tokens). The output is the same as through
 `agentfast.AsyncOpenAI`: same prompt tokens, same constraint, same parser. Errors in the
 request (context overflow, a bad schema) raise `APIError` from `agentfast.server.protocol`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,8 +48,11 @@ class EngineChat:
     """Chat turns straight on `engine` (see the module doc). One per agent; safe to have many
     on one engine (they queue on its one scheduler)."""
 
-    def __init__(self, engine: Any):
+    def __init__(self, engine: Any, inline: bool | None = None):
+        """`inline`: run generations on the event loop's thread when the engine is idle (None:
+        where the backend's decode runs ahead of the host and no drafter is set)."""
         self.engine = engine
+        self.inline = inline
         self.scheduler = scheduler_for(engine)
         self.prompts = ChatPrompts(engine.tokenizer)  # rendered and tokenized incrementally
         _, self.formats = template_formats(engine.tokenizer.chat_template)
@@ -122,13 +129,18 @@ class EngineChat:
                 self.prompts.after(prompt, r.token_ids, r.stop, r.text)
 
         parser = ToolParser(self.formats, parallel) if parse_tools else None
-        job = self.scheduler.submit(Work(ids=prompt.ids, params=params, session=prompt.session,
-                                         on_done=remember), None)
-        q = job.q  # the job's Steps, then Done (or an error), posted by the engine's thread
+        work = Work(ids=prompt.ids, params=params, session=prompt.session, on_done=remember)
+        held = self._inline() and self.scheduler.hold()
+        here = self.scheduler.run_here(work) if held else None  # Steps, Done on this thread
+        job = None if held else self.scheduler.submit(work, None)
+        q = job.q if job is not None else None  # else: posted by the engine's thread
         done = False
         try:
             while True:  # what server.streaming.turn does, without logprobs or its events
-                item = q.get_nowait() if q.qsize() else await q.get()
+                if here is not None:
+                    item = next(here)  # blocks until the engine's next token
+                else:
+                    item = q.get_nowait() if q.qsize() else await q.get()
                 if isinstance(item, Step):
                     if parser is not None:
                         for ev in parser.push(item.text):
@@ -136,6 +148,8 @@ class EngineChat:
                                 yield _delta(ev)
                     elif item.text:
                         yield Delta("text", item.text)
+                    if here is not None:
+                        await asyncio.sleep(0)  # the loop's other tasks, between tokens
                     continue
                 if isinstance(item, BaseException):
                     raise item
@@ -149,8 +163,17 @@ class EngineChat:
                             draft_length=r.accepted_draft_length, result=r)
                 return
         finally:
-            if not done:
+            if here is not None:
+                here.close()  # (early: cancels the generation)
+                self.scheduler.release()
+            elif not done:
                 job.cancel()  # the consumer left early (or an error): stop the engine
+
+    def _inline(self) -> bool:
+        if self.inline is not None:
+            return self.inline
+        return bool(getattr(self.engine.backend, "runs_ahead", False)) and (
+            getattr(self.engine, "drafter", None) is None)
 
 
 def _delta(ev: Any) -> Delta:

@@ -28,6 +28,7 @@ bench/results/agent-loop-vm-20261129-s8).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -181,10 +182,9 @@ class ChatPrompts:
         self.cache.remember(sid, head.text, ids)
         growth = self._checked(tools)
         if head.first is None and head.tmpl and growth is not None and not growth.last:
-            try:  # the first message rendered alone: every session of this head grows on it
+            # the first message rendered alone: every session of this head grows on it
+            with contextlib.suppress(RequestError):
                 head.first = self._render(head.tmpl[:1], False, tools)
-            except RequestError:
-                pass
         conv = _Conv(list(messages[:n]), list(head.msgs), tools, list(head.tmpl), head.text,
                      set(head.calls), head.first)
         return conv, self._grow(conv, messages[n:])

@@ -5,6 +5,12 @@ posts every chunk to the asyncio loop of the request that asked, so event loops 
 the model. Between tokens the worker checks the request's cancel flag (client gone) and its
 deadline (per-request timeout); either closes the generation (`Generation.close()`). Knows the
 engine's streaming API, not HTTP or OpenAI shapes.
+
+An in-process caller may instead run a generation on its own thread when the engine is idle
+(`hold()`, then `run_here()`): no thread hand-off before the first token or after the last,
+which is most of what an agent turn spends outside the model and its tools. Meant for backends
+whose decode runs ahead of the host (the monokernel writes tokens to a host-visible ring by
+itself): there the caller's per-token work does not slow the decode.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from agentfast.engine import Engine, GenerationResult, SamplingParams
@@ -93,6 +99,7 @@ class Scheduler:
         self._q: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._busy = threading.Lock()  # held while a generation runs (the worker's or a caller's)
 
     def submit(self, work: Work, timeout: float | None) -> Job:
         job = Job(work, asyncio.get_running_loop(), timeout)
@@ -104,6 +111,24 @@ class Scheduler:
         self.metrics.queue(+1)
         self._q.put(job)
         return job
+
+    def hold(self) -> bool:
+        """Take the engine for generations on the calling thread (`run_here`): True when no
+        request is queued (arrival order is kept) and none is running. `release()` gives it
+        back; until then the worker waits."""
+        if not self._q.empty():
+            return False
+        return self._busy.acquire(blocking=False)
+
+    def release(self) -> None:
+        self._busy.release()
+
+    def run_here(self, work: Work) -> Iterator[Step | Done]:
+        """While held: the generation of `work` on this thread, Steps as the engine produces
+        them, then Done (the engine's errors raise). Closing it early cancels the generation."""
+        self.metrics.queue(+1)
+        self.metrics.started(0.0)
+        yield from self._generate(work)
 
     def close(self) -> None:
         with self._lock:
@@ -124,29 +149,38 @@ class Scheduler:
                 continue
             self.metrics.started(time.monotonic() - job.submitted)
             try:
-                self._run(job)
+                with self._busy:
+                    for item in self._generate(job.work, job):
+                        job.post(item)
             except BaseException as e:  # a bug: answer it, keep serving
                 log.exception("generation failed")
                 self.metrics.finished(None, "error")
                 job.post(e if isinstance(e, AgentfastError | APIError) else APIError(
                     f"internal error: {type(e).__name__}: {e}", status=500, type="server_error"))
 
-    def _run(self, job: Job) -> None:
-        w, eng = job.work, self.engine
+    def _generate(self, w: Work, job: Job | None = None) -> Iterator[Step | Done | APIError]:
+        """One generation: Steps, then Done, or a job's timeout error (the job's cancel flag and
+        deadline are checked between tokens). Closed early, it cancels the generation."""
         try:
-            gen = eng.stream(w.ids, w.params, session=w.session, logprobs=w.top_logprobs)
+            gen = self.engine.stream(w.ids, w.params, session=w.session, logprobs=w.top_logprobs)
         except ContextLengthError as e:
             raise APIError(str(e), param="messages", code="context_length_exceeded") from None
         outcome = None
         try:
             for chunk in gen:
-                if job.cancelled.is_set():
-                    outcome = "cancelled"
-                    break
-                if time.monotonic() > job.deadline:
-                    outcome = "timeout"
-                    break
-                job.post(Step(chunk.text, chunk.token_ids, chunk.logprobs or None))
+                if job is not None:
+                    if job.cancelled.is_set():
+                        outcome = "cancelled"
+                        break
+                    if time.monotonic() > job.deadline:
+                        outcome = "timeout"
+                        break
+                yield Step(chunk.text, chunk.token_ids, chunk.logprobs or None)
+        except GeneratorExit:  # the caller of run_here() left
+            gen.close()
+            self.metrics.finished(gen.result, "cancelled")
+            log.info("generation cancelled (session %s)", w.session)
+            raise
         finally:
             gen.close()
         r = gen.result
@@ -156,12 +190,13 @@ class Scheduler:
             n = len(r.token_ids) if r else 0
             log.info("generation %s after %d tokens (session %s)", outcome, n, w.session)
         if outcome == "timeout":
-            job.post(job.timed_out())
-        else:
-            assert r is not None
-            if w.on_done is not None:
-                w.on_done(r)
-            job.post(Done(r))
+            assert job is not None
+            yield job.timed_out()
+            return
+        assert r is not None
+        if w.on_done is not None:
+            w.on_done(r)
+        yield Done(r)
 
 
 _SCHEDULERS: weakref.WeakKeyDictionary[Engine, Scheduler] = weakref.WeakKeyDictionary()

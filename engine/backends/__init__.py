@@ -55,6 +55,10 @@ class Backend(ABC):
     # Whether `decode` takes `logprobs=k` (per-token log probabilities from the logits the
     # decode step computed anyway: no extra forward).
     supports_logprobs: bool = False
+    # Whether plain decoding (no drafter) runs ahead of the host: the device produces tokens
+    # without the host driving each step, so a caller's per-token work does not slow it (an
+    # agent may then iterate the generation on its event loop's thread: agent/direct.py).
+    runs_ahead: bool = False
 
     @abstractmethod
     def new_cache(self) -> Any:

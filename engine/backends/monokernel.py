@@ -51,6 +51,7 @@ H200_STEP_COSTS_SMALL = {1: 1.0, 4: 1.47, 8: 2.16, 16: 2.24}
 
 class MonokernelBackend(ReferencePrefill):
     name = "monokernel"
+    runs_ahead = True  # one launch decodes many tokens into the host ring (_follow)
     supports_constraints = True  # masked and advanced inside the kernel
     # decode(logprobs=k): the kernel runs one step per launch and the host scores the logits
     # row the step's LM head wrote (no extra forward; unconstrained requests only: with a
