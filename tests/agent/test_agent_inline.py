@@ -116,3 +116,22 @@ async def test_busy_engine_falls_back_to_the_worker(tiny_engine, stream_threads)
         with anyio.fail_after(60):
             await finished.wait()
     assert turns and stream_threads[0] != threading.get_ident()
+
+
+def test_inline_by_default_only_where_decode_runs_ahead(tiny_engine, monkeypatch):
+    """Default: inline on a backend whose decode runs ahead of the host (the monokernel), not on
+    a host-paced one (reference, graph: the caller's per-token work would slow the decode), and
+    not with a drafter (its host-side drafting paces the steps); an explicit choice wins."""
+    from agentfast.engine.backends.graph import GraphBackend
+    from agentfast.engine.backends.monokernel import MonokernelBackend
+    from agentfast.engine.backends.reference import ReferenceBackend
+
+    assert MonokernelBackend.runs_ahead and not GraphBackend.runs_ahead
+    assert not ReferenceBackend.runs_ahead
+    chat = EngineChat(tiny_engine)
+    assert not chat._inline()  # the tiny engine runs the reference backend
+    monkeypatch.setattr(type(tiny_engine.backend), "runs_ahead", True, raising=False)
+    assert chat._inline()
+    monkeypatch.setattr(tiny_engine, "drafter", object())
+    assert not chat._inline()
+    assert EngineChat(tiny_engine, inline=True)._inline()
