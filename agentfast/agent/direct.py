@@ -133,7 +133,7 @@ class EngineChat:
         held = self._inline() and self.scheduler.hold()
         here = self.scheduler.run_here(work) if held else None  # Steps, Done on this thread
         job = None if held else self.scheduler.submit(work, None)
-        q = job.q if job is not None else None  # else: posted by the engine's thread
+        q = job.q if job is not None else None  # the job's items, posted by the engine's thread
         done = False
         try:
             while True:  # what server.streaming.turn does, without logprobs or its events

@@ -177,7 +177,7 @@ class Scheduler:
                         break
                 yield Step(chunk.text, chunk.token_ids, chunk.logprobs or None)
         except GeneratorExit:  # the caller of run_here() left
-            gen.close()
+            gen.close()  # (sets gen.result; closing again below is a no-op)
             self.metrics.finished(gen.result, "cancelled")
             log.info("generation cancelled (session %s)", w.session)
             raise
