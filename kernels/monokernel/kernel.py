@@ -75,6 +75,7 @@ def _monokernel(
     NCL: tl.constexpr, C: tl.constexpr, SAMPLE_SEQ: tl.constexpr,
     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr, AFOLD: tl.constexpr,
+    AMH: tl.constexpr,
     IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
@@ -135,7 +136,7 @@ def _monokernel(
                 ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn, ctr + TK + layer * NKV,
                               q_norm, k_norm, cos, sin, k_cache, v_cache, kv_cap, window, eps,
                               qk_scale, sy, NH, NKV, HD, T, S, SP, BT, M, TP2, TN, QK_NORM,
-                              HAS_WINDOW, IEEE, NSA, NW, USE_PTX, AFOLD)
+                              HAS_WINDOW, IEEE, NSA, NW, USE_PTX, AFOLD, AMH)
             elif op == LMHEAD:
                 ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm_f,
                             state, fparams, c_bitmask, eps, sy, H, V, T, TP, BN_LM, BK_LM, NT,
@@ -209,6 +210,7 @@ class Monokernel:
             HAS_QKV_BIAS=w.b_qkv is not None,
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx, AFOLD=plan.tiling.attn_fold,
+            AMH=plan.tiling.merge_heads,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 
     def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0,

@@ -81,13 +81,16 @@ def _online(s, vals, ok, m_i, l_i, acc, IEEE: tl.constexpr, dt: tl.constexpr):
 @triton.jit(noinline=NOINLINE)
 def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
            T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, SP: tl.constexpr,
-           G: tl.constexpr, GP: tl.constexpr):
+           G: tl.constexpr, GP: tl.constexpr, MH: tl.constexpr = False):
     """attn[t, h] for the G heads [h0, h0 + G) = the `live` splits' partials merged. When small
     enough (GP x SP x TP2 x HD <= 8192) every head's partials are loaded at once: one round of
-    L2 latency for the whole group; else head by head, split by split."""
+    L2 latency for the whole group; else, with MH (Tiling.merge_heads), head by head with every
+    split's partials of TC positions at once (SP x TC x HD <= 8192: one round per head and TC
+    positions); else head by head, split by split (a dependent round per split)."""
     t = tl.arange(0, TP2)
     tv = t < T
     d = tl.arange(0, HD)
+    TC: tl.constexpr = min(TP2, max(1, 8192 // (SP * HD)))  # (powers of two: SP, HD, TP2)
     if GP * SP * TP2 * HD <= 8192:
         hh = tl.arange(0, GP)
         sp = tl.arange(0, SP)
@@ -106,6 +109,27 @@ def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
         om = (hh < G)[:, None, None] & tv[None, :, None]
         tl.store(attn + t[None, :, None] * (NH * HD) + (h0 + hh[:, None, None]) * HD
                  + d[None, None, :], out.to(attn.dtype.element_ty), mask=om)
+    elif MH and (SP * HD <= 8192):
+        sp = tl.arange(0, SP)
+        tc = tl.arange(0, TC)
+        for h in range(h0, h0 + G):
+            for c0 in tl.static_range(0, TP2, TC):
+                tt = c0 + tc
+                sm = (sp < live)[:, None] & (tt < T)[None, :]  # [SP, TC]
+                slot = (h * S + sp[:, None]) * T + tt[None, :]
+                m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
+                l_s = tl.load(att_ml + NH * S * T + slot, mask=sm, other=0.0,
+                              cache_modifier=".cg")
+                a = tl.load(att_acc + slot[:, :, None] * HD + d[None, None, :],
+                            mask=sm[:, :, None], other=0.0, cache_modifier=".cg")  # [SP, TC, HD]
+                mx = tl.max(m, axis=0)  # [TC]
+                m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+                wgt = tl.where(sm, tl.exp2(m - m_safe[None, :]), 0.0)
+                den = tl.sum(l_s * wgt, axis=0)  # [TC]
+                acc = tl.sum(a * wgt[:, :, None], axis=0)  # [TC, HD]
+                out = acc / tl.where(den > 0, den, 1.0)[:, None]
+                tl.store(attn + tt[:, None] * (NH * HD) + h * HD + d[None, :],
+                         out.to(attn.dtype.element_ty), mask=(tt < T)[:, None])
     else:
         for h in range(h0, h0 + G):
             m_run = tl.full((TP2,), float("-inf"), tl.float32)
@@ -137,7 +161,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
              SP: tl.constexpr, BT: tl.constexpr, M: tl.constexpr, TP2: tl.constexpr,
              TN: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
              IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
-             FOLD: tl.constexpr = False):
+             FOLD: tl.constexpr = False, MH: tl.constexpr = False):
     """Tiles [t0, t1) of a layer's attention (see the module text); waits for QKV itself
     (`sy`: sync.wait_args) after requesting the first cached block. `tickets`: this layer's
     per-kv-head counters. FOLD (T = 1, Tiling.attn_fold): the new key and value join the
@@ -263,7 +287,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
             mark(sy, 4, ticket.to(tl.float32), USE_PTX)  # timeline: ticket taken
             if ticket == live - 1:  # the last live split of this kv head: merge its heads
                 tl.atomic_xchg(tickets + kvh, 0, sem="relaxed", scope="gpu")
-                _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP)
+                _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP, MH)
                 mark(sy, 5, 1.0, USE_PTX)  # timeline: merged
     return ok
 

@@ -149,6 +149,11 @@ class Tiling:
     attn_block: int = 0
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
     attn_fold: bool = True
+    # the merge of a kv head's split partials, when the whole group's are too many for one
+    # round of loads (G x splits x T x head_dim > 8192: Qwen3-8B at T = 1, every T > 1 shape):
+    # False, split by split (a dependent L2 round trip per split and head); True, every split
+    # of a head (and of as many positions as fit 8192 elements) in one round (ops_attn._merge)
+    merge_heads: bool = False
     cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
     # T = 1 whole-row tiles: a program's rows of an op in this many tiles where `chunk` allows
     # (H200, 2 x 4 warps: SmolLM2 637 -> 589 us/step with one tile of 4 rows instead of 1-2 of
