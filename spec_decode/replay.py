@@ -1,8 +1,11 @@
 """Replay agent-loop traces (spec_decode/traces/*.json) and report how many drafts get accepted.
 
 A trace is a chat: {"name", "kind", "description", "messages": [{"role", "content"}, ...]}
-("kind": edit_file, repeat_tool_output, json_tool_call, plain_chat; the bench groups by it). Two
-measures, both on CPU:
+("kind": edit_file, repeat_tool_output, json_tool_call, plain_chat; the bench groups by it), and
+optionally "tools" (OpenAI tool dicts): with `tools=True` the replay plays an agent that declares
+them and requires a tool call where the script has one (an assistant turn that is a JSON object
+with a "name"): that turn is generated under the tool-call grammar (constraints.tool_call, mode
+required), as a coding agent's tool turn is on the engine. Two measures, both on CPU:
 - `replay`: the engine (with a drafter) generates every assistant turn greedily from the
   messages before it, in one session; reports the drafter's accepted drafts per step.
 - `replay_forced`: no model; the trace's own assistant tokens stand in for the target's greedy
@@ -116,16 +119,38 @@ def warm_up(engine: Engine, policy: Callable[[], DraftPolicy | None] = lambda: N
         d.policy = policy()
 
 
-def replay(engine: Engine, trace: dict, max_tokens: int = 48) -> ReplayReport:
-    """Generate each assistant turn of `trace` with `engine` (greedy, one session)."""
-    from agentfast.engine import SamplingParams
+def is_tool_call(text: str) -> bool:
+    """The scripted turn is a tool call: a JSON object with a "name"."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and "name" in obj
 
+
+def turn_params(trace: dict, i: int, max_tokens: int, tools: bool = False):
+    """Greedy SamplingParams for assistant turn `i` of `trace`; with `tools` and a trace that
+    declares them, a turn the script has as a tool call is constrained to one call of one of
+    the trace's tools (tool_choice "required")."""
+    from agentfast.engine import SamplingParams
+    from agentfast.engine.constraints import tool_call
+
+    con = None
+    if tools and trace.get("tools") and is_tool_call(trace["messages"][i]["content"]):
+        con = tool_call(trace["tools"], mode="required")
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, constraint=con)
+
+
+def replay(engine: Engine, trace: dict, max_tokens: int = 48,
+           tools: bool = False) -> ReplayReport:
+    """Generate each assistant turn of `trace` with `engine` (greedy, one session); `tools`:
+    tool turns under the tool-call grammar (turn_params)."""
     d = engine.drafter
     assert d is not None, "replay needs an engine made with drafter="
     before = (d.steps, d.drafted, d.accepted)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     tokens, t0, outputs = 0, time.perf_counter(), []
     for i in _assistant_turns(trace):
+        params = turn_params(trace, i, max_tokens, tools)
         r = engine.chat(trace["messages"][:i], params, session=f"replay-{trace['name']}")
         tokens += len(r.token_ids)
         outputs.append(r.token_ids)
@@ -174,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     compare token for token and time both."""
     import argparse
 
-    from agentfast.engine import Engine, SamplingParams
+    from agentfast.engine import Engine
 
     ap = argparse.ArgumentParser(prog="python -m agentfast.spec_decode.replay")
     ap.add_argument("-m", "--model", default=None, help="default: the embedded model")
@@ -199,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                          "steps are its own kernels; tune.py --tsteps measures those)")
     ap.add_argument("--check", action="store_true",
                     help="compare with plain greedy decode (and time it)")
+    ap.add_argument("--tools", action="store_true",
+                    help="traces that declare tools: the turns the script has as tool calls "
+                         "are generated under the tool-call grammar (tool_choice required)")
     ap.add_argument("--json", default=None, help="write one record per drafter and kind here")
     args = ap.parse_args(argv)
     if args.k_max is not None and args.k_max < 1:
@@ -236,14 +264,15 @@ def main(argv: list[str] | None = None) -> int:
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
         total, kinds = ReplayReport("all", 0, 0, 0, 0), {}
         for trace in traces:
-            r = replay(eng, trace, args.max_tokens)
+            r = replay(eng, trace, args.max_tokens, args.tools)
             line = _summary(r)
             if plain is not None:
                 if trace["name"] not in plain_runs:  # once for all drafters
-                    p = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
                     msgs = trace["messages"]
                     t0 = time.perf_counter()
-                    want = [plain.chat(msgs[:i], p, session="plain").token_ids
+                    want = [plain.chat(msgs[:i], turn_params(trace, i, args.max_tokens,
+                                                             args.tools),
+                                       session="plain").token_ids
                             for i in _assistant_turns(trace)]
                     plain_runs[trace["name"]] = (want, time.perf_counter() - t0)
                     plain.sessions.drop("plain")
@@ -262,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             plain_tps = k.tokens / k.plain_seconds if k.plain_seconds else None
             records.append({"gpu": gpu, "backend": args.backend, "drafter": spec,
                             "policy": policy, "trace_set": "spec_decode/traces", "kind": k.name,
+                            "tools": "required where the script calls one" if args.tools
+                            else "off",
                             "model": str(base.model.source), "max_tokens": args.max_tokens,
                             "mean_accepted": round(k.mean_accepted, 4),
                             "tokens_per_forward": round(k.tokens / max(k.forwards, 1), 4),

@@ -7,9 +7,10 @@
 Random bf16 weights at real shapes (engine/bench/models.py SHAPES), a KV cache filled with
 random values up to the context (speed does not depend on them; correctness is gpu_check's and
 the bench's job), greedy, T = 1 unless said. A variant is a comma list of Tiling fields (bn, bk,
-chunk, stages, bn_lm, attn_splits, attn_block, tiles), T (positions per step) and launch knobs
-(warps, per_sm, maxnreg: a register cap, red=1: matvec chunks reduced as they arrive; unset:
-the backend's defaults, 4 warps, 2 per SM, registers uncapped). The breakdown
+chunk, stages, bn_lm, attn_splits, attn_block, tiles, merge_heads, ...), T (positions per step)
+and launch knobs (warps, per_sm, programs: a total program count instead of per_sm x SMs, e.g.
+fewer than one per SM for small models, maxnreg: a register cap, red=1: matvec chunks reduced as
+they arrive; unset: the backend's defaults, 4 warps, 2 per SM, registers uncapped). The breakdown
 times the best variant with each op's compute skipped (its waits and releases kept): op cost
 = full - skipped; "sync only" skips them all. Copy bandwidth is measured in the same run.
 Prints a table; JSON to $OUT/tune.json. --timeline: one step of every variant traced
@@ -51,7 +52,7 @@ def parse_variant(text: str) -> dict:
         if not eq or not v.strip().lstrip("-").isdigit():
             raise SystemExit(f"variant item {kv!r}: expected key=integer (e.g. chunk=16384)")
         out[k.strip()] = int(v)
-    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "maxnreg", "red", "T"}
+    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "programs", "maxnreg", "red", "T"}
     if bad:
         raise SystemExit(f"unknown variant keys {sorted(bad)}")
     return out
@@ -145,7 +146,8 @@ def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str) -> dict:
 
 def build(base: Harness, v: dict, sms: int, T: int, ctx: int) -> tuple[Harness, Monokernel]:
     tiling = P.Tiling(**{k: v[k] for k in TILING_KEYS if k in v})
-    pl = P.plan(base.cfg, v.get("per_sm", 2) * sms, T, base.max_len, tiling=tiling, context=ctx)
+    programs = v.get("programs") or v.get("per_sm", 2) * sms
+    pl = P.plan(base.cfg, programs, T, base.max_len, tiling=tiling, context=ctx)
     bufs = W.alloc_buffers(pl, base.bufs.x.device, base.bufs.x.dtype, base.bufs.k_cache,
                            base.bufs.v_cache)
     h = Harness(base.cfg, base.model, base.w, pl, bufs, base.cache, base.max_len)

@@ -70,3 +70,26 @@ def test_projection_at_the_qwen3_shape_step_costs():
     assert slow["speedup"] == pytest.approx(100 / (20 * t9 + 40), abs=1e-3)
     assert projected(ReplayReport("x", 10, 0, 0, 0), 4)["speedup"] == 1.0  # no drafting: plain
     assert projected(ReplayReport("x", 0, 0, 0, 0), 4)["speedup"] is None
+
+
+def test_tool_turns_under_the_tool_call_grammar(pair):
+    """With tools, a turn the script has as a JSON tool call is generated under the tool-call
+    grammar of the trace's declared tools (tool_choice required); prose turns stay free; the
+    drafter's output equals plain decode under the same constraint."""
+    from agentfast.spec_decode.replay import is_tool_call, turn_params
+
+    spec, plain = pair
+    trace = next(t for t in load_traces() if t["name"] == "repeat_tool_output")
+    turns = [i for i, m in enumerate(trace["messages"]) if m["role"] == "assistant"]
+    kinds = [is_tool_call(trace["messages"][i]["content"]) for i in turns]
+    assert kinds == [True, False], kinds
+    assert turn_params(trace, turns[0], 24).constraint is None  # tools off: as before
+    con = turn_params(trace, turns[0], 24, tools=True).constraint
+    assert con is not None and con.kind == "tool_call" and "run" in con.spec
+    assert turn_params(trace, turns[1], 24, tools=True).constraint is None
+    r = replay(spec, trace, max_tokens=40, tools=True)
+    first = spec.tokenizer.decode(r.outputs[0])
+    assert first.startswith("<tool_call>\n{"), first  # the grammar's forced opening
+    msgs = trace["messages"][:turns[0]]
+    p = turn_params(trace, turns[0], 40, tools=True)
+    assert spec.chat(msgs, p).token_ids == plain.chat(msgs, p).token_ids == r.outputs[0]
