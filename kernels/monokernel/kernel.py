@@ -210,7 +210,7 @@ class Monokernel:
             HAS_QKV_BIAS=w.b_qkv is not None,
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx, AFOLD=plan.tiling.attn_fold,
-            AMH=plan.tiling.merge_heads,
+            AMH=plan.merge_heads,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 
     def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0,

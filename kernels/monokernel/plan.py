@@ -152,8 +152,11 @@ class Tiling:
     # the merge of a kv head's split partials, when the whole group's are too many for one
     # round of loads (G x splits x T x head_dim > 8192: Qwen3-8B at T = 1, every T > 1 shape):
     # False, split by split (a dependent L2 round trip per split and head); True, every split
-    # of a head (and of as many positions as fit 8192 elements) in one round (ops_attn._merge)
-    merge_heads: bool = False
+    # of a head (and of as many positions as fit 8192 elements) in one round (ops_attn._merge);
+    # None: True at T = 1 only. H200, ctx 1024, us per step, False -> True: Qwen3-8B T = 1
+    # 4,297 -> 4,249, T = 8 6,238 -> 7,091; Qwen3-1.7B T = 8 2,162 -> 2,441; SmolLM2 T = 8
+    # 1,230 -> 1,351 (bench/results/monokernel-20261130-s11, run 1)
+    merge_heads: bool | None = None
     cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
     # T = 1 whole-row tiles: a program's rows of an op in this many tiles where `chunk` allows
     # (H200, 2 x 4 warps: SmolLM2 637 -> 589 us/step with one tile of 4 rows instead of 1-2 of
@@ -172,6 +175,10 @@ class Tiling:
 
 def _pow2_floor(n: int) -> int:
     return 1 << max(0, int(n).bit_length() - 1)
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def fma_t_blocks(rows: int, K: int, programs: int, T: int, tiling: Tiling,
@@ -245,6 +252,11 @@ class Plan:
     wbytes: int = 2  # bytes per weight
     last_seq: int = field(default=-1)  # < len(ops) - 1: a truncated plan (debugging)
     fma_t: frozenset[int] = frozenset()  # T > 1 matvec ops on the FMA path (Tiling.fma_t)
+
+    @property
+    def merge_heads(self) -> bool:  # Tiling.merge_heads resolved for this plan's T
+        mh = self.tiling.merge_heads
+        return self.T == 1 if mh is None else bool(mh)
 
     @property
     def TP(self) -> int:  # positions padded: 1, or 16 for tl.dot
@@ -350,10 +362,15 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         tl_ = replace(tl_, attn_block=min(64, max(16, 4096 // cfg.head_dim))
                       if T == 1 and wbytes <= 2 else 32)
     blocks = math.ceil(max_len / tl_.attn_block)
-    # KV splits per kv head: 32 at most at T = 1; 8 when T > 1 (each split's partials are T
-    # rows; merging 32 of them made the merging program twice the median: H200, SmolLM2, T = 4
-    # step 1,133 us with 32 splits, 1,068 with 8, 1,162 with 4)
-    splits = tl_.attn_splits or max(1, min(32 if T == 1 else 8, blocks,
+    # KV splits per kv head: 32 at most at T = 1, and no more than the merging program loads
+    # in one round (GP x splits x head_dim <= 8192, ops_attn._merge); 8 when T > 1 (each
+    # split's partials are T rows; merging 32 of them made the merging program twice the
+    # median: H200, SmolLM2, T = 4 step 1,133 us with 32 splits, 1,068 with 8, 1,162 with 4).
+    # H200, ctx 1024 / 4096, us per step, 32 -> 16 splits: Qwen3-8B (GP 4, head_dim 128)
+    # 4,277 -> 4,125 / 4,400 -> 4,292; Qwen3-1.7B (GP 2) 1,349 -> 1,361 / 1,431 -> 1,484
+    # (bench/results/monokernel-20261130-s11, run 3)
+    one_round = _pow2_floor(max(1, 8192 // (_pow2_ceil(nh_r // nkv_r) * cfg.head_dim)))
+    splits = tl_.attn_splits or max(1, min(min(32, one_round) if T == 1 else 8, blocks,
                                            1 << max(0, (P // nkv_r).bit_length() - 1)))
     ctx = context or max_len // 2
     q, kv = cfg.q_size, cfg.kv_size

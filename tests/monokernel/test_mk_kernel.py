@@ -107,19 +107,22 @@ def test_t_step_matvec_paths_equal_vm(name, T, fma_t):
 
 
 @interpreted
-@pytest.mark.parametrize("T,merge_heads", [(8, False), (8, True), (2, True)])
+@pytest.mark.parametrize("T,merge_heads", [(8, None), (8, True), (2, True), (1, None)])
 def test_split_merge_head_by_head_equals_vm(T, merge_heads):
     """16 KV splits of 4 keys, 4 query heads per kv head: the merge of a kv head's partials is
     too big for one round of loads (GP x SP x TP2 x HD > 8192) and goes head by head, split by
     split; with Tiling.merge_heads, head by head with every split at once, 4 positions per
-    round (T = 8: two rounds per head; T = 2: one)."""
+    round (T = 8: two rounds per head; T = 2: one). T = 1 (32 splits) takes that path by
+    default."""
     from dataclasses import replace
 
     from mk_utils import FAST
 
-    h = harness("qwen3_qknorm_hd128", T=T, tiling=replace(FAST, attn_splits=16, attn_block=4,
+    sp = 32 if T == 1 else 16
+    h = harness("qwen3_qknorm_hd128", T=T, tiling=replace(FAST, attn_splits=sp, attn_block=4,
                                                           merge_heads=merge_heads))
-    assert h.plan.splits == 16 and h.plan.tiling.merge_heads == merge_heads
+    assert h.plan.splits == sp and h.plan.merge_heads == (T == 1 if merge_heads is None
+                                                          else merge_heads)
     ref, _ = h.reference_greedy(PROMPT, N)
     h.start(PROMPT, N, drafts=[(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)])
     b = run_both(h, N)
