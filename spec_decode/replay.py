@@ -48,10 +48,13 @@ class ReplayReport:
     seconds: float = 0.0  # wall time of the turns (engine replay)
     plain_seconds: float = 0.0  # the same turns without the drafter (--check)
     outputs: list[list[int]] = field(default_factory=list, repr=False)  # per turn (engine)
+    # --check: where the output differs from plain decode (divergence_gap), per trace
+    divergences: list[dict] = field(default_factory=list)
 
     def add(self, r: ReplayReport) -> None:
         for f in ("tokens", "steps", "drafted", "accepted", "seconds", "plain_seconds"):
             setattr(self, f, getattr(self, f) + getattr(r, f))
+        self.divergences.extend(r.divergences)
 
     @property
     def mean_accepted(self) -> float:
@@ -102,21 +105,68 @@ def _capped_policy(engine: Engine, k_max: int) -> Callable[[], DraftPolicy]:
                                            k=min(4, k_max))
 
 
-def warm_up(engine: Engine, policy: Callable[[], DraftPolicy | None] = lambda: None) -> None:
+def warm_up(engine: Engine, policy: Callable[[], DraftPolicy | None] = lambda: None,
+            tool_sets: list[list[dict]] = ()) -> None:
     """One short greedy generation on a repetitive prompt before anything is timed, under the
     drafter's policy of the timed run (`policy()`: its k sets the kernel's T): the backend's
     kernels (T = 1, and T = k + 1 with a drafter) are built and loaded then, not in the first
-    trace's time. The drafter's counts and policy start afresh afterwards."""
+    trace's time; and one under the tool-call grammar of each of `tool_sets` (the constrained
+    kernels, and each grammar's tables: compiled once per tokenizer, so without this the
+    first engine to meet a trace's tools pays for them in its time: 65-540 ms per tool set
+    on the 2-core CPU machine). The drafter's counts and policy start afresh afterwards."""
     from agentfast.engine import SamplingParams
+    from agentfast.engine.constraints import tool_call
 
     d = engine.drafter
     if d is not None:
         d.policy = policy()
     engine.generate("1 2 3 4 1 2 3 4 1 2 3 4 1 2 3 4", SamplingParams(max_tokens=24,
                                                                        temperature=0.0))
+    for tools in tool_sets:
+        engine.generate("Call a tool.", SamplingParams(
+            max_tokens=24, temperature=0.0, constraint=tool_call(tools, mode="required")))
     if d is not None:
         d.steps = d.drafted = d.accepted = 0
         d.policy = policy()
+
+
+NEAR_TIE = 0.1  # fp32 logit gap under which two greedy choices are within bf16 rounding
+
+
+def first_divergence(got: list[list[int]], want: list[list[int]]) -> tuple[int, int] | None:
+    """(turn, position) of the first token where two replays of a trace differ, or None."""
+    for ti, (a, b) in enumerate(zip(got, want, strict=False)):
+        k = next((i for i, (p, q) in enumerate(zip(a, b, strict=False)) if p != q), None)
+        if k is None and len(a) != len(b):
+            k = min(len(a), len(b))
+        if k is not None:
+            return ti, k
+    return None if len(got) == len(want) else (min(len(got), len(want)), 0)
+
+
+def divergence_gap(oracle: Engine, trace: dict, got: list[list[int]],
+                   want: list[list[int]]) -> dict | None:
+    """Where a replay with a drafter differs from plain decode: the first differing token of
+    each, and the oracle's (the reference backend in float32) logit gap between them after the
+    common prefix; None where one output ended there (no token to weigh) or none differs.
+    A gap under NEAR_TIE is a near-tie: the two kernels' bf16 roundings (the verification's
+    T-position step against the plain T = 1 step) picked different argmaxes of a near tie."""
+    at = first_divergence(got, want)
+    if at is None:
+        return None
+    ti, k = at
+    if ti >= min(len(got), len(want)) or k >= min(len(got[ti]), len(want[ti])):
+        return {"turn": ti, "position": k, "gap": None}
+    i = _assistant_turns(trace)[ti]
+    ids = oracle.encode_chat(trace["messages"][:i]) + want[ti][:k]
+    be = oracle.backend
+    cache = be.new_cache()
+    be.prefill(cache, ids[:-1], 0)
+    row = be.logits(cache, ids[-1:], len(ids) - 1)[-1].float()
+    a, b = got[ti][k], want[ti][k]
+    return {"turn": ti, "position": k, "drafted_token": a, "plain_token": b,
+            "gap": round(abs(float(row[a] - row[b])), 4),
+            "below_max": round(float(row.max() - max(row[a], row[b])), 4)}
 
 
 def is_tool_call(text: str) -> bool:
@@ -234,11 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
     base = Engine.load(args.model, device=args.device, backend=args.backend)
-    plain = Engine(base.model, device=args.device, backend=args.backend) if args.check else None
-    if plain is not None:
-        warm_up(plain)
     import torch
 
+    plain = Engine(base.model, device=args.device, backend=args.backend) if args.check else None
+    tool_sets = [t["tools"] for t in traces if t.get("tools")] if args.tools else []
+    if plain is not None:
+        warm_up(plain, tool_sets=tool_sets)
+    # where outputs differ, the fp32 reference weighs the two choices (divergence_gap)
+    oracle = (Engine(base.model, device=args.device, backend="reference", dtype=torch.float32)
+              if args.check else None)
     gpu = (torch.cuda.get_device_name(torch.device(args.device))
            if torch.device(args.device).type == "cuda" else "cpu")
     costs = None
@@ -255,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             eng.backend.step_costs = costs
         pick = (_capped_policy(eng, args.k_max) if args.k_max and not args.fixed_k
                 else _fixed_policy(args.fixed_k))
-        warm_up(eng, pick)
+        warm_up(eng, pick, tool_sets)
         policy = (f"fixed k={args.fixed_k}" if args.fixed_k else
                   f"adaptive, k <= {args.k_max}" if args.k_max else "adaptive")
         # the monokernel's verification kernel for this policy (DraftPolicy's default k_max: 8)
@@ -278,8 +332,16 @@ def main(argv: list[str] | None = None) -> int:
                     plain.sessions.drop("plain")
                 want, r.plain_seconds = plain_runs[trace["name"]]
                 ok = r.outputs == want  # both in one session per trace
-                same &= ok
                 line += f", equal to plain decode: {ok}"
+                if not ok:
+                    div = divergence_gap(oracle, trace, r.outputs, want)
+                    tie = div is not None and div["gap"] is not None and div["gap"] < NEAR_TIE
+                    r.divergences.append({"trace": trace["name"], **(div or {}),
+                                          "near_tie": tie})
+                    line += (f" (turn {div['turn']} token {div['position']}: fp32 logit gap "
+                             f"{div['gap']} between the two choices, "
+                             f"{'a near-tie' if tie else 'NOT a near-tie'})" if div else "")
+                    same &= tie
             total.add(r)
             kinds.setdefault(trace_kind(trace), ReplayReport(trace_kind(trace), 0, 0, 0, 0)).add(r)
             print(line, flush=True)

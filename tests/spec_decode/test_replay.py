@@ -93,3 +93,52 @@ def test_tool_turns_under_the_tool_call_grammar(pair):
     msgs = trace["messages"][:turns[0]]
     p = turn_params(trace, turns[0], 40, tools=True)
     assert spec.chat(msgs, p).token_ids == plain.chat(msgs, p).token_ids == r.outputs[0]
+
+
+def test_first_divergence():
+    from agentfast.spec_decode.replay import first_divergence
+
+    assert first_divergence([[1, 2], [3]], [[1, 2], [3]]) is None
+    assert first_divergence([[1, 2], [3, 4]], [[1, 2], [3, 5]]) == (1, 1)
+    assert first_divergence([[1, 2, 7]], [[1, 2]]) == (0, 2)  # one output ended
+    assert first_divergence([[1]], [[1], [2]]) == (1, 0)  # a turn missing
+
+
+def test_divergence_gap_weighs_the_two_choices(pair):
+    """A replay that took the runner-up where plain decode took the argmax: the oracle's gap
+    between the two is what the logprobs of that position say (log_softmax keeps logit
+    differences), and a position with no token on one side has no gap."""
+    from agentfast.spec_decode.replay import _assistant_turns, divergence_gap
+
+    _, plain = pair
+    trace = next(t for t in load_traces() if t["name"] == "plain_chat")
+    i = _assistant_turns(trace)[0]
+    p = SamplingParams(max_tokens=6, temperature=0.0)
+    r = plain.generate(plain.encode_chat(trace["messages"][:i]), p, logprobs=2)
+    want = [list(r.token_ids)]
+    k = 3
+    (best, lp0), (second, lp1) = r.logprobs[k].top[:2]
+    assert best == want[0][k]
+    got = [want[0][:k] + [second]]
+    d = divergence_gap(plain, trace, got, want)
+    assert (d["turn"], d["position"], d["drafted_token"], d["plain_token"]) == (0, k, second, best)
+    assert d["gap"] == pytest.approx(lp0 - lp1, abs=1e-3) and d["below_max"] == 0.0
+    assert divergence_gap(plain, trace, want, want) is None
+    assert divergence_gap(plain, trace, [want[0][:k]], want)["gap"] is None
+
+
+def test_warm_up_compiles_every_tool_grammar(pair):
+    """replay's warm-up generates under each trace's tool grammar, so no timed turn pays for
+    compiling one (the automata are memoized per tokenizer, shared by every engine of it)."""
+    from agentfast.engine.constraints import _entry, tool_call
+    from agentfast.spec_decode.replay import warm_up
+
+    spec, _ = pair
+    sets = [t["tools"] for t in load_traces() if t.get("tools")]
+    assert len(sets) >= 2
+    cached = _entry(spec.tokenizer)["automata"]
+    cached.clear()
+    warm_up(spec, tool_sets=sets)
+    keys = {k[0] for k in cached}
+    assert all(tool_call(s, mode="required") in keys for s in sets)
+    assert (spec.drafter.steps, spec.drafter.drafted) == (0, 0)  # counts start afresh
