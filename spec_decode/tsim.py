@@ -1,0 +1,178 @@
+"""What drafting can gain at given T-step costs, from the model's own greedy outputs.
+
+    python -m agentfast.spec_decode.tsim [--costs small|large|"1:568.5,2:705.8,..."] \\
+        [-n 128] [--trace NAME] [--json FILE]
+
+For every assistant turn of the trace set: the turn's greedy output (the engine's backend, CPU
+reference by default), then at each position p the drafter's proposal of up to 15 tokens after
+the prompt and output[:p] (its view included, as in decoding) and its match length L(p), the
+drafts a greedy verification would keep there. A decode of the turn is then priced in steps:
+plain decode one T = 1 step per token (the first token comes from the prefill, in every
+policy); drafting at T positions emits 1 + min(L(p), T - 1) tokens per step of cost(T). The
+policies, per trace kind, as speedups over plain decode:
+
+- T=t: every step at T = t (a kernel of t positions running the whole turn, never pausing);
+- T=t/plain: a T = 1 step where the drafter proposes nothing (a kernel that could choose per
+  step between its T = 1 and T = t paths), else T = t;
+- oracle: the cheapest T (1..16) at every step, knowing L: the bound for any policy.
+
+The costs are a table {T: cost} (relative, or us per step) interpolated linearly
+(policy.StepCost); "small" and "large" are the monokernel's H200 tables (SmolLM2-135M, and
+models of a GB or more). Host time, launches and the drafter's own cost are not in it. Uses: how
+far a drafting policy is from the bound, and what step costs a bar needs (at today's costs, see
+bench/results/spec-decode-gpu-20261130-s11).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .policy import StepCost
+
+if TYPE_CHECKING:
+    from agentfast.engine import Engine
+
+    from .drafters import Drafter
+
+K_MAX = 15  # drafts a step can verify (T = 16, the kernel's limit)
+
+
+def match_lengths(drafter: Drafter, prompt: list[int], output: list[int],
+                  k: int = K_MAX) -> tuple[list[int], list[int]]:
+    """Per position p of `output`: (L, P) with P[p] the length of the drafter's proposal after
+    prompt + output[:p] and L[p] how many of its first tokens equal output[p:]."""
+    drafter.begin(prompt)
+    L, P = [], []
+    for p in range(len(output)):
+        props = drafter.propose(prompt + output[:p], k)
+        m = 0
+        while m < len(props) and p + m < len(output) and props[m] == output[p + m]:
+            m += 1
+        L.append(m)
+        P.append(len(props))
+    return L, P
+
+
+def steps_cost(L: list[int], cost: StepCost, T: int, P: list[int] | None = None) -> float:
+    """Cost, in T = 1 steps, of decoding positions 1.. of a turn with L (match lengths) at T
+    positions per step; with P (proposal lengths), a T = 1 step where P is 0."""
+    n, p, c = len(L), 1, 0.0
+    while p < n:
+        if T == 1 or (P is not None and P[p] == 0):
+            c, p = c + 1.0, p + 1
+        else:
+            c, p = c + cost(T), p + 1 + min(L[p], T - 1)
+    return c
+
+
+def oracle_cost(L: list[int], cost: StepCost, t_max: int = K_MAX + 1) -> float:
+    """The least cost of decoding positions 1.. of a turn, choosing T per step knowing L."""
+    n = len(L)
+    best = [0.0] * (n + 1)
+    for p in range(n - 1, 0, -1):
+        best[p] = min(cost(T) + best[min(n, p + 1 + min(L[p], T - 1))]
+                      for T in range(1, t_max + 1))
+    return best[1] if n > 1 else 0.0
+
+
+POLICY_T = (2, 4, 8, 9, 16)
+
+
+def simulate(turns: list[tuple[list[int], list[int]]], cost: StepCost) -> dict[str, float]:
+    """Speedups over plain decode of the turns [(L, P), ...] under each policy."""
+    plain = sum(max(len(L) - 1, 0) for L, _ in turns)
+    out: dict[str, float] = {}
+    for T in POLICY_T:
+        for tag, use_p in ((f"T={T}", False), (f"T={T}/plain", True)):
+            c = sum(steps_cost(L, cost, T, P if use_p else None) for L, P in turns)
+            out[tag] = round(plain / c, 3) if c else 1.0
+    c = sum(oracle_cost(L, cost) for L, _ in turns)
+    out["oracle"] = round(plain / c, 3) if c else 1.0
+    return out
+
+
+def parse_costs(text: str) -> dict[int, float]:
+    from agentfast.engine.backends.monokernel import H200_STEP_COSTS, H200_STEP_COSTS_SMALL
+
+    named = {"small": H200_STEP_COSTS_SMALL, "large": H200_STEP_COSTS}
+    if text in named:
+        return dict(named[text])
+    try:
+        table = {int(t): float(c) for t, c in (kv.split(":") for kv in text.split(","))}
+    except ValueError:
+        raise SystemExit(f"--costs {text!r}: small, large, or T:cost pairs like "
+                         "1:568.5,4:834.5") from None
+    StepCost(table)  # refuses a table without a positive T = 1 cost
+    return table
+
+
+def collect(engine: Engine, traces: list[dict], max_tokens: int) -> dict[str, dict]:
+    """Per trace: its kind and, per assistant turn, (L, P) along the engine's greedy output."""
+    from agentfast.engine import SamplingParams
+
+    from .replay import _assistant_turns, trace_kind
+
+    assert engine.drafter is not None, "collect needs an engine made with drafter="
+    out = {}
+    for tr in traces:
+        turns = []
+        for i in _assistant_turns(tr):
+            prompt = engine.encode_chat(tr["messages"][:i])
+            r = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0))
+            turns.append(match_lengths(engine.drafter, prompt, list(r.token_ids)))
+        out[tr["name"]] = {"kind": trace_kind(tr), "turns": turns}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from agentfast.engine import Engine
+
+    from .replay import load_traces
+
+    ap = argparse.ArgumentParser(prog="python -m agentfast.spec_decode.tsim",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("-m", "--model", default=None, help="default: the embedded model")
+    ap.add_argument("--drafter", default="ngram")
+    ap.add_argument("--costs", action="append",
+                    help="small / large (the monokernel's H200 tables) or T:cost pairs; "
+                         "repeatable, each priced on the same outputs (default: small)")
+    ap.add_argument("--trace", action="append", help="trace name or prefix (default: all)")
+    ap.add_argument("-n", "--max-tokens", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="reference")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    tables = [parse_costs(c) for c in args.costs or ["small"]]
+    traces = [t for t in load_traces()
+              if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
+    eng = Engine.load(args.model, device=args.device, backend=args.backend,
+                      drafter=args.drafter)
+    data = collect(eng, traces, args.max_tokens)
+    kinds: dict[str, list] = {}
+    for d in data.values():
+        kinds.setdefault(d["kind"], []).extend(d["turns"])
+    kinds["all"] = [t for d in data.values() for t in d["turns"]]
+    records = []
+    for table in tables:
+        cost = StepCost(table)
+        print(f"costs relative to T = 1: "
+              f"{ {T: round(cost(T), 3) for T in sorted({*table, *POLICY_T})} }")
+        for kind, turns in kinds.items():
+            sp = simulate(turns, cost)
+            tokens = sum(len(L) for L, _ in turns)
+            print(f"  {kind}: {tokens} tokens, "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items()))
+            records.append({"kind": kind, "drafter": args.drafter,
+                            "model": str(eng.model.source), "max_tokens": args.max_tokens,
+                            "costs": table, "tokens": tokens, "speedup": sp})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"records": records, "traces": data}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""tsim: pricing a turn's decode at T-position steps from the drafter's match lengths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentfast.spec_decode import NgramDrafter
+from agentfast.spec_decode.policy import StepCost
+from agentfast.spec_decode.tsim import (
+    main,
+    match_lengths,
+    oracle_cost,
+    parse_costs,
+    simulate,
+    steps_cost,
+)
+
+COST = StepCost({1: 1.0, 4: 1.5, 16: 2.0})
+
+
+def test_steps_cost_walks_the_match_lengths():
+    L = [0, 3, 0, 0, 0, 0]  # position 0 comes from the prefill
+    assert steps_cost(L, COST, 1) == 5  # plain: one step per token
+    assert steps_cost(L, COST, 4) == 2 * 1.5  # p = 1 keeps 3 drafts + 1 -> p = 5, then one step
+    assert steps_cost(L, COST, 2) == 4 * COST(2)  # 1 + min(3, 1) at p = 1, then 1 each at 3, 4, 5
+    P = [0, 5, 0, 0, 0, 0]  # proposals only at p = 1: plain steps elsewhere
+    assert steps_cost(L, COST, 4, P) == 1.5 + 1.0
+
+
+def test_oracle_is_a_lower_bound():
+    L = [0, 7, 6, 5, 4, 3, 2, 1, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    best = oracle_cost(L, COST)
+    assert all(best <= steps_cost(L, COST, T) + 1e-9 for T in range(1, 17))
+    assert best < min(steps_cost(L, COST, T) for T in range(1, 17))  # choosing per step pays
+    flat = StepCost({1: 1.0})
+    assert oracle_cost(L, flat) == steps_cost(L, flat, 16)  # free steps: always the widest
+    sp = simulate([(L, [1] * len(L))], COST)
+    assert sp["oracle"] >= max(v for k, v in sp.items() if k != "oracle")
+
+
+def test_match_lengths_follow_a_copy():
+    d = NgramDrafter()
+    prompt = [5, 6, 7, 8, 9, 10, 11, 12, 1, 2]
+    out = [5, 6, 7, 8, 9, 10, 11, 12, 3]  # copies the prompt, then leaves it
+    L, P = match_lengths(d, prompt, out, k=15)
+    assert len(L) == len(P) == len(out) and all(0 <= m <= n for m, n in zip(L, P, strict=True))
+    assert L[2] == 6 and L[-1] == 0  # after "5 6" the lookup proposes "7 .. 12" (then 1 2)
+
+
+def test_parse_costs():
+    assert parse_costs("1:500,4:750") == {1: 500.0, 4: 750.0}
+    assert parse_costs("small")[1] == 1.0
+    for bad in ("4:2", "x", "1:0"):
+        with pytest.raises((SystemExit, ValueError)):
+            parse_costs(bad)
+
+
+def test_cli_on_the_tiny_model(llama_dir, tmp_path, capsys):
+    out = tmp_path / "tsim.json"
+    assert main(["-m", str(llama_dir), "--trace", "repeat_tool_output", "-n", "12",
+                 "--costs", "1:1,4:1.5,16:2", "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    kinds = {r["kind"]: r for r in rec["records"]}
+    assert set(kinds) == {"repeat_tool_output", "all"}
+    sp = kinds["all"]["speedup"]
+    assert sp["oracle"] >= sp["T=4"] > 0 and "T=16/plain" in sp
+    assert "repeat_tool_output:" in capsys.readouterr().out
+    assert main(["-m", str(llama_dir), "--trace", "repeat", "-n", "4", "--costs", "small",
+                 "--costs", "large", "--json", str(out)]) == 0
+    assert len(json.loads(out.read_text())["records"]) == 4  # 2 tables x (the kind, all)
