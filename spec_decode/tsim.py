@@ -80,10 +80,58 @@ def oracle_cost(L: list[int], cost: StepCost, t_max: int = K_MAX + 1) -> float:
 POLICY_T = (2, 4, 8, 9, 16)
 
 
-def simulate(turns: list[tuple[list[int], list[int]]], cost: StepCost) -> dict[str, float]:
-    """Speedups over plain decode of the turns [(L, P), ...] under each policy."""
+def device_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int,
+                launch: float = 0.0, **policy) -> tuple[float, float]:
+    """(cost with drafting, cost of plain decode), in T = 1 steps, of decoding the turns in order
+    the way the monokernel's device drafter does (engine/backends/monokernel.py
+    _speculate_device with DraftPolicy's defaults): launches of the T kernel run steps until
+    the running mean of tokens kept past each step's first (weight `ewma` per step, starting
+    at the policy's prior) falls below break_even(T); then a launch of plain steps until the
+    next probe (8 steps, doubled after each probe that pauses at its first step, 64 at most:
+    the wait carries over to the next turn), then a probe launch, whose first step's count
+    replaces the mean. Every launch costs `launch` more (the host's launch, sync and stream;
+    plain decode pays it once per turn). A step finding no drafts still costs cost(T).
+    `policy`: DraftPolicy arguments (ewma, probe_every, max_probe_every, ...)."""
+    from .policy import DraftPolicy, expected_tokens
+
+    pol = DraftPolicy(**{"k_max": T - 1, "k": min(4, T - 1), "cost": cost, **policy})
+    floor = pol.break_even(T)
+    mean = expected_tokens(pol.rate, T - 1) - 1  # the backend's prior (policy.step_accepted)
+    c_spec = c_plain = 0.0
+    for L, _ in turns:
+        n, p = len(L), 1
+        c_plain += max(n - 1, 0) + (launch if n > 1 else 0.0)
+        while p < n:
+            if pol.next_k() == 0:  # drafting off: the plain stretch until the probe, one launch
+                m = min(1 + pol.take_plain(n - p - 1), n - p)
+                c_spec += launch + m
+                p += m
+                continue
+            probe, steps, paused = pol.probing, 0, False
+            c_spec += launch
+            while p < n:
+                kept = min(L[p], T - 1, n - p - 1)
+                c_spec += cost(T)
+                p += 1 + kept
+                mean = kept if probe and steps == 0 else mean + pol.ewma * (kept - mean)
+                steps += 1
+                if p < n and mean < floor:
+                    paused = True
+                    break
+            pol.launch_ended(paused, probe, steps)
+    return c_spec, c_plain
+
+
+def simulate(turns: list[tuple[list[int], list[int]]], cost: StepCost,
+             launch: float | None = None) -> dict[str, float]:
+    """Speedups over plain decode of the turns [(L, P), ...] under each policy; with `launch`
+    (a launch's cost in T = 1 steps), also the device drafter's ("device T=t": device_cost)."""
     plain = sum(max(len(L) - 1, 0) for L, _ in turns)
     out: dict[str, float] = {}
+    if launch is not None:
+        for T in (4, 9, 16):
+            c, cp = device_cost(turns, cost, T, launch)
+            out[f"device T={T}"] = round(cp / c, 3) if c else 1.0
     for T in POLICY_T:
         for tag, use_p in ((f"T={T}", False), (f"T={T}/plain", True)):
             c = sum(steps_cost(L, cost, T, P if use_p else None) for L, P in turns)
@@ -141,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="small / large (the monokernel's H200 tables) or T:cost pairs; "
                          "repeatable, each priced on the same outputs (default: small)")
     ap.add_argument("--trace", action="append", help="trace name or prefix (default: all)")
+    ap.add_argument("--launch", type=float, default=1.2,
+                    help="a launch's cost in T = 1 steps, for the device drafter's policy "
+                         "(H200, embedded model: ~0.66 ms against 0.56 per step)")
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="reference")
@@ -162,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"costs relative to T = 1: "
               f"{ {T: round(cost(T), 3) for T in sorted({*table, *POLICY_T})} }")
         for kind, turns in kinds.items():
-            sp = simulate(turns, cost)
+            sp = simulate(turns, cost, args.launch)
             tokens = sum(len(L) for L, _ in turns)
             print(f"  {kind}: {tokens} tokens, "
                   + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items()))

@@ -70,3 +70,20 @@ def test_cli_on_the_tiny_model(llama_dir, tmp_path, capsys):
     assert main(["-m", str(llama_dir), "--trace", "repeat", "-n", "4", "--costs", "small",
                  "--costs", "large", "--json", str(out)]) == 0
     assert len(json.loads(out.read_text())["records"]) == 4  # 2 tables x (the kind, all)
+
+
+def test_device_policy_pauses_where_drafts_do_not_pay():
+    from agentfast.spec_decode.tsim import device_cost
+
+    n = 200
+    copy = [min(15, n - 1 - p) for p in range(n)]  # a long copy: every draft kept
+    flat = StepCost({1: 1.0})
+    c, cp = device_cost([(copy, copy)], flat, 9, launch=1.0)
+    assert cp == n - 1 + 1.0  # plain: one launch, a step per token
+    assert c == steps_cost(copy, flat, 9) + 1.0  # never pauses: one launch of T = 9 steps
+    nothing = [0] * n  # no draft ever kept, a T = 9 step at 2 plain steps
+    dear = StepCost({1: 1.0, 16: 2.0})
+    c, cp = device_cost([(nothing, nothing)], dear, 9, launch=1.0)
+    assert cp < c < steps_cost(nothing, dear, 9)  # pays for its probes, less than never pausing
+    c_more, _ = device_cost([(nothing, nothing)], dear, 9, launch=1.0, max_probe_every=8)
+    assert c_more > c  # probing more often costs more where nothing is ever kept
