@@ -49,7 +49,9 @@ def table(records: list[dict]) -> str:
             s = ("every token equals the reference's argmax" if c["equal"] else
                  f"{c['flips']} near-tie flips (first at step {c['first_flip']}), max gap "
                  f"{c['max_flip_gap']:.4f}; median top-2 gap {c['median_top2_gap']:.3f}")
-            lines.append(f"- {r['model']} / {r['backend']} / ctx {r.get('context')}: "
+            t = (f" / T = {c['T']} (oracle drafts, {c['accepted']} of {c['drafted']} kept)"
+                 if c.get("T") else "")
+            lines.append(f"- {r['model']} / {r['backend']}{t} / ctx {r.get('context')}: "
                          f"{c['steps']} steps, {s}")
     errors = [r for r in records if "error" in r]
     for r in errors:

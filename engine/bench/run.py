@@ -73,15 +73,66 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def greedy_check(oracle: Backend, fast: Backend, prompt: list[int], steps: int) -> dict:
+class OracleDrafter:
+    """Drafts the oracle's own greedy continuation of the history (a greedy check of a
+    verification step, `greedy_check(drafts=k)`: while the fast path agrees with the oracle,
+    every draft is kept, so every position of every T = k + 1 step decides a token). Keeps one
+    cache on the oracle, re-running only what the history added since the last proposal (the
+    drafted positions it wrote are overwritten then)."""
+
+    needs_hidden = False
+    draft_cost = 0.0
+
+    def __init__(self, oracle: Backend, k: int):
+        from agentfast.spec_decode import DraftPolicy
+
+        self.oracle, self.cache, self.seen = oracle, oracle.new_cache(), []
+        self.policy = DraftPolicy(k=k, k_max=k, adaptive=False)  # k drafts every step
+        self.steps = self.drafted = self.accepted = 0
+
+    def begin(self, history: list[int]) -> None:
+        pass
+
+    def bind(self, cache) -> None:
+        pass
+
+    def propose(self, history: list[int], k: int) -> list[int]:
+        n = len(self.seen) if history[:len(self.seen)] == self.seen else next(
+            (i for i, (a, b) in enumerate(zip(self.seen, history, strict=False)) if a != b), 0)
+        n = min(n, len(history) - 1)  # the last token's logits are not kept: run it again
+        logits = self.oracle.prefill(self.cache, history[n:], n)
+        self.seen = list(history)
+        out: list[int] = []
+        while len(out) < k:
+            out.append(int(torch.argmax(logits)))
+            if len(out) < k:
+                logits = self.oracle.prefill(self.cache, out[-1:], len(history) + len(out) - 1)
+        return out
+
+    def observe(self, drafted: list[int], accepted: int) -> None:
+        if drafted:
+            self.steps += 1
+            self.drafted += len(drafted)
+            self.accepted += accepted
+
+
+def greedy_check(oracle: Backend, fast: Backend, prompt: list[int], steps: int,
+                 drafts: int = 0) -> dict:
     """Greedy tokens of `fast`, checked step by step against `oracle` (the reference backend in
     float32 on the same bf16 weights), teacher-forced along fast's own tokens: one oracle pass
     scores every step. Where fast's token is not the oracle's argmax, the oracle's logit gap
-    (its max minus its logit of fast's token) tells a near-tie from a bug."""
+    (its max minus its logit of fast's token) tells a near-tie from a bug. With `drafts` = k
+    (a backend that takes a drafter), fast decodes in verification steps of T = k + 1
+    positions whose drafts are the oracle's greedy tokens (OracleDrafter): its tokens are then
+    the verification step's argmaxes."""
     cache = fast.new_cache()
     logits = fast.prefill(cache, prompt, 0)
+    kw: dict = {}
+    if drafts:
+        drafter = OracleDrafter(oracle, drafts)
+        kw = {"drafter": drafter, "history": list(prompt)}
     toks = list(fast.decode(cache, logits, len(prompt), SamplingParams(max_tokens=steps),
-                            frozenset(), steps))
+                            frozenset(), steps, **kw))
     ocache = oracle.new_cache()
     oracle.prefill(ocache, prompt[:-1], 0)
     ref = oracle.logits(ocache, prompt[-1:] + toks[:-1], len(prompt) - 1)  # [steps, V]
@@ -93,6 +144,9 @@ def greedy_check(oracle: Backend, fast: Backend, prompt: list[int], steps: int) 
            "first_flip": flips[0] if flips else None,
            "max_flip_gap": float(gaps.max()), "median_top2_gap":
            float((top2[:, 0] - top2[:, 1]).median())}
+    if drafts:
+        rec.update(T=drafts + 1, verify_steps=drafter.steps, drafted=drafter.drafted,
+                   accepted=drafter.accepted)
     return rec
 
 
@@ -138,6 +192,10 @@ def bench_model(key: str, args, bw: float, emit) -> None:
             for ctx in sorted({min(args.contexts), max(args.contexts)}):
                 rec = greedy_check(oracle, backends[name], prompts[ctx], args.check_steps)
                 emit({**base, "backend": name, "context": ctx, "check": rec})
+                if args.check_drafts and backends[name].supports_drafter:
+                    rec = greedy_check(oracle, backends[name], prompts[ctx], args.check_steps,
+                                       drafts=args.check_drafts)
+                    emit({**base, "backend": name, "context": ctx, "T": rec["T"], "check": rec})
         del oracle
     for ctx in args.contexts:
         for name, b in backends.items():
@@ -190,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", default="hf-eager,hf-compile,reference,graph")
     ap.add_argument("--steps", type=int, default=128, help="decode steps timed per point")
     ap.add_argument("--check-steps", type=int, default=256, help="greedy steps compared")
+    ap.add_argument("--check-drafts", type=int, default=0, metavar="K",
+                    help="also check the verification step: greedy in steps of T = K + 1 "
+                    "positions whose drafts are the oracle's tokens (backends with drafters)")
     ap.add_argument("--check-reference", action="store_true",
                     help="also check the bf16 reference backend against the fp32 oracle")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

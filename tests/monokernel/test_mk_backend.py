@@ -164,3 +164,17 @@ def test_monokernel_speculative_sampling_and_switch_off(qwen3_dir):
     mk.drafter = Hidden()
     with pytest.raises(RequestError, match="MTP drafter"):
         mk.generate(ids, p)
+
+
+@interpreted
+def test_bench_greedy_check_through_the_verification_kernel(qwen3_dir):
+    """agentfast bench --check-drafts: the monokernel decodes in T = 4 steps whose drafts are
+    the fp32 oracle's greedy tokens (the host-drafter path); in fp32 every draft is kept and
+    every token is the oracle's argmax."""
+    from agentfast.engine.bench.run import greedy_check
+
+    ref, mk = _engines(qwen3_dir)
+    ids = ref.tokenizer.encode("The capital of France is Paris.")
+    rec = greedy_check(ref.backend, mk.backend, ids, 9, drafts=3)
+    assert rec["equal"] and rec["T"] == 4 and rec["verify_steps"] >= 2
+    assert rec["accepted"] == rec["drafted"] > 0
