@@ -290,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     tool_sets = [t["tools"] for t in traces if t.get("tools")] if args.tools else []
     if plain is not None:
         warm_up(plain, tool_sets=tool_sets)
-    # where outputs differ, the fp32 reference weighs the two choices (divergence_gap)
-    oracle = (Engine(base.model, device=args.device, backend="reference", dtype=torch.float32)
-              if args.check else None)
+    oracle = None  # the fp32 reference, made at the first differing output (divergence_gap)
     gpu = (torch.cuda.get_device_name(torch.device(args.device))
            if torch.device(args.device).type == "cuda" else "cpu")
     costs = None
@@ -334,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                 ok = r.outputs == want  # both in one session per trace
                 line += f", equal to plain decode: {ok}"
                 if not ok:
+                    oracle = oracle or Engine(base.model, device=args.device,
+                                              backend="reference", dtype=torch.float32)
                     div = divergence_gap(oracle, trace, r.outputs, want)
                     tie = div is not None and div["gap"] is not None and div["gap"] < NEAR_TIE
                     r.divergences.append({"trace": trace["name"], **(div or {}),

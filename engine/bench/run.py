@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from agentfast.spec_decode.drafters import Drafter
+
 from ..backends import Backend, create_backend
 from ..config import ModelConfig
 from ..hardware import measure_copy_bandwidth
@@ -73,28 +75,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class OracleDrafter:
+class OracleDrafter(Drafter):
     """Drafts the oracle's own greedy continuation of the history (a greedy check of a
     verification step, `greedy_check(drafts=k)`: while the fast path agrees with the oracle,
     every draft is kept, so every position of every T = k + 1 step decides a token). Keeps one
     cache on the oracle, re-running only what the history added since the last proposal (the
     drafted positions it wrote are overwritten then)."""
 
-    needs_hidden = False
-    draft_cost = 0.0
-
     def __init__(self, oracle: Backend, k: int):
         from agentfast.spec_decode import DraftPolicy
 
+        super().__init__()
         self.oracle, self.cache, self.seen = oracle, oracle.new_cache(), []
         self.policy = DraftPolicy(k=k, k_max=k, adaptive=False)  # k drafts every step
-        self.steps = self.drafted = self.accepted = 0
-
-    def begin(self, history: list[int]) -> None:
-        pass
-
-    def bind(self, cache) -> None:
-        pass
 
     def propose(self, history: list[int], k: int) -> list[int]:
         n = len(self.seen) if history[:len(self.seen)] == self.seen else next(
@@ -108,12 +101,6 @@ class OracleDrafter:
             if len(out) < k:
                 logits = self.oracle.prefill(self.cache, out[-1:], len(history) + len(out) - 1)
         return out
-
-    def observe(self, drafted: list[int], accepted: int) -> None:
-        if drafted:
-            self.steps += 1
-            self.drafted += len(drafted)
-            self.accepted += accepted
 
 
 def greedy_check(oracle: Backend, fast: Backend, prompt: list[int], steps: int,
