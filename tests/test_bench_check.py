@@ -49,3 +49,14 @@ def test_greedy_check_through_verification_steps(llama_dir):
     md = table([{**base, "T": 1, "tokens_per_s": 100.0, "ms_per_token": 10.0},
                 {**base, "T": 4, "check": rec}])
     assert "reference / T = 4 (oracle drafts" in md and "every token equals" in md
+
+
+def test_check_drafts_out_of_range_is_refused(capsys):
+    import pytest
+
+    from agentfast.engine.bench.run import main
+
+    for bad in ("-1", "16"):
+        with pytest.raises(SystemExit):
+            main(["--check-drafts", bad, "--device", "cpu"])
+        assert "--check-drafts" in capsys.readouterr().err

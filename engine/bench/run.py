@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="decode")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
+    if not 0 <= args.check_drafts <= 15:
+        ap.error(f"--check-drafts {args.check_drafts}: 0 (off) to 15 drafts per step (T <= 16)")
     args.contexts = [int(c) for c in args.contexts.split(",")]
     args.backends = args.backends.split(",")
     out = Path(args.out)
