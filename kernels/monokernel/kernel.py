@@ -2,8 +2,10 @@
 
 grid = num_programs; each program walks its instruction records (plan.py) for up to `nsteps`
 steps. Per step it first waits for the previous step's SAMPLE and stops when the sequence is
-done; per record it requests what the op reads that no other op of the step writes (weights,
-cached keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
+done (in a kernel of T > 1 positions it also reads state[STEP_ONE]: 1 runs the step as one
+position, every op on its T = 1 code path over the same records: per-step switching); per
+record it requests what the op reads that no other op of the step writes (weights, cached
+keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
 ops_sample) and releases its own counter. Counters past the ops' (plan.ticket_base) are the
 attention merge tickets. Counters are zeroed per launch by the
 host, so epochs restart at 1. With one program (the CPU interpreter runs programs one after
@@ -42,6 +44,7 @@ LMHEAD = tl.constexpr(P.LMHEAD)
 SAMPLE = tl.constexpr(P.SAMPLE)
 NOP = tl.constexpr(P.NOP)
 POS = tl.constexpr(W.POS)
+STEP_ONE = tl.constexpr(W.STEP_ONE)
 DONE = tl.constexpr(W.DONE)
 H_CANCEL = tl.constexpr(W.H_CANCEL)
 ERR_OPCODE = tl.constexpr(W.ERR_OPCODE)
@@ -64,7 +67,8 @@ def _monokernel(
     trace, trace_step, trace_rows,
     H: tl.constexpr, FF: tl.constexpr, V: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr,
     HD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, TP2: tl.constexpr, M: tl.constexpr,
-    S: tl.constexpr, SP: tl.constexpr, NSA: tl.constexpr, BT: tl.constexpr, TN: tl.constexpr,
+    S: tl.constexpr, SP: tl.constexpr, SR: tl.constexpr, SPT: tl.constexpr, NSA: tl.constexpr,
+    BT: tl.constexpr, TN: tl.constexpr,
     TK: tl.constexpr, FT_QKV: tl.constexpr, FT_O: tl.constexpr, FT_GU: tl.constexpr,
     FT_DN: tl.constexpr,
     BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
@@ -75,7 +79,7 @@ def _monokernel(
     NCL: tl.constexpr, C: tl.constexpr, SAMPLE_SEQ: tl.constexpr,
     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr, AFOLD: tl.constexpr,
-    AMH: tl.constexpr,
+    AMH: tl.constexpr, M1: tl.constexpr, BT1: tl.constexpr,
     IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
@@ -90,6 +94,9 @@ def _monokernel(
         go = wait(ctr + SAMPLE_SEQ, step, err, spin_cap, -1, SAMPLE_SEQ, SAMPLE_SEQ, pid, step,
                   NW, USE_PTX)
         pos = tl.load(state + POS, cache_modifier=".cg")  # fixed for the step
+        one = 0  # 1: this step of a T > 1 kernel runs one position (STEP_ONE, T = 1 paths)
+        if T > 1:
+            one = tl.load(state + STEP_ONE, cache_modifier=".cg")
         if go == 1:
             go = (tl.load(state + DONE, cache_modifier=".cg") == 0).to(tl.int32)
         epoch = step + 1
@@ -119,28 +126,66 @@ def _monokernel(
                 sy = (ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, run, trace, 0)
             # matvec ops request their first weights and ATTN its first cached keys, then they
             # wait (ops_mv, ops_attn); SAMPLE waits here
+            ok = 0
             if op == QKV:
-                ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV, T,
-                             TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW, USE_PTX,
-                             FT_QKV, TP2)
+                if T > 1:  # noqa: SIM102 (constexpr, then runtime)
+                    if one == 1:
+                        ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
+                                     NQKV, 1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV,
+                                     NW, USE_PTX, 0, 1)
+                if one == 0:
+                    ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
+                                 T, TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW,
+                                 USE_PTX, FT_QKV, TP2)
             elif op == OPROJ:
-                ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O, BK_O,
-                              HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, FT_O, TP2)
+                if T > 1:  # noqa: SIM102
+                    if one == 1:
+                        ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, 1, 1, BN_O,
+                                      BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, 0, 1)
+                if one == 0:
+                    ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O,
+                                  BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, FT_O, TP2)
             elif op == GATEUP:
-                ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
-                                BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, FT_GU, TP2)
+                if T > 1:  # noqa: SIM102
+                    if one == 1:
+                        ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, 1,
+                                        1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, 0, 1)
+                if one == 0:
+                    ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
+                                    BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, FT_GU, TP2)
             elif op == DOWN:
-                ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP, BN_DN,
-                              BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, FT_DN, TP2)
+                if T > 1:  # noqa: SIM102
+                    if one == 1:
+                        ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, 1, 1,
+                                      BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, 0, 1)
+                if one == 0:
+                    ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP, BN_DN,
+                                  BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, FT_DN, TP2)
             elif op == ATTN:
-                ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn, ctr + TK + layer * NKV,
-                              q_norm, k_norm, cos, sin, k_cache, v_cache, kv_cap, window, eps,
-                              qk_scale, sy, NH, NKV, HD, T, S, SP, BT, M, TP2, TN, QK_NORM,
-                              HAS_WINDOW, IEEE, NSA, NW, USE_PTX, AFOLD, AMH)
+                if T > 1:  # noqa: SIM102
+                    if one == 1:
+                        ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn,
+                                      ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
+                                      v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, 1,
+                                      S, SP, BT1, M1, 1, 1, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
+                                      USE_PTX, AFOLD, True, 1, T)
+                if one == 0:
+                    ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn,
+                                  ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
+                                  v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T, S,
+                                  SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
+                                  USE_PTX, AFOLD, AMH, SR, T)
             elif op == LMHEAD:
-                ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm_f,
-                            state, fparams, c_bitmask, eps, sy, H, V, T, TP, BN_LM, BK_LM, NT,
-                            NCL, C, SAMPLING, IEEE, RED, NS_LM, NW, USE_PTX)
+                if T > 1:  # noqa: SIM102
+                    if one == 1:
+                        ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head,
+                                    norm_f, state, fparams, c_bitmask, eps, sy, H, V, 1, 1,
+                                    BN_LM, BK_LM, NT, NCL, C, SAMPLING, IEEE, RED, NS_LM, NW,
+                                    USE_PTX, T)
+                if one == 0:
+                    ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head,
+                                norm_f, state, fparams, c_bitmask, eps, sy, H, V, T, TP, BN_LM,
+                                BK_LM, NT, NCL, C, SAMPLING, IEEE, RED, NS_LM, NW, USE_PTX, T)
             else:
                 ok = wait(ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, NW,
                           USE_PTX)
@@ -148,7 +193,7 @@ def _monokernel(
                     stamp(slot + 1, tracing, USE_PTX)
             if (ok == 1) & (run == 1):
                 if op == SAMPLE:
-                    sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host,
+                    sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                                hist, hidden, x, embed, lm_val, lm_idx, lm_stat, cand, err,
                                c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done,
                                c_forced, H, V, T, TP2, NT, NCL, C, SAMPLING)
@@ -196,10 +241,12 @@ class Monokernel:
             NKV=c.num_kv_heads, HD=c.head_dim, T=plan.T, TP=plan.TP, TP2=tp2,
             M=max(16, triton.next_power_of_2(g) * tp2), S=plan.splits,
             SP=triton.next_power_of_2(plan.splits), NSA=plan.tiling.attn_stages,
+            SR=plan.split_ratio, SPT=triton.next_power_of_2(plan.splits // plan.split_ratio),
             TN=1 if plan.T == 1 else max(16, tp2), TK=plan.ticket_base,
             BT=plan.tiling.attn_block,
-            FT_QKV=P.QKV in plan.fma_t, FT_O=P.OPROJ in plan.fma_t,
-            FT_GU=P.GATEUP in plan.fma_t, FT_DN=P.DOWN in plan.fma_t,
+            **{f"FT_{n}": (2 if plan.tiling.fma_t_loop else 1) if op in plan.fma_t else 0
+               for n, op in (("QKV", P.QKV), ("O", P.OPROJ), ("GU", P.GATEUP),
+                             ("DN", P.DOWN))},
             BN_QKV=bl[P.QKV][0], BK_QKV=bl[P.QKV][1], BN_O=bl[P.OPROJ][0], BK_O=bl[P.OPROJ][1],
             BN_GU=bl[P.GATEUP][0], BK_GU=bl[P.GATEUP][1], BN_DN=bl[P.DOWN][0],
             BK_DN=bl[P.DOWN][1], BN_LM=bl[P.LMHEAD][0], BK_LM=bl[P.LMHEAD][1],
@@ -210,7 +257,8 @@ class Monokernel:
             HAS_QKV_BIAS=w.b_qkv is not None,
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx, AFOLD=plan.tiling.attn_fold,
-            AMH=plan.merge_heads,
+            AMH=plan.merge_heads, M1=max(16, triton.next_power_of_2(g)),
+            BT1=P.attn_block(c.head_dim, 1, plan.wbytes),
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 
     def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0,

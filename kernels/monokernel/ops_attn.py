@@ -81,7 +81,7 @@ def _online(s, vals, ok, m_i, l_i, acc, IEEE: tl.constexpr, dt: tl.constexpr):
 @triton.jit(noinline=NOINLINE)
 def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
            T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, SP: tl.constexpr,
-           G: tl.constexpr, GP: tl.constexpr, MH: tl.constexpr = False):
+           G: tl.constexpr, GP: tl.constexpr, MH: tl.constexpr = False, TL: tl.constexpr = 1):
     """attn[t, h] for the G heads [h0, h0 + G) = the `live` splits' partials merged. When small
     enough (GP x SP x TP2 x HD <= 8192) every head's partials are loaded at once: one round of
     L2 latency for the whole group; else, with MH (Tiling.merge_heads), head by head with every
@@ -95,9 +95,9 @@ def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
         hh = tl.arange(0, GP)
         sp = tl.arange(0, SP)
         sm = (hh < G)[:, None, None] & (sp < live)[None, :, None] & tv[None, None, :]
-        slot = ((h0 + hh[:, None, None]) * S + sp[None, :, None]) * T + t[None, None, :]
+        slot = ((h0 + hh[:, None, None]) * S + sp[None, :, None]) * TL + t[None, None, :]
         m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
-        l_s = tl.load(att_ml + NH * S * T + slot, mask=sm, other=0.0, cache_modifier=".cg")
+        l_s = tl.load(att_ml + NH * S * TL + slot, mask=sm, other=0.0, cache_modifier=".cg")
         a = tl.load(att_acc + slot[:, :, :, None] * HD + d[None, None, None, :],
                     mask=sm[:, :, :, None], other=0.0, cache_modifier=".cg")  # [GP, SP, TP2, HD]
         mx = tl.max(m, axis=1)  # [GP, TP2]
@@ -116,9 +116,9 @@ def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
             for c0 in tl.static_range(0, TP2, TC):
                 tt = c0 + tc
                 sm = (sp < live)[:, None] & (tt < T)[None, :]  # [SP, TC]
-                slot = (h * S + sp[:, None]) * T + tt[None, :]
+                slot = (h * S + sp[:, None]) * TL + tt[None, :]
                 m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
-                l_s = tl.load(att_ml + NH * S * T + slot, mask=sm, other=0.0,
+                l_s = tl.load(att_ml + NH * S * TL + slot, mask=sm, other=0.0,
                               cache_modifier=".cg")
                 a = tl.load(att_acc + slot[:, :, None] * HD + d[None, None, :],
                             mask=sm[:, :, None], other=0.0, cache_modifier=".cg")  # [SP, TC, HD]
@@ -136,9 +136,9 @@ def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
             den = tl.zeros((TP2,), tl.float32)
             acc = tl.zeros((TP2, HD), tl.float32)
             for s in range(0, live):
-                slot = (h * S + s) * T + t
+                slot = (h * S + s) * TL + t
                 m = tl.load(att_ml + slot, mask=tv, other=float("-inf"), cache_modifier=".cg")
-                l_s = tl.load(att_ml + NH * S * T + slot, mask=tv, other=0.0,
+                l_s = tl.load(att_ml + NH * S * TL + slot, mask=tv, other=0.0,
                               cache_modifier=".cg")
                 a = tl.load(att_acc + slot[:, None] * HD + d[None, :], mask=tv[:, None],
                             other=0.0, cache_modifier=".cg")
@@ -161,12 +161,20 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
              SP: tl.constexpr, BT: tl.constexpr, M: tl.constexpr, TP2: tl.constexpr,
              TN: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
              IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
-             FOLD: tl.constexpr = False, MH: tl.constexpr = False):
+             FOLD: tl.constexpr = False, MH: tl.constexpr = False, SR: tl.constexpr = 1,
+             TL: tl.constexpr = 1):
     """Tiles [t0, t1) of a layer's attention (see the module text); waits for QKV itself
-    (`sy`: sync.wait_args) after requesting the first cached block. `tickets`: this layer's
+    (`sy`: sync.wait_args) after requesting the first cached block, at its first tile with keys
+    (tiles past the live range or the step's splits have nothing to wait for). `tickets`: this
+    layer's
     per-kv-head counters. FOLD (T = 1, Tiling.attn_fold): the new key and value join the
     cached ones (patched into the first block's registers, or read back from the cache in a
-    later block) instead of a separate online-softmax step. Returns the wait's verdict."""
+    later block) instead of a separate online-softmax step. S: tiles per kv head (the stride of
+    the partials); SR (Plan.split_ratio): the step attends in S // SR splits, tiles s < S // SR
+    of each kv head, the others have nothing to do; SP covers S // SR. TL: the partials'
+    positions per split in memory (the kernel's T; a one-position step of a T > 1 kernel keeps
+    its layout). Returns the wait's verdict."""
+    SE: tl.constexpr = S // SR
     G: tl.constexpr = NH // NKV
     GP: tl.constexpr = triton.next_power_of_2(G)
     HALF: tl.constexpr = HD // 2
@@ -178,7 +186,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
     d = tl.arange(0, HD)
     dr = (d + HALF) % HD
     sgn = tl.where(d < HALF, -1.0, 1.0)
-    lo, n, chunk = live_range(pos, window, T, S, BT, HAS_WINDOW)
+    lo, n, chunk = live_range(pos, window, T, SE, BT, HAS_WINDOW)
     live = tl.cdiv(n - lo, chunk)
     qp = pos + t  # [M] query positions
     j = tl.arange(0, TN)  # new positions pos + j (T > 1: rows padded to >= 16 for tl.dot)
@@ -202,6 +210,8 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
         split = tile % S
         start = lo + split * chunk
         end = tl.minimum(start + chunk, n)
+        if SR > 1:  # a tile past the step's splits: nothing to do
+            end = tl.where(split < SE, end, start)
         cached = tl.minimum(end, pos)  # keys [start, cached) are in the cache already
         # independent of QKV, requested before the wait: the chunk's first cached block
         kk = start + tl.arange(0, BT)
@@ -212,7 +222,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
         if TN == 1:  # one RoPE row: cheap to hold across the wait
             ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
             sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
-        if first == 1:
+        if (first == 1) & (start < end):  # (a run of empty tiles only: done without a wait)
             ok = wait_args(sy, NW, USE_PTX)
             first = 0
         if (ok == 1) & (sy[9] == 1) & (start < end):
@@ -278,16 +288,17 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
                 m_i, l_i, acc = _online(_dot(q, tl.trans(kb2), IEEE, dt), vb2, ok2, m_i, l_i,
                                         acc, IEEE, dt)
             mark(sy, 3, tl.sum(tl.sum(acc, axis=1), axis=0), USE_PTX)  # timeline: softmax done
-            slot = (heads * S + split) * T + t  # [M]
+            slot = (heads * S + split) * TL + t  # [M]
             tl.store(att_acc + slot[:, None] * HD + d[None, :], acc, mask=rv[:, None])
             tl.store(att_ml + slot, m_i, mask=rv)
-            tl.store(att_ml + NH * S * T + slot, l_i, mask=rv)
+            tl.store(att_ml + NH * S * TL + slot, l_i, mask=rv)
             tl.debug_barrier()  # every thread's partials are stored before the ticket
             ticket = tl.atomic_add(tickets + kvh, 1, sem="acq_rel", scope="gpu")
             mark(sy, 4, ticket.to(tl.float32), USE_PTX)  # timeline: ticket taken
             if ticket == live - 1:  # the last live split of this kv head: merge its heads
                 tl.atomic_xchg(tickets + kvh, 0, sem="relaxed", scope="gpu")
-                _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP, MH)
+                _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP, MH,
+                       TL)
                 mark(sy, 5, 1.0, USE_PTX)  # timeline: merged
     return ok
 

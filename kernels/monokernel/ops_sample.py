@@ -62,6 +62,10 @@ C_ON, C_WORDS, C_EOS, C_START, C_STATE = (tl.constexpr(v) for v in (
     W.D_ON, W.N_HIST, W.HIST_CAP, W.D_NMIN, W.D_NMAX, W.D_K, W.D_GUESSED, W.D_EWMA, W.D_ALPHA,
     W.D_FLOOR, W.D_PROBE, W.D_STEPS, W.D_DRAFTED, W.D_ACCEPTED))
 DONE_PAUSE = tl.constexpr(W.DONE_PAUSE)
+STEP_ONE = tl.constexpr(W.STEP_ONE)
+D_WAIT, D_EVERY, D_EVERY0, D_EVERY_MAX = (tl.constexpr(v) for v in (
+    W.D_WAIT, W.D_EVERY, W.D_EVERY0, W.D_EVERY_MAX))
+D_SWITCH = tl.constexpr(W.D_SWITCH)
 KEEP_HIDDEN = tl.constexpr(W.KEEP_HIDDEN)
 HBLK = tl.constexpr(1024)  # history tokens per load of the n-gram lookup
 ERR_DEAD = tl.constexpr(W.ERR_DEAD)
@@ -102,7 +106,7 @@ def _seed(state):
 @triton.jit(noinline=NOINLINE)
 def lm_constrain(n0, n1, logits, lm_val, lm_idx, lm_stat, state, c_bitmask, mode, inv_t,
                  V: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
-                 NT: tl.constexpr, SAMPLING: tl.constexpr):
+                 NT: tl.constexpr, SAMPLING: tl.constexpr, TS: tl.constexpr):
     """A constraint is active: logits [t, n0:n1] (just written by this run) -> -inf where the
     automaton state before position t does not allow the token, then the per-tile partials of
     the run's tiles again, as the LM epilogue computes them (ops_mv._epilogue), from the masked
@@ -139,7 +143,7 @@ def lm_constrain(n0, n1, logits, lm_val, lm_idx, lm_stat, state, c_bitmask, mode
                 mx = tl.max(sc, axis=1)  # [NB, TP]
                 tl.store(lm_stat + to, mx, mask=tm)
                 base = tl.where(mx > float("-inf"), mx, 0.0)
-                tl.store(lm_stat + T * NT + to, tl.sum(tl.exp(sc - base[:, None, :]), axis=1),
+                tl.store(lm_stat + TS * NT + to, tl.sum(tl.exp(sc - base[:, None, :]), axis=1),
                          mask=tm)
                 if mode == TEMPERATURE:
                     u = tl.rand(key[None, :], rows[:, None])  # [RB, TP]
@@ -156,9 +160,11 @@ def lm_run(n0, n1, slot, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm
            fparams, c_bitmask, eps, sy, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr,
            TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, NT: tl.constexpr,
            NCL: tl.constexpr, C: tl.constexpr, SAMPLING: tl.constexpr, IEEE: tl.constexpr,
-           RED: tl.constexpr, NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+           RED: tl.constexpr, NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
+           TS: tl.constexpr):
     """LM-head rows [n0, n1) (waits for the last DOWN itself, after requesting weights); with
-    a constraint, masked (lm_constrain)."""
+    a constraint, masked (lm_constrain). TS: the kernel's T, lm_stat's layout [2, TS, NT] (a
+    one-position step of a T > 1 kernel: T = 1, TS = the kernel's T, as SAMPLE reads it)."""
     con = tl.load(state + C_ON)  # (loaded before the weight stream: its latency hides there)
     if SAMPLING:
         t = tl.arange(0, TP)
@@ -171,11 +177,11 @@ def lm_run(n0, n1, slot, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm
         inv_t = 1.0
         key = tl.zeros((TP,), tl.int64)
     ok = mv_stream(lm_head, lm_head, n0, n1, x, norm_f, eps, logits, norm_f, lm_val, lm_idx,
-                   lm_stat, mode, inv_t, key, sy, H, V, T, TP, BN, BK, True, False, False, E_LM,
-                   SAMPLING, NT, IEEE, RED, NS, NW, USE_PTX)
+                   lm_stat, lm_stat + TS * NT, mode, inv_t, key, sy, H, V, T, TP, BN, BK, True,
+                   False, False, E_LM, SAMPLING, NT, IEEE, RED, NS, NW, USE_PTX)
     if (ok == 1) & (sy[9] == 1) & (con != 0):
         lm_constrain(n0, n1, logits, lm_val, lm_idx, lm_stat, state, c_bitmask, mode, inv_t, V,
-                     T, TP, BN, NT, SAMPLING)
+                     T, TP, BN, NT, SAMPLING, TS)
     if SAMPLING:  # noqa: SIM102
         # this run's top C per position, from the logits it just wrote
         if (mode == FILTERED) & (ok == 1) & (sy[9] == 1):
@@ -470,7 +476,9 @@ def draft_count(state, emitted, done):
     the counts (when the step carried the drafter's drafts), the running mean of accepted
     tokens per step (integer EWMA, Q16; a probe's first step replaces it) and the pause: a
     step that leaves the mean below state[D_FLOOR] ends the launch (DONE_PAUSE) unless the
-    sequence ended anyway. Returns the step's DONE code."""
+    sequence ended anyway; when switching (D_SWITCH) it does not (the next steps run as one
+    position, sample_run), and a probe doubles or resets the wait for the next one. Returns the
+    step's DONE code."""
     g = tl.load(state + D_GUESSED)
     acc = tl.maximum(emitted - 1, 0)
     if g > 0:
@@ -482,9 +490,15 @@ def draft_count(state, emitted, done):
     ew = tl.where(tl.load(state + D_PROBE) != 0, x,
                   ew + (((x - ew) * tl.load(state + D_ALPHA).to(tl.int64)) >> 16))
     tl.store(state + D_EWMA, ew.to(tl.int32))
-    tl.store(state + D_PROBE, 0)
     tl.store(state + D_GUESSED, 0)
-    pause = (done == 0) & (ew < tl.load(state + D_FLOOR).to(tl.int64))
+    below = ew < tl.load(state + D_FLOOR).to(tl.int64)
+    sw = tl.load(state + D_SWITCH)
+    if (sw != 0) & (tl.load(state + D_PROBE) != 0):  # a probe: its wait doubles, or resets
+        ev = tl.load(state + D_EVERY)
+        tl.store(state + D_EVERY, tl.where(below, tl.minimum(2 * ev, tl.load(
+            state + D_EVERY_MAX)), tl.load(state + D_EVERY0)))
+    tl.store(state + D_PROBE, 0)
+    pause = (done == 0) & below & (sw == 0)  # (switching: one-position steps instead)
     return tl.where(pause, DONE_PAUSE, done)
 
 
@@ -501,7 +515,7 @@ def keep_hidden(x, hidden, pos, n, H: tl.constexpr):
 
 
 @triton.jit(noinline=NOINLINE)
-def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist, hidden, x,
+def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host, hist, hidden, x,
                embed, lm_val, lm_idx, lm_stat, cand, err, c_bitmask, c_default, c_exc_ptr,
                c_exc_tokens, c_exc_next, c_done, c_forced, H: tl.constexpr, V: tl.constexpr,
                T: tl.constexpr, TP2: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr,
@@ -576,7 +590,7 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist
                 done = DONE_LENGTH
             cs = tl.where(ns <= -2, -2 - ns, ns)
             nxt_in = tl.load(tokens + t + 1, mask=t + 1 < T, other=-1, cache_modifier=".cg")
-            go = ((done == 0) & (t + 1 < T) & (nxt_in == a)).to(tl.int32)
+            go = ((done == 0) & (t + 1 < T) & (one == 0) & (nxt_in == a)).to(tl.int32)
             t += 1
     npos = pos + emitted
     if done == 0:
@@ -585,7 +599,7 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist
         elif npos + T > tl.load(state + CAPACITY):
             done = DONE_CAPACITY
     if T > 1:  # noqa: SIM102 (constexpr, then runtime)
-        if d_on != 0:  # counts, acceptance mean, pause (DONE_PAUSE: the launch ends)
+        if (d_on != 0) & (one == 0):  # counts, acceptance mean, pause (DONE_PAUSE: ends it)
             done = draft_count(state, emitted, done)
     if keep_h != 0:  # the kept positions' final hidden states (MTP drafters)
         keep_hidden(x, hidden, pos, emitted, H)
@@ -607,6 +621,19 @@ def sample_run(seq, cancel, state, fparams, tokens, stop_ids, drafts, host, hist
                                     n_out, last, cs, con, c_bitmask, c_default, c_exc_ptr,
                                     c_exc_tokens, c_exc_next, c_done, c_forced, T, TP2, HBLK)
                 tl.debug_barrier()  # its drafts and N_DRAFT are visible to every thread
+                if tl.load(state + D_SWITCH) != 0:  # the next step at T positions, or one
+                    nd = tl.load(state + N_DRAFT) - n_out
+                    one_next = (nd <= 0).to(tl.int32)
+                    # below the floor: one position even with drafts, until a probe is due
+                    if tl.load(state + D_EWMA) < tl.load(state + D_FLOOR):
+                        wait = tl.load(state + D_WAIT) + 1
+                        probe = (nd > 0) & (wait >= tl.load(state + D_EVERY))
+                        tl.store(state + D_WAIT, tl.where(probe, 0, wait))
+                        tl.store(state + D_PROBE, probe.to(tl.int32))
+                        one_next = (~probe).to(tl.int32)
+                    else:
+                        tl.store(state + D_WAIT, 0)
+                    tl.store(state + STEP_ONE, one_next)
     j = tl.arange(0, TP2)
     di = n_out - 1 + j
     dm = (j >= 1) & (j < T) & (di < tl.load(state + N_DRAFT))

@@ -139,6 +139,8 @@ class Tiling:
     bn_lm: int = 16  # vocabulary rows per LM-head tile (the granularity of the LM partials)
     bn_lm_t: int = 32  # the same when T > 1 (H200, T = 4, 16 / 32 / 64 rows: 318 / 255 / 288 us)
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
+    # splits in a T > 1 step (default 8, or attn_splits): its first tiles of each kv head
+    attn_splits_t: int | None = None
     # keys per attention block (0: at T = 1 in 16 bits 4096 / head_dim, i.e. a block of keys
     # and one of values, 8 KB each, held across the wait: 64 keys at head_dim 64, 32 at 128,
     # where 64 spilled registers; else 32, as 64 rows of fp32 or of T > 1 do not fit 2 programs
@@ -171,6 +173,15 @@ class Tiling:
     fma_t: bool = True
     fma_t_max: int = 4
     fma_t_elems: int = 16384
+    # the FMA path position by position: per tile, T products of [BN, BK] (each T = 1's), not
+    # one [BN, T, BK] product, so T = 1's tiles serve any T (no fma_t_elems cap on BN)
+    fma_t_loop: bool = False
+
+
+def attn_block(head_dim: int, T: int, wbytes: int) -> int:
+    """Keys per attention block by default (Tiling.attn_block): at T = 1 in 16 bits 4096 /
+    head_dim (16..64), else 32."""
+    return min(64, max(16, 4096 // head_dim)) if T == 1 and wbytes <= 2 else 32
 
 
 def _pow2_floor(n: int) -> int:
@@ -189,6 +200,8 @@ def fma_t_blocks(rows: int, K: int, programs: int, T: int, tiling: Tiling,
     if not tiling.fma_t or not 1 < T <= tiling.fma_t_max:
         return None
     bn, bk = block_sizes(rows, K, programs, 1, tiling, gated, whole_k=True)
+    if tiling.fma_t_loop:  # one position at a time: T = 1's tiles
+        return bn, bk
     per_row = (1 << (T - 1).bit_length()) * bk * (2 if gated else 1)  # products of one row
     while bn > 1 and bn * per_row > tiling.fma_t_elems:
         bn //= 2
@@ -252,6 +265,12 @@ class Plan:
     wbytes: int = 2  # bytes per weight
     last_seq: int = field(default=-1)  # < len(ops) - 1: a truncated plan (debugging)
     fma_t: frozenset[int] = frozenset()  # T > 1 matvec ops on the FMA path (Tiling.fma_t)
+    t_splits: int = 0  # KV splits of a T-position step (0: splits); ATTN tiles: splits per kv head
+
+    @property
+    def split_ratio(self) -> int:
+        """ATTN tiles per kv head over the splits of a T-position step (1 when T = 1)."""
+        return self.splits // (self.t_splits or self.splits)
 
     @property
     def merge_heads(self) -> bool:  # Tiling.merge_heads resolved for this plan's T
@@ -325,7 +344,8 @@ class Plan:
         n = sum(len(p) for p in self.programs[0])
         cost = [sum(i.cost for i in p) for p in self.programs[0]]
         return (f"plan: {self.num_programs} programs x {self.ranks} ranks, T={self.T}, "
-                f"{len(self.ops)} ops, {n} instructions, splits={self.splits}, bytes/program "
+                f"{len(self.ops)} ops, {n} instructions, splits={self.splits} "
+                f"(T-step {self.t_splits}), bytes/program "
                 f"min {min(cost)} max {max(cost)}")
 
 
@@ -359,8 +379,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     assert tl_.cand & (tl_.cand - 1) == 0, "the candidate cap is a power of two"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
     if not tl_.attn_block:
-        tl_ = replace(tl_, attn_block=min(64, max(16, 4096 // cfg.head_dim))
-                      if T == 1 and wbytes <= 2 else 32)
+        tl_ = replace(tl_, attn_block=attn_block(cfg.head_dim, T, wbytes))
     blocks = math.ceil(max_len / tl_.attn_block)
     # KV splits per kv head: 32 at most at T = 1, and no more than the merging program loads
     # in one round (GP x splits x head_dim <= 8192, ops_attn._merge); 8 when T > 1 (each
@@ -369,9 +388,21 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     # H200, ctx 1024 / 4096, us per step, 32 -> 16 splits: Qwen3-8B (GP 4, head_dim 128)
     # 4,277 -> 4,125 / 4,400 -> 4,292; Qwen3-1.7B (GP 2) 1,349 -> 1,361 / 1,431 -> 1,484
     # (bench/results/monokernel-20261130-s11, run 3)
+    # A plan of T > 1 has the T = 1 count of ATTN tiles per kv head, the first t_splits of
+    # which compute a split in a T-position step (the others exit without waiting): a
+    # one-position step of that kernel (per-step switching, weights.STEP_ONE) then attends as a
+    # T = 1 kernel does. H200, SmolLM2, ctx 1024, us per step, T = 4 kernel: one-position steps
+    # 613 with 8 tiles per kv head, 572 with 32 (T = 1 kernel 567); its T = 4 steps 836 with 8
+    # tiles, 822 with 32 (848 with every 4th tile a split); all 32 tiles as splits: 891-918
+    # (bench/results/monokernel-20261130-s12)
     one_round = _pow2_floor(max(1, 8192 // (_pow2_ceil(nh_r // nkv_r) * cfg.head_dim)))
-    splits = tl_.attn_splits or max(1, min(min(32, one_round) if T == 1 else 8, blocks,
-                                           1 << max(0, (P // nkv_r).bit_length() - 1)))
+    per_prog = 1 << max(0, (P // nkv_r).bit_length() - 1)
+    splits = tl_.attn_splits or max(1, min(32, one_round, blocks, per_prog))
+    t_splits = splits
+    if T > 1:
+        t_splits = tl_.attn_splits_t or (tl_.attn_splits or max(1, min(8, blocks, per_prog)))
+        if splits % t_splits:
+            splits = t_splits
     ctx = context or max_len // 2
     q, kv = cfg.q_size, cfg.kv_size
     shapes = {QKV: ((nh_r + 2 * nkv_r) * hd, h, False), OPROJ: (h, nh_r * hd, False),
@@ -459,4 +490,5 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
             p[:] = [replace(i, wait_seq=seq, wait_count=1, wait_prev=True) if i.seq == 0 else i
                     for i in p]
     return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, wbytes, last_seq=seq,
-                fma_t=frozenset(op for op, b in fma_t.items() if b is not None))
+                fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
+                t_splits=t_splits)

@@ -8,6 +8,7 @@ Random bf16 weights at real shapes (engine/bench/models.py SHAPES), a KV cache f
 random values up to the context (speed does not depend on them; correctness is gpu_check's and
 the bench's job), greedy, T = 1 unless said. A variant is a comma list of Tiling fields (bn, bk,
 chunk, stages, bn_lm, attn_splits, attn_block, tiles, merge_heads, ...), T (positions per step)
+one=1 (T > 1: every step as one position, per-step switching's plain steps)
 and launch knobs (warps, per_sm, programs: a total program count instead of per_sm x SMs, e.g.
 fewer than one per SM for small models, maxnreg: a register cap, red=1: matvec chunks reduced as
 they arrive; unset: the backend's defaults, 4 warps, 2 per SM, registers uncapped). The breakdown
@@ -39,9 +40,9 @@ from .harness import Harness
 from .kernel import Monokernel
 from .sync import NSTAMP
 
-TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_block",
-               "attn_stages", "tiles", "attn_fold", "fma_t", "fma_t_max",
-               "fma_t_elems", "merge_heads"}
+TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_splits_t",
+               "attn_block", "attn_stages", "tiles", "attn_fold", "fma_t", "fma_t_max",
+               "fma_t_elems", "fma_t_loop", "merge_heads"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
 
 
@@ -52,28 +53,31 @@ def parse_variant(text: str) -> dict:
         if not eq or not v.strip().lstrip("-").isdigit():
             raise SystemExit(f"variant item {kv!r}: expected key=integer (e.g. chunk=16384)")
         out[k.strip()] = int(v)
-    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "programs", "maxnreg", "red", "T"}
+    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "programs", "maxnreg", "red", "T", "one"}
     if bad:
         raise SystemExit(f"unknown variant keys {sorted(bad)}")
     return out
 
 
-def start_at(h: Harness, ctx: int, max_new: int) -> None:
-    """A sequence at position `ctx` whose cache holds random keys and values."""
+def start_at(h: Harness, ctx: int, max_new: int, one: int = 0) -> None:
+    """A sequence at position `ctx` whose cache holds random keys and values; `one` (a kernel
+    of T > 1): every step runs as one position (state[STEP_ONE], per-step switching's plain
+    steps)."""
     L = h.cfg.num_layers
     for t in (h.bufs.k_cache, h.bufs.v_cache):
         t[:L, :, :ctx].normal_(0, 0.5)
     W.start_sequence(h.bufs, h.w, token=1, pos=ctx, max_new=max_new, stop_ids=[],
                      capacity=h.max_len, mode=W.GREEDY, temperature=0.0, top_k=0, top_p=1.0,
                      seed=0)
+    h.bufs.state[W.STEP_ONE] = one
 
 
 def time_steps(h: Harness, mk: Monokernel, ctx: int, steps: int, skip: int = 0,
-               reps: int = 3) -> float:
+               reps: int = 3, one: int = 0) -> float:
     """Best of `reps` launches: microseconds per step."""
     best = float("inf")
     for _ in range(reps):
-        start_at(h, ctx, 1 << 30)
+        start_at(h, ctx, 1 << 30, one)
         e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         e0.record()
         mk.launch(h.bufs, steps, skip=skip)
@@ -98,7 +102,8 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
     for p, prog in enumerate(plan.programs[0]):
         for j, ins in enumerate(prog):
             r = [int(v) for v in tr[p, j]]
-            by_seq.setdefault(ins.seq, []).append((r[0], r[1], r[-1], *r[2:-1]))
+            waited = r[1] or r[0]  # (ATTN runs of empty tiles do not wait)
+            by_seq.setdefault(ins.seq, []).append((r[0], waited, r[-1], *r[2:-1]))
     t0 = min(r[0] for recs in by_seq.values() for r in recs)
     done = {seq: max(r[2] for r in recs) for seq, recs in by_seq.items()}
     kinds: dict[str, dict] = {}
@@ -127,12 +132,12 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
     return {"step_us": round((done[plan.ops[-1].seq] - t0) / 1e3, 1), "ops": kinds}
 
 
-def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str) -> dict:
+def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str, one: int = 0) -> dict:
     """One traced step (the 7th of a launch) summed per op kind; raw stamps to
     $OUT/timeline-<tag>.npz."""
     tr = torch.zeros(h.plan.num_programs, mk.trace_rows(), NSTAMP.value, dtype=torch.int64,
                      device="cuda")
-    start_at(h, ctx, 1 << 30)
+    start_at(h, ctx, 1 << 30, one)
     mk.launch(h.bufs, 8, trace=tr, trace_step=6)
     torch.cuda.synchronize()
     mk.check(h.bufs)
@@ -195,13 +200,14 @@ def main() -> None:
             r = {"variant": v, "ctx": args.ctx, "T": v.get("T", 1)}
             try:
                 h, mk = build(base, v, sms, v.get("T", 1), args.ctx)
-                us = time_steps(h, mk, args.ctx, args.steps)
+                us = time_steps(h, mk, args.ctx, args.steps, one=v.get("one", 0))
                 r.update(step_us=round(us, 2), tok_s=round(1e6 / us, 1),
                          roofline_frac=round(1e6 / us / roof, 3), blocks=h.plan.blocks,
                          stages={P.OP_NAMES[o]: h.plan.op_stages(o) for o in h.plan.blocks},
                          fit=mk.fit_info)
                 if args.timeline:
-                    r["timeline"] = timeline(h, mk, args.ctx, f"{name}-{len(rows)}")
+                    r["timeline"] = timeline(h, mk, args.ctx, f"{name}-{len(rows)}",
+                                             v.get("one", 0))
                 if best is None or us < best[0]:
                     best = (us, v)
             except Exception as e:

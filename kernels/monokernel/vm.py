@@ -3,7 +3,8 @@
 The oracle for every buffer the kernel writes: same instructions, same tiles, same buffers
 (x, qkv, attention partials, attn, act, logits, per-tile LM-head partials, candidates, token
 ring, the device drafter's history, drafts and counts, the kept hidden states, counters), fp32
-math where the kernel accumulates in fp32. Ops run in plan order, each
+math where the kernel accumulates in fp32. A step of a T > 1 plan with state[STEP_ONE] set runs
+one position, as the kernel's T = 1 paths do (per-step switching). Ops run in plan order, each
 over all programs' runs (any interleaving the counters allow gives the same buffers). With
 several ranks (each its own Buffers, KV cache included) ALLREDUCE sums the ranks' partials.
 Knows nothing about Triton; sampling rules live in sampling.py.
@@ -53,6 +54,7 @@ class VM:
         assert len(bufs) == plan.ranks, f"{plan.ranks} ranks need as many Buffers"
         self.plan, self.w, self.bufs, self.cfg = plan, w, bufs, plan.cfg
         self._tickets: dict[tuple, int] = {}  # (buffers, layer, kv head) -> splits done
+        self.one, self.t = False, plan.T  # this step: one position (STEP_ONE), its positions
         self.by_seq = [[[] for _ in plan.ops] for _ in range(plan.ranks)]
         for r in range(plan.ranks):
             for ins in plan.instructions(r):
@@ -71,6 +73,9 @@ class VM:
         for step in range(nsteps):
             if int(self.bufs[0].state[W.DONE]):
                 return step
+            # a one-position step of a T > 1 plan (state[STEP_ONE]: per-step switching)
+            self.one = self.plan.T > 1 and int(self.bufs[0].state[W.STEP_ONE]) == 1
+            self.t = 1 if self.one else self.plan.T
             for op in self.plan.ops[: last + 1]:
                 for r, b in enumerate(self.bufs):
                     for ins in self.by_seq[r][op.seq]:
@@ -89,30 +94,35 @@ class VM:
 
     def qkv(self, ins, b, step):
         w, rows = self.w, slice(ins.start, ins.end)
-        xn, rstd = self._normed(b.x, w.attn_norm[ins.layer])
+        xn, rstd = self._normed(b.x[:self.t], w.attn_norm[ins.layer])
         y = xn @ w.w_qkv[ins.layer, rows].float().T * rstd[:, None]  # [T, rows]
         if w.b_qkv is not None:
             y = y + w.b_qkv[ins.layer, rows]
-        b.qkv[:, rows] = y
+        b.qkv[:self.t, rows] = y
 
     def attn(self, ins, b, step):
         c, w, pl, li = self.cfg, self.w, self.plan, ins.layer
-        T, G, hd, S = pl.T, c.group_size, c.head_dim, pl.splits
+        T, G, hd, S, SR = self.t, c.group_size, c.head_dim, pl.splits, pl.split_ratio
+        block = pl.tiling.attn_block
+        if self.one:  # the T = 1 kernel's splits and blocks (kernel.py BT1)
+            SR, block = 1, P.attn_block(hd, 1, pl.wbytes)
         pos = int(b.state[W.POS])
-        lo, n, chunk = live_range(pos, T, c.sliding_window, S, pl.tiling.attn_block)
+        lo, n, chunk = live_range(pos, T, c.sliding_window, S // SR, block)
         qpos = torch.arange(pos, pos + T, device=b.x.device)
         cos, sin = w.cos[pos:pos + T], w.sin[pos:pos + T]  # [T, hd]
         live = math.ceil((n - lo) / chunk)
         for tile in range(ins.start, ins.end):
             kvh, split = divmod(tile, S)
+            if split >= S // SR:  # past the step's splits (Plan.split_ratio)
+                continue
             s0 = lo + split * chunk
             s1 = min(s0 + chunk, n)
             if s0 >= s1:
                 continue
             heads = slice(kvh * G, (kvh + 1) * G)
-            q = b.qkv[:, kvh * G * hd:(kvh + 1) * G * hd].view(T, G, hd)
-            k = b.qkv[:, c.q_size + kvh * hd:c.q_size + (kvh + 1) * hd]  # [T, hd]
-            v = b.qkv[:, c.q_size + c.kv_size + kvh * hd:c.q_size + c.kv_size + (kvh + 1) * hd]
+            q = b.qkv[:T, kvh * G * hd:(kvh + 1) * G * hd].view(T, G, hd)
+            k = b.qkv[:T, c.q_size + kvh * hd:c.q_size + (kvh + 1) * hd]  # [T, hd]
+            v = b.qkv[:T, c.q_size + c.kv_size + kvh * hd:c.q_size + c.kv_size + (kvh + 1) * hd]
             if w.q_norm is not None:
                 q = q * torch.rsqrt(q.pow(2).mean(-1, keepdim=True) + c.rms_norm_eps) * w.q_norm[li]
                 k = k * torch.rsqrt(k.pow(2).mean(-1, keepdim=True) + c.rms_norm_eps) * w.k_norm[li]
@@ -132,9 +142,9 @@ class VM:
             s = s.masked_fill(~ok[:, None, :], float("-inf"))
             m = s.amax(-1)  # [T, G]
             p = torch.exp2(s - torch.where(m == float("-inf"), 0.0, m)[..., None])
-            b.att_acc[heads, split] = (p @ vals).transpose(0, 1)  # [G, T, hd]
-            b.att_ml[0, heads, split] = m.T
-            b.att_ml[1, heads, split] = p.sum(-1).T
+            b.att_acc[heads, split, :T] = (p @ vals).transpose(0, 1)  # [G, T, hd]
+            b.att_ml[0, heads, split, :T] = m.T
+            b.att_ml[1, heads, split, :T] = p.sum(-1).T
             # the kernel's ticket: the last live split of the kv head merges its heads
             key = (id(b), li, kvh)
             self._tickets[key] = self._tickets.get(key, 0) + 1
@@ -143,22 +153,23 @@ class VM:
                 self._merge(b, range(kvh * G, (kvh + 1) * G), live)
 
     def _merge(self, b, heads, live: int):
-        c = self.cfg
+        c, t = self.cfg, self.t
         for h in heads:
-            m, l_ = b.att_ml[0, h, :live], b.att_ml[1, h, :live]  # [live, T]
+            m, l_ = b.att_ml[0, h, :live, :t], b.att_ml[1, h, :live, :t]  # [live, T]
             wgt = torch.exp2(m - m.amax(0))
-            out = (b.att_acc[h, :live] * wgt[..., None]).sum(0) / (l_ * wgt).sum(0)[:, None]
-            b.attn[:, h * c.head_dim:(h + 1) * c.head_dim] = out.to(b.attn.dtype)
+            out = (b.att_acc[h, :live, :t] * wgt[..., None]).sum(0) / (l_ * wgt).sum(0)[:, None]
+            b.attn[:t, h * c.head_dim:(h + 1) * c.head_dim] = out.to(b.attn.dtype)
 
     def _project(self, ins, b, wt, src, bias):
         rows, cols = slice(ins.start, ins.end), slice(ins.k0, ins.k1)
-        y = src[:, cols].float() @ wt[rows, cols].float().T  # [T, rows]
+        t = self.t
+        y = src[:t, cols].float() @ wt[rows, cols].float().T  # [T, rows]
         if ins.partial:
-            b.part[:, rows] = y
+            b.part[:t, rows] = y
             return
         if bias is not None:
             y = y + bias[rows]
-        b.x[:, rows] = (y + b.x[:, rows].float()).to(b.x.dtype)
+        b.x[:t, rows] = (y + b.x[:t, rows].float()).to(b.x.dtype)
 
     def oproj(self, ins, b, step):
         bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
@@ -178,21 +189,21 @@ class VM:
 
     def gateup(self, ins, b, step):
         w, rows, inter = self.w, slice(ins.start, ins.end), self.cfg.intermediate_size
-        xn, rstd = self._normed(b.x, w.mlp_norm[ins.layer])
+        xn, rstd = self._normed(b.x[:self.t], w.mlp_norm[ins.layer])
         g = xn @ w.w_gu[ins.layer, rows].float().T * rstd[:, None]
         u = xn @ w.w_gu[ins.layer, ins.start + inter:ins.end + inter].float().T * rstd[:, None]
-        b.act[:, rows] = (F.silu(g) * u).to(b.act.dtype)
+        b.act[:self.t, rows] = (F.silu(g) * u).to(b.act.dtype)
 
     def lmhead(self, ins, b, step):
-        w, pl, T = self.w, self.plan, self.plan.T
+        w, pl, T = self.w, self.plan, self.t
         bn, n0, n1 = pl.bn_lm, ins.start, ins.end
-        xn, rstd = self._normed(b.x, w.norm)
+        xn, rstd = self._normed(b.x[:T], w.norm)
         lg = xn @ w.lm_head[n0:n1].float().T * rstd[:, None]  # [T, n]
         st = b.state
         if int(st[W.C_ON]):  # a constraint: mask by each position's automaton state
             lg = mask_rows(lg, n0, st[W.C_STATE:W.C_STATE + T].tolist(), b.c_bitmask,
                            int(st[W.C_WORDS]))
-        b.logits[:, n0:n1] = lg
+        b.logits[:T, n0:n1] = lg
         mode, temp = int(st[W.MODE]), float(b.fparams[W.TEMP])
         nt = math.ceil((n1 - n0) / bn)
         tiles = slice(n0 // bn, n0 // bn + nt)
@@ -201,22 +212,22 @@ class VM:
         if mode != W.GREEDY:
             sc = pad / temp
             mx = sc.amax(-1)  # [T, nt]
-            b.lm_stat[0, :, tiles] = mx
+            b.lm_stat[0, :T, tiles] = mx
             base = torch.where(mx > float("-inf"), mx, 0.0)  # (-inf: nothing allowed)
-            b.lm_stat[1, :, tiles] = torch.exp(sc - base[..., None]).sum(-1)
+            b.lm_stat[1, :T, tiles] = torch.exp(sc - base[..., None]).sum(-1)
             if mode == W.TEMPERATURE:
                 ids = torch.arange(n0, n0 + nt * bn, device=lg.device)
                 pos, seed = int(st[W.POS]), seed_of(st)
                 g = torch.stack([gumbel(seed + pos + t, ids) for t in range(T)])
                 val = sc + g.view(T, nt, bn)
-        b.lm_val[:, tiles] = val.amax(-1)
-        b.lm_idx[:, tiles] = (val.argmax(-1) + torch.arange(nt, device=lg.device)[None] * bn
+        b.lm_val[:T, tiles] = val.amax(-1)
+        b.lm_idx[:T, tiles] = (val.argmax(-1) + torch.arange(nt, device=lg.device)[None] * bn
                               + n0).to(torch.int32)
         if mode == W.FILTERED:
             cap = pl.tiling.cand
             keys = candidate_keys(lg, torch.arange(n0, n1, device=lg.device)[None].expand(T, -1))
             top = torch.sort(keys, dim=-1, descending=True).values[:, :cap]
-            b.cand[:, ins.slot] = F.pad(top, (0, cap - top.shape[1]), value=MIN_KEY)
+            b.cand[:T, ins.slot] = F.pad(top, (0, cap - top.shape[1]), value=MIN_KEY)
 
     def _choose(self, b, t: int) -> tuple[int, bool]:
         st, pl = b.state, self.plan
@@ -241,8 +252,26 @@ class VM:
             st[W.D_ACCEPTED] += min(acc, g)
         x, ew = acc << 16, int(st[W.D_EWMA])
         ew = x if int(st[W.D_PROBE]) else ew + (((x - ew) * int(st[W.D_ALPHA])) >> 16)
+        below, switch = ew < int(st[W.D_FLOOR]), int(st[W.D_SWITCH]) != 0
+        if switch and int(st[W.D_PROBE]):  # a probe: the wait for the next doubles, or resets
+            st[W.D_EVERY] = (min(2 * int(st[W.D_EVERY]), int(st[W.D_EVERY_MAX])) if below
+                             else int(st[W.D_EVERY0]))
         st[W.D_EWMA], st[W.D_PROBE], st[W.D_GUESSED] = ew, 0, 0
-        return W.DONE_PAUSE if done == 0 and ew < int(st[W.D_FLOOR]) else done
+        return W.DONE_PAUSE if done == 0 and below and not switch else done
+
+    @staticmethod
+    def _switch(st: torch.Tensor, nd: int) -> None:
+        """ops_sample.sample_run's choice of the next step's width (D_SWITCH): one position
+        when the lookup drafted nothing, or while the mean is below the floor until a probe."""
+        one = nd <= 0
+        if int(st[W.D_EWMA]) < int(st[W.D_FLOOR]):
+            wait = int(st[W.D_WAIT]) + 1
+            probe = nd > 0 and wait >= int(st[W.D_EVERY])
+            st[W.D_WAIT], st[W.D_PROBE] = 0 if probe else wait, int(probe)
+            one = not probe
+        else:
+            st[W.D_WAIT] = 0
+        st[W.STEP_ONE] = int(one)
 
     def sample(self, ins, b, step):
         st, T, host = b.state, self.plan.T, b.host
@@ -253,7 +282,7 @@ class VM:
         con = int(st[W.C_ON])
         cs = int(st[W.C_STATE]) if con else 0  # automaton state before position t
         d_on, n_hist, h_cap = int(st[W.D_ON]), int(st[W.N_HIST]), int(st[W.HIST_CAP])
-        for t in range(T):
+        for t in range(self.t):
             a, over = self._choose(b, t)
             ns, fin = cs, False
             if con and not over:
@@ -281,14 +310,14 @@ class VM:
             elif n_out >= int(st[W.MAX_NEW]):
                 done = W.DONE_LENGTH
             cs = ns
-            if done or t + 1 >= T or toks[t + 1] != a:
+            if done or t + 1 >= self.t or toks[t + 1] != a:
                 break
         npos = pos + emitted
         if not done and int(host[W.H_CANCEL]):
             done = W.DONE_CANCEL
         if not done and npos + T > int(st[W.CAPACITY]):
             done = W.DONE_CAPACITY
-        if T > 1 and d_on:
+        if T > 1 and d_on and not self.one:
             done = self._draft_count(st, emitted, done)
         if int(st[W.KEEP_HIDDEN]):  # the kept positions' final hidden states (before the norm)
             b.hidden[pos:pos + emitted] = b.x[:emitted]
@@ -308,6 +337,8 @@ class VM:
                 if drafts:
                     b.drafts[n_out:n_out + len(drafts)] = torch.tensor(drafts, dtype=torch.int32)
                 st[W.N_DRAFT], st[W.D_GUESSED] = n_out + len(drafts), guessed
+                if int(st[W.D_SWITCH]):  # the next step at T positions, or one
+                    self._switch(st, len(drafts))
         nd = int(st[W.N_DRAFT])
         nxt = [last] + [int(b.drafts[n_out - 1 + i]) if n_out - 1 + i < nd else last
                         for i in range(1, T)]

@@ -42,7 +42,18 @@ C_ON, C_WORDS, C_EOS, C_START, C_STATE = 12, 13, 14, 15, 16
 # norm) of each position whose K/V the step keeps, pos .. pos + emitted - 1, to `hidden` at that
 # position (the KV cache's KVCache.hidden: what MTP drafters read; start_sequence(keep_hidden=))
 KEEP_HIDDEN = 46
-STATE_SIZE = 48
+# per-step switching (a kernel of T > 1 positions): STEP_ONE 1 runs the coming step as a T = 1
+# step (one position, on the T = 1 code paths of the same tiles), 0 on all T positions; with
+# D_SWITCH set, SAMPLE sets STEP_ONE after each step: 1 when the device drafter proposes
+# nothing for the next one (start_drafting(switch=True); the host sets it for a launch's first
+# step, set_step_inputs)
+STEP_ONE, D_SWITCH = 47, 48
+# switching with a floor: while the running mean D_EWMA is below D_FLOOR the steps run as one
+# position even where the lookup has drafts, except a probe (its count replaces the mean) after
+# D_WAIT such steps reach D_EVERY; a probe that leaves the mean below the floor doubles D_EVERY
+# (to D_EVERY_MAX), one above it resets it to D_EVERY0
+D_WAIT, D_EVERY, D_EVERY0, D_EVERY_MAX = 49, 50, 51, 52
+STATE_SIZE = 64
 Q16 = 1 << 16
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
 H_PROGRESS, H_CANCEL, H_DONE, HOST_HDR = 0, 1, 2, 4  # host-visible int32 buffer, then the ring
@@ -247,6 +258,8 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
                                                        dtype=torch.int32)
     if guessed is not None:
         bufs.state[D_GUESSED] = guessed
+    # a step of one position where a switching kernel has nothing to verify
+    bufs.state[STEP_ONE] = int(not drafts and int(bufs.state[D_SWITCH]) != 0)
     return toks
 
 
@@ -257,7 +270,8 @@ def q16(v: float) -> int:
 
 def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngram: int, k: int,
                    accepted: float = 0.0, alpha: float = 0.15, floor: float | None = None,
-                   probe: bool = False) -> None:
+                   probe: bool = False, switch: bool = False, probe_every: int = 8,
+                   max_probe_every: int = 64) -> None:
     """After start_sequence: the device n-gram drafter runs on these buffers. `history`: the
     sequence so far (prompt and emitted tokens, the last one the input of the next step) goes
     to `hist`; SAMPLE appends every token it emits; a kernel of T > 1 positions drafts up to
@@ -265,7 +279,11 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
     as the host's propose_drafts trims, so only its first step's drafts come from the host
     (set_step_inputs, with `guessed`). `accepted`: the starting mean of accepted tokens per
     step, `alpha` its weight per step; a step whose mean falls below `floor` (None: never) ends
-    the launch with DONE_PAUSE; `probe`: the first step's count replaces the mean."""
+    the launch with DONE_PAUSE; `probe`: the first step's count replaces the mean; `switch`: a
+    step with no drafts runs as a T = 1 step of the same kernel (STEP_ONE), not at T positions
+    (one launch for the whole sequence: below `floor` no pause, one-position steps instead,
+    with a probe after `probe_every` of them, the wait doubling to `max_probe_every` after each
+    probe that does not pay)."""
     n = len(history)
     assert 1 <= n <= bufs.hist.numel(), f"a history of {n} tokens in {bufs.hist.numel()}"
     assert 1 <= min_ngram <= max_ngram and k >= 0, (min_ngram, max_ngram, k)
@@ -274,7 +292,9 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
     vals = {D_ON: 1, N_HIST: n, HIST_CAP: bufs.hist.numel(), D_NMIN: min_ngram,
             D_NMAX: max_ngram, D_K: k, D_GUESSED: 0, D_EWMA: q16(max(accepted, 0.0)),
             D_ALPHA: q16(alpha), D_FLOOR: -1 if floor is None else max(q16(floor), 0),
-            D_PROBE: int(probe), D_STEPS: 0, D_DRAFTED: 0, D_ACCEPTED: 0}
+            D_PROBE: int(probe), D_STEPS: 0, D_DRAFTED: 0, D_ACCEPTED: 0,
+            D_SWITCH: int(switch), STEP_ONE: 0, D_WAIT: 0, D_EVERY: probe_every,
+            D_EVERY0: probe_every, D_EVERY_MAX: max(probe_every, max_probe_every)}
     for slot, v in vals.items():
         st[slot] = v
 

@@ -228,6 +228,134 @@ def test_kernel_constrained_drafting_equals_vm():
     assert int(b.state[W.STEPS]) < len(h.tokens(b)) - 1  # drafts (or forced tokens) accepted
 
 
+def _switching(h, n: int, atol: float, tol: float = 1e-4) -> None:
+    """Per-step switching (start_drafting(switch=True)), one step per launch of h's T-position
+    kernel: a step the drafter has nothing for runs as one position (STEP_ONE: one token out,
+    its logits row the reference's, the rows past it not written), a step with drafts at all
+    T; after each step STEP_ONE says whether the next has drafts; the VM, stepping along,
+    has every buffer the kernel has; the tokens are the reference's greedy ones, and both kinds
+    of step ran."""
+    T = h.plan.T
+    ref, want_logits = h.reference_greedy(PROMPT, n + T)
+    first = h.start(PROMPT, n)
+    d = NgramDrafter(max_ngram=3)
+    history = PROMPT + ref[3:6] + [first]  # a short copy: some steps draft, others cannot
+    props = _start_drafting(h, first, history, d, T - 1, switch=True)
+    assert int(h.bufs.state[W.STEP_ONE]) == int(not props)
+    b = h.bufs.clone()  # the kernel's; h.bufs the VM's
+    vm, mk = h.vm(), Monokernel(h.plan, h.w)
+    hist, seen, kinds = list(history), 1, set()
+    while not int(b.state[W.DONE]):
+        one = int(b.state[W.STEP_ONE])
+        for buf in (h.bufs, b):
+            buf.logits.fill_(-123.0)
+        vm.run(1)
+        mk.launch(b, 1)
+        mk.check(b)
+        assert compare(h.bufs, b, tol=tol) is None, compare(h.bufs, b, tol=tol)
+        toks = h.tokens(b)[seen:]
+        kinds.add(one)
+        if one:
+            assert len(toks) == 1
+            got = b.logits[0].float().cpu()
+            want = want_logits[seen].float().cpu()
+            assert torch.allclose(got, want, atol=atol, rtol=atol), (got - want).abs().max()
+            assert (b.logits[1:] == -123.0).all()  # one position computed
+        seen += len(toks)
+        hist += toks
+        if int(b.state[W.DONE]):
+            break
+        props = d.propose(hist, T - 1)
+        assert int(b.state[W.STEP_ONE]) == int(not props)
+        n_out = int(b.state[W.N_OUT])
+        assert b.drafts[n_out:n_out + len(props)].tolist() == props
+    assert h.tokens(b) == ref[:n]
+    assert kinds == {0, 1}, kinds
+    assert int(b.state[W.D_STEPS]) <= int(b.state[W.STEPS])
+
+
+@interpreted
+@pytest.mark.parametrize("name", ["llama_obias_hd64", "qwen3_qknorm_hd128"])
+def test_kernel_switches_per_step(name):
+    _switching(harness(name, T=4), 12, 1e-4)
+
+
+@interpreted
+def test_switching_below_the_floor_probes():
+    """Per-step switching with a floor the mean cannot reach (drafts of the reference's own
+    continuation, so the lookup always has some): after the first step the steps run as one
+    position anyway, except a probe once the wait reaches D_EVERY, whose count replaces the
+    mean and which doubles the wait (to D_EVERY_MAX); one step per launch, the state after
+    each against the rule computed here and every buffer against the VM's; the tokens stay the
+    reference's."""
+    T, n, alpha, floor = 4, 16, 0.25, 3.5
+    h = harness("llama_gqa_tied_hd64", T=T)
+    ref, _ = h.reference_greedy(PROMPT, n + T)
+    first = h.start(PROMPT, n)
+    d = NgramDrafter()
+    history = ref + [first]  # the continuation itself: drafts every step
+    _start_drafting(h, first, history, d, T - 1, accepted=0.0, alpha=alpha, floor=floor,
+                    switch=True, probe_every=2, max_probe_every=4)
+    b = h.bufs.clone()
+    vm, mk = h.vm(b), Monokernel(h.plan, h.w)
+    q = W.q16
+    ew, probe, wait, every, seen, kinds = 0, 0, 0, 2, 1, []
+    while not int(h.bufs.state[W.DONE]):
+        one = int(h.bufs.state[W.STEP_ONE])
+        vm.run(1)
+        mk.launch(h.bufs, 1)
+        mk.check(h.bufs)
+        assert compare(b, h.bufs) is None, compare(b, h.bufs)
+        emitted = int(h.bufs.host[W.H_PROGRESS]) - seen
+        seen += emitted
+        kinds.append("probe" if probe and not one else "one" if one else "T")
+        if not one:
+            x = (emitted - 1) << 16
+            ew = x if probe else ew + (((x - ew) * q(alpha)) >> 16)
+            if probe:
+                every = min(2 * every, 4) if ew < q(floor) else 2
+            probe = 0
+        st = h.bufs.state
+        if int(st[W.DONE]):
+            break
+        nd = int(st[W.N_DRAFT]) - int(st[W.N_OUT])
+        one_next = int(nd <= 0)
+        if ew < q(floor):
+            wait += 1
+            probe = int(nd > 0 and wait >= every)
+            wait = 0 if probe else wait
+            one_next = 1 - probe
+        assert (int(st[W.D_EWMA]), int(st[W.STEP_ONE]), int(st[W.D_WAIT]),
+                int(st[W.D_EVERY]), int(st[W.D_PROBE])) == (ew, one_next, wait, every, probe)
+    assert h.tokens() == ref[:n]
+    assert kinds[0] == "T" and "probe" in kinds and kinds.count("one") >= 4, kinds
+    assert every == 4  # probes that did not pay doubled the wait, to the cap
+
+
+@interpreted
+def test_one_position_step_keeps_the_kernels_stat_layout():
+    """Sampling (top-k / top-p) in a one-position step of a T = 4 kernel: the LM head's
+    per-tile maxima and sums of exp((l - max) / temperature) land where the T = 4 kernel's
+    SAMPLE reads them (lm_stat [2, T, tiles]), computed from the logits row the step wrote."""
+    h = harness("llama_gqa_tied_hd64", T=4)
+    h.start(PROMPT, 4, temperature=0.8, top_k=8, top_p=0.9)
+    assert int(h.bufs.state[W.MODE]) == W.FILTERED
+    h.bufs.state[W.STEP_ONE] = 1
+    h.bufs.lm_stat.fill_(-5.0)
+    mk = Monokernel(h.plan, h.w)
+    mk.launch(h.bufs, 1, sampling=True)
+    mk.check(h.bufs)
+    assert len(h.tokens()) == 2
+    bn, V = h.plan.bn_lm, h.cfg.vocab_size
+    nt = h.plan.n_lm_tiles
+    sc = torch.nn.functional.pad(h.bufs.logits[0] / 0.8, (0, nt * bn - V),
+                                 value=float("-inf")).view(nt, bn)
+    mx = sc.amax(-1)
+    assert torch.allclose(h.bufs.lm_stat[0, 0], mx, atol=1e-5)
+    assert torch.allclose(h.bufs.lm_stat[1, 0], torch.exp(sc - mx[:, None]).sum(-1), atol=1e-4)
+    assert (h.bufs.lm_stat[:, 1:] == -5.0).all()  # the other positions' rows untouched
+
+
 @interpreted
 def test_mean_pause_and_probe():
     """The running mean (Q16 EWMA of the tokens each step keeps past its first) and the
@@ -312,3 +440,15 @@ def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
     else:  # bf16: a tile's argmax may pick the other of two logits equal after rounding
         assert compare(h.bufs, b, tol=3e-2, skip=("lm_idx",)) is None
         assert h.tokens(b) == h.tokens()
+
+
+@gpu
+@pytest.mark.parametrize("name", ["llama_obias_hd64", "qwen3_qknorm_hd128"])
+def test_gpu_kernel_switches_per_step(name):
+    """The same on the H200 with 264 programs (fp32: the T = 1 paths of the T = 4 kernel,
+    its 8 KV splits merged, against the reference's logits)."""
+    from agentfast.kernels.monokernel.harness import Harness
+
+    torch.manual_seed(0)
+    _switching(Harness.build(cfg(name), 264, 4, 64, device="cuda", dtype=torch.float32), 12,
+               1e-3)

@@ -88,16 +88,21 @@ def test_residual_loaded_per_run_or_per_tile(hidden):
 @interpreted
 @pytest.mark.parametrize("name,T,fma_t", [("qwen3_qknorm_hd128", 4, False),
                                          ("qwen2_bias_hd64", 3, True),
-                                         ("llama_obias_hd64", 2, True)])
+                                         ("llama_obias_hd64", 2, True),
+                                         ("qwen2_bias_hd64", 3, "loop"),
+                                         ("llama_gqa_tied_hd64", 8, "loop")])
 def test_t_step_matvec_paths_equal_vm(name, T, fma_t):
     """T > 1 matvecs on whole-row FMA tiles (Tiling.fma_t, T <= fma_t_max: ops_mv.mv_tiles_t;
-    T = 3 pads to 4 positions; QKV and O-proj biases) or on tl.dot tiles of 16 rows: buffers
-    equal the VM's, tokens the reference's, with drafts that are partly wrong."""
+    T = 3 pads to 4 positions; QKV and O-proj biases; "loop": Tiling.fma_t_loop, position by
+    position, to T = 8) or on tl.dot tiles of 16 rows: buffers equal the VM's, tokens the
+    reference's, with drafts that are partly wrong."""
     from mk_utils import FAST
 
     from agentfast.kernels.monokernel import plan as P
 
-    h = harness(name, T=T, tiling=dataclasses.replace(FAST, fma_t=fma_t))
+    loop = fma_t == "loop"
+    h = harness(name, T=T, tiling=dataclasses.replace(FAST, fma_t=bool(fma_t), fma_t_loop=loop,
+                                                      fma_t_max=8 if loop else 4))
     assert h.plan.fma_t == ({P.QKV, P.OPROJ, P.GATEUP, P.DOWN} if fma_t else set())
     ref, _ = h.reference_greedy(PROMPT, N)
     h.start(PROMPT, N, drafts=[(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)])
@@ -123,6 +128,26 @@ def test_split_merge_head_by_head_equals_vm(T, merge_heads):
                                                           merge_heads=merge_heads))
     assert h.plan.splits == sp and h.plan.merge_heads == (T == 1 if merge_heads is None
                                                           else merge_heads)
+    ref, _ = h.reference_greedy(PROMPT, N)
+    h.start(PROMPT, N, drafts=[(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)])
+    b = run_both(h, N)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    assert h.tokens(b) == h.tokens() == ref
+
+
+@interpreted
+def test_t_step_attends_on_its_first_tiles_equals_vm():
+    """A T = 4 plan with 8 ATTN tiles per kv head and 2 splits in its steps (Plan.split_ratio
+    4, as the default plans of T > 1 have 32 tiles and 8 splits): the tiles past the splits
+    do nothing; buffers equal the VM's, tokens the reference's, with drafts that are partly
+    wrong."""
+    from dataclasses import replace
+
+    from mk_utils import FAST
+
+    h = harness("qwen3_qknorm_hd128", T=4, tiling=replace(FAST, attn_splits=8, attn_splits_t=2,
+                                                          attn_block=4))
+    assert (h.plan.splits, h.plan.t_splits, h.plan.split_ratio) == (8, 2, 4)
     ref, _ = h.reference_greedy(PROMPT, N)
     h.start(PROMPT, N, drafts=[(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)])
     b = run_both(h, N)
