@@ -268,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k-max", type=int, default=None,
                     help="adaptive policy with at most K drafts per step (default: the "
                          "policy's ceiling, 8)")
+    ap.add_argument("--switch-t", type=int, default=None,
+                    help="monokernel, n-gram drafter on the device: its kernel switches per "
+                         "step between T positions (at most this many) and one (default: the "
+                         "backend's, 4); 0: one T per launch, paused and probed between launches")
     ap.add_argument("--measure-costs", action="store_true",
                     help="measure this machine's T-step costs first (policy.measure_step_costs) "
                          "instead of the backend's table (not the monokernel: its verification "
@@ -305,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         eng = Engine(base.model, device=args.device, backend=args.backend, drafter=spec)
         if costs:
             eng.backend.step_costs = costs
+        if args.switch_t is not None:
+            if not hasattr(eng.backend, "switch_t"):
+                ap.error(f"--switch-t: the {args.backend} backend does not switch per step")
+            eng.backend.switch_t = args.switch_t
+        switch_t = getattr(eng.backend, "switch_t", 0)
         pick = (_capped_policy(eng, args.k_max) if args.k_max and not args.fixed_k
                 else _fixed_policy(args.fixed_k))
         warm_up(eng, pick, tool_sets)
@@ -312,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"adaptive, k <= {args.k_max}" if args.k_max else "adaptive")
         # the monokernel's verification kernel for this policy (DraftPolicy's default k_max: 8)
         T_kernel = min(16, (args.fixed_k or args.k_max or DraftPolicy().k_max) + 1)
+        if switch_t > 1 and not args.fixed_k and eng.backend.drafts_on_device(eng.drafter):
+            T_kernel = min(T_kernel, switch_t)  # (one-position steps where nothing is drafted)
+            policy += f", per-step switching, T = {T_kernel}"
         print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
         total, kinds = ReplayReport("all", 0, 0, 0, 0), {}

@@ -12,8 +12,9 @@ policy); drafting at T positions emits 1 + min(L(p), T - 1) tokens per step of c
 policies, per trace kind, as speedups over plain decode:
 
 - T=t: every step at T = t (a kernel of t positions running the whole turn, never pausing);
-- T=t/plain: a T = 1 step where the drafter proposes nothing (a kernel that could choose per
-  step between its T = 1 and T = t paths), else T = t;
+- T=t/plain: a T = 1 step where the drafter proposes nothing, else T = t (the monokernel's
+  switching kernel, MonokernelBackend.switch_t, whose one-position steps cost about a T = 1
+  step);
 - oracle: the cheapest T (1..16) at every step, knowing L: the bound for any policy.
 
 The costs are a table {T: cost} (relative, or us per step) interpolated linearly

@@ -14,8 +14,10 @@ the host, then the kernel masks, chooses, advances and ends the output on the de
 that allows only EOS writes an EOS id and stops), with no host round trip per token.
 
 Speculative decoding: the n-gram drafter (NgramDrafter, `--drafter ngram`) runs on the device:
-one launch of the T = k + 1 kernel drafts, verifies and emits a whole stretch, and pauses itself
-when drafting stops paying (`_speculate_device`). Other drafters propose on the host, one
+one launch of the T = k + 1 kernel (k <= 3, switch_t) drafts, verifies and emits the whole
+output, each step at T positions when the lookup has drafts for it and as a one-position step
+of the same kernel when not (`_speculate_device`; with switch_t = 0 the launch pauses itself
+when drafting stops paying and the host probes again later). Other drafters propose on the host, one
 verification step per launch (`_speculate`). The MTP drafter reads the main model's final hidden
 states from the KV cache (KVCache.hidden): with `keep_hidden` set before new_cache, the prefill
 writes the prompt's and every kernel step (T = 1 or T = k + 1) those of the positions whose K/V
@@ -66,6 +68,20 @@ class MonokernelBackend(ReferencePrefill):
     # host drafters' steps timed for their policy (DraftPolicy.timed): on the GPU, where a
     # drafter's forward and a launch per verification step cost what the table does not see
     times_drafting = False
+    # the device n-gram drafter's kernel switches per step (state[STEP_ONE]): T positions where
+    # the drafter proposes something, one where it does not, the whole sequence in one launch;
+    # its T is at most switch_t (4: the T kernel's matvecs then run on the T = 1 plan's tiles,
+    # Plan.fma_t, so a one-position step costs about a T = 1 step; spec_decode.tsim at the
+    # measured SmolLM2 costs, edit_file: switching T = 4 1.62x, T = 9 1.55x, against the
+    # pausing T = 9 kernel's 1.44x). 0: the pausing kernel (one T per launch, DraftPolicy's
+    # pauses and probes between launches)
+    switch_t = 4
+    # switching: steps run as one position (probes aside) while the mean of kept drafts per
+    # step is below this fraction of the break-even mean (DraftPolicy.break_even). H200,
+    # embedded model, replay: at the break-even itself plain_chat 0.96x (its mean, 0.47, sits at
+    # the break-even of a T = 4 step, and the mean's dips switch off steps that paid), at no
+    # floor 1.07x (bench/results/spec-decode-gpu-20261130-s12)
+    switch_floor = 0.5
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -199,9 +215,14 @@ class MonokernelBackend(ReferencePrefill):
         if max_new <= 1:
             return
         T = 1
+        switch = False
         if drafter is not None:
             policy = draft_policy(self, drafter)
             T = min(16, policy.k_max + 1)
+            switch = (self.switch_t > 1 and policy.adaptive
+                      and self.drafts_on_device(drafter))
+            if switch:
+                T = min(T, self.switch_t)
         b = self._buffers(cache, T)
         W.start_sequence(b, self.w, token=first, pos=start, max_new=max_new,
                          stop_ids=sorted(stop_ids), capacity=cache.capacity, mode=mode,
@@ -213,7 +234,7 @@ class MonokernelBackend(ReferencePrefill):
         elif drafter is not None and self.drafts_on_device(drafter):
             yield from self._speculate_device(cache, b, T, policy, drafter,
                                               list(history or []) + [first], max_new,
-                                              mode != W.GREEDY, automaton, stop_ids)
+                                              mode != W.GREEDY, automaton, stop_ids, switch)
         elif drafter is not None:
             yield from self._speculate(cache, b, T, policy, drafter, list(history or []) + [first],
                                        max_new, mode != W.GREEDY, automaton, stop_ids)
@@ -281,7 +302,7 @@ class MonokernelBackend(ReferencePrefill):
 
     def _speculate_device(self, cache: KVCache, b, T: int, policy: Any, drafter: Any,
                           hist: list[int], max_new: int, sampling: bool, automaton: Any,
-                          stop_ids: frozenset[int]) -> Iterator[int]:
+                          stop_ids: frozenset[int], switch: bool = False) -> Iterator[int]:
         """Speculative decode with the n-gram drafter on the device: one launch of the
         T-position kernel runs a whole stretch of steps; after each step SAMPLE appends the
         emitted tokens to the device history, looks up the next step's drafts there
@@ -292,7 +313,12 @@ class MonokernelBackend(ReferencePrefill):
         Paused, the policy's plain stretch runs on the T = 1 kernel (one launch), then a probe
         launch of the T kernel, whose first step's count replaces the mean (DraftPolicy's
         probes and back-off). The host drafts only a launch's first step. A T kernel that
-        reaches the KV capacity hands the rest to the T = 1 kernel."""
+        reaches the KV capacity hands the rest to the T = 1 kernel. `switch` (switch_t): no
+        pauses; one launch runs the sequence, each step at T positions when the drafter has
+        drafts for it, else as a one-position step of the same kernel (state[STEP_ONE]); below
+        the break-even mean the steps run as one position until a probe is due (the policy's
+        probe_every, doubled up to max_probe_every after each probe that does not pay), all
+        decided by SAMPLE on the device."""
         from ...kernels.monokernel import weights as W
         from ...spec_decode.policy import expected_tokens
 
@@ -311,15 +337,17 @@ class MonokernelBackend(ReferencePrefill):
         W.start_drafting(b, drafter.corpus(hist, b.hist.numel() - max_new - T),
                          min_ngram=drafter.min_ngram,
                          max_ngram=drafter.max_ngram, k=k, accepted=acc0, alpha=policy.ewma,
-                         floor=floor)
+                         floor=floor * self.switch_floor if switch and floor is not None
+                         else floor, switch=switch, probe_every=policy.probe_every,
+                         max_probe_every=policy.max_probe_every)
         seen = 1
         try:
             while seen < max_new:
-                plain = adaptive and policy.next_k() == 0
+                plain = adaptive and not switch and policy.next_k() == 0
                 if plain:  # drafting is off: the plain steps until the next probe, one launch
                     kern, n = self.kernel, 1 + policy.take_plain(max_new - seen - 1)
                 else:
-                    kern, n, probe = spec, max_new - seen, policy.probing
+                    kern, n, probe = spec, max_new - seen, policy.probing and not switch
                     cs = int(b.state[W.C_STATE]) if automaton is not None else 0
                     props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
                     W.set_step_inputs(b, self.w, T, props, automaton, guessed=guessed)
@@ -329,7 +357,7 @@ class MonokernelBackend(ReferencePrefill):
                 done = int(b.state[W.DONE])
                 if not plain:
                     policy.step_accepted = int(b.state[W.D_EWMA]) / W.Q16
-                    if adaptive:
+                    if adaptive and not switch:
                         policy.launch_ended(done == W.DONE_PAUSE, probe,
                                             int(b.state[W.STEPS]) - steps0)
                 if done == W.DONE_PAUSE:

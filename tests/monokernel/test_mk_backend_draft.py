@@ -151,6 +151,7 @@ def test_device_ngram_pauses_and_probes(folder, ref, launches):
     d.policy = DraftPolicy(k_max=3, k=3, probe_every=2, cost=StepCost({1: 1.0, 4: 2.0}))
     assert d.policy.break_even(4) == pytest.approx(1.0)
     mk = _mk(folder, d)
+    mk.backend.switch_t = 0  # the pausing kernel (not per-step switching)
     ids = mk.tokenizer.encode("The quick brown fox jumps over the lazy dog. 0123")
     p = SamplingParams(max_tokens=24, ignore_eos=True)
     got = mk.generate(ids, p)
@@ -159,6 +160,50 @@ def test_device_ngram_pauses_and_probes(folder, ref, launches):
     assert d.policy.switched_off >= 1 and 1 in Ts and Ts[0] == 4, launches
     assert Ts.count(4) >= 2  # probed again
     assert d.policy.step_accepted is not None
+
+
+@interpreted
+def test_device_ngram_switches_per_step(folder, ref, launches):
+    """The adaptive policy on the device (switch_t, the default): one launch of the T = 4
+    kernel for the whole output, even where k_max allows more and the lookup predicts nothing
+    for a while (those steps run as one position: fewer drafting steps than steps); the
+    reference's tokens."""
+    d = NgramDrafter()
+    d.policy = DraftPolicy(k_max=8, k=4, cost=StepCost({1: 1.0, 4: 2.0, 9: 3.0}))
+    mk = _mk(folder, d)
+    assert mk.backend.switch_t == 4
+    p = SamplingParams(max_tokens=24, ignore_eos=True)
+    steps = {}
+    for text in ("The quick brown fox jumps over the lazy dog. 0123", REPETITIVE):
+        ids = mk.tokenizer.encode(text)
+        launches.clear()
+        got = mk.generate(ids, p)
+        assert got.token_ids == ref.generate(ids, p).token_ids
+        assert [(T, n) for T, n, _ in launches] == [(4, 23)], launches
+        steps[text] = (got.draft_steps, launches[0][2])
+    fox, rep = steps.values()
+    assert fox[0] < fox[1]  # steps the lookup had nothing for: one position each
+    assert rep[1] < 23  # drafts kept: fewer steps than tokens
+    assert d.policy.switched_off == 0 and d.policy.step_accepted is not None
+
+
+@interpreted
+def test_device_ngram_switching_samples_as_plain(folder, launches):
+    """Per-step switching under sampling (temperature, and top-p: the LM head's per-tile sums,
+    written by one-position steps in the T kernel's layout): the tokens plain sampling gives
+    with the same seed, in one launch of the T = 4 kernel."""
+    d = NgramDrafter()
+    d.policy = DraftPolicy(k_max=3, k=3, cost=StepCost({1: 1.0, 4: 2.0}))
+    mk = _mk(folder, d)
+    plain = _mk(folder, None)
+    ids = mk.tokenizer.encode(REPETITIVE)
+    for kw in (dict(temperature=1.0), dict(temperature=0.8, top_k=8, top_p=0.9)):
+        p = SamplingParams(max_tokens=12, seed=5, ignore_eos=True, **kw)
+        want = plain.generate(ids, p).token_ids
+        launches.clear()
+        a = mk.generate(ids, p)
+        assert a.token_ids == want and len(want) == 12
+        assert [T for T, _, _ in launches] == [4], launches
 
 
 @interpreted
