@@ -15,6 +15,8 @@ policies, per trace kind, as speedups over plain decode:
 - T=t/plain: a T = 1 step where the drafter proposes nothing, else T = t (the monokernel's
   switching kernel, MonokernelBackend.switch_t, whose one-position steps cost about a T = 1
   step);
+- switch T=t: the monokernel's switching kernel as it runs (switch_cost: T = t where the lookup
+  proposes and drafting pays by its running mean, one-position steps elsewhere, probes);
 - oracle: the cheapest T (1..16) at every step, knowing L: the bound for any policy.
 
 The costs are a table {T: cost} (relative, or us per step) interpolated linearly
@@ -123,16 +125,63 @@ def device_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
     return c_spec, c_plain
 
 
+def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int,
+                one: float = 1.0, floor_frac: float = 0.5, **policy) -> float:
+    """Cost, in T = 1 steps, of decoding the turns in order the way the monokernel's switching
+    kernel does (MonokernelBackend.switch_t, ops_sample.sample_run): one launch per turn (as
+    plain decode: launches left out); a step at T positions (cost(T)) where the lookup
+    proposes something and the running mean of kept drafts (weight `ewma` per T-step, from the
+    policy's prior, carried from turn to turn) is at least floor_frac x break_even(T), or where
+    a probe is due (after probe_every one-position steps below it, the wait doubling to
+    max_probe_every after a probe that leaves the mean below, reset by one that does not); a
+    one-position step (cost `one`, measured 1.01 on the SmolLM2 shape) elsewhere. A turn's
+    first step drafts whenever the host's lookup proposes (set_step_inputs). `policy`:
+    DraftPolicy arguments."""
+    from .policy import DraftPolicy, expected_tokens
+
+    pol = DraftPolicy(**{"k_max": T - 1, "k": min(4, T - 1), "cost": cost, **policy})
+    floor = floor_frac * pol.break_even(T)
+    mean = expected_tokens(pol.rate, T - 1) - 1
+    c = 0.0
+    for L, P in turns:
+        n, p, wait, every, probe, first = len(L), 1, 0, pol.probe_every, False, True
+        while p < n:
+            draft = P[p] > 0
+            if draft and not first and mean < floor:
+                wait += 1
+                probe = wait >= every
+                wait = 0 if probe else wait
+                draft = probe
+            elif mean >= floor:
+                wait = 0
+            first = False
+            if not draft:
+                c, p = c + one, p + 1
+                continue
+            kept = min(L[p], T - 1, n - p - 1)
+            c, p = c + cost(T), p + 1 + kept
+            mean = kept if probe else mean + pol.ewma * (kept - mean)
+            if probe:
+                every = (min(2 * every, pol.max_probe_every) if mean < floor
+                         else pol.probe_every)
+            probe = False
+    return c
+
+
 def simulate(turns: list[tuple[list[int], list[int]]], cost: StepCost,
-             launch: float | None = None) -> dict[str, float]:
+             launch: float | None = None, one: float = 1.0) -> dict[str, float]:
     """Speedups over plain decode of the turns [(L, P), ...] under each policy; with `launch`
-    (a launch's cost in T = 1 steps), also the device drafter's ("device T=t": device_cost)."""
+    (a launch's cost in T = 1 steps), also the device drafter's ("device T=t": device_cost);
+    "switch T=t": the switching kernel's (switch_cost, one-position steps costing `one`)."""
     plain = sum(max(len(L) - 1, 0) for L, _ in turns)
     out: dict[str, float] = {}
     if launch is not None:
         for T in (4, 9, 16):
             c, cp = device_cost(turns, cost, T, launch)
             out[f"device T={T}"] = round(cp / c, 3) if c else 1.0
+    for T in (4, 8, 16):
+        c = switch_cost(turns, cost, T, one)
+        out[f"switch T={T}"] = round(plain / c, 3) if c else 1.0
     for T in POLICY_T:
         for tag, use_p in ((f"T={T}", False), (f"T={T}/plain", True)):
             c = sum(steps_cost(L, cost, T, P if use_p else None) for L, P in turns)
@@ -193,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--launch", type=float, default=1.2,
                     help="a launch's cost in T = 1 steps, for the device drafter's policy "
                          "(H200, embedded model: ~0.66 ms against 0.56 per step)")
+    ap.add_argument("--one", type=float, default=1.0,
+                    help="a one-position step of the switching kernel, in T = 1 steps (H200, "
+                         "SmolLM2 shape, T = 4 kernel: 1.01)")
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="reference")
@@ -214,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"costs relative to T = 1: "
               f"{ {T: round(cost(T), 3) for T in sorted({*table, *POLICY_T})} }")
         for kind, turns in kinds.items():
-            sp = simulate(turns, cost, args.launch)
+            sp = simulate(turns, cost, args.launch, args.one)
             tokens = sum(len(L) for L, _ in turns)
             print(f"  {kind}: {tokens} tokens, "
                   + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items()))

@@ -15,6 +15,7 @@ from agentfast.spec_decode.tsim import (
     parse_costs,
     simulate,
     steps_cost,
+    switch_cost,
 )
 
 COST = StepCost({1: 1.0, 4: 1.5, 16: 2.0})
@@ -38,6 +39,22 @@ def test_oracle_is_a_lower_bound():
     assert oracle_cost(L, flat) == steps_cost(L, flat, 16)  # free steps: always the widest
     sp = simulate([(L, [1] * len(L))], COST)
     assert sp["oracle"] >= max(v for k, v in sp.items() if k != "oracle")
+
+
+def test_switch_cost_follows_the_kernels_rule():
+    """The switching kernel priced: where drafting pays it is the T / plain policy (T-steps
+    where the lookup proposes, one-position steps elsewhere); with proposals that never match,
+    the mean falls below the floor and the steps run as one position but for the probes, whose
+    waits double to max_probe_every; nothing proposed: one-position steps only."""
+    n = 200
+    good = ([0] + [3] * (n - 1), [0] + [5 if i % 7 else 0 for i in range(1, n)])
+    assert switch_cost([good], COST, 4) == pytest.approx(steps_cost(good[0], COST, 4, good[1]))
+    wrong = ([0] * n, [0] + [5] * (n - 1))  # always a proposal, never kept
+    c = switch_cost([wrong], COST, 4, probe_every=8, max_probe_every=64)
+    probes = c - (n - 1)  # what the T-steps cost over one-position steps
+    assert 0 < probes < 20 * (COST(4) - 1)  # ~10 steps while the prior decays, then 4 probes
+    assert c < steps_cost(wrong[0], COST, 4, wrong[1]) / 1.3  # T / plain pays cost(4) each step
+    assert switch_cost([([0] * n, [0] * n)], COST, 4, one=1.01) == pytest.approx(1.01 * (n - 1))
 
 
 def test_match_lengths_follow_a_copy():
