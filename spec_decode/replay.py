@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.k_max is not None and args.k_max < 1:
         ap.error(f"--k-max {args.k_max}: at least 1 draft per step")
+    if args.switch_t is not None and not (args.switch_t == 0 or 2 <= args.switch_t <= 16):
+        ap.error(f"--switch-t {args.switch_t}: 0 (no switching) or 2..16 positions")
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
     base = Engine.load(args.model, device=args.device, backend=args.backend)

@@ -71,10 +71,11 @@ class MonokernelBackend(ReferencePrefill):
     # the device n-gram drafter's kernel switches per step (state[STEP_ONE]): T positions where
     # the drafter proposes something, one where it does not, the whole sequence in one launch;
     # its T is at most switch_t (4: the T kernel's matvecs then run on the T = 1 plan's tiles,
-    # Plan.fma_t, so a one-position step costs about a T = 1 step; spec_decode.tsim at the
-    # measured SmolLM2 costs, edit_file: switching T = 4 1.62x, T = 9 1.55x, against the
-    # pausing T = 9 kernel's 1.44x). 0: the pausing kernel (one T per launch, DraftPolicy's
-    # pauses and probes between launches)
+    # Plan.fma_t, so a one-position step costs about a T = 1 step: 1.01 on the SmolLM2 shape).
+    # H200, embedded model, replay end to end against plain decode, same run: edit_file 1.44x,
+    # all traces 1.32x, against the pausing T = 9 kernel's 1.26x / 1.13x
+    # (bench/results/spec-decode-gpu-20261130-s12, run 4). 0: the pausing kernel (one T per
+    # launch, DraftPolicy's pauses and probes between launches)
     switch_t = 4
     # switching: steps run as one position (probes aside) while the mean of kept drafts per
     # step is below this fraction of the break-even mean (DraftPolicy.break_even). H200,

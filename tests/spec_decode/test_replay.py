@@ -142,3 +142,18 @@ def test_warm_up_compiles_every_tool_grammar(pair):
     keys = {k[0] for k in cached}
     assert all(tool_call(s, mode="required") in keys for s in sets)
     assert (spec.drafter.steps, spec.drafter.drafted) == (0, 0)  # counts start afresh
+
+
+def test_switch_t_refused_where_it_means_nothing(llama_dir, capsys):
+    """--switch-t: 0 or 2..16, and only for a backend that switches per step (the
+    monokernel's)."""
+    from agentfast.spec_decode.replay import main
+
+    for bad in ("1", "17", "-2"):
+        with pytest.raises(SystemExit) as e:
+            main(["-m", str(llama_dir), "--switch-t", bad])
+        assert e.value.code == 2
+        assert "--switch-t" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["-m", str(llama_dir), "--switch-t", "4", "--trace", "plain_chat", "-n", "2"])
+    assert e.value.code == 2 and "does not switch per step" in capsys.readouterr().err
