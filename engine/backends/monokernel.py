@@ -324,10 +324,13 @@ class MonokernelBackend(ReferencePrefill):
         from ...spec_decode.policy import expected_tokens
 
         adaptive = policy.adaptive
+        pausing = adaptive and not switch  # launches that pause, plain stretches, probes
         floor = policy.break_even(T) if adaptive else None
         if floor is not None and floor > T - 1:  # even accepting every draft would not pay
             yield from self._stream(b, max_new, sampling)
             return
+        if switch:
+            floor *= self.switch_floor
         spec = self._kernel_for(T)
         k = T - 1 if adaptive else min(policy.k, T - 1)
         acc0 = policy.step_accepted
@@ -338,27 +341,27 @@ class MonokernelBackend(ReferencePrefill):
         W.start_drafting(b, drafter.corpus(hist, b.hist.numel() - max_new - T),
                          min_ngram=drafter.min_ngram,
                          max_ngram=drafter.max_ngram, k=k, accepted=acc0, alpha=policy.ewma,
-                         floor=floor * self.switch_floor if switch and floor is not None
-                         else floor, switch=switch, probe_every=policy.probe_every,
+                         floor=floor, switch=switch, probe_every=policy.probe_every,
                          max_probe_every=policy.max_probe_every)
         seen = 1
         try:
             while seen < max_new:
-                plain = adaptive and not switch and policy.next_k() == 0
+                plain = pausing and policy.next_k() == 0
                 if plain:  # drafting is off: the plain steps until the next probe, one launch
                     kern, n = self.kernel, 1 + policy.take_plain(max_new - seen - 1)
                 else:
-                    kern, n, probe = spec, max_new - seen, policy.probing and not switch
+                    kern, n, probe = spec, max_new - seen, pausing and policy.probing
                     cs = int(b.state[W.C_STATE]) if automaton is not None else 0
                     props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
-                    W.set_step_inputs(b, self.w, T, props, automaton, guessed=guessed)
+                    W.set_step_inputs(b, self.w, T, props, automaton, guessed=guessed,
+                                      switch=switch)
                     b.state[W.D_PROBE] = int(probe)
                     steps0 = int(b.state[W.STEPS])
                 seen = yield from self._follow(kern, b, n, sampling, seen, hist)
                 done = int(b.state[W.DONE])
                 if not plain:
                     policy.step_accepted = int(b.state[W.D_EWMA]) / W.Q16
-                    if adaptive and not switch:
+                    if pausing:
                         policy.launch_ended(done == W.DONE_PAUSE, probe,
                                             int(b.state[W.STEPS]) - steps0)
                 if done == W.DONE_PAUSE:

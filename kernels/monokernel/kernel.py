@@ -132,7 +132,7 @@ def _monokernel(
                     if one == 1:
                         ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, 1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV,
-                                     NW, USE_PTX, 0, 1)
+                                     NW, USE_PTX, False, 1)
                 if one == 0:
                     ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  T, TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW,
@@ -141,7 +141,7 @@ def _monokernel(
                 if T > 1:  # noqa: SIM102
                     if one == 1:
                         ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, 1, 1, BN_O,
-                                      BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, 0, 1)
+                                      BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, False, 1)
                 if one == 0:
                     ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O,
                                   BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, FT_O, TP2)
@@ -149,7 +149,7 @@ def _monokernel(
                 if T > 1:  # noqa: SIM102
                     if one == 1:
                         ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, 1,
-                                        1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, 0, 1)
+                                        1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, False, 1)
                 if one == 0:
                     ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
                                     BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, FT_GU, TP2)
@@ -157,7 +157,7 @@ def _monokernel(
                 if T > 1:  # noqa: SIM102
                     if one == 1:
                         ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, 1, 1,
-                                      BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, 0, 1)
+                                      BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, False, 1)
                 if one == 0:
                     ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP, BN_DN,
                                   BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, FT_DN, TP2)
@@ -244,9 +244,8 @@ class Monokernel:
             SR=plan.split_ratio, SPT=triton.next_power_of_2(plan.splits // plan.split_ratio),
             TN=1 if plan.T == 1 else max(16, tp2), TK=plan.ticket_base,
             BT=plan.tiling.attn_block,
-            **{f"FT_{n}": (2 if plan.tiling.fma_t_loop else 1) if op in plan.fma_t else 0
-               for n, op in (("QKV", P.QKV), ("O", P.OPROJ), ("GU", P.GATEUP),
-                             ("DN", P.DOWN))},
+            FT_QKV=P.QKV in plan.fma_t, FT_O=P.OPROJ in plan.fma_t,
+            FT_GU=P.GATEUP in plan.fma_t, FT_DN=P.DOWN in plan.fma_t,
             BN_QKV=bl[P.QKV][0], BK_QKV=bl[P.QKV][1], BN_O=bl[P.OPROJ][0], BK_O=bl[P.OPROJ][1],
             BN_GU=bl[P.GATEUP][0], BK_GU=bl[P.GATEUP][1], BN_DN=bl[P.DOWN][0],
             BK_DN=bl[P.DOWN][1], BN_LM=bl[P.LMHEAD][0], BK_LM=bl[P.LMHEAD][1],

@@ -164,8 +164,7 @@ def _fma(acc, w, x, T: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr):
 
 @triton.jit
 def _epilogue(y, yu, rows, rm, tile, out, b_ptr, aux0, aux1, aux2, aux3, mode, inv_t, key, res,
-              pre,
-              OUT_LD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, HAS_BIAS: tl.constexpr,
+              pre, OUT_LD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, HAS_BIAS: tl.constexpr,
               EPI: tl.constexpr, SAMPLING: tl.constexpr, NT: tl.constexpr):
     """One finished tile, y / yu [BN, TP] (normalized already). QKV: out = qkv (fp32);
     RESID: out = x (residual, in place; `pre` != 0: the residual is `res`, loaded earlier, else
@@ -340,13 +339,12 @@ def mv_tiles_t(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.
                OUT_LD: tl.constexpr, T: tl.constexpr, TP2: tl.constexpr, BN: tl.constexpr,
                BK: tl.constexpr, HAS_NORM: tl.constexpr, GATED: tl.constexpr,
                HAS_BIAS: tl.constexpr, EPI: tl.constexpr, NS: tl.constexpr, NW: tl.constexpr,
-               USE_PTX: tl.constexpr, LOOP: tl.constexpr = False):
+               USE_PTX: tl.constexpr):
     """T > 1, BK >= K (Plan.fma_t): mv_tiles for the step's T positions. Tiles of BN whole
     rows, as at T = 1 (every program has some; tl.dot needs 16 rows a tile), weights through
     the pipeliner; the inputs x [TP2, BK] loaded (and normalized) once after the wait; each
     tile's [BN, TP2, BK] fp32 products reduced along K (plan.fma_t_blocks keeps them within
-    Tiling.fma_t_elems). LOOP (Tiling.fma_t_loop): position by position instead, each a T = 1
-    tile's [BN, BK] products and reduction (its x row picked out of x)."""
+    Tiling.fma_t_elems)."""
     cols = tl.arange(0, BK)
     cm = cols < K
     t = tl.arange(0, TP2)
@@ -365,28 +363,10 @@ def mv_tiles_t(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.
                 x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)[None, :]
             mark(sy, 2, tl.sum(tl.sum(x, axis=1), axis=0), USE_PTX)  # timeline: x loaded
         if (ok == 1) & (sy[9] == 1):
-            if LOOP:
-                y = tl.zeros((BN, TP2), tl.float32)
-                yu = y
-                wf = w.to(tl.float32)
-                wuf = wu.to(tl.float32)
-                for tt in tl.static_range(T):
-                    sel = t == tt
-                    xt = tl.sum(tl.where(sel[:, None], x, 0.0), axis=0)  # row tt: [BK]
-                    r = tl.sum(tl.where(sel, rstd, 0.0), axis=0)
-                    y = tl.where(sel[None, :], (tl.sum(wf * xt[None, :], axis=1) * r)[:, None],
-                                 y)
-                    if GATED:
-                        yu = tl.where(sel[None, :],
-                                      (tl.sum(wuf * xt[None, :], axis=1) * r)[:, None], yu)
-                if not GATED:
-                    yu = y
-            else:
-                y = tl.sum(w.to(tl.float32)[:, None, :] * x[None, :, :], axis=2) * rstd[None, :]
-                yu = y
-                if GATED:
-                    yu = tl.sum(wu.to(tl.float32)[:, None, :] * x[None, :, :],
-                                axis=2) * rstd[None, :]
+            y = tl.sum(w.to(tl.float32)[:, None, :] * x[None, :, :], axis=2) * rstd[None, :]
+            yu = y
+            if GATED:
+                yu = tl.sum(wu.to(tl.float32)[:, None, :] * x[None, :, :], axis=2) * rstd[None, :]
             _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, out, 0, 1.0, 0, y, 0, OUT_LD,
                       T, TP2, HAS_BIAS, EPI, False, 1)
             if c == 0:  # timeline: the first tile done, then the last
@@ -399,7 +379,7 @@ def mv_tiles_t(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.
 def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.constexpr,
             NQKV: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
             BK: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
-            NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = 0,
+            NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
             TP2: tl.constexpr = 1):
     """qkv[t, n0:n1] = rmsnorm(x[t]) @ Wqkv[layer, n0:n1].T (+ bias), fp32. FT: T > 1 on the
     FMA path (mv_tiles_t, TP2 = T rounded up to a power of two)."""
@@ -410,7 +390,7 @@ def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.const
     if FT:
         return mv_tiles_t(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv,
                           b_qkv + layer * NQKV, sy, H, NQKV, T, TP2, BN, BK, True, False,
-                          HAS_BIAS, E_QKV, NS, NW, USE_PTX, FT == 2)
+                          HAS_BIAS, E_QKV, NS, NW, USE_PTX)
     return mv_stream(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
                      qkv, qkv, qkv, qkv, 0, 1.0, 0, sy, H, NQKV, T, TP, BN, BK, True, False,
                      HAS_BIAS, E_QKV, False, 1, IEEE, RED, NS, NW, USE_PTX)
@@ -420,7 +400,7 @@ def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.const
 def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl.constexpr,
              T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
              HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
-             NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = 0,
+             NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
              TP2: tl.constexpr = 1):
     """x[t, n0:n1] += W[layer, n0:n1] @ src[t] (+ bias): O-proj (src = attn) or down (act)."""
     w = w_all + layer.to(tl.int64) * (H * K)
@@ -429,7 +409,7 @@ def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl
                         False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX)
     if FT:
         return mv_tiles_t(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, T, TP2,
-                          BN, BK, False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX, FT == 2)
+                          BN, BK, False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX)
     return mv_stream(w, w, n0, n1, src, src, eps, x, bias + layer * H, x, x, x, x, 0, 1.0, 0, sy,
                      K, H, T, TP, BN, BK, False, False, HAS_BIAS, E_RESID, False, 1, IEEE, RED,
                      NS, NW, USE_PTX)
@@ -439,7 +419,7 @@ def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl
 def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
                FF: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
                BK: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
-               NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = 0,
+               NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
                TP2: tl.constexpr = 1):
     """act[t, n0:n1] = silu(Wg @ n(x)) * (Wu @ n(x)), Wg/Wu rows of the fused [2I, H]."""
     w = w_gu + layer.to(tl.int64) * (2 * FF * H)
@@ -449,7 +429,7 @@ def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
     if FT:
         return mv_tiles_t(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm,
                           sy, H, FF, T, TP2, BN, BK, True, True, False, E_GATEUP, NS, NW,
-                          USE_PTX, FT == 2)
+                          USE_PTX)
     return mv_stream(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, act,
                      act, act, act, 0, 1.0, 0, sy, H, FF, T, TP, BN, BK, True, True, False,
                      E_GATEUP, False, 1, IEEE, RED, NS, NW, USE_PTX)

@@ -173,9 +173,6 @@ class Tiling:
     fma_t: bool = True
     fma_t_max: int = 4
     fma_t_elems: int = 16384
-    # the FMA path position by position: per tile, T products of [BN, BK] (each T = 1's), not
-    # one [BN, T, BK] product, so T = 1's tiles serve any T (no fma_t_elems cap on BN)
-    fma_t_loop: bool = False
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:
@@ -200,8 +197,6 @@ def fma_t_blocks(rows: int, K: int, programs: int, T: int, tiling: Tiling,
     if not tiling.fma_t or not 1 < T <= tiling.fma_t_max:
         return None
     bn, bk = block_sizes(rows, K, programs, 1, tiling, gated, whole_k=True)
-    if tiling.fma_t_loop:  # one position at a time: T = 1's tiles
-        return bn, bk
     per_row = (1 << (T - 1).bit_length()) * bk * (2 if gated else 1)  # products of one row
     while bn > 1 and bn * per_row > tiling.fma_t_elems:
         bn //= 2

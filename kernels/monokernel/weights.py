@@ -46,7 +46,7 @@ KEEP_HIDDEN = 46
 # step (one position, on the T = 1 code paths of the same tiles), 0 on all T positions; with
 # D_SWITCH set, SAMPLE sets STEP_ONE after each step: 1 when the device drafter proposes
 # nothing for the next one (start_drafting(switch=True); the host sets it for a launch's first
-# step, set_step_inputs)
+# step, set_step_inputs(switch=True))
 STEP_ONE, D_SWITCH = 47, 48
 # switching with a floor: while the running mean D_EWMA is below D_FLOOR the steps run as one
 # position even where the lookup has drafts, except a probe (its count replaces the mean) after
@@ -239,7 +239,8 @@ def _write_inputs(bufs: Buffers, w: MonoWeights, toks: list[int]) -> None:
 
 
 def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
-                    automaton=None, guessed: int | None = None) -> list[int]:
+                    automaton=None, guessed: int | None = None,
+                    switch: bool = False) -> list[int]:
     """Before a launch of a T-position kernel on running buffers (speculative decoding with a
     host drafter, one verification step per launch; the first step of a launch of the device
     drafter): the step's inputs become the last emitted token (tokens[0], as the previous
@@ -247,7 +248,8 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
     is verified like a draft: kept only when it is the token chosen there); x their embedding
     rows; with a constraint, the automaton state before each position (from state[C_STATE],
     the state after tokens[0]). `guessed`: how many of `drafts` are the drafter's (the device
-    drafter's counts, state[D_GUESSED]). Returns the step's input tokens."""
+    drafter's counts, state[D_GUESSED]). `switch` (start_drafting(switch=True)): without
+    drafts the step runs as one position (STEP_ONE). Returns the step's input tokens."""
     assert len(drafts) <= T - 1 <= bufs.tokens.shape[0] - 1, "drafts past the step's positions"
     last = int(bufs.tokens[0])
     toks = [last] + list(drafts) + [last] * (T - 1 - len(drafts))
@@ -258,8 +260,8 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
                                                        dtype=torch.int32)
     if guessed is not None:
         bufs.state[D_GUESSED] = guessed
-    # a step of one position where a switching kernel has nothing to verify
-    bufs.state[STEP_ONE] = int(not drafts and int(bufs.state[D_SWITCH]) != 0)
+    if switch:
+        bufs.state[STEP_ONE] = int(not drafts)
     return toks
 
 

@@ -147,7 +147,8 @@ def _start_drafting(h, first: int, history: list[int], drafter: NgramDrafter, k:
     W.start_drafting(h.bufs, history, min_ngram=drafter.min_ngram, max_ngram=drafter.max_ngram,
                      k=k, **kw)
     props, guessed = propose_drafts(drafter, history, k, k, None, 0, frozenset())
-    W.set_step_inputs(h.bufs, h.w, h.plan.T, props, guessed=guessed)
+    W.set_step_inputs(h.bufs, h.w, h.plan.T, props, guessed=guessed,
+                      switch=kw.get("switch", False))
     return props
 
 

@@ -88,21 +88,16 @@ def test_residual_loaded_per_run_or_per_tile(hidden):
 @interpreted
 @pytest.mark.parametrize("name,T,fma_t", [("qwen3_qknorm_hd128", 4, False),
                                          ("qwen2_bias_hd64", 3, True),
-                                         ("llama_obias_hd64", 2, True),
-                                         ("qwen2_bias_hd64", 3, "loop"),
-                                         ("llama_gqa_tied_hd64", 8, "loop")])
+                                         ("llama_obias_hd64", 2, True)])
 def test_t_step_matvec_paths_equal_vm(name, T, fma_t):
     """T > 1 matvecs on whole-row FMA tiles (Tiling.fma_t, T <= fma_t_max: ops_mv.mv_tiles_t;
-    T = 3 pads to 4 positions; QKV and O-proj biases; "loop": Tiling.fma_t_loop, position by
-    position, to T = 8) or on tl.dot tiles of 16 rows: buffers equal the VM's, tokens the
-    reference's, with drafts that are partly wrong."""
+    T = 3 pads to 4 positions; QKV and O-proj biases) or on tl.dot tiles of 16 rows: buffers
+    equal the VM's, tokens the reference's, with drafts that are partly wrong."""
     from mk_utils import FAST
 
     from agentfast.kernels.monokernel import plan as P
 
-    loop = fma_t == "loop"
-    h = harness(name, T=T, tiling=dataclasses.replace(FAST, fma_t=bool(fma_t), fma_t_loop=loop,
-                                                      fma_t_max=8 if loop else 4))
+    h = harness(name, T=T, tiling=dataclasses.replace(FAST, fma_t=fma_t))
     assert h.plan.fma_t == ({P.QKV, P.OPROJ, P.GATEUP, P.DOWN} if fma_t else set())
     ref, _ = h.reference_greedy(PROMPT, N)
     h.start(PROMPT, N, drafts=[(t + 1) % V if i % 3 == 2 else t for i, t in enumerate(ref)])
