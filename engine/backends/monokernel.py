@@ -70,8 +70,10 @@ class MonokernelBackend(ReferencePrefill):
     times_drafting = False
     # the device n-gram drafter's kernel switches per step (state[STEP_ONE]): T positions where
     # the drafter proposes something, one where it does not, the whole sequence in one launch;
-    # its T is at most switch_t (4: the T kernel's matvecs then run on the T = 1 plan's tiles,
-    # Plan.fma_t, so a one-position step costs about a T = 1 step: 1.01 on the SmolLM2 shape).
+    # its T is at most switch_t (4; its records are the T = 1 plan's matvec tiles,
+    # Tiling.one_tiles, so a one-position step costs a T = 1 step: 0.99-1.01 on the SmolLM2,
+    # Qwen3-1.7B and Llama-3.2-1B shapes at T = 4). Wider kernels lost end to end (s13, same
+    # run: edit_file 1.42x / 1.34x / 1.49x, all traces 1.28x / 1.10x / 1.19x at T = 4 / 8 / 16).
     # H200, embedded model, replay end to end against plain decode, same run: edit_file 1.44x,
     # all traces 1.32x, against the pausing T = 9 kernel's 1.26x / 1.13x
     # (bench/results/spec-decode-gpu-20261130-s12, run 4). 0: the pausing kernel (one T per

@@ -74,12 +74,15 @@ def _monokernel(
     BN_QKV: tl.constexpr, BK_QKV: tl.constexpr,
     BN_O: tl.constexpr, BK_O: tl.constexpr, BN_GU: tl.constexpr, BK_GU: tl.constexpr,
     BN_DN: tl.constexpr, BK_DN: tl.constexpr, BN_LM: tl.constexpr, BK_LM: tl.constexpr,
+    BN_QKV_T: tl.constexpr, BK_QKV_T: tl.constexpr, BN_O_T: tl.constexpr, BK_O_T: tl.constexpr,
+    BN_GU_T: tl.constexpr, BK_GU_T: tl.constexpr, BN_DN_T: tl.constexpr, BK_DN_T: tl.constexpr,
+    NS_QKV_T: tl.constexpr, NS_O_T: tl.constexpr, NS_GU_T: tl.constexpr, NS_DN_T: tl.constexpr,
     RED: tl.constexpr, NS_QKV: tl.constexpr, NS_O: tl.constexpr, NS_GU: tl.constexpr,
     NS_DN: tl.constexpr, NS_LM: tl.constexpr, NT: tl.constexpr,
     NCL: tl.constexpr, C: tl.constexpr, SAMPLE_SEQ: tl.constexpr,
     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr, AFOLD: tl.constexpr,
-    AMH: tl.constexpr, M1: tl.constexpr, BT1: tl.constexpr,
+    AMH: tl.constexpr, M1: tl.constexpr, BT1: tl.constexpr, BT0: tl.constexpr, MR: tl.constexpr,
     IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
@@ -135,16 +138,16 @@ def _monokernel(
                                      NW, USE_PTX, False, 1)
                 if one == 0:
                     ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
-                                 T, TP, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW,
-                                 USE_PTX, FT_QKV, TP2)
+                                 T, TP, BN_QKV_T, BK_QKV_T, HAS_QKV_BIAS, IEEE, RED, NS_QKV_T,
+                                 NW, USE_PTX, FT_QKV, TP2)
             elif op == OPROJ:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
                         ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, 1, 1, BN_O,
                                       BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, False, 1)
                 if one == 0:
-                    ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O,
-                                  BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, FT_O, TP2)
+                    ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O_T,
+                                  BK_O_T, HAS_O_BIAS, IEEE, RED, NS_O_T, NW, USE_PTX, FT_O, TP2)
             elif op == GATEUP:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
@@ -152,15 +155,17 @@ def _monokernel(
                                         1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, False, 1)
                 if one == 0:
                     ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
-                                    BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, FT_GU, TP2)
+                                    BN_GU_T, BK_GU_T, IEEE, RED, NS_GU_T, NW, USE_PTX, FT_GU,
+                                    TP2)
             elif op == DOWN:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
                         ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, 1, 1,
                                       BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, False, 1)
                 if one == 0:
-                    ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP, BN_DN,
-                                  BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, FT_DN, TP2)
+                    ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP,
+                                  BN_DN_T, BK_DN_T, False, IEEE, RED, NS_DN_T, NW, USE_PTX, FT_DN,
+                                  TP2)
             elif op == ATTN:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
@@ -168,13 +173,13 @@ def _monokernel(
                                       ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                       v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, 1,
                                       S, SP, BT1, M1, 1, 1, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                      USE_PTX, AFOLD, True, 1, T)
+                                      USE_PTX, AFOLD, True, 1, T, 0, MR)
                 if one == 0:
                     ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn,
                                   ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                   v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T, S,
                                   SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                  USE_PTX, AFOLD, AMH, SR, T)
+                                  USE_PTX, AFOLD, AMH, SR, T, BT0, MR)
             elif op == LMHEAD:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
@@ -236,6 +241,7 @@ class Monokernel:
         if use_ptx is None:
             use_ptx = dev.type == "cuda" and not interpreting() and torch.version.hip is None
         g, tp2, bl = c.group_size, triton.next_power_of_2(plan.T), plan.blocks
+        blt = plan.blocks_t or bl
         self.consts = dict(
             H=c.hidden_size, FF=c.intermediate_size, V=c.vocab_size, NH=c.num_heads,
             NKV=c.num_kv_heads, HD=c.head_dim, T=plan.T, TP=plan.TP, TP2=tp2,
@@ -252,12 +258,17 @@ class Monokernel:
             RED=reduce_chunks, NS_QKV=plan.op_stages(P.QKV), NS_O=plan.op_stages(P.OPROJ),
             NS_GU=plan.op_stages(P.GATEUP), NS_DN=plan.op_stages(P.DOWN),
             NS_LM=plan.op_stages(P.LMHEAD), NW=num_warps, NT=plan.n_lm_tiles,
+            **{f"{k}_T": v for op, n in ((P.QKV, "QKV"), (P.OPROJ, "O"), (P.GATEUP, "GU"),
+                                         (P.DOWN, "DN"))
+               for k, v in ((f"BN_{n}", blt[op][0]), (f"BK_{n}", blt[op][1]),
+                            (f"NS_{n}", plan.op_stages(op, t_step=True)))},
             NCL=max(1, plan.n_cand_lists), C=plan.tiling.cand, SAMPLE_SEQ=plan.sample_seq,
             HAS_QKV_BIAS=w.b_qkv is not None,
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx, AFOLD=plan.tiling.attn_fold,
             AMH=plan.merge_heads, M1=max(16, triton.next_power_of_2(g)),
             BT1=P.attn_block(c.head_dim, 1, plan.wbytes),
+            BT0=plan.block_t0, MR=plan.merge_round,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 
     def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0,

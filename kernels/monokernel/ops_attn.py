@@ -81,17 +81,19 @@ def _online(s, vals, ok, m_i, l_i, acc, IEEE: tl.constexpr, dt: tl.constexpr):
 @triton.jit(noinline=NOINLINE)
 def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
            T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, SP: tl.constexpr,
-           G: tl.constexpr, GP: tl.constexpr, MH: tl.constexpr = False, TL: tl.constexpr = 1):
+           G: tl.constexpr, GP: tl.constexpr, MH: tl.constexpr = False, TL: tl.constexpr = 1,
+           MR: tl.constexpr = 8192):
     """attn[t, h] for the G heads [h0, h0 + G) = the `live` splits' partials merged. When small
-    enough (GP x SP x TP2 x HD <= 8192) every head's partials are loaded at once: one round of
-    L2 latency for the whole group; else, with MH (Tiling.merge_heads), head by head with every
-    split's partials of TC positions at once (SP x TC x HD <= 8192: one round per head and TC
-    positions); else head by head, split by split (a dependent round per split)."""
+    enough (GP x SP x TP2 x HD <= MR, Tiling.merge_elems) every head's partials are loaded at
+    once: one round of L2 latency for the whole group; else, with MH (Tiling.merge_heads), head
+    by head with every split's partials of TC positions at once (SP x TC x HD <= MR: one round
+    per head and TC positions); else head by head, split by split (a dependent round per
+    split)."""
     t = tl.arange(0, TP2)
     tv = t < T
     d = tl.arange(0, HD)
-    TC: tl.constexpr = min(TP2, max(1, 8192 // (SP * HD)))  # (powers of two: SP, HD, TP2)
-    if GP * SP * TP2 * HD <= 8192:
+    TC: tl.constexpr = min(TP2, max(1, MR // (SP * HD)))  # (powers of two: SP, HD, TP2)
+    if GP * SP * TP2 * HD <= MR:
         hh = tl.arange(0, GP)
         sp = tl.arange(0, SP)
         sm = (hh < G)[:, None, None] & (sp < live)[None, :, None] & tv[None, None, :]
@@ -109,7 +111,7 @@ def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
         om = (hh < G)[:, None, None] & tv[None, :, None]
         tl.store(attn + t[None, :, None] * (NH * HD) + (h0 + hh[:, None, None]) * HD
                  + d[None, None, :], out.to(attn.dtype.element_ty), mask=om)
-    elif MH and (SP * HD <= 8192):
+    elif MH and (SP * HD <= MR):
         sp = tl.arange(0, SP)
         tc = tl.arange(0, TC)
         for h in range(h0, h0 + G):
@@ -162,7 +164,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
              TN: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
              IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
              FOLD: tl.constexpr = False, MH: tl.constexpr = False, SR: tl.constexpr = 1,
-             TL: tl.constexpr = 1):
+             TL: tl.constexpr = 1, BT0: tl.constexpr = 0, MR: tl.constexpr = 8192):
     """Tiles [t0, t1) of a layer's attention (see the module text); waits for QKV itself
     (`sy`: sync.wait_args) after requesting the first cached block, at its first tile with keys
     (tiles past the live range or the step's splits have nothing to wait for). `tickets`: this
@@ -173,8 +175,11 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
     the partials); SR (Plan.split_ratio): the step attends in S // SR splits, tiles s < S // SR
     of each kv head, the others have nothing to do; SP covers S // SR. TL: the partials'
     positions per split in memory (the kernel's T; a one-position step of a T > 1 kernel keeps
-    its layout). Returns the wait's verdict."""
+    its layout). BT0 (Tiling.attn_block_t0; 0: BT): keys of a chunk's first block, requested
+    before the wait and held in registers across it; the loop after the wait walks the rest in
+    blocks of BT. MR: see _merge. Returns the wait's verdict."""
     SE: tl.constexpr = S // SR
+    B0: tl.constexpr = BT if BT0 == 0 else BT0
     G: tl.constexpr = NH // NKV
     GP: tl.constexpr = triton.next_power_of_2(G)
     HALF: tl.constexpr = HD // 2
@@ -214,7 +219,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
             end = tl.where(split < SE, end, start)
         cached = tl.minimum(end, pos)  # keys [start, cached) are in the cache already
         # independent of QKV, requested before the wait: the chunk's first cached block
-        kk = start + tl.arange(0, BT)
+        kk = start + tl.arange(0, B0)
         km = kk < cached
         offs = kvh * cap * HD + kk[:, None] * HD + d[None, :]
         kb = tl.load(lk + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
@@ -252,7 +257,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
             m_i = tl.full((M,), float("-inf"), tl.float32)
             l_i = tl.zeros((M,), tl.float32)
             acc = tl.zeros((M, HD), tl.float32)
-            upto = cached  # the loop below reads keys [start + BT, upto) from the cache
+            upto = cached  # the loop below reads keys [start + B0, upto) from the cache
             if FOLD and (TN == 1):  # the new key in its block: one online step per block
                 newrow = (kk == pos) & (kk < end)  # [BT] (only in the split that holds pos)
                 kb = tl.where(newrow[:, None], k, kb)
@@ -276,7 +281,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
                 okb = okb & (kk[None, :] > qp[:, None] - window)
             m_i, l_i, acc = _online(_dot(q, tl.trans(kb), IEEE, dt), vb, okb, m_i, l_i, acc,
                                     IEEE, dt)
-            for b0 in tl.range(start + BT, upto, BT, num_stages=NSA):  # the rest: cp.async
+            for b0 in tl.range(start + B0, upto, BT, num_stages=NSA):  # the rest: cp.async
                 kk2 = b0 + tl.arange(0, BT)
                 km2 = kk2 < upto
                 offs2 = kvh * cap * HD + kk2[:, None] * HD + d[None, :]
@@ -298,7 +303,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
             if ticket == live - 1:  # the last live split of this kv head: merge its heads
                 tl.atomic_xchg(tickets + kvh, 0, sem="relaxed", scope="gpu")
                 _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP, MH,
-                       TL)
+                       TL, MR)
                 mark(sy, 5, 1.0, USE_PTX)  # timeline: merged
     return ok
 

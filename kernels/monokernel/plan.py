@@ -149,6 +149,13 @@ class Tiling:
     # -> 1,348 -> 1,364, Llama-3.2-1B 856 -> 853 -> 846, SmolLM2 588 -> 584 -> 570
     # (bench/results/monokernel-20261129-s6)
     attn_block: int = 0
+    # keys of a T > 1 split's first block, requested before the wait and held in registers
+    # across it; the blocks after it stream through the cp.async loop. 0: 128 where the
+    # step's query rows (group x T, padded) are <= 32 and head_dim <= 64, else attn_block.
+    # H200, SmolLM2, ctx 1024, us per step, 32 -> 128: T = 4 841 -> 813 (256: 838, spilling);
+    # T = 8 1,342 -> 1,322; T = 16 (64 query rows) 1,305 -> 1,347, spilling (runs with a
+    # matvec variant since dropped; bench/results/monokernel-20261130-s13)
+    attn_block_t0: int = 0
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
     attn_fold: bool = True
     # the merge of a kv head's split partials, when the whole group's are too many for one
@@ -159,6 +166,13 @@ class Tiling:
     # 4,297 -> 4,249, T = 8 6,238 -> 7,091; Qwen3-1.7B T = 8 2,162 -> 2,441; SmolLM2 T = 8
     # 1,230 -> 1,351 (bench/results/monokernel-20261130-s11, run 1)
     merge_heads: bool | None = None
+    # elements of split partials the merging program loads in one round (ops_attn._merge;
+    # fp32: 8192 is 64 registers a thread at 4 warps); the T = 1 split count follows from it.
+    # 0: 16384 at T > 1 with head_dim <= 64, else 8192. H200, ctx 1024, T = 8, us per step,
+    # 8192 -> 16384: SmolLM2 1,376 -> 1,342 (the group's 8 splits x 8 positions in one round
+    # instead of split by split); Qwen3-1.7B (head_dim 128) 2,216 -> 2,287, spilling
+    # (bench/results/monokernel-20261130-s13)
+    merge_elems: int = 0
     cand: int = 64  # candidates per list: the cap on top-k, and on the top-p nucleus
     # T = 1 whole-row tiles: a program's rows of an op in this many tiles where `chunk` allows
     # (H200, 2 x 4 warps: SmolLM2 637 -> 589 us/step with one tile of 4 rows instead of 1-2 of
@@ -173,6 +187,15 @@ class Tiling:
     fma_t: bool = True
     fma_t_max: int = 4
     fma_t_elems: int = 16384
+    # T > 1 plans cut the matvec ops into the T = 1 plan's whole-row tiles (the records), so a
+    # one-position step (per-step switching) runs them as a T = 1 kernel does; a T-position
+    # step walks each program's run in its own tiles (Plan.blocks_t: FMA, or tl.dot on 16
+    # rows, the rows past the run masked). False: the records follow the T-step's tiles. H200,
+    # ctx 1024, us per step, False -> True: SmolLM2 one-position steps of the T = 4 / 8 / 16
+    # kernels 580 / 735 / ~735 -> 563 / 575 / 576 (T = 1 kernel 567-570), their T-steps 803 /
+    # 1,174 / 1,217 -> 826 / 1,187 / 1,277; Qwen3-1.7B T = 4: one 1,510 -> 1,358 (T = 1
+    # 1,351), T-step 2,043 -> 2,028 (bench/results/monokernel-20261130-s13)
+    one_tiles: bool = True
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:
@@ -257,6 +280,8 @@ class Plan:
     ops: list[OpInfo]
     programs: list[list[list[Instr]]]  # [rank][program] -> instructions in op order
     blocks: dict[int, tuple[int, int]] = field(default_factory=dict)  # opcode -> (BN, BK)
+    # the same for the T-position steps' matvecs where they differ (Tiling.one_tiles)
+    blocks_t: dict[int, tuple[int, int]] = field(default_factory=dict)
     wbytes: int = 2  # bytes per weight
     last_seq: int = field(default=-1)  # < len(ops) - 1: a truncated plan (debugging)
     fma_t: frozenset[int] = frozenset()  # T > 1 matvec ops on the FMA path (Tiling.fma_t)
@@ -273,14 +298,30 @@ class Plan:
         return self.T == 1 if mh is None else bool(mh)
 
     @property
+    def merge_round(self) -> int:  # Tiling.merge_elems resolved for this plan's T
+        if self.tiling.merge_elems:
+            return self.tiling.merge_elems
+        return 16384 if self.T > 1 and self.cfg.head_dim <= 64 else 8192
+
+    @property
+    def block_t0(self) -> int:  # Tiling.attn_block_t0 resolved (0 at T = 1: attn_block)
+        if self.T == 1:
+            return 0
+        if self.tiling.attn_block_t0:
+            return self.tiling.attn_block_t0
+        rows = _pow2_ceil(self.cfg.group_size) * _pow2_ceil(self.T)
+        return 128 if rows <= 32 and self.cfg.head_dim <= 64 else 0
+
+    @property
     def TP(self) -> int:  # positions padded: 1, or 16 for tl.dot
         return 1 if self.T == 1 else 16
 
-    def op_stages(self, opcode: int) -> int:
+    def op_stages(self, opcode: int, t_step: bool = False) -> int:
         """Pipeline stages of one matvec op's loop (cp.async to shared memory, stages - 1
         requested before the op's wait): Tiling.stages at most, no more than the longest run
-        of chunks a program has in this op needs, and >= 2; the stages must fit Tiling.smem."""
-        bn, bk = self.blocks[opcode]
+        of chunks a program has in this op needs, and >= 2; the stages must fit Tiling.smem.
+        t_step: of the T-position steps' tiles (blocks_t)."""
+        bn, bk = (self.blocks_t or self.blocks)[opcode] if t_step else self.blocks[opcode]
         k = {QKV: self.cfg.hidden_size, GATEUP: self.cfg.hidden_size,
              LMHEAD: self.cfg.hidden_size, OPROJ: self.cfg.q_size // self.ranks,
              DOWN: self.cfg.intermediate_size // self.ranks}[opcode]
@@ -372,6 +413,9 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     assert T == 1 or tl_.bn_lm_t >= 16, "T > 1 uses tl.dot: LM-head tiles of >= 16 rows"
     assert nkv % R == 0 and inter % R == 0, f"{R} ranks must divide kv heads and FFN width"
     assert tl_.cand & (tl_.cand - 1) == 0, "the candidate cap is a power of two"
+    b0 = tl_.attn_block_t0
+    assert b0 == 0 or (b0 >= 16 and b0 & (b0 - 1) == 0), "attn_block_t0: 0 or a power of 2 >= 16"
+    assert tl_.merge_elems == 0 or tl_.merge_elems >= 1024, "merge_elems: 0 or >= 1024"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
     if not tl_.attn_block:
         tl_ = replace(tl_, attn_block=attn_block(cfg.head_dim, T, wbytes))
@@ -390,7 +434,8 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     # 613 with 8 tiles per kv head, 572 with 32 (T = 1 kernel 567); its T = 4 steps 836 with 8
     # tiles, 822 with 32 (848 with every 4th tile a split); all 32 tiles as splits: 891-918
     # (bench/results/monokernel-20261130-s12)
-    one_round = _pow2_floor(max(1, 8192 // (_pow2_ceil(nh_r // nkv_r) * cfg.head_dim)))
+    one_round = _pow2_floor(max(1, (tl_.merge_elems or 8192)
+                                // (_pow2_ceil(nh_r // nkv_r) * cfg.head_dim)))
     per_prog = 1 << max(0, (P // nkv_r).bit_length() - 1)
     splits = tl_.attn_splits or max(1, min(32, one_round, blocks, per_prog))
     t_splits = splits
@@ -410,6 +455,10 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         LMHEAD: block_sizes(cfg.vocab_size // R, h, P, T, tl_,
                             bn=tl_.bn_lm if T == 1 else tl_.bn_lm_t),
     }
+    blocks_t = dict(blocks)
+    if T > 1 and tl_.one_tiles:  # records in T = 1 tiles; blocks_t walks them in T-steps
+        blocks.update({op: block_sizes(rows, k, P, 1, tl_, gated=gated, whole_k=True)
+                       for op, (rows, k, gated) in shapes.items()})
 
     ops: list[OpInfo] = []
     progs: list[list[list[Instr]]] = [[[] for _ in range(P)] for _ in range(R)]
@@ -484,6 +533,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         for p in progs[r]:
             p[:] = [replace(i, wait_seq=seq, wait_count=1, wait_prev=True) if i.seq == 0 else i
                     for i in p]
-    return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, wbytes, last_seq=seq,
+    return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, blocks_t, wbytes,
+                last_seq=seq,
                 fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
                 t_splits=t_splits)

@@ -276,9 +276,24 @@ def _switching(h, n: int, atol: float, tol: float = 1e-4) -> None:
 
 
 @interpreted
-@pytest.mark.parametrize("name", ["llama_obias_hd64", "qwen3_qknorm_hd128"])
-def test_kernel_switches_per_step(name):
-    _switching(harness(name, T=4), 12, 1e-4)
+@pytest.mark.parametrize("name,T,one_tiles", [("llama_obias_hd64", 4, False),
+                                              ("qwen3_qknorm_hd128", 4, False),
+                                              ("llama_obias_hd64", 8, True),
+                                              ("qwen3_qknorm_hd128", 4, True)])
+def test_kernel_switches_per_step(name, T, one_tiles):
+    """Tiling.one_tiles: the records in the T = 1 plan's matvec tiles, the T-steps on their
+    own (T = 8: tl.dot tiles of 16 rows and 64 columns over runs of 1-2 rows; T = 4: FMA)."""
+    from dataclasses import replace
+
+    from mk_utils import FAST
+
+    tiling = FAST
+    if one_tiles:
+        tiling = replace(FAST, bn=0, one_tiles=True, chunk=256 if T == 8 else FAST.chunk)
+    h = harness(name, T=T, tiling=tiling)
+    if one_tiles:  # the T-steps' tiles differ from the records' in some op
+        assert any(h.plan.blocks[op] != h.plan.blocks_t[op] for op in h.plan.blocks)
+    _switching(h, 12, 1e-4)
 
 
 @interpreted
@@ -444,12 +459,16 @@ def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
 
 
 @gpu
-@pytest.mark.parametrize("name", ["llama_obias_hd64", "qwen3_qknorm_hd128"])
-def test_gpu_kernel_switches_per_step(name):
-    """The same on the H200 with 264 programs (fp32: the T = 1 paths of the T = 4 kernel,
-    its 8 KV splits merged, against the reference's logits)."""
+@pytest.mark.parametrize("name,T,one_tiles", [("llama_obias_hd64", 4, False),
+                                              ("qwen3_qknorm_hd128", 4, False),
+                                              ("llama_obias_hd64", 16, True),
+                                              ("qwen3_qknorm_hd128", 8, True)])
+def test_gpu_kernel_switches_per_step(name, T, one_tiles):
+    """The same on the H200 with 264 programs (fp32: the T = 1 paths of the T-position
+    kernel, its 8 KV splits merged, against the reference's logits); Tiling.one_tiles."""
     from agentfast.kernels.monokernel.harness import Harness
+    from agentfast.kernels.monokernel.plan import Tiling
 
     torch.manual_seed(0)
-    _switching(Harness.build(cfg(name), 264, 4, 64, device="cuda", dtype=torch.float32), 12,
-               1e-3)
+    _switching(Harness.build(cfg(name), 264, T, 64, device="cuda", dtype=torch.float32,
+                             tiling=Tiling(one_tiles=one_tiles)), 12, 1e-3)

@@ -92,9 +92,17 @@ def test_truncated_and_limits():
     with pytest.raises(AssertionError, match="tl.dot"):
         P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn_lm_t=8))
     t4 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8, fma_t=False))
-    assert min(bn for bn, _ in t4.blocks.values()) == 16  # T > 1: tl.dot wants 16 rows
+    assert min(bn for bn, _ in t4.blocks_t.values()) == 16  # T > 1: tl.dot wants 16 rows
+    t1 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 1, 64, tiling=P.Tiling(bn=8))
+    mv = (P.QKV, P.OPROJ, P.GATEUP, P.DOWN)
+    assert all(t4.blocks[op] == t1.blocks[op] for op in mv)  # one_tiles: T = 1's records
+    assert ([o.tiles for o in t4.ops if o.opcode in mv]
+            == [o.tiles for o in t1.ops if o.opcode in mv])
+    old = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64,
+                 tiling=P.Tiling(bn=8, fma_t=False, one_tiles=False))
+    assert min(bn for bn, _ in old.blocks.values()) == 16 and old.blocks == old.blocks_t
     t4 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8))
-    assert t4.fma_t and all(t4.blocks[op][0] == 8 for op in t4.fma_t)  # FMA tiles: any rows
+    assert t4.fma_t and all(t4.blocks_t[op][0] == 8 for op in t4.fma_t)  # FMA tiles: any rows
 
 
 def test_block_sizes():
@@ -135,7 +143,8 @@ def test_fma_t_blocks():
     smol = SHAPES["smollm2-135m"]
     assert P.plan(smol, 264, 4, 4096).fma_t == {P.QKV, P.OPROJ, P.GATEUP, P.DOWN}
     assert P.plan(smol, 264, 8, 4096).fma_t == frozenset()
-    assert P.plan(smol, 264, 4, 4096).blocks[P.DOWN] == (2, 2048)  # T = 1: (4, 2048)
+    t4 = P.plan(smol, 264, 4, 4096)  # the T-steps' FMA tiles halve T = 1's (the records')
+    assert t4.blocks_t[P.DOWN] == (2, 2048) and t4.blocks[P.DOWN] == (4, 2048)
 
 
 def test_timeline_summary_of_a_synthetic_trace():
