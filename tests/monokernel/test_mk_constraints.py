@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import mk_utils  # noqa: F401  (first: it sets TRITON_INTERPRET before triton is imported)
 import numpy as np
 import pytest
 import torch

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import mk_utils  # noqa: F401  (first: it sets TRITON_INTERPRET before triton is imported)
 import pytest
 import torch
 import triton
