@@ -126,7 +126,8 @@ def device_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
 
 
 def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int,
-                one: float = 1.0, floor_frac: float = 0.5, **policy) -> float:
+                one: float = 1.0, floor_frac: float = 0.5, wide: int = 0, need: int = 0,
+                **policy) -> float:
     """Cost, in T = 1 steps, of decoding the turns in order the way the monokernel's switching
     kernel does (MonokernelBackend.switch_t, ops_sample.sample_run): one launch per turn (as
     plain decode: launches left out); a step at T positions (cost(T)) where the lookup
@@ -136,15 +137,22 @@ def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
     max_probe_every after a probe that leaves the mean below, reset by one that does not); a
     one-position step (cost `one`, measured 1.01 on the SmolLM2 shape) elsewhere. A turn's
     first step drafts whenever the host's lookup proposes (set_step_inputs). `policy`:
-    DraftPolicy arguments."""
+    DraftPolicy arguments.
+
+    `wide` > T (a design not in the kernel yet: a third step width): where the lookup proposes
+    and the step before was a T- or wide step that kept at least `need` drafts (default T - 1:
+    all of a T-step's), the step runs at `wide` positions (cost(wide)) instead of T; the
+    floor and the probes are as above, the mean counting the wide steps' kept drafts too."""
     from .policy import DraftPolicy, expected_tokens
 
     pol = DraftPolicy(**{"k_max": T - 1, "k": min(4, T - 1), "cost": cost, **policy})
     floor = floor_frac * pol.break_even(T)
     mean = expected_tokens(pol.rate, T - 1) - 1
+    need = need or T - 1
     c = 0.0
     for L, P in turns:
         n, p, wait, every, probe, first = len(L), 1, 0, pol.probe_every, False, True
+        last = -1  # drafts the step before kept (-1: it was a one-position step)
         while p < n:
             draft = P[p] > 0
             if draft and not first and mean < floor:
@@ -156,10 +164,11 @@ def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
                 wait = 0
             first = False
             if not draft:
-                c, p = c + one, p + 1
+                c, p, last = c + one, p + 1, -1
                 continue
-            kept = min(L[p], T - 1, n - p - 1)
-            c, p = c + cost(T), p + 1 + kept
+            w = wide if wide > T and last >= need else T
+            kept = min(L[p], w - 1, n - p - 1)
+            c, p, last = c + cost(w), p + 1 + kept, kept
             mean = kept if probe else mean + pol.ewma * (kept - mean)
             if probe:
                 every = (min(2 * every, pol.max_probe_every) if mean < floor

@@ -57,6 +57,26 @@ def test_switch_cost_follows_the_kernels_rule():
     assert switch_cost([([0] * n, [0] * n)], COST, 4, one=1.01) == pytest.approx(1.01 * (n - 1))
 
 
+def test_switch_cost_with_a_wide_step_after_a_full_one():
+    """switch_cost(wide=W): after a T-step that kept all its drafts the next one runs at W
+    positions. On a long copy (every lookup right for 20 tokens) with cost(16) < 4 x cost(4)
+    it is cheaper than T = 4 alone; where no step keeps all its drafts it is T = 4's cost;
+    a hand-walked turn gives the exact sum."""
+    n = 400
+    copy = ([0] + [20] * (n - 1), [0] + [15] * (n - 1))
+    c4, c16 = switch_cost([copy], COST, 4), switch_cost([copy], COST, 4, wide=16)
+    assert c16 < c4 / 2
+    partial = ([0] + [2] * (n - 1), [0] + [15] * (n - 1))  # 2 of 3 drafts kept: never wide
+    assert switch_cost([partial], COST, 4, wide=16) == pytest.approx(
+        switch_cost([partial], COST, 4))
+    # positions 1..24: T = 4 keeps 3 (p 1 -> 5), wide keeps 15 (5 -> 21), wide keeps 0 (21 ->
+    # 22), T = 4 keeps 1 (22 -> 24), T = 4 for the last position (nothing left to keep)
+    turn = ([0] + [3] * 4 + [15] * 16 + [0] + [1] * 3, [0] + [15] * 24)
+    assert len(turn[0]) == 25
+    want = COST(4) + COST(16) + COST(16) + COST(4) + COST(4)
+    assert switch_cost([turn], COST, 4, wide=16) == pytest.approx(want)
+
+
 def test_match_lengths_follow_a_copy():
     d = NgramDrafter()
     prompt = [5, 6, 7, 8, 9, 10, 11, 12, 1, 2]
