@@ -272,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="monokernel, n-gram drafter on the device: its kernel switches per "
                          "step between T positions (at most this many) and one (default: the "
                          "backend's, 4); 0: one T per launch, paused and probed between launches")
+    ap.add_argument("--switch-narrow", type=int, default=None,
+                    help="monokernel, switching: the T kernel also runs steps of this many "
+                         "positions; drafting steps run narrow, and at T after a step that "
+                         "kept all of a narrow step's drafts (default: the backend's, 0: off)")
     ap.add_argument("--measure-costs", action="store_true",
                     help="measure this machine's T-step costs first (policy.measure_step_costs) "
                          "instead of the backend's table (not the monokernel: its verification "
@@ -287,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--k-max {args.k_max}: at least 1 draft per step")
     if args.switch_t is not None and not (args.switch_t == 0 or 2 <= args.switch_t <= 16):
         ap.error(f"--switch-t {args.switch_t}: 0 (no switching) or 2..16 positions")
+    if args.switch_narrow and not (args.switch_t or 0) > args.switch_narrow >= 2:
+        ap.error(f"--switch-narrow {args.switch_narrow}: 2 or more positions, fewer than "
+                 f"--switch-t's")
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
     base = Engine.load(args.model, device=args.device, backend=args.backend)
@@ -315,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
             if not hasattr(eng.backend, "switch_t"):
                 ap.error(f"--switch-t: the {args.backend} backend does not switch per step")
             eng.backend.switch_t = args.switch_t
+        if args.switch_narrow is not None:
+            if not hasattr(eng.backend, "switch_narrow"):
+                ap.error(f"--switch-narrow: the {args.backend} backend does not switch per step")
+            eng.backend.switch_narrow = args.switch_narrow
         switch_t = getattr(eng.backend, "switch_t", 0)
         pick = (_capped_policy(eng, args.k_max) if args.k_max and not args.fixed_k
                 else _fixed_policy(args.fixed_k))
@@ -326,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         if switch_t > 1 and not args.fixed_k and eng.backend.drafts_on_device(eng.drafter):
             T_kernel = min(T_kernel, switch_t)  # (one-position steps where nothing is drafted)
             policy += f", per-step switching, T = {T_kernel}"
+            if 1 < getattr(eng.backend, "switch_narrow", 0) < T_kernel:
+                policy += f" (narrow steps of {eng.backend.switch_narrow})"
         print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
         total, kinds = ReplayReport("all", 0, 0, 0, 0), {}

@@ -85,6 +85,12 @@ class MonokernelBackend(ReferencePrefill):
     # the break-even of a T = 4 step, and the mean's dips switch off steps that paid), at no
     # floor 1.07x (bench/results/spec-decode-gpu-20261130-s12)
     switch_floor = 0.5
+    # switching with a third step width (0: off): the T = switch_t kernel also runs steps of
+    # this many positions (Tiling.narrow); the drafter's steps run narrow and widen to T after
+    # a narrow or wide step that kept all of a narrow step's drafts (weights.D_WIDE); the
+    # floor is then the narrow step's break-even. Priced in spec_decode.tsim.switch_cost(
+    # wide=) (bench/results/spec-decode-cpu-20261130-s13); not measured on a GPU yet
+    switch_narrow = 0
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -112,7 +118,7 @@ class MonokernelBackend(ReferencePrefill):
         self.times_drafting = device.type == "cuda"
         self._kernel_opts = {"maxnreg": maxnreg if device.type == "cuda" else None,
                              "num_warps": num_warps}
-        self._spec_kernels: dict[int, Any] = {}
+        self._spec_kernels: dict[tuple[int, int], Any] = {}  # (T, narrow) -> kernel
 
         def build(programs: int) -> None:
             self.plan = plan(cfg, programs, 1, max_len, wbytes=self.w.w_qkv.element_size())
@@ -156,19 +162,20 @@ class MonokernelBackend(ReferencePrefill):
                                                   hidden=cache.hidden)
         return b
 
-    def _kernel_for(self, T: int):
+    def _kernel_for(self, T: int, narrow: int = 0):
         """The kernel of T-position steps (speculative verification), planned and built on
-        first use with this backend's program count."""
+        first use with this backend's program count; `narrow`: with steps of that many
+        positions too (Tiling.narrow)."""
         from ...kernels.monokernel.kernel import Monokernel
-        from ...kernels.monokernel.plan import plan
+        from ...kernels.monokernel.plan import Tiling, plan
 
         if T == 1:
             return self.kernel
-        k = self._spec_kernels.get(T)
+        k = self._spec_kernels.get((T, narrow))
         if k is None:
             pl = plan(self.cfg, self.plan.num_programs, T, self.max_len,
-                      wbytes=self.w.w_qkv.element_size())
-            k = self._spec_kernels[T] = Monokernel(pl, self.w, **self._kernel_opts)
+                      tiling=Tiling(narrow=narrow), wbytes=self.w.w_qkv.element_size())
+            k = self._spec_kernels[(T, narrow)] = Monokernel(pl, self.w, **self._kernel_opts)
         return k
 
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
@@ -331,9 +338,10 @@ class MonokernelBackend(ReferencePrefill):
         if floor is not None and floor > T - 1:  # even accepting every draft would not pay
             yield from self._stream(b, max_new, sampling)
             return
+        narrow = self.switch_narrow if switch and 1 < self.switch_narrow < T else 0
         if switch:
-            floor *= self.switch_floor
-        spec = self._kernel_for(T)
+            floor = self.switch_floor * (policy.break_even(narrow) if narrow else floor)
+        spec = self._kernel_for(T, narrow)
         k = T - 1 if adaptive else min(policy.k, T - 1)
         acc0 = policy.step_accepted
         if acc0 is None:  # the policy's acceptance estimate, as accepted tokens per step
@@ -344,7 +352,7 @@ class MonokernelBackend(ReferencePrefill):
                          min_ngram=drafter.min_ngram,
                          max_ngram=drafter.max_ngram, k=k, accepted=acc0, alpha=policy.ewma,
                          floor=floor, switch=switch, probe_every=policy.probe_every,
-                         max_probe_every=policy.max_probe_every)
+                         max_probe_every=policy.max_probe_every, narrow=narrow)
         seen = 1
         try:
             while seen < max_new:
@@ -356,7 +364,7 @@ class MonokernelBackend(ReferencePrefill):
                     cs = int(b.state[W.C_STATE]) if automaton is not None else 0
                     props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
                     W.set_step_inputs(b, self.w, T, props, automaton, guessed=guessed,
-                                      switch=switch)
+                                      switch=switch, narrow=bool(narrow))
                     b.state[W.D_PROBE] = int(probe)
                     steps0 = int(b.state[W.STEPS])
                 seen = yield from self._follow(kern, b, n, sampling, seen, hist)

@@ -83,6 +83,11 @@ def _monokernel(
     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr, AFOLD: tl.constexpr,
     AMH: tl.constexpr, M1: tl.constexpr, BT1: tl.constexpr, BT0: tl.constexpr, MR: tl.constexpr,
+    TB: tl.constexpr, TP2B: tl.constexpr, MB: tl.constexpr, TNB: tl.constexpr, BT0B: tl.constexpr,
+    FN_QKV: tl.constexpr, FN_O: tl.constexpr, FN_GU: tl.constexpr, FN_DN: tl.constexpr,
+    BN_QKV_N: tl.constexpr, BK_QKV_N: tl.constexpr, BN_O_N: tl.constexpr, BK_O_N: tl.constexpr,
+    BN_GU_N: tl.constexpr, BK_GU_N: tl.constexpr, BN_DN_N: tl.constexpr, BK_DN_N: tl.constexpr,
+    NS_QKV_N: tl.constexpr, NS_O_N: tl.constexpr, NS_GU_N: tl.constexpr, NS_DN_N: tl.constexpr,
     IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
@@ -97,7 +102,8 @@ def _monokernel(
         go = wait(ctr + SAMPLE_SEQ, step, err, spin_cap, -1, SAMPLE_SEQ, SAMPLE_SEQ, pid, step,
                   NW, USE_PTX)
         pos = tl.load(state + POS, cache_modifier=".cg")  # fixed for the step
-        one = 0  # 1: this step of a T > 1 kernel runs one position (STEP_ONE, T = 1 paths)
+        one = 0  # this step of a T > 1 kernel (STEP_ONE): 1 one position (T = 1 paths), 2 TB
+        # positions (the narrow paths, Tiling.narrow), 0 all T
         if T > 1:
             one = tl.load(state + STEP_ONE, cache_modifier=".cg")
         if go == 1:
@@ -136,6 +142,11 @@ def _monokernel(
                         ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, 1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV,
                                      NW, USE_PTX, False, 1)
+                if TB > 1:  # noqa: SIM102 (constexpr, then runtime)
+                    if one == 2:
+                        ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
+                                     NQKV, TB, TP, BN_QKV_N, BK_QKV_N, HAS_QKV_BIAS, IEEE, RED,
+                                     NS_QKV_N, NW, USE_PTX, FN_QKV, TP2B)
                 if one == 0:
                     ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  T, TP, BN_QKV_T, BK_QKV_T, HAS_QKV_BIAS, IEEE, RED, NS_QKV_T,
@@ -145,6 +156,11 @@ def _monokernel(
                     if one == 1:
                         ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, 1, 1, BN_O,
                                       BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, False, 1)
+                if TB > 1:  # noqa: SIM102
+                    if one == 2:
+                        ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, TB, TP,
+                                      BN_O_N, BK_O_N, HAS_O_BIAS, IEEE, RED, NS_O_N, NW, USE_PTX,
+                                      FN_O, TP2B)
                 if one == 0:
                     ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O_T,
                                   BK_O_T, HAS_O_BIAS, IEEE, RED, NS_O_T, NW, USE_PTX, FT_O, TP2)
@@ -153,6 +169,11 @@ def _monokernel(
                     if one == 1:
                         ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, 1,
                                         1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, False, 1)
+                if TB > 1:  # noqa: SIM102
+                    if one == 2:
+                        ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, TB,
+                                        TP, BN_GU_N, BK_GU_N, IEEE, RED, NS_GU_N, NW, USE_PTX,
+                                        FN_GU, TP2B)
                 if one == 0:
                     ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
                                     BN_GU_T, BK_GU_T, IEEE, RED, NS_GU_T, NW, USE_PTX, FT_GU,
@@ -162,6 +183,11 @@ def _monokernel(
                     if one == 1:
                         ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, 1, 1,
                                       BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, False, 1)
+                if TB > 1:  # noqa: SIM102
+                    if one == 2:
+                        ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, TB, TP,
+                                      BN_DN_N, BK_DN_N, False, IEEE, RED, NS_DN_N, NW, USE_PTX,
+                                      FN_DN, TP2B)
                 if one == 0:
                     ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP,
                                   BN_DN_T, BK_DN_T, False, IEEE, RED, NS_DN_T, NW, USE_PTX, FT_DN,
@@ -174,6 +200,13 @@ def _monokernel(
                                       v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, 1,
                                       S, SP, BT1, M1, 1, 1, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
                                       USE_PTX, AFOLD, True, 1, T, 0, MR)
+                if TB > 1:  # noqa: SIM102
+                    if one == 2:
+                        ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn,
+                                      ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
+                                      v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, TB,
+                                      S, SPT, BT, MB, TP2B, TNB, QK_NORM, HAS_WINDOW, IEEE, NSA,
+                                      NW, USE_PTX, AFOLD, AMH, SR, T, BT0B, MR)
                 if one == 0:
                     ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn,
                                   ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
@@ -185,6 +218,12 @@ def _monokernel(
                     if one == 1:
                         ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head,
                                     norm_f, state, fparams, c_bitmask, eps, sy, H, V, 1, 1,
+                                    BN_LM, BK_LM, NT, NCL, C, SAMPLING, IEEE, RED, NS_LM, NW,
+                                    USE_PTX, T)
+                if TB > 1:  # noqa: SIM102
+                    if one == 2:
+                        ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head,
+                                    norm_f, state, fparams, c_bitmask, eps, sy, H, V, TB, TP,
                                     BN_LM, BK_LM, NT, NCL, C, SAMPLING, IEEE, RED, NS_LM, NW,
                                     USE_PTX, T)
                 if one == 0:
@@ -201,7 +240,7 @@ def _monokernel(
                     sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                                hist, hidden, x, embed, lm_val, lm_idx, lm_stat, cand, err,
                                c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done,
-                               c_forced, H, V, T, TP2, NT, NCL, C, SAMPLING)
+                               c_forced, H, V, T, TP2, NT, NCL, C, SAMPLING, TB)
                 elif (op == NOP) | (op > SAMPLE):  # ALLREDUCE (ranks > 1), garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
@@ -268,8 +307,23 @@ class Monokernel:
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx, AFOLD=plan.tiling.attn_fold,
             AMH=plan.merge_heads, M1=max(16, triton.next_power_of_2(g)),
             BT1=P.attn_block(c.head_dim, 1, plan.wbytes),
-            BT0=plan.block_t0, MR=plan.merge_round,
+            BT0=plan.block_t0(), MR=plan.merge_round,
+            **self._narrow_consts(plan),
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
+
+    @staticmethod
+    def _narrow_consts(plan: P.Plan) -> dict:
+        """The narrow steps' constants (Tiling.narrow; TB = 0 compiles them away)."""
+        nw, g = plan.tiling.narrow, plan.cfg.group_size
+        tp2 = triton.next_power_of_2(max(nw, 1))
+        bl = plan.blocks_n or plan.blocks
+        out = dict(TB=nw, TP2B=tp2, MB=max(16, triton.next_power_of_2(g) * tp2),
+                   TNB=max(16, tp2), BT0B=plan.block_t0(nw) if nw else 0)
+        for op, n in ((P.QKV, "QKV"), (P.OPROJ, "O"), (P.GATEUP, "GU"), (P.DOWN, "DN")):
+            out[f"FN_{n}"] = op in plan.fma_n
+            out[f"BN_{n}_N"], out[f"BK_{n}_N"] = bl[op]
+            out[f"NS_{n}_N"] = plan.op_stages(op, narrow=True) if nw else 2
+        return out
 
     def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0,
               trace: torch.Tensor | None = None, trace_step: int = -1) -> tuple:

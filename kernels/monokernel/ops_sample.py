@@ -66,6 +66,7 @@ STEP_ONE = tl.constexpr(W.STEP_ONE)
 D_WAIT, D_EVERY, D_EVERY0, D_EVERY_MAX = (tl.constexpr(v) for v in (
     W.D_WAIT, W.D_EVERY, W.D_EVERY0, W.D_EVERY_MAX))
 D_SWITCH = tl.constexpr(W.D_SWITCH)
+D_WIDE, D_NEED = tl.constexpr(W.D_WIDE), tl.constexpr(W.D_NEED)
 KEEP_HIDDEN = tl.constexpr(W.KEEP_HIDDEN)
 HBLK = tl.constexpr(1024)  # history tokens per load of the n-gram lookup
 ERR_DEAD = tl.constexpr(W.ERR_DEAD)
@@ -471,15 +472,16 @@ def draft_next(state, hist, drafts, stop_ids, n_hist, n_out, last, cs, con, c_bi
 
 
 @triton.jit(noinline=NOINLINE)
-def draft_count(state, emitted, done):
+def draft_count(state, emitted, done, width):
     """The device drafter's bookkeeping after a step (T > 1) that emitted `emitted` tokens:
     the counts (when the step carried the drafter's drafts), the running mean of accepted
     tokens per step (integer EWMA, Q16; a probe's first step replaces it) and the pause: a
     step that leaves the mean below state[D_FLOOR] ends the launch (DONE_PAUSE) unless the
     sequence ended anyway; when switching (D_SWITCH) it does not (the next steps run as one
-    position, sample_run), and a probe doubles or resets the wait for the next one. Returns the
-    step's DONE code."""
-    g = tl.load(state + D_GUESSED)
+    position, sample_run), and a probe doubles or resets the wait for the next one. `width`:
+    the step's positions (a narrow step verifies width - 1 of the drafts). Returns the step's
+    DONE code."""
+    g = tl.minimum(tl.load(state + D_GUESSED), width - 1)
     acc = tl.maximum(emitted - 1, 0)
     if g > 0:
         tl.store(state + D_STEPS, tl.load(state + D_STEPS) + 1)
@@ -519,7 +521,12 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                embed, lm_val, lm_idx, lm_stat, cand, err, c_bitmask, c_default, c_exc_ptr,
                c_exc_tokens, c_exc_next, c_done, c_forced, H: tl.constexpr, V: tl.constexpr,
                T: tl.constexpr, TP2: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr,
-               C: tl.constexpr, SAMPLING: tl.constexpr):
+               C: tl.constexpr, SAMPLING: tl.constexpr, TB: tl.constexpr = 0):
+    """The step's tokens, stops, the ring, the drafter's bookkeeping and the next step's inputs.
+    `one`: the step's width code (weights.STEP_ONE: 0 all T positions, 1 one, 2 TB)."""
+    width = T
+    if T > 1:
+        width = tl.where(one == 1, 1, tl.where(one == 2, TB, T))
     pos = tl.load(state + POS, cache_modifier=".cg")
     n_out = tl.load(state + N_OUT, cache_modifier=".cg")
     max_new = tl.load(state + MAX_NEW)
@@ -590,7 +597,7 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                 done = DONE_LENGTH
             cs = tl.where(ns <= -2, -2 - ns, ns)
             nxt_in = tl.load(tokens + t + 1, mask=t + 1 < T, other=-1, cache_modifier=".cg")
-            go = ((done == 0) & (t + 1 < T) & (one == 0) & (nxt_in == a)).to(tl.int32)
+            go = ((done == 0) & (t + 1 < width) & (nxt_in == a)).to(tl.int32)
             t += 1
     npos = pos + emitted
     if done == 0:
@@ -599,8 +606,8 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
         elif npos + T > tl.load(state + CAPACITY):
             done = DONE_CAPACITY
     if T > 1:  # noqa: SIM102 (constexpr, then runtime)
-        if (d_on != 0) & (one == 0):  # counts, acceptance mean, pause (DONE_PAUSE: ends it)
-            done = draft_count(state, emitted, done)
+        if (d_on != 0) & (one != 1):  # counts, acceptance mean, pause (DONE_PAUSE: ends it)
+            done = draft_count(state, emitted, done, width)
     if keep_h != 0:  # the kept positions' final hidden states (MTP drafters)
         keep_hidden(x, hidden, pos, emitted, H)
     # every read of tokens and x and the ring stores (hist, hidden too) are behind us
@@ -633,6 +640,10 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                         one_next = (~probe).to(tl.int32)
                     else:
                         tl.store(state + D_WAIT, 0)
+                    if tl.load(state + D_WIDE) != 0:  # drafting steps: narrow, or wide after
+                        # a narrow or wide step that kept D_NEED drafts
+                        wide = (one != 1) & (emitted - 1 >= tl.load(state + D_NEED))
+                        one_next = tl.where(one_next == 1, 1, tl.where(wide, 0, 2))
                     tl.store(state + STEP_ONE, one_next)
     j = tl.arange(0, TP2)
     di = n_out - 1 + j

@@ -196,6 +196,10 @@ class Tiling:
     # 1,174 / 1,217 -> 826 / 1,187 / 1,277; Qwen3-1.7B T = 4: one 1,510 -> 1,358 (T = 1
     # 1,351), T-step 2,043 -> 2,028 (bench/results/monokernel-20261130-s13)
     one_tiles: bool = True
+    # a T-position plan whose kernel also runs narrow steps of this many positions (2..T - 1;
+    # 0: none): per-step switching among one position, `narrow` and T (weights.D_WIDE: the
+    # drafter's steps run narrow and widen to T after a step that kept D_NEED drafts)
+    narrow: int = 0
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:
@@ -286,6 +290,9 @@ class Plan:
     last_seq: int = field(default=-1)  # < len(ops) - 1: a truncated plan (debugging)
     fma_t: frozenset[int] = frozenset()  # T > 1 matvec ops on the FMA path (Tiling.fma_t)
     t_splits: int = 0  # KV splits of a T-position step (0: splits); ATTN tiles: splits per kv head
+    # the narrow steps' (Tiling.narrow), and their matvec ops on the FMA path
+    blocks_n: dict[int, tuple[int, int]] = field(default_factory=dict)
+    fma_n: frozenset[int] = frozenset()
 
     @property
     def split_ratio(self) -> int:
@@ -303,25 +310,28 @@ class Plan:
             return self.tiling.merge_elems
         return 16384 if self.T > 1 and self.cfg.head_dim <= 64 else 8192
 
-    @property
-    def block_t0(self) -> int:  # Tiling.attn_block_t0 resolved (0 at T = 1: attn_block)
-        if self.T == 1:
+    def block_t0(self, T: int | None = None) -> int:
+        """Tiling.attn_block_t0 resolved for steps of T positions (default: the plan's; 0 at
+        T = 1: attn_block)."""
+        T = T or self.T
+        if T == 1:
             return 0
         if self.tiling.attn_block_t0:
             return self.tiling.attn_block_t0
-        rows = _pow2_ceil(self.cfg.group_size) * _pow2_ceil(self.T)
+        rows = _pow2_ceil(self.cfg.group_size) * _pow2_ceil(T)
         return 128 if rows <= 32 and self.cfg.head_dim <= 64 else 0
 
     @property
     def TP(self) -> int:  # positions padded: 1, or 16 for tl.dot
         return 1 if self.T == 1 else 16
 
-    def op_stages(self, opcode: int, t_step: bool = False) -> int:
+    def op_stages(self, opcode: int, t_step: bool = False, narrow: bool = False) -> int:
         """Pipeline stages of one matvec op's loop (cp.async to shared memory, stages - 1
         requested before the op's wait): Tiling.stages at most, no more than the longest run
         of chunks a program has in this op needs, and >= 2; the stages must fit Tiling.smem.
-        t_step: of the T-position steps' tiles (blocks_t)."""
-        bn, bk = (self.blocks_t or self.blocks)[opcode] if t_step else self.blocks[opcode]
+        t_step: of the T-position steps' tiles (blocks_t); narrow: the narrow steps'."""
+        bl = self.blocks_n if narrow else (self.blocks_t or self.blocks) if t_step else self.blocks
+        bn, bk = bl[opcode]
         k = {QKV: self.cfg.hidden_size, GATEUP: self.cfg.hidden_size,
              LMHEAD: self.cfg.hidden_size, OPROJ: self.cfg.q_size // self.ranks,
              DOWN: self.cfg.intermediate_size // self.ranks}[opcode]
@@ -459,6 +469,12 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     if T > 1 and tl_.one_tiles:  # records in T = 1 tiles; blocks_t walks them in T-steps
         blocks.update({op: block_sizes(rows, k, P, 1, tl_, gated=gated, whole_k=True)
                        for op, (rows, k, gated) in shapes.items()})
+    nw = tl_.narrow
+    assert nw == 0 or 1 < nw < T, f"narrow steps of {nw} positions in a T = {T} plan"
+    fma_n = {op: fma_t_blocks(rows, k, P, nw, tl_, gated)
+             for op, (rows, k, gated) in shapes.items()} if nw else {}
+    blocks_n = {op: fma_n[op] or block_sizes(rows, k, P, nw, tl_, gated=gated, whole_k=True)
+                for op, (rows, k, gated) in shapes.items()} if nw else {}
 
     ops: list[OpInfo] = []
     progs: list[list[list[Instr]]] = [[[] for _ in range(P)] for _ in range(R)]
@@ -536,4 +552,5 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, blocks_t, wbytes,
                 last_seq=seq,
                 fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
-                t_splits=t_splits)
+                t_splits=t_splits, blocks_n=blocks_n,
+                fma_n=frozenset(op for op, b in fma_n.items() if b is not None))

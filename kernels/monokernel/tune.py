@@ -42,7 +42,8 @@ from .sync import NSTAMP
 
 TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_splits_t",
                "attn_block", "attn_stages", "tiles", "attn_fold", "fma_t", "fma_t_max",
-               "fma_t_elems", "merge_heads", "attn_block_t0", "merge_elems", "one_tiles"}
+               "fma_t_elems", "merge_heads", "attn_block_t0", "merge_elems", "one_tiles",
+               "narrow"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.GATEUP, P.DOWN, P.LMHEAD]
 
 
@@ -61,8 +62,8 @@ def parse_variant(text: str) -> dict:
 
 def start_at(h: Harness, ctx: int, max_new: int, one: int = 0) -> None:
     """A sequence at position `ctx` whose cache holds random keys and values; `one` (a kernel
-    of T > 1): every step runs as one position (state[STEP_ONE], per-step switching's plain
-    steps)."""
+    of T > 1): every step runs as one position (1: state[STEP_ONE], per-step switching's plain
+    steps) or narrow (2: a plan with Tiling.narrow)."""
     L = h.cfg.num_layers
     for t in (h.bufs.k_cache, h.bufs.v_cache):
         t[:L, :, :ctx].normal_(0, 0.5)

@@ -54,7 +54,8 @@ class VM:
         assert len(bufs) == plan.ranks, f"{plan.ranks} ranks need as many Buffers"
         self.plan, self.w, self.bufs, self.cfg = plan, w, bufs, plan.cfg
         self._tickets: dict[tuple, int] = {}  # (buffers, layer, kv head) -> splits done
-        self.one, self.t = False, plan.T  # this step: one position (STEP_ONE), its positions
+        # this step: its width code (STEP_ONE), one position, its positions
+        self.code, self.one, self.t = 0, False, plan.T
         self.by_seq = [[[] for _ in plan.ops] for _ in range(plan.ranks)]
         for r in range(plan.ranks):
             for ins in plan.instructions(r):
@@ -73,9 +74,10 @@ class VM:
         for step in range(nsteps):
             if int(self.bufs[0].state[W.DONE]):
                 return step
-            # a one-position step of a T > 1 plan (state[STEP_ONE]: per-step switching)
-            self.one = self.plan.T > 1 and int(self.bufs[0].state[W.STEP_ONE]) == 1
-            self.t = 1 if self.one else self.plan.T
+            # a T > 1 plan's step of one position, or narrow (state[STEP_ONE]: 1, 2)
+            self.code = int(self.bufs[0].state[W.STEP_ONE]) if self.plan.T > 1 else 0
+            self.one = self.code == 1
+            self.t = {1: 1, 2: self.plan.tiling.narrow}.get(self.code, self.plan.T)
             for op in self.plan.ops[: last + 1]:
                 for r, b in enumerate(self.bufs):
                     for ins in self.by_seq[r][op.seq]:
@@ -243,9 +245,9 @@ class VM:
                                float(b.fparams[W.TOP_P]), seed_of(st) + int(st[W.POS]) + t)
 
     @staticmethod
-    def _draft_count(st: torch.Tensor, emitted: int, done: int) -> int:
+    def _draft_count(st: torch.Tensor, emitted: int, done: int, width: int) -> int:
         """ops_sample.draft_count: counts, the Q16 mean of accepted tokens per step, pause."""
-        g, acc = int(st[W.D_GUESSED]), max(emitted - 1, 0)
+        g, acc = min(int(st[W.D_GUESSED]), width - 1), max(emitted - 1, 0)
         if g > 0:
             st[W.D_STEPS] += 1
             st[W.D_DRAFTED] += g
@@ -260,9 +262,11 @@ class VM:
         return W.DONE_PAUSE if done == 0 and below and not switch else done
 
     @staticmethod
-    def _switch(st: torch.Tensor, nd: int) -> None:
+    def _switch(st: torch.Tensor, nd: int, code: int, emitted: int) -> None:
         """ops_sample.sample_run's choice of the next step's width (D_SWITCH): one position
-        when the lookup drafted nothing, or while the mean is below the floor until a probe."""
+        when the lookup drafted nothing, or while the mean is below the floor until a probe;
+        with D_WIDE a drafting step narrow, or all T after a step (code: this one's width
+        code) that was not one position and kept D_NEED drafts."""
         one = nd <= 0
         if int(st[W.D_EWMA]) < int(st[W.D_FLOOR]):
             wait = int(st[W.D_WAIT]) + 1
@@ -271,7 +275,10 @@ class VM:
             one = not probe
         else:
             st[W.D_WAIT] = 0
-        st[W.STEP_ONE] = int(one)
+        nxt = int(one)
+        if int(st[W.D_WIDE]) and not one:
+            nxt = 0 if code != 1 and emitted - 1 >= int(st[W.D_NEED]) else 2
+        st[W.STEP_ONE] = nxt
 
     def sample(self, ins, b, step):
         st, T, host = b.state, self.plan.T, b.host
@@ -318,7 +325,7 @@ class VM:
         if not done and npos + T > int(st[W.CAPACITY]):
             done = W.DONE_CAPACITY
         if T > 1 and d_on and not self.one:
-            done = self._draft_count(st, emitted, done)
+            done = self._draft_count(st, emitted, done, self.t)
         if int(st[W.KEEP_HIDDEN]):  # the kept positions' final hidden states (before the norm)
             b.hidden[pos:pos + emitted] = b.x[:emitted]
         host[W.H_PROGRESS] = n_out
@@ -338,7 +345,7 @@ class VM:
                     b.drafts[n_out:n_out + len(drafts)] = torch.tensor(drafts, dtype=torch.int32)
                 st[W.N_DRAFT], st[W.D_GUESSED] = n_out + len(drafts), guessed
                 if int(st[W.D_SWITCH]):  # the next step at T positions, or one
-                    self._switch(st, len(drafts))
+                    self._switch(st, len(drafts), self.code, emitted)
         nd = int(st[W.N_DRAFT])
         nxt = [last] + [int(b.drafts[n_out - 1 + i]) if n_out - 1 + i < nd else last
                         for i in range(1, T)]

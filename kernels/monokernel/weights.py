@@ -53,6 +53,11 @@ STEP_ONE, D_SWITCH = 47, 48
 # D_WAIT such steps reach D_EVERY; a probe that leaves the mean below the floor doubles D_EVERY
 # (to D_EVERY_MAX), one above it resets it to D_EVERY0
 D_WAIT, D_EVERY, D_EVERY0, D_EVERY_MAX = 49, 50, 51, 52
+# narrow and wide steps (a kernel with Tiling.narrow): with D_WIDE set, a step the rule above
+# runs with drafts runs narrow (STEP_ONE 2: the kernel's narrow positions), or at all T
+# positions (STEP_ONE 0) when the step before was narrow or wide and kept at least D_NEED of
+# its drafts
+D_WIDE, D_NEED = 53, 54
 STATE_SIZE = 64
 Q16 = 1 << 16
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
@@ -240,7 +245,7 @@ def _write_inputs(bufs: Buffers, w: MonoWeights, toks: list[int]) -> None:
 
 def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
                     automaton=None, guessed: int | None = None,
-                    switch: bool = False) -> list[int]:
+                    switch: bool = False, narrow: bool = False) -> list[int]:
     """Before a launch of a T-position kernel on running buffers (speculative decoding with a
     host drafter, one verification step per launch; the first step of a launch of the device
     drafter): the step's inputs become the last emitted token (tokens[0], as the previous
@@ -249,7 +254,8 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
     rows; with a constraint, the automaton state before each position (from state[C_STATE],
     the state after tokens[0]). `guessed`: how many of `drafts` are the drafter's (the device
     drafter's counts, state[D_GUESSED]). `switch` (start_drafting(switch=True)): without
-    drafts the step runs as one position (STEP_ONE). Returns the step's input tokens."""
+    drafts the step runs as one position (STEP_ONE), with them at T positions, or narrow with
+    `narrow` (start_drafting(narrow=)). Returns the step's input tokens."""
     assert len(drafts) <= T - 1 <= bufs.tokens.shape[0] - 1, "drafts past the step's positions"
     last = int(bufs.tokens[0])
     toks = [last] + list(drafts) + [last] * (T - 1 - len(drafts))
@@ -261,7 +267,7 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
     if guessed is not None:
         bufs.state[D_GUESSED] = guessed
     if switch:
-        bufs.state[STEP_ONE] = int(not drafts)
+        bufs.state[STEP_ONE] = (2 if narrow else 0) if drafts else 1
     return toks
 
 
@@ -273,7 +279,7 @@ def q16(v: float) -> int:
 def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngram: int, k: int,
                    accepted: float = 0.0, alpha: float = 0.15, floor: float | None = None,
                    probe: bool = False, switch: bool = False, probe_every: int = 8,
-                   max_probe_every: int = 64) -> None:
+                   max_probe_every: int = 64, narrow: int = 0, need: int = 0) -> None:
     """After start_sequence: the device n-gram drafter runs on these buffers. `history`: the
     sequence so far (prompt and emitted tokens, the last one the input of the next step) goes
     to `hist`; SAMPLE appends every token it emits; a kernel of T > 1 positions drafts up to
@@ -285,8 +291,11 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
     step with no drafts runs as a T = 1 step of the same kernel (STEP_ONE), not at T positions
     (one launch for the whole sequence: below `floor` no pause, one-position steps instead,
     with a probe after `probe_every` of them, the wait doubling to `max_probe_every` after each
-    probe that does not pay)."""
+    probe that does not pay). `narrow` (switching, a kernel built with Tiling.narrow of that
+    many positions): the steps with drafts run narrow, and at T positions after a narrow or
+    wide step that kept `need` drafts (default narrow - 1: all of a narrow step's)."""
     n = len(history)
+    assert narrow == 0 or (switch and narrow >= 2), "narrow steps: switching, >= 2 positions"
     assert 1 <= n <= bufs.hist.numel(), f"a history of {n} tokens in {bufs.hist.numel()}"
     assert 1 <= min_ngram <= max_ngram and k >= 0, (min_ngram, max_ngram, k)
     bufs.hist[:n] = torch.tensor(history, dtype=torch.int32).to(bufs.hist.device)
@@ -296,7 +305,8 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
             D_ALPHA: q16(alpha), D_FLOOR: -1 if floor is None else max(q16(floor), 0),
             D_PROBE: int(probe), D_STEPS: 0, D_DRAFTED: 0, D_ACCEPTED: 0,
             D_SWITCH: int(switch), STEP_ONE: 0, D_WAIT: 0, D_EVERY: probe_every,
-            D_EVERY0: probe_every, D_EVERY_MAX: max(probe_every, max_probe_every)}
+            D_EVERY0: probe_every, D_EVERY_MAX: max(probe_every, max_probe_every),
+            D_WIDE: int(narrow > 0), D_NEED: need or max(narrow - 1, 1)}
     for slot, v in vals.items():
         st[slot] = v
 

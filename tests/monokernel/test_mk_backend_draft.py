@@ -14,6 +14,7 @@ from mk_utils import interpreted, spy_launches
 
 from agentfast.engine import Engine, SamplingParams
 from agentfast.engine import constraints as C
+from agentfast.kernels.monokernel import weights as W
 from agentfast.spec_decode import DraftPolicy, NgramDrafter, StepCost
 
 REPETITIVE = "a b c d a b c d a b c d a b c"
@@ -185,6 +186,29 @@ def test_device_ngram_switches_per_step(folder, ref, launches):
     assert fox[0] < fox[1]  # steps the lookup had nothing for: one position each
     assert rep[1] < 23  # drafts kept: fewer steps than tokens
     assert d.policy.switched_off == 0 and d.policy.step_accepted is not None
+
+
+@interpreted
+def test_device_ngram_narrow_then_wide(folder, ref, launches):
+    """MonokernelBackend.switch_narrow: one launch of the T = 8 kernel built with 2-position
+    steps (Tiling.narrow) for the whole output, the drafter's steps narrow or wide by the
+    kernel's rule; the reference's tokens; the floor is the narrow step's break-even."""
+    d = NgramDrafter()
+    d.policy = DraftPolicy(k_max=8, k=4, cost=StepCost({1: 1.0, 2: 1.2, 8: 2.0}))
+    mk = _mk(folder, d)
+    mk.backend.switch_t, mk.backend.switch_narrow = 8, 2
+    p = SamplingParams(max_tokens=24, ignore_eos=True)
+    for text in ("The quick brown fox jumps over the lazy dog. 0123", REPETITIVE):
+        ids = mk.tokenizer.encode(text)
+        launches.clear()
+        got = mk.generate(ids, p)
+        assert got.token_ids == ref.generate(ids, p).token_ids
+        assert [(T, n) for T, n, _ in launches] == [(8, 23)], launches
+    kern = mk.backend._spec_kernels[(8, 2)]
+    assert kern.plan.tiling.narrow == 2 and kern.consts["TB"] == 2
+    b = next(iter(mk.backend._bufs.values()))
+    assert int(b.state[W.D_WIDE]) == 1 and int(b.state[W.D_NEED]) == 1
+    assert int(b.state[W.D_FLOOR]) == W.q16(0.5 * d.policy.break_even(2))
 
 
 @interpreted

@@ -149,7 +149,7 @@ def _start_drafting(h, first: int, history: list[int], drafter: NgramDrafter, k:
                      k=k, **kw)
     props, guessed = propose_drafts(drafter, history, k, k, None, 0, frozenset())
     W.set_step_inputs(h.bufs, h.w, h.plan.T, props, guessed=guessed,
-                      switch=kw.get("switch", False))
+                      switch=kw.get("switch", False), narrow=bool(kw.get("narrow", 0)))
     return props
 
 
@@ -230,25 +230,39 @@ def test_kernel_constrained_drafting_equals_vm():
     assert int(b.state[W.STEPS]) < len(h.tokens(b)) - 1  # drafts (or forced tokens) accepted
 
 
-def _switching(h, n: int, atol: float, tol: float = 1e-4) -> None:
+def _switching(h, n: int, atol: float, tol: float = 1e-4, history: list[int] | None = None
+               ) -> None:
     """Per-step switching (start_drafting(switch=True)), one step per launch of h's T-position
     kernel: a step the drafter has nothing for runs as one position (STEP_ONE: one token out,
     its logits row the reference's, the rows past it not written), a step with drafts at all
-    T; after each step STEP_ONE says whether the next has drafts; the VM, stepping along,
-    has every buffer the kernel has; the tokens are the reference's greedy ones, and both kinds
-    of step ran."""
-    T = h.plan.T
+    T, or, in a kernel with narrow steps (Tiling.narrow), narrow (STEP_ONE 2: at most `narrow`
+    tokens out) unless the step before was not one position and kept all of a narrow step's
+    drafts; after each step STEP_ONE says that; the VM, stepping along, has every buffer the
+    kernel has; the tokens are the reference's greedy ones, and every kind of step ran.
+    `history`: the device's history (default: a short copy, some steps draft)."""
+    T, nw = h.plan.T, h.plan.tiling.narrow
     ref, want_logits = h.reference_greedy(PROMPT, n + T)
     first = h.start(PROMPT, n)
     d = NgramDrafter(max_ngram=3)
-    history = PROMPT + ref[3:6] + [first]  # a short copy: some steps draft, others cannot
-    props = _start_drafting(h, first, history, d, T - 1, switch=True)
-    assert int(h.bufs.state[W.STEP_ONE]) == int(not props)
+    if history is None:
+        history = PROMPT + ref[3:6] + [first]  # a short copy: some steps draft, others cannot
+    else:
+        history = history + [first]
+    props = _start_drafting(h, first, history, d, T - 1, switch=True, narrow=nw)
+
+    def want(props, code, kept):  # the rule of ops_sample.sample_run
+        if not props:
+            return 1
+        if not nw:
+            return 0
+        return 0 if code != 1 and kept >= nw - 1 else 2
+
+    assert int(h.bufs.state[W.STEP_ONE]) == want(props, 1, 0)
     b = h.bufs.clone()  # the kernel's; h.bufs the VM's
     vm, mk = h.vm(), Monokernel(h.plan, h.w)
     hist, seen, kinds = list(history), 1, set()
     while not int(b.state[W.DONE]):
-        one = int(b.state[W.STEP_ONE])
+        code = int(b.state[W.STEP_ONE])
         for buf in (h.bufs, b):
             buf.logits.fill_(-123.0)
         vm.run(1)
@@ -256,23 +270,26 @@ def _switching(h, n: int, atol: float, tol: float = 1e-4) -> None:
         mk.check(b)
         assert compare(h.bufs, b, tol=tol) is None, compare(h.bufs, b, tol=tol)
         toks = h.tokens(b)[seen:]
-        kinds.add(one)
-        if one:
-            assert len(toks) == 1
+        kinds.add(code)
+        assert len(toks) <= {1: 1, 2: nw}.get(code, T)
+        if code == 1:
             got = b.logits[0].float().cpu()
-            want = want_logits[seen].float().cpu()
-            assert torch.allclose(got, want, atol=atol, rtol=atol), (got - want).abs().max()
+            want_row = want_logits[seen].float().cpu()
+            assert torch.allclose(got, want_row, atol=atol, rtol=atol), \
+                (got - want_row).abs().max()
             assert (b.logits[1:] == -123.0).all()  # one position computed
+        if code == 2:
+            assert (b.logits[nw:] == -123.0).all()  # the narrow positions only
         seen += len(toks)
         hist += toks
         if int(b.state[W.DONE]):
             break
         props = d.propose(hist, T - 1)
-        assert int(b.state[W.STEP_ONE]) == int(not props)
+        assert int(b.state[W.STEP_ONE]) == want(props, code, len(toks) - 1)
         n_out = int(b.state[W.N_OUT])
         assert b.drafts[n_out:n_out + len(props)].tolist() == props
     assert h.tokens(b) == ref[:n]
-    assert kinds == {0, 1}, kinds
+    assert kinds == ({0, 1, 2} if nw else {0, 1}), kinds
     assert int(b.state[W.D_STEPS]) <= int(b.state[W.STEPS])
 
 
@@ -295,6 +312,21 @@ def test_kernel_switches_per_step(name, T, one_tiles):
     if one_tiles:  # the T-steps' tiles differ from the records' in some op
         assert any(h.plan.blocks[op] != h.plan.blocks_t[op] for op in h.plan.blocks)
     _switching(h, 12, 1e-4)
+
+
+@interpreted
+@pytest.mark.parametrize("name", ["llama_obias_hd64", "qwen3_qknorm_hd128"])
+def test_kernel_switches_among_three_widths(name):
+    """Tiling.narrow: a T = 8 kernel with 2-position steps; its drafting steps run narrow and
+    widen to 8 after a step that kept its draft (the device history: the reference's
+    continuation, so long copies come up)."""
+    from dataclasses import replace
+
+    from mk_utils import FAST
+
+    h = harness(name, T=8, tiling=replace(FAST, narrow=2))
+    ref, _ = h.reference_greedy(PROMPT, 24)
+    _switching(h, 16, 1e-4, history=PROMPT + ref[:4] + [9, 9] + ref[4:9])
 
 
 @interpreted
@@ -457,6 +489,19 @@ def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
     else:  # bf16: a tile's argmax may pick the other of two logits equal after rounding
         assert compare(h.bufs, b, tol=3e-2, skip=("lm_idx",)) is None
         assert h.tokens(b) == h.tokens()
+
+
+@gpu
+def test_gpu_kernel_switches_among_three_widths():
+    """The same on the H200 with 264 programs: a T = 16 kernel with 2-position steps (fp32)."""
+    from agentfast.kernels.monokernel.harness import Harness
+    from agentfast.kernels.monokernel.plan import Tiling
+
+    torch.manual_seed(0)
+    h = Harness.build(cfg("llama_obias_hd64"), 264, 16, 64, device="cuda", dtype=torch.float32,
+                      tiling=Tiling(narrow=2))
+    ref, _ = h.reference_greedy(PROMPT, 28)
+    _switching(h, 16, 1e-3, history=PROMPT + ref[:4] + [9, 9] + ref[4:9])
 
 
 @gpu

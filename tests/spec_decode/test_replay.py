@@ -146,7 +146,7 @@ def test_warm_up_compiles_every_tool_grammar(pair):
 
 def test_switch_t_refused_where_it_means_nothing(llama_dir, capsys):
     """--switch-t: 0 or 2..16, and only for a backend that switches per step (the
-    monokernel's)."""
+    monokernel's); --switch-narrow: 2 or more, fewer than --switch-t, the same backends."""
     from agentfast.spec_decode.replay import main
 
     for bad in ("1", "17", "-2"):
@@ -156,4 +156,14 @@ def test_switch_t_refused_where_it_means_nothing(llama_dir, capsys):
         assert "--switch-t" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["-m", str(llama_dir), "--switch-t", "4", "--trace", "plain_chat", "-n", "2"])
+    assert e.value.code == 2 and "does not switch per step" in capsys.readouterr().err
+    for bad in (["--switch-narrow", "1", "--switch-t", "8"], ["--switch-narrow", "4",
+                                                             "--switch-t", "4"],
+                ["--switch-narrow", "2"]):  # (no --switch-t: nothing to be narrower than)
+        with pytest.raises(SystemExit) as e:
+            main(["-m", str(llama_dir), *bad])
+        assert e.value.code == 2 and "--switch-narrow" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["-m", str(llama_dir), "--switch-t", "8", "--switch-narrow", "2", "--trace",
+              "plain_chat", "-n", "2"])
     assert e.value.code == 2 and "does not switch per step" in capsys.readouterr().err
