@@ -118,11 +118,15 @@ class DraftPolicy:
     @classmethod
     def for_backend(cls, backend, drafter, **kw) -> DraftPolicy:
         """The policy for `drafter` on `backend`: the backend's step cost table
-        (`backend.step_costs`, {T: cost}; flat where it has none) and the drafter's cost per
+        (`backend.step_costs`, {T: cost}; flat where it has none), its ceiling of drafts per
+        step for this drafter where it has one (`backend.draft_k_max`), the drafter's cost per
         drafted token (`drafter.draft_cost`, in plain steps); timed where the backend times its
         steps (`backend.times_drafting`)."""
         table = getattr(backend, "step_costs", None)
         kw.setdefault("cost", StepCost(table) if table else FREE)
+        k_max = getattr(backend, "draft_k_max", lambda d: None)(drafter)
+        if k_max is not None and "k_max" not in kw:  # (the backend's kernel for this drafter)
+            kw["k_max"] = k_max
         kw.setdefault("draft_cost", float(getattr(drafter, "draft_cost", 0.0)))
         kw.setdefault("timed", bool(getattr(backend, "times_drafting", False)))
         return cls(**kw)

@@ -80,7 +80,8 @@ def projected(r: ReplayReport, T: int, draft_cost: float = 0.0,
     positions (the monokernel's kernel: T = k_max + 1), each other forward a T = 1 step, each
     drafted token `draft_cost` T = 1 steps (the drafter's own, in its weight bytes), and plain
     decode one T = 1 step per token; host time (launches, a host drafter's latency) is not in
-    it. Returns the projected tokens/s and speedup."""
+    it (a switching kernel's narrow steps are priced at T too: a bound from below). Returns the
+    projected tokens/s and speedup."""
     steps = (r.steps * StepCost(costs)(T) + max(r.forwards - r.steps, 0)
              + r.drafted * draft_cost)
     if steps <= 0:
@@ -333,12 +334,16 @@ def main(argv: list[str] | None = None) -> int:
         policy = (f"fixed k={args.fixed_k}" if args.fixed_k else
                   f"adaptive, k <= {args.k_max}" if args.k_max else "adaptive")
         # the monokernel's verification kernel for this policy (DraftPolicy's default k_max: 8)
-        T_kernel = min(16, (args.fixed_k or args.k_max or DraftPolicy().k_max) + 1)
+        k_cap = (args.fixed_k or args.k_max
+                 or getattr(eng.backend, "draft_k_max", lambda d: None)(eng.drafter)
+                 or DraftPolicy().k_max)
+        T_kernel = min(16, k_cap + 1)
         if switch_t > 1 and not args.fixed_k and eng.backend.drafts_on_device(eng.drafter):
             T_kernel = min(T_kernel, switch_t)  # (one-position steps where nothing is drafted)
             policy += f", per-step switching, T = {T_kernel}"
             if 1 < getattr(eng.backend, "switch_narrow", 0) < T_kernel:
-                policy += f" (narrow steps of {eng.backend.switch_narrow})"
+                policy += (f" (narrow steps of {eng.backend.switch_narrow}; the projection "
+                           f"prices every drafting step at T)")
         print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
         total, kinds = ReplayReport("all", 0, 0, 0, 0), {}

@@ -43,12 +43,12 @@ from .prefill import ReferencePrefill
 
 POLL_S = 20e-6  # host sleep between reads of the progress counter
 # T-step costs measured on an H200 (us per step relative to T = 1, ctx 1024,
-# bench/results/monokernel-20261129-s6 runs 5-6, T = 4 on the FMA matvec path): the Qwen3-1.7B
+# bench/results/monokernel-20261130-s13 run 5, `tune --tsteps 2,4,8,16`): the Qwen3-1.7B
 # shape's for models of a GB of weights or more, SmolLM2-135M's below (its T = 1 step is
 # latency-bound, so a wider step costs relatively more); drafting pays from about one accepted
 # token per step (DraftPolicy.break_even); the CPU interpreter has none (flat)
-H200_STEP_COSTS = {1: 1.0, 4: 1.50, 8: 1.59, 16: 1.97}
-H200_STEP_COSTS_SMALL = {1: 1.0, 4: 1.47, 8: 2.16, 16: 2.24}
+H200_STEP_COSTS = {1: 1.0, 2: 1.25, 4: 1.51, 8: 1.71, 16: 2.07}
+H200_STEP_COSTS_SMALL = {1: 1.0, 2: 1.20, 4: 1.46, 8: 2.11, 16: 2.26}
 
 
 class MonokernelBackend(ReferencePrefill):
@@ -68,29 +68,26 @@ class MonokernelBackend(ReferencePrefill):
     # host drafters' steps timed for their policy (DraftPolicy.timed): on the GPU, where a
     # drafter's forward and a launch per verification step cost what the table does not see
     times_drafting = False
-    # the device n-gram drafter's kernel switches per step (state[STEP_ONE]): T positions where
-    # the drafter proposes something, one where it does not, the whole sequence in one launch;
-    # its T is at most switch_t (4; its records are the T = 1 plan's matvec tiles,
-    # Tiling.one_tiles, so a one-position step costs a T = 1 step: 0.99-1.01 on the SmolLM2,
-    # Qwen3-1.7B and Llama-3.2-1B shapes at T = 4). Wider kernels lost end to end (s13, same
-    # run: edit_file 1.42x / 1.34x / 1.49x, all traces 1.28x / 1.10x / 1.19x at T = 4 / 8 / 16).
-    # H200, embedded model, replay end to end against plain decode, same run: edit_file 1.44x,
-    # all traces 1.32x, against the pausing T = 9 kernel's 1.26x / 1.13x
-    # (bench/results/spec-decode-gpu-20261130-s12, run 4). 0: the pausing kernel (one T per
-    # launch, DraftPolicy's pauses and probes between launches)
-    switch_t = 4
+    # the device n-gram drafter's kernel switches per step (state[STEP_ONE]) among one position
+    # (where the lookup proposes nothing), `switch_narrow` positions (where it does) and
+    # switch_t (after a step that kept all of a narrow step's drafts), the whole sequence in
+    # one launch; its records are the T = 1 plan's matvec tiles (Tiling.one_tiles), so a
+    # one-position step costs a T = 1 step (0.99-1.01 on the SmolLM2, Qwen3-1.7B and
+    # Llama-3.2-1B shapes). H200, embedded model, replay end to end against plain decode, same
+    # call (bench/results/spec-decode-gpu-20261130-s13, run 2): T = 16 with 2-position narrow
+    # steps edit_file 1.57x, plain_chat 1.02x, all traces 1.35x; switching between 1 and 4
+    # positions 1.42x / 1.04x / 1.28x (run 1: 1 and 8, 1 and 16 positions: 1.34x / 1.49x on
+    # edit_file, 0.86x / 0.91x on chat). switch_t 0: the pausing kernel (one T per launch,
+    # DraftPolicy's pauses and probes between launches); switch_narrow 0: two widths, 1 and T
+    switch_t = 16
+    switch_narrow = 2
     # switching: steps run as one position (probes aside) while the mean of kept drafts per
-    # step is below this fraction of the break-even mean (DraftPolicy.break_even). H200,
-    # embedded model, replay: at the break-even itself plain_chat 0.96x (its mean, 0.47, sits at
-    # the break-even of a T = 4 step, and the mean's dips switch off steps that paid), at no
-    # floor 1.07x (bench/results/spec-decode-gpu-20261130-s12)
+    # step is below this fraction of the break-even mean (DraftPolicy.break_even, of the
+    # narrow step where there is one). H200, embedded model, replay, switching between 1 and 4
+    # positions: at the break-even itself plain_chat 0.96x (its mean, 0.47, sits at the
+    # break-even of a T = 4 step, and the mean's dips switch off steps that paid), at no floor
+    # 1.07x (bench/results/spec-decode-gpu-20261130-s12)
     switch_floor = 0.5
-    # switching with a third step width (0: off): the T = switch_t kernel also runs steps of
-    # this many positions (Tiling.narrow); the drafter's steps run narrow and widen to T after
-    # a narrow or wide step that kept all of a narrow step's drafts (weights.D_WIDE); the
-    # floor is then the narrow step's break-even. Priced in spec_decode.tsim.switch_cost(
-    # wide=) (bench/results/spec-decode-cpu-20261130-s13); not measured on a GPU yet
-    switch_narrow = 0
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -300,6 +297,16 @@ class MonokernelBackend(ReferencePrefill):
             if int(b.state[W.DONE]) or not toks:
                 return
             seen += len(toks)
+
+    def draft_k_max(self, drafter: Any) -> int | None:
+        """The policy's ceiling of drafts per step this backend wants for `drafter`
+        (DraftPolicy.for_backend; None: the policy's default): the switching kernel's wide
+        steps, switch_t - 1, where the device drafts with narrow steps too (the narrow steps
+        are what adapts)."""
+        if (self.drafts_on_device(drafter) and self.switch_t > 1
+                and 1 < self.switch_narrow < self.switch_t):
+            return self.switch_t - 1
+        return None
 
     @staticmethod
     def drafts_on_device(drafter: Any) -> bool:

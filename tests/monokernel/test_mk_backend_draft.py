@@ -165,14 +165,14 @@ def test_device_ngram_pauses_and_probes(folder, ref, launches):
 
 @interpreted
 def test_device_ngram_switches_per_step(folder, ref, launches):
-    """The adaptive policy on the device (switch_t, the default): one launch of the T = 4
-    kernel for the whole output, even where k_max allows more and the lookup predicts nothing
-    for a while (those steps run as one position: fewer drafting steps than steps); the
-    reference's tokens."""
+    """The adaptive policy on the device, the backend's defaults (switch_t 16 with 2-position
+    narrow steps; the policy made for the backend drafts up to 15 per step): one launch of the
+    T = 16 kernel for the whole output, where the lookup predicts nothing for a while too
+    (those steps run as one position: fewer drafting steps than steps); the reference's
+    tokens."""
     d = NgramDrafter()
-    d.policy = DraftPolicy(k_max=8, k=4, cost=StepCost({1: 1.0, 4: 2.0, 9: 3.0}))
     mk = _mk(folder, d)
-    assert mk.backend.switch_t == 4
+    assert (mk.backend.switch_t, mk.backend.switch_narrow) == (16, 2)
     p = SamplingParams(max_tokens=24, ignore_eos=True)
     steps = {}
     for text in ("The quick brown fox jumps over the lazy dog. 0123", REPETITIVE):
@@ -180,7 +180,7 @@ def test_device_ngram_switches_per_step(folder, ref, launches):
         launches.clear()
         got = mk.generate(ids, p)
         assert got.token_ids == ref.generate(ids, p).token_ids
-        assert [(T, n) for T, n, _ in launches] == [(4, 23)], launches
+        assert [(T, n) for T, n, _ in launches] == [(16, 23)], launches
         steps[text] = (got.draft_steps, launches[0][2])
     fox, rep = steps.values()
     assert fox[0] < fox[1]  # steps the lookup had nothing for: one position each
