@@ -271,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
                          "policy's ceiling, 8)")
     ap.add_argument("--switch-t", type=int, default=None,
                     help="monokernel, n-gram drafter on the device: its kernel switches per "
-                         "step between T positions (at most this many) and one (default: the "
-                         "backend's, 4); 0: one T per launch, paused and probed between launches")
+                         "step between T positions (at most this many), one and the narrow "
+                         "steps (default: the backend's, 16); 0: one T per launch, paused and "
+                         "probed between launches")
     ap.add_argument("--switch-narrow", type=int, default=None,
                     help="monokernel, switching: the T kernel also runs steps of this many "
                          "positions; drafting steps run narrow, and at T after a step that "
-                         "kept all of a narrow step's drafts (default: the backend's, 0: off)")
+                         "kept all of a narrow step's drafts (default: the backend's, 2; 0: "
+                         "two widths, one position and T)")
     ap.add_argument("--measure-costs", action="store_true",
                     help="measure this machine's T-step costs first (policy.measure_step_costs) "
                          "instead of the backend's table (not the monokernel: its verification "
@@ -292,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--k-max {args.k_max}: at least 1 draft per step")
     if args.switch_t is not None and not (args.switch_t == 0 or 2 <= args.switch_t <= 16):
         ap.error(f"--switch-t {args.switch_t}: 0 (no switching) or 2..16 positions")
-    if args.switch_narrow and not (args.switch_t or 0) > args.switch_narrow >= 2:
-        ap.error(f"--switch-narrow {args.switch_narrow}: 2 or more positions, fewer than "
-                 f"--switch-t's")
+    if args.switch_narrow is not None and not (
+            args.switch_narrow == 0 or 2 <= args.switch_narrow < (args.switch_t or 16)):
+        ap.error(f"--switch-narrow {args.switch_narrow}: 0 (two widths) or 2 or more "
+                 f"positions, fewer than --switch-t's")
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
     base = Engine.load(args.model, device=args.device, backend=args.backend)

@@ -163,6 +163,21 @@ def test_device_ngram_pauses_and_probes(folder, ref, launches):
     assert d.policy.step_accepted is not None
 
 
+def _one_launch_each(mk, ref, launches, T: int) -> list[tuple[int, int]]:
+    """24 tokens of a text the lookup has little for and of a repetitive one: the reference's
+    tokens, each in one launch of the T kernel; (drafting steps, steps) per text."""
+    p = SamplingParams(max_tokens=24, ignore_eos=True)
+    out = []
+    for text in ("The quick brown fox jumps over the lazy dog. 0123", REPETITIVE):
+        ids = mk.tokenizer.encode(text)
+        launches.clear()
+        got = mk.generate(ids, p)
+        assert got.token_ids == ref.generate(ids, p).token_ids
+        assert [(t, n) for t, n, _ in launches] == [(T, 23)], launches
+        out.append((got.draft_steps, launches[0][2]))
+    return out
+
+
 @interpreted
 def test_device_ngram_switches_per_step(folder, ref, launches):
     """The adaptive policy on the device, the backend's defaults (switch_t 16 with 2-position
@@ -173,16 +188,7 @@ def test_device_ngram_switches_per_step(folder, ref, launches):
     d = NgramDrafter()
     mk = _mk(folder, d)
     assert (mk.backend.switch_t, mk.backend.switch_narrow) == (16, 2)
-    p = SamplingParams(max_tokens=24, ignore_eos=True)
-    steps = {}
-    for text in ("The quick brown fox jumps over the lazy dog. 0123", REPETITIVE):
-        ids = mk.tokenizer.encode(text)
-        launches.clear()
-        got = mk.generate(ids, p)
-        assert got.token_ids == ref.generate(ids, p).token_ids
-        assert [(T, n) for T, n, _ in launches] == [(16, 23)], launches
-        steps[text] = (got.draft_steps, launches[0][2])
-    fox, rep = steps.values()
+    fox, rep = _one_launch_each(mk, ref, launches, 16)
     assert fox[0] < fox[1]  # steps the lookup had nothing for: one position each
     assert rep[1] < 23  # drafts kept: fewer steps than tokens
     assert d.policy.switched_off == 0 and d.policy.step_accepted is not None
@@ -197,13 +203,7 @@ def test_device_ngram_narrow_then_wide(folder, ref, launches):
     d.policy = DraftPolicy(k_max=8, k=4, cost=StepCost({1: 1.0, 2: 1.2, 8: 2.0}))
     mk = _mk(folder, d)
     mk.backend.switch_t, mk.backend.switch_narrow = 8, 2
-    p = SamplingParams(max_tokens=24, ignore_eos=True)
-    for text in ("The quick brown fox jumps over the lazy dog. 0123", REPETITIVE):
-        ids = mk.tokenizer.encode(text)
-        launches.clear()
-        got = mk.generate(ids, p)
-        assert got.token_ids == ref.generate(ids, p).token_ids
-        assert [(T, n) for T, n, _ in launches] == [(8, 23)], launches
+    _one_launch_each(mk, ref, launches, 8)
     kern = mk.backend._spec_kernels[(8, 2)]
     assert kern.plan.tiling.narrow == 2 and kern.consts["TB"] == 2
     b = next(iter(mk.backend._bufs.values()))

@@ -159,7 +159,7 @@ def test_switch_t_refused_where_it_means_nothing(llama_dir, capsys):
     assert e.value.code == 2 and "does not switch per step" in capsys.readouterr().err
     for bad in (["--switch-narrow", "1", "--switch-t", "8"], ["--switch-narrow", "4",
                                                              "--switch-t", "4"],
-                ["--switch-narrow", "2"]):  # (no --switch-t: nothing to be narrower than)
+                ["--switch-narrow", "16"], ["--switch-narrow", "-2"]):
         with pytest.raises(SystemExit) as e:
             main(["-m", str(llama_dir), *bad])
         assert e.value.code == 2 and "--switch-narrow" in capsys.readouterr().err
