@@ -3,8 +3,9 @@
 The oracle for every buffer the kernel writes: same instructions, same tiles, same buffers
 (x, qkv, attention partials, attn, act, logits, per-tile LM-head partials, candidates, token
 ring, the device drafter's history, drafts and counts, the kept hidden states, counters), fp32
-math where the kernel accumulates in fp32. A step of a T > 1 plan with state[STEP_ONE] set runs
-one position, as the kernel's T = 1 paths do (per-step switching). Ops run in plan order, each
+math where the kernel accumulates in fp32. A step of a T > 1 plan with state[STEP_ONE] 1 runs
+one position, as the kernel's T = 1 paths do, with 2 the plan's narrow positions (per-step
+switching, Tiling.narrow). Ops run in plan order, each
 over all programs' runs (any interleaving the counters allow gives the same buffers). With
 several ranks (each its own Buffers, KV cache included) ALLREDUCE sums the ranks' partials.
 Knows nothing about Triton; sampling rules live in sampling.py.
