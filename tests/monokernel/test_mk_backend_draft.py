@@ -111,6 +111,23 @@ def test_device_ngram_constrained_and_stops(folder, ref, launches):
 
 
 @interpreted
+def test_device_ngram_constrained_three_widths(folder, ref, launches):
+    """The backend's default switching (one position, 2-position narrow steps, 16) under a
+    constraint: the automaton walks whichever width a step has (forced tokens drafted); the
+    reference's tokens, one launch of the T = 16 kernel, fewer steps than tokens (a forced run
+    starts on a narrow step: 11 steps for these 20 tokens)."""
+    mk = _mk(folder, NgramDrafter())
+    ids = mk.tokenizer.encode(REPETITIVE)
+    c = SamplingParams(max_tokens=40, constraint=C.regex(r'\{"name": "(ab|cd)+", "ok": 1\}'))
+    launches.clear()
+    got = mk.generate(ids, c)
+    want = ref.generate(ids, c)
+    assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+    assert [T for T, _, _ in launches] == [16], launches
+    assert launches[0][2] < len(got.token_ids), launches
+
+
+@interpreted
 def test_device_ngram_at_the_kv_capacity(folder, launches):
     """Fewer than T positions left: the T kernel ends and the T = 1 kernel decodes the rest,
     so the output is as long as plain decode's (text the lookup does not predict: one token
