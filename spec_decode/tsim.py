@@ -139,7 +139,8 @@ def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
     first step drafts whenever the host's lookup proposes (set_step_inputs). `policy`:
     DraftPolicy arguments.
 
-    `wide` > T (a design not in the kernel yet: a third step width): where the lookup proposes
+    `wide` > T (a third step width: Tiling.narrow, the kernel's narrow steps being these T
+    ones, MonokernelBackend.switch_narrow): where the lookup proposes
     and the step before was a T- or wide step that kept at least `need` drafts (default T - 1:
     all of a T-step's), the step runs at `wide` positions (cost(wide)) instead of T; the
     floor and the probes are as above, the mean counting the wide steps' kept drafts too."""

@@ -146,14 +146,15 @@ class MonokernelBackend(ReferencePrefill):
                 build(fit * sms)
         self._bufs: weakref.WeakKeyDictionary[KVCache, Any] = weakref.WeakKeyDictionary()
 
-    def _buffers(self, cache: KVCache, T: int = 1):
+    def _buffers(self, cache: KVCache, T: int = 1, narrow: int = 0):
         """The cache's kernel buffers, shaped for steps of up to T positions (every kernel of
-        this backend runs on them: the T-dependent ones are per-step scratch or row 0)."""
+        this backend runs on them: the T-dependent ones are per-step scratch or row 0);
+        `narrow`: of the kernel the step runs (_kernel_for), planned once."""
         from ...kernels.monokernel.weights import alloc_buffers
 
         b = self._bufs.get(cache)
         if b is None or b.tokens.shape[0] < T:
-            pl = self.plan if T == 1 else self._kernel_for(T).plan
+            pl = self.plan if T == 1 else self._kernel_for(T, narrow).plan
             b = self._bufs[cache] = alloc_buffers(pl, self.device, self.dtype, cache.k,
                                                   cache.v, pin=self.device.type == "cuda",
                                                   hidden=cache.hidden)
@@ -230,7 +231,7 @@ class MonokernelBackend(ReferencePrefill):
                       and self.drafts_on_device(drafter))
             if switch:
                 T = min(T, self.switch_t)
-        b = self._buffers(cache, T)
+        b = self._buffers(cache, T, self._narrow(T, switch))
         W.start_sequence(b, self.w, token=first, pos=start, max_new=max_new,
                          stop_ids=sorted(stop_ids), capacity=cache.capacity, mode=mode,
                          temperature=params.temperature, top_k=top_k, top_p=params.top_p,
@@ -298,6 +299,10 @@ class MonokernelBackend(ReferencePrefill):
                 return
             seen += len(toks)
 
+    def _narrow(self, T: int, switch: bool) -> int:
+        """The narrow steps' positions of a T-position switching kernel (0: none)."""
+        return self.switch_narrow if switch and 1 < self.switch_narrow < T else 0
+
     def draft_k_max(self, drafter: Any) -> int | None:
         """The policy's ceiling of drafts per step this backend wants for `drafter`
         (DraftPolicy.for_backend; None: the policy's default): the switching kernel's wide
@@ -345,7 +350,7 @@ class MonokernelBackend(ReferencePrefill):
         if floor is not None and floor > T - 1:  # even accepting every draft would not pay
             yield from self._stream(b, max_new, sampling)
             return
-        narrow = self.switch_narrow if switch and 1 < self.switch_narrow < T else 0
+        narrow = self._narrow(T, switch)
         if switch:
             floor = self.switch_floor * (policy.break_even(narrow) if narrow else floor)
         spec = self._kernel_for(T, narrow)

@@ -258,6 +258,19 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+MV_OPS = ((P.QKV, "QKV"), (P.OPROJ, "O"), (P.GATEUP, "GU"), (P.DOWN, "DN"))  # constant names
+
+
+def _mv_consts(suffix: str, blocks: dict, stages) -> dict:
+    """BN_<op><suffix>, BK_<op><suffix> and NS_<op><suffix> of the matvec ops: their blocks
+    and `stages(op)` (the T-steps' or the narrow steps' paths)."""
+    out = {}
+    for op, n in MV_OPS:
+        out[f"BN_{n}{suffix}"], out[f"BK_{n}{suffix}"] = blocks[op]
+        out[f"NS_{n}{suffix}"] = stages(op)
+    return out
+
+
 class Monokernel:
     """A plan bound to weights on one device: tables uploaded once, launched many times."""
 
@@ -298,10 +311,7 @@ class Monokernel:
             RED=reduce_chunks, NS_QKV=plan.op_stages(P.QKV), NS_O=plan.op_stages(P.OPROJ),
             NS_GU=plan.op_stages(P.GATEUP), NS_DN=plan.op_stages(P.DOWN),
             NS_LM=plan.op_stages(P.LMHEAD), NW=num_warps, NT=plan.n_lm_tiles,
-            **{f"{k}_T": v for op, n in ((P.QKV, "QKV"), (P.OPROJ, "O"), (P.GATEUP, "GU"),
-                                         (P.DOWN, "DN"))
-               for k, v in ((f"BN_{n}", blt[op][0]), (f"BK_{n}", blt[op][1]),
-                            (f"NS_{n}", plan.op_stages(op, t_step=True)))},
+            **_mv_consts("_T", blt, lambda op: plan.op_stages(op, t_step=True)),
             NCL=max(1, plan.n_cand_lists), C=plan.tiling.cand, SAMPLE_SEQ=plan.sample_seq,
             HAS_QKV_BIAS=w.b_qkv is not None,
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
@@ -320,11 +330,9 @@ class Monokernel:
         bl = plan.blocks_n or plan.blocks
         out = dict(TB=nw, TP2B=tp2, MB=max(16, triton.next_power_of_2(g) * tp2),
                    TNB=max(16, tp2), BT0B=plan.block_t0(nw) if nw else 0)
-        for op, n in ((P.QKV, "QKV"), (P.OPROJ, "O"), (P.GATEUP, "GU"), (P.DOWN, "DN")):
-            out[f"FN_{n}"] = op in plan.fma_n
-            out[f"BN_{n}_N"], out[f"BK_{n}_N"] = bl[op]
-            out[f"NS_{n}_N"] = plan.op_stages(op, narrow=True) if nw else 2
-        return out
+        out.update({f"FN_{n}": op in plan.fma_n for op, n in MV_OPS})
+        return {**out, **_mv_consts("_N", bl, lambda op: plan.op_stages(op, narrow=True)
+                                    if nw else 2)}
 
     def _args(self, b: W.Buffers, nsteps: int, spin_cap: int, skip: int = 0,
               trace: torch.Tensor | None = None, trace_step: int = -1) -> tuple:

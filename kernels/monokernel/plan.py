@@ -457,24 +457,23 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     q, kv = cfg.q_size, cfg.kv_size
     shapes = {QKV: ((nh_r + 2 * nkv_r) * hd, h, False), OPROJ: (h, nh_r * hd, False),
               GATEUP: (i_r, h, True), DOWN: (h, i_r, False)}
-    fma_t = {op: fma_t_blocks(rows, k, P, T, tl_, gated)
-             for op, (rows, k, gated) in shapes.items()}
-    blocks = {
-        **{op: fma_t[op] or block_sizes(rows, k, P, T, tl_, gated=gated, whole_k=True)
-           for op, (rows, k, gated) in shapes.items()},
-        LMHEAD: block_sizes(cfg.vocab_size // R, h, P, T, tl_,
-                            bn=tl_.bn_lm if T == 1 else tl_.bn_lm_t),
-    }
+    def mv_blocks(t: int) -> tuple[dict, dict]:
+        """Per matvec op, for steps of t positions: its FMA blocks (None: not on that path)
+        and its (BN, BK)."""
+        fma = {op: fma_t_blocks(rows, k, P, t, tl_, gated)
+               for op, (rows, k, gated) in shapes.items()}
+        return fma, {op: fma[op] or block_sizes(rows, k, P, t, tl_, gated=gated, whole_k=True)
+                     for op, (rows, k, gated) in shapes.items()}
+
+    fma_t, mv = mv_blocks(T)
+    blocks = {**mv, LMHEAD: block_sizes(cfg.vocab_size // R, h, P, T, tl_,
+                                        bn=tl_.bn_lm if T == 1 else tl_.bn_lm_t)}
     blocks_t = dict(blocks)
     if T > 1 and tl_.one_tiles:  # records in T = 1 tiles; blocks_t walks them in T-steps
-        blocks.update({op: block_sizes(rows, k, P, 1, tl_, gated=gated, whole_k=True)
-                       for op, (rows, k, gated) in shapes.items()})
+        blocks.update(mv_blocks(1)[1])
     nw = tl_.narrow
     assert nw == 0 or 1 < nw < T, f"narrow steps of {nw} positions in a T = {T} plan"
-    fma_n = {op: fma_t_blocks(rows, k, P, nw, tl_, gated)
-             for op, (rows, k, gated) in shapes.items()} if nw else {}
-    blocks_n = {op: fma_n[op] or block_sizes(rows, k, P, nw, tl_, gated=gated, whole_k=True)
-                for op, (rows, k, gated) in shapes.items()} if nw else {}
+    fma_n, blocks_n = mv_blocks(nw) if nw else ({}, {})
 
     ops: list[OpInfo] = []
     progs: list[list[list[Instr]]] = [[[] for _ in range(P)] for _ in range(R)]

@@ -55,12 +55,16 @@ class VM:
         assert len(bufs) == plan.ranks, f"{plan.ranks} ranks need as many Buffers"
         self.plan, self.w, self.bufs, self.cfg = plan, w, bufs, plan.cfg
         self._tickets: dict[tuple, int] = {}  # (buffers, layer, kv head) -> splits done
-        # this step: its width code (STEP_ONE), one position, its positions
-        self.code, self.one, self.t = 0, False, plan.T
+        self.code, self.t = 0, plan.T  # this step: its width code (STEP_ONE), its positions
         self.by_seq = [[[] for _ in plan.ops] for _ in range(plan.ranks)]
         for r in range(plan.ranks):
             for ins in plan.instructions(r):
                 self.by_seq[r][ins.seq].append(ins)
+
+    @property
+    def one(self) -> bool:
+        """This step runs one position (the T = 1 kernel's splits and blocks)."""
+        return self.code == 1
 
     def run(self, nsteps: int, stop_after: int | None = None,
             stop_after_layer: int | None = None) -> int:
@@ -77,7 +81,6 @@ class VM:
                 return step
             # a T > 1 plan's step of one position, or narrow (state[STEP_ONE]: 1, 2)
             self.code = int(self.bufs[0].state[W.STEP_ONE]) if self.plan.T > 1 else 0
-            self.one = self.code == 1
             self.t = {1: 1, 2: self.plan.tiling.narrow}.get(self.code, self.plan.T)
             for op in self.plan.ops[: last + 1]:
                 for r, b in enumerate(self.bufs):

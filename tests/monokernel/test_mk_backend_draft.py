@@ -88,17 +88,24 @@ def test_device_ngram_one_launch_equals_reference(folder, qwen3_dir, launches, a
     assert mk.generate(turn2, p, session="s").token_ids == ref.generate(turn2, p).token_ids
 
 
-@interpreted
-def test_device_ngram_constrained_and_stops(folder, ref, launches):
-    """With a constraint: the reference's tokens, forced tokens drafted (a literal key costs
-    no steps); stop ids end the output where the reference's does."""
-    mk = _mk(folder, _fixed())
+def _json_name(mk, ref, launches):
+    """(prompt ids, result) of a repetitive prompt under a JSON-shaped regex, its tokens and
+    finish reason the reference's; the launches recorded afresh."""
     ids = mk.tokenizer.encode(REPETITIVE)
     c = SamplingParams(max_tokens=40, constraint=C.regex(r'\{"name": "(ab|cd)+", "ok": 1\}'))
     launches.clear()
     got = mk.generate(ids, c)
     want = ref.generate(ids, c)
     assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+    return ids, got
+
+
+@interpreted
+def test_device_ngram_constrained_and_stops(folder, ref, launches):
+    """With a constraint: the reference's tokens, forced tokens drafted (a literal key costs
+    no steps); stop ids end the output where the reference's does."""
+    mk = _mk(folder, _fixed())
+    ids, got = _json_name(mk, ref, launches)
     assert len(launches) == 1 and launches[0][2] < len(got.token_ids) // 2, launches
     c2 = SamplingParams(max_tokens=12, constraint=C.regex(r"(ab|cd)+"))
     assert mk.generate(ids, c2).token_ids == ref.generate(ids, c2).token_ids
@@ -116,13 +123,7 @@ def test_device_ngram_constrained_three_widths(folder, ref, launches):
     constraint: the automaton walks whichever width a step has (forced tokens drafted); the
     reference's tokens, one launch of the T = 16 kernel, fewer steps than tokens (a forced run
     starts on a narrow step: 11 steps for these 20 tokens)."""
-    mk = _mk(folder, NgramDrafter())
-    ids = mk.tokenizer.encode(REPETITIVE)
-    c = SamplingParams(max_tokens=40, constraint=C.regex(r'\{"name": "(ab|cd)+", "ok": 1\}'))
-    launches.clear()
-    got = mk.generate(ids, c)
-    want = ref.generate(ids, c)
-    assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+    _, got = _json_name(_mk(folder, NgramDrafter()), ref, launches)
     assert [T for T, _, _ in launches] == [16], launches
     assert launches[0][2] < len(got.token_ids), launches
 
