@@ -147,4 +147,7 @@ def test_graph_prefill_equals_eager(gpu_checkpoints, name):
         torch.testing.assert_close(have, want, atol=1e-3, rtol=1e-3)
         torch.testing.assert_close(a.k[:, :, :hi], b.k[:, :, :hi], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(a.v[:, :, :hi], b.v[:, :, :hi], atol=1e-4, rtol=1e-4)
-    assert sorted(be._graphs()[a].graphs) == [(64, 512), (256, 512)]  # per chunk size (cap 512)
+    # one graph per chunk size (cap 512), every size captured at the cache's first prefill
+    # (ChunkGraphs.capture_all: writes at the cache's last positions, which the checks above
+    # do not read and no sequence here reaches)
+    assert sorted(be._graphs()[a].graphs) == [(16, 512), (64, 512), (256, 512)]

@@ -8,12 +8,13 @@ On CUDA the fast backends prefill through CUDA graphs (`ChunkGraphs`): eager PyT
 ~1,700 kernels for one prefill of a 30-layer model, and on an H200 the host's launch time, not
 the GPU, set its length (SmolLM2-135M: 24-52 ms whatever the token count, 4 ms of it on the
 GPU; bench/results/prefill-graphs-20261129). The prompt goes in chunks of 16, 64 or 256
-positions, each one replay of a graph captured once per chunk size and cache, the start a
-device value. What a graph runs is `FusedChunk`: Transformer.forward_chunk's math in ~12
-kernels per layer instead of ~50 (one GEMM for q/k/v and one for gate/up over the backends'
-concatenated weights, the Triton RMSNorm with the residual add fused, one kernel for q/k norm +
-RoPE + K/V append, kernels.attention.chunk_attention over the cache up to the chunk's end, one
-kernel for SiLU * up). Transformer.forward_chunk itself (attention over a fixed key bucket) is
+positions, each one replay of a graph captured once per chunk size and cache (all sizes at
+the cache's first prefill: ChunkGraphs.capture_all), the start a device value. What a graph
+runs is `FusedChunk`: Transformer.forward_chunk's math in ~12 kernels per layer instead of
+~50 (one GEMM for q/k/v and one for gate/up over the backends' concatenated weights, the Triton
+RMSNorm with the residual add fused, one kernel for q/k norm + RoPE + K/V append,
+kernels.attention.chunk_attention over the cache up to the chunk's end, one kernel for SiLU *
+up). Transformer.forward_chunk itself (attention over a fixed key bucket) is
 what ChunkGraphs runs without a FusedChunk: the CPU tests of the chunking. Embedded SmolLM2 on
 an H200: 1.0-1.25 ms for 1-168 tokens, 5.4 ms for 881 (24-43 ms eager; bench/results/
 prefill-graphs-20261129-s8).
@@ -163,12 +164,30 @@ class ChunkGraphs:
         g[0].replay()
         return g[1]
 
+    def capture_all(self) -> None:
+        """Capture the graph of every chunk size (that fits the cache) now, not at its first
+        use: a capture costs ~50 ms on the H200 (SmolLM2), which a conversation's first long
+        turn would pay mid-session (the replay's edit_file turn 4: 50 ms to first token
+        against 1.5 ms). The runs write K/V (and hidden rows) at the cache's last positions,
+        past anything a sequence holds until it reaches them (and then overwrites them)."""
+        cache = self.cache()
+        if not self.capture or self.bucketed:
+            return
+        for C in CHUNKS:
+            if cache.capacity >= C and (C, cache.capacity) not in self.graphs:
+                self.tokens[:C].zero_()
+                torch.arange(cache.capacity - C, cache.capacity, out=self.pos[:C])
+                self.last.fill_(0)
+                self._run(C, cache.capacity)
+
     def prefill(self, tokens: list[int], start: int) -> torch.Tensor | None:
         """Logits [1, V] of the last token, or None when `plan` declines."""
         cache = self.cache()
         chunks = self.plan(len(tokens), start, cache.capacity)
         if chunks is None:
             return None
+        if chunks and not self.graphs:  # this cache's first prefill: every size at once
+            self.capture_all()
         ids = torch.tensor(tokens, dtype=torch.int64, device=self.tokens.device)
         at = 0
         for m, C, keys in chunks:
