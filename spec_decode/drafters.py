@@ -33,6 +33,8 @@ class Drafter:
         self.steps = 0  # verification steps that carried at least one draft
         self.drafted = 0
         self.accepted = 0
+        # steps a backend's switching kernel ran, by positions per step (observe_counts)
+        self.widths: dict[int, int] = {}
         self.policy: DraftPolicy | None = None
 
     def propose(self, history: list[int], k: int) -> list[int]:
@@ -55,12 +57,17 @@ class Drafter:
             self.drafted += len(drafted)
             self.accepted += accepted
 
-    def observe_counts(self, steps: int, drafted: int, accepted: int) -> None:
+    def observe_counts(self, steps: int, drafted: int, accepted: int,
+                       widths: dict[int, int] | None = None) -> None:
         """Counts of steps verified elsewhere (a backend that drafts by this drafter's rule on
-        the device): `steps` steps carried `drafted` drafts, `accepted` of them were kept."""
+        the device): `steps` steps carried `drafted` drafts, `accepted` of them were kept;
+        `widths`: the steps its kernel ran, by positions per step (one-position steps too)."""
         self.steps += steps
         self.drafted += drafted
         self.accepted += accepted
+        for w, n in (widths or {}).items():
+            if n:
+                self.widths[w] = self.widths.get(w, 0) + n
 
     @property
     def mean_accepted(self) -> float:

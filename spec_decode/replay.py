@@ -47,13 +47,24 @@ class ReplayReport:
     accepted: int
     seconds: float = 0.0  # wall time of the turns (engine replay)
     plain_seconds: float = 0.0  # the same turns without the drafter (--check)
+    # of which decoding: from each turn's first token to its last (GenerationResult.decode_s)
+    decode_seconds: float = 0.0
+    plain_decode_seconds: float = 0.0
     outputs: list[list[int]] = field(default_factory=list, repr=False)  # per turn (engine)
+    # steps of a switching kernel by positions per step (the drafter's `widths`; {}: unknown)
+    widths: dict[int, int] = field(default_factory=dict)
     # --check: where the output differs from plain decode (divergence_gap), per trace
     divergences: list[dict] = field(default_factory=list)
+    # per turn: tokens, ttft_s, decode_s, widths (and plain_decode_s with --check)
+    turns: list[dict] = field(default_factory=list)
 
     def add(self, r: ReplayReport) -> None:
-        for f in ("tokens", "steps", "drafted", "accepted", "seconds", "plain_seconds"):
+        for f in ("tokens", "steps", "drafted", "accepted", "seconds", "plain_seconds",
+                  "decode_seconds", "plain_decode_seconds"):
             setattr(self, f, getattr(self, f) + getattr(r, f))
+        self.turns.extend(r.turns)
+        for w, n in r.widths.items():
+            self.widths[w] = self.widths.get(w, 0) + n
         self.divergences.extend(r.divergences)
 
     @property
@@ -80,10 +91,17 @@ def projected(r: ReplayReport, T: int, draft_cost: float = 0.0,
     positions (the monokernel's kernel: T = k_max + 1), each other forward a T = 1 step, each
     drafted token `draft_cost` T = 1 steps (the drafter's own, in its weight bytes), and plain
     decode one T = 1 step per token; host time (launches, a host drafter's latency) is not in
-    it (a switching kernel's narrow steps are priced at T too: a bound from below). Returns the
-    projected tokens/s and speedup."""
-    steps = (r.steps * StepCost(costs)(T) + max(r.forwards - r.steps, 0)
-             + r.drafted * draft_cost)
+    it. With r.widths (a switching kernel's steps by positions) each of those steps is priced
+    at its own width and the other forwards at T = 1; without, every verification step at T.
+    Returns the projected tokens/s and speedup."""
+    cost = StepCost(costs)
+    if r.widths:
+        run = sum(r.widths.values())
+        steps = (sum(n * cost(w) for w, n in r.widths.items())
+                 + max(r.forwards - run, 0) + r.drafted * draft_cost)
+    else:
+        steps = (r.steps * cost(T) + max(r.forwards - r.steps, 0)
+                 + r.drafted * draft_cost)
     if steps <= 0:
         return {"T": T, "tokens_per_s": None, "speedup": None}
     return {"T": T, "tokens_per_s": round(r.tokens / (steps * step_us * 1e-6), 1),
@@ -199,16 +217,29 @@ def replay(engine: Engine, trace: dict, max_tokens: int = 48,
     d = engine.drafter
     assert d is not None, "replay needs an engine made with drafter="
     before = (d.steps, d.drafted, d.accepted)
-    tokens, t0, outputs = 0, time.perf_counter(), []
+    w_start = dict(getattr(d, "widths", {}))
+    tokens, t0, outputs, turns = 0, time.perf_counter(), [], []
     for i in _assistant_turns(trace):
         params = turn_params(trace, i, max_tokens, tools)
+        w0 = dict(getattr(d, "widths", {}))
         r = engine.chat(trace["messages"][:i], params, session=f"replay-{trace['name']}")
         tokens += len(r.token_ids)
         outputs.append(r.token_ids)
+        turns.append({"trace": trace["name"], "turn": i, "tokens": len(r.token_ids),
+                      "ttft_s": round(r.ttft_s, 6), "decode_s": round(r.decode_s, 6),
+                      "widths": _widths_since(d, w0)})
     seconds = time.perf_counter() - t0
     engine.sessions.drop(f"replay-{trace['name']}")
     return ReplayReport(trace["name"], tokens, d.steps - before[0], d.drafted - before[1],
-                        d.accepted - before[2], seconds, outputs=outputs)
+                        d.accepted - before[2], seconds, outputs=outputs,
+                        widths=_widths_since(d, w_start),
+                        decode_seconds=sum(t["decode_s"] for t in turns), turns=turns)
+
+
+def _widths_since(d: Drafter, w0: dict[int, int]) -> dict[int, int]:
+    """The drafter's kernel steps by width since it had `w0`."""
+    return {w: n - w0.get(w, 0) for w, n in getattr(d, "widths", {}).items()
+            if n > w0.get(w, 0)}
 
 
 def replay_forced(drafter: Drafter, tokenizer: Tokenizer, trace: dict,
@@ -279,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
                          "positions; drafting steps run narrow, and at T after a step that "
                          "kept all of a narrow step's drafts (default: the backend's, 2; 0: "
                          "two widths, one position and T)")
+    ap.add_argument("--switch-match", default=None, metavar="MIN,WIDE[,NEED]",
+                    help="monokernel, switching: a drafting step whose lookup match is "
+                         "shorter than MIN runs as one position, one of WIDE or more wide; "
+                         "NEED: also wide after a step that kept that many drafts (default: "
+                         "the backend's, 2,4 and no NEED; 0,0,1: session 13's rule, wide "
+                         "after a narrow step of 2 kept its draft)")
     ap.add_argument("--measure-costs", action="store_true",
                     help="measure this machine's T-step costs first (policy.measure_step_costs) "
                          "instead of the backend's table (not the monokernel: its verification "
@@ -298,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
             args.switch_narrow == 0 or 2 <= args.switch_narrow < (args.switch_t or 16)):
         ap.error(f"--switch-narrow {args.switch_narrow}: 0 (two widths) or 2 or more "
                  f"positions, fewer than --switch-t's")
+    match = None
+    if args.switch_match is not None:
+        try:
+            match = [int(v) for v in args.switch_match.split(",")]
+        except ValueError:
+            match = []
+        if len(match) not in (2, 3) or min(match) < 0:
+            ap.error(f"--switch-match {args.switch_match}: MIN,WIDE[,NEED], integers >= 0")
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
     base = Engine.load(args.model, device=args.device, backend=args.backend)
@@ -330,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
             if not hasattr(eng.backend, "switch_narrow"):
                 ap.error(f"--switch-narrow: the {args.backend} backend does not switch per step")
             eng.backend.switch_narrow = args.switch_narrow
+        if match is not None:
+            if not hasattr(eng.backend, "switch_match_min"):
+                ap.error(f"--switch-match: the {args.backend} backend does not switch per step")
+            b_ = eng.backend
+            b_.switch_match_min, b_.switch_match_wide = match[:2]
+            b_.switch_need = match[2] if len(match) > 2 and match[2] else None
         switch_t = getattr(eng.backend, "switch_t", 0)
         pick = (_capped_policy(eng, args.k_max) if args.k_max and not args.fixed_k
                 else _fixed_policy(args.fixed_k))
@@ -345,8 +396,11 @@ def main(argv: list[str] | None = None) -> int:
             T_kernel = min(T_kernel, switch_t)  # (one-position steps where nothing is drafted)
             policy += f", per-step switching, T = {T_kernel}"
             if 1 < getattr(eng.backend, "switch_narrow", 0) < T_kernel:
-                policy += (f" (narrow steps of {eng.backend.switch_narrow}; the projection "
-                           f"prices every drafting step at T)")
+                b_ = eng.backend
+                policy += (f" (narrow steps of {b_.switch_narrow}; by the lookup's match: "
+                           f"one position below {b_.switch_match_min}, wide from "
+                           f"{b_.switch_match_wide or 'never'}; wide after "
+                           f"{b_.switch_need or 'never'} kept)")
         print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
         total, kinds = ReplayReport("all", 0, 0, 0, 0), {}
@@ -357,13 +411,17 @@ def main(argv: list[str] | None = None) -> int:
                 if trace["name"] not in plain_runs:  # once for all drafters
                     msgs = trace["messages"]
                     t0 = time.perf_counter()
-                    want = [plain.chat(msgs[:i], turn_params(trace, i, args.max_tokens,
-                                                             args.tools),
-                                       session="plain").token_ids
-                            for i in _assistant_turns(trace)]
-                    plain_runs[trace["name"]] = (want, time.perf_counter() - t0)
+                    res = [plain.chat(msgs[:i], turn_params(trace, i, args.max_tokens,
+                                                            args.tools), session="plain")
+                           for i in _assistant_turns(trace)]
+                    plain_runs[trace["name"]] = ([x.token_ids for x in res],
+                                                 time.perf_counter() - t0,
+                                                 [x.decode_s for x in res])
                     plain.sessions.drop("plain")
-                want, r.plain_seconds = plain_runs[trace["name"]]
+                want, r.plain_seconds, pdec = plain_runs[trace["name"]]
+                r.plain_decode_seconds = sum(pdec)
+                for t, ps in zip(r.turns, pdec, strict=True):
+                    t["plain_decode_s"] = round(ps, 6)
                 ok = r.outputs == want  # both in one session per trace
                 line += f", equal to plain decode: {ok}"
                 if not ok:
@@ -399,9 +457,16 @@ def main(argv: list[str] | None = None) -> int:
                             "plain_tokens_per_s": round(plain_tps, 2) if plain_tps else None,
                             "speedup": round(k.plain_seconds / k.seconds, 3)
                             if k.plain_seconds and k.seconds else None,
+                            # the decoding alone (each turn's first token to its last: the
+                            # prefill and the host's work before it left out), both runs
+                            "decode_speedup": round(k.plain_decode_seconds / k.decode_seconds,
+                                                    3)
+                            if k.plain_decode_seconds and k.decode_seconds else None,
                             # this acceptance at the Qwen3-1.7B shape's measured step costs
                             "projected": {"shape": PROJECTION[0], **proj},
-                            **{f: v for f, v in asdict(k).items() if f != "outputs"}})
+                            **{f: v for f, v in asdict(k).items()
+                               if f not in ("outputs", "turns")},
+                            **({"turns": k.turns} if k is total else {})})
         pol = eng.drafter.policy
         if not args.fixed_k and pol is not None:
             dev = getattr(pol, "step_accepted", None)  # drafting on the device (monokernel)
@@ -416,9 +481,16 @@ def main(argv: list[str] | None = None) -> int:
 def _summary(r: ReplayReport) -> str:
     s = (f"{r.name}: {r.tokens} tokens, {r.steps} steps, {r.drafted} drafted, "
          f"{r.accepted} accepted, mean accepted {r.mean_accepted:.3f} per step, "
-         f"{r.tokens / max(r.forwards, 1):.2f} tokens per forward, {r.seconds:.1f} s")
+         f"{r.tokens / max(r.forwards, 1):.2f} tokens per forward, {r.seconds:.3f} s")
+    if r.widths:
+        s += ", kernel steps by positions " + " ".join(
+            f"{w}:{n}" for w, n in sorted(r.widths.items()))
     if r.plain_seconds:
-        s += f" (plain {r.plain_seconds:.1f} s: {r.plain_seconds / r.seconds:.2f}x)"
+        s += f" (plain {r.plain_seconds:.3f} s: {r.plain_seconds / r.seconds:.2f}x"
+        if r.plain_decode_seconds and r.decode_seconds:
+            s += (f"; decoding {r.decode_seconds:.3f} s against {r.plain_decode_seconds:.3f}"
+                  f" s: {r.plain_decode_seconds / r.decode_seconds:.2f}x")
+        s += ")"
     return s
 
 

@@ -43,19 +43,31 @@ K_MAX = 15  # drafts a step can verify (T = 16, the kernel's limit)
 
 
 def match_lengths(drafter: Drafter, prompt: list[int], output: list[int],
-                  k: int = K_MAX) -> tuple[list[int], list[int]]:
-    """Per position p of `output`: (L, P) with P[p] the length of the drafter's proposal after
-    prompt + output[:p] and L[p] how many of its first tokens equal output[p:]."""
+                  k: int = K_MAX) -> tuple[list[int], list[int], list[int]]:
+    """Per position p of `output`: (L, P, S) with P[p] the length of the drafter's proposal
+    after prompt + output[:p], L[p] how many of its first tokens equal output[p:] and S[p] the
+    length of the match behind the proposal (an NgramDrafter's: the n-gram, extended back as
+    the device drafter's confidence, weights.D_CONF; 0 without a proposal or for another
+    drafter)."""
+    from agentfast.kernels.monokernel.sampling import match_span, ngram_match
+
+    from .drafters import NgramDrafter
+
     drafter.begin(prompt)
-    L, P = [], []
+    L, P, S = [], [], []
     for p in range(len(output)):
         props = drafter.propose(prompt + output[:p], k)
         m = 0
         while m < len(props) and p + m < len(output) and props[m] == output[p + m]:
             m += 1
+        span = 0
+        if props and isinstance(drafter, NgramDrafter):
+            seq = drafter.corpus(prompt + output[:p])
+            span = match_span(seq, *ngram_match(seq, drafter.min_ngram, drafter.max_ngram))
         L.append(m)
         P.append(len(props))
-    return L, P
+        S.append(span)
+    return L, P, S
 
 
 def steps_cost(L: list[int], cost: StepCost, T: int, P: list[int] | None = None) -> float:
@@ -101,7 +113,7 @@ def device_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
     floor = pol.break_even(T)
     mean = expected_tokens(pol.rate, T - 1) - 1  # the backend's prior (policy.step_accepted)
     c_spec = c_plain = 0.0
-    for L, _ in turns:
+    for L, *_ in turns:
         n, p = len(L), 1
         c_plain += max(n - 1, 0) + (launch if n > 1 else 0.0)
         while p < n:
@@ -125,9 +137,9 @@ def device_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
     return c_spec, c_plain
 
 
-def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int,
+def switch_cost(turns: list[tuple[list[int], ...]], cost: StepCost, T: int,
                 one: float = 1.0, floor_frac: float = 0.5, wide: int = 0, need: int = 0,
-                **policy) -> float:
+                match_min: int = 0, match_wide: int = 0, **policy) -> float:
     """Cost, in T = 1 steps, of decoding the turns in order the way the monokernel's switching
     kernel does (MonokernelBackend.switch_t, ops_sample.sample_run): one launch per turn (as
     plain decode: launches left out); a step at T positions (cost(T)) where the lookup
@@ -143,7 +155,14 @@ def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
     ones, MonokernelBackend.switch_narrow): where the lookup proposes
     and the step before was a T- or wide step that kept at least `need` drafts (default T - 1:
     all of a T-step's), the step runs at `wide` positions (cost(wide)) instead of T; the
-    floor and the probes are as above, the mean counting the wide steps' kept drafts too."""
+    floor and the probes are as above, the mean counting the wide steps' kept drafts too.
+
+    `match_min`, `match_wide` (the kernel's D_MATCH_MIN / D_MATCH_WIDE; turns as (L, P, S),
+    S the match lengths behind the proposals, match_lengths): a proposal on a match shorter
+    than match_min counts as none (a one-position step), and with `wide` a step whose match
+    reaches match_wide runs wide whatever the step before kept (need > wide - 1: only so)."""
+    if (match_min or match_wide) and any(len(t) < 3 for t in turns):
+        raise ValueError("match_min / match_wide need the turns' match lengths (L, P, S)")
     from .policy import DraftPolicy, expected_tokens
 
     pol = DraftPolicy(**{"k_max": T - 1, "k": min(4, T - 1), "cost": cost, **policy})
@@ -151,11 +170,12 @@ def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
     mean = expected_tokens(pol.rate, T - 1) - 1
     need = need or T - 1
     c = 0.0
-    for L, P in turns:
+    for L, P, *rest in turns:
+        S = rest[0] if rest else [0] * len(L)
         n, p, wait, every, probe, first = len(L), 1, 0, pol.probe_every, False, True
         last = -1  # drafts the step before kept (-1: it was a one-position step)
         while p < n:
-            draft = P[p] > 0
+            draft = P[p] > 0 and S[p] >= match_min
             if draft and not first and mean < floor:
                 wait += 1
                 probe = wait >= every
@@ -167,7 +187,8 @@ def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
             if not draft:
                 c, p, last = c + one, p + 1, -1
                 continue
-            w = wide if wide > T and last >= need else T
+            long = 0 < match_wide <= S[p]
+            w = wide if wide > T and (last >= need or long) else T
             kept = min(L[p], w - 1, n - p - 1)
             c, p, last = c + cost(w), p + 1 + kept, kept
             mean = kept if probe else mean + pol.ewma * (kept - mean)
@@ -178,12 +199,12 @@ def switch_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
     return c
 
 
-def simulate(turns: list[tuple[list[int], list[int]]], cost: StepCost,
+def simulate(turns: list[tuple[list[int], ...]], cost: StepCost,
              launch: float | None = None, one: float = 1.0) -> dict[str, float]:
-    """Speedups over plain decode of the turns [(L, P), ...] under each policy; with `launch`
+    """Speedups over plain decode of the turns [(L, P[, S]), ...] under each policy; with `launch`
     (a launch's cost in T = 1 steps), also the device drafter's ("device T=t": device_cost);
     "switch T=t": the switching kernel's (switch_cost, one-position steps costing `one`)."""
-    plain = sum(max(len(L) - 1, 0) for L, _ in turns)
+    plain = sum(max(len(L) - 1, 0) for L, *_ in turns)
     out: dict[str, float] = {}
     if launch is not None:
         for T in (4, 9, 16):
@@ -192,11 +213,20 @@ def simulate(turns: list[tuple[list[int], list[int]]], cost: StepCost,
     for T in (4, 8, 16):
         c = switch_cost(turns, cost, T, one)
         out[f"switch T={T}"] = round(plain / c, 3) if c else 1.0
+    c = switch_cost(turns, cost, 2, one, wide=16)
+    out["switch 2/16"] = round(plain / c, 3) if c else 1.0
+    if all(len(t) > 2 for t in turns):  # the monokernel backend's default: widths by match
+        from agentfast.engine.backends.monokernel import MonokernelBackend as MB
+
+        c = switch_cost(turns, cost, MB.switch_narrow, one, wide=MB.switch_t,
+                        need=MB.switch_need or MB.switch_t, match_min=MB.switch_match_min,
+                        match_wide=MB.switch_match_wide)
+        out[f"switch {MB.switch_narrow}/{MB.switch_t} by match"] = round(plain / c, 3) if c else 1.0
     for T in POLICY_T:
         for tag, use_p in ((f"T={T}", False), (f"T={T}/plain", True)):
-            c = sum(steps_cost(L, cost, T, P if use_p else None) for L, P in turns)
+            c = sum(steps_cost(L, cost, T, P if use_p else None) for L, P, *_ in turns)
             out[tag] = round(plain / c, 3) if c else 1.0
-    c = sum(oracle_cost(L, cost) for L, _ in turns)
+    c = sum(oracle_cost(L, cost) for L, *_ in turns)
     out["oracle"] = round(plain / c, 3) if c else 1.0
     return out
 
@@ -277,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{ {T: round(cost(T), 3) for T in sorted({*table, *POLICY_T})} }")
         for kind, turns in kinds.items():
             sp = simulate(turns, cost, args.launch, args.one)
-            tokens = sum(len(L) for L, _ in turns)
+            tokens = sum(len(L) for L, *_ in turns)
             print(f"  {kind}: {tokens} tokens, "
                   + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items()))
             records.append({"kind": kind, "drafter": args.drafter,

@@ -88,6 +88,16 @@ class MonokernelBackend(ReferencePrefill):
     # break-even of a T = 4 step, and the mean's dips switch off steps that paid), at no floor
     # 1.07x (bench/results/spec-decode-gpu-20261130-s12)
     switch_floor = 0.5
+    # switching: the width of a drafting step by the length of the lookup's match behind its
+    # drafts (weights.D_CONF: the n-gram found, extended back; SuffixDecoding's rule): below
+    # switch_match_min one position, from switch_match_wide on (with narrow steps) the wide
+    # step at once; switch_need: widen also after a step that kept that many drafts (None:
+    # only by the match). The embedded model's greedy outputs of the trace set, at the H200's
+    # step costs (tsim, bench/results/spec-decode-cpu-20261130-s14): widening after a full
+    # narrow step 1.92x on edit_file, by the match (2 and 4, need None) 2.15x
+    switch_match_min = 2
+    switch_match_wide = 4
+    switch_need: int | None = None
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -364,7 +374,10 @@ class MonokernelBackend(ReferencePrefill):
                          min_ngram=drafter.min_ngram,
                          max_ngram=drafter.max_ngram, k=k, accepted=acc0, alpha=policy.ewma,
                          floor=floor, switch=switch, probe_every=policy.probe_every,
-                         max_probe_every=policy.max_probe_every, narrow=narrow)
+                         max_probe_every=policy.max_probe_every, narrow=narrow,
+                         need=(self.switch_need or T) if narrow else 0,
+                         match_min=self.switch_match_min if switch else 0,
+                         match_wide=self.switch_match_wide if narrow else 0)
         seen = 1
         try:
             while seen < max_new:
@@ -376,7 +389,8 @@ class MonokernelBackend(ReferencePrefill):
                     cs = int(b.state[W.C_STATE]) if automaton is not None else 0
                     props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
                     W.set_step_inputs(b, self.w, T, props, automaton, guessed=guessed,
-                                      switch=switch, narrow=bool(narrow))
+                                      switch=switch, narrow=bool(narrow),
+                                      conf=_confidence(drafter, hist, props, guessed))
                     b.state[W.D_PROBE] = int(probe)
                     steps0 = int(b.state[W.STEPS])
                 seen = yield from self._follow(kern, b, n, sampling, seen, hist)
@@ -397,8 +411,10 @@ class MonokernelBackend(ReferencePrefill):
                 elif done:
                     return
         finally:
+            by = [int(v) for v in b.state[W.D_BY_WIDTH:W.D_BY_WIDTH + 3]]
             drafter.observe_counts(int(b.state[W.D_STEPS]), int(b.state[W.D_DRAFTED]),
-                                   int(b.state[W.D_ACCEPTED]))
+                                   int(b.state[W.D_ACCEPTED]),
+                                   {T: by[0], 1: by[1], **({narrow: by[2]} if narrow else {})})
 
     def _stepwise(self, b, max_new: int, sampling: bool, k: int) -> Iterator[TokenLogprob]:
         """One step per launch; each token scored on the logits row its step wrote."""
@@ -464,3 +480,16 @@ class MonokernelBackend(ReferencePrefill):
             if running is not None:  # closed early: ask the kernel to stop, wait until it has
                 b.host[W.H_CANCEL] = 1
                 running.synchronize()
+
+
+def _confidence(drafter: Any, hist: list[int], props: list[int], guessed: int) -> int:
+    """What the device drafter stores in weights.D_CONF with its drafts, for the host's
+    proposal of a launch's first step: the lookup's match length (extended back) when it
+    proposed, or the automaton-forced drafts if more."""
+    from ...kernels.monokernel.sampling import match_span, ngram_match
+
+    span = 0
+    if guessed:
+        seq = drafter.corpus(hist)
+        span = match_span(seq, *ngram_match(seq, drafter.min_ngram, drafter.max_ngram))
+    return max(span, len(props) - guessed)

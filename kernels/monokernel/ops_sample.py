@@ -67,6 +67,9 @@ D_WAIT, D_EVERY, D_EVERY0, D_EVERY_MAX = (tl.constexpr(v) for v in (
     W.D_WAIT, W.D_EVERY, W.D_EVERY0, W.D_EVERY_MAX))
 D_SWITCH = tl.constexpr(W.D_SWITCH)
 D_WIDE, D_NEED = tl.constexpr(W.D_WIDE), tl.constexpr(W.D_NEED)
+D_CONF, D_MATCH_MIN, D_MATCH_WIDE, D_BY_WIDTH = (tl.constexpr(v) for v in (
+    W.D_CONF, W.D_MATCH_MIN, W.D_MATCH_WIDE, W.D_BY_WIDTH))
+MATCH_CAP = tl.constexpr(W.MATCH_CAP)
 KEEP_HIDDEN = tl.constexpr(W.KEEP_HIDDEN)
 HBLK = tl.constexpr(1024)  # history tokens per load of the n-gram lookup
 ERR_DEAD = tl.constexpr(W.ERR_DEAD)
@@ -389,6 +392,22 @@ def ngram_find(hist, L, nmin, nmax, BLK: tl.constexpr):
 
 
 @triton.jit
+def match_span(hist, L, n, e, CAP: tl.constexpr):
+    """The length of the match ngram_find found (n tokens ending at e and at L - 1), extended
+    back while the tokens before both occurrences agree, by CAP at most (one load of each
+    side); 0 when it found none."""
+    span = n * 0
+    if n > 0:
+        i = tl.arange(0, CAP)
+        a = e - n - i  # before the earlier occurrence; L - 1 - n - i before the suffix
+        ok = a >= 0
+        ha = tl.load(hist + a, mask=ok, other=-1)
+        hb = tl.load(hist + L - 1 - n - i, mask=ok, other=-2)
+        span = n + tl.min(tl.where(ha != hb, i, CAP), axis=0)
+    return span
+
+
+@triton.jit
 def _is_stop(stop_ids, n_stop, tok):
     hits = 0
     for s0 in range(0, n_stop, 128):
@@ -468,6 +487,8 @@ def draft_next(state, hist, drafts, stop_ids, n_hist, n_out, last, cs, con, c_bi
     tl.store(drafts + n_out + j, out, mask=j < count)
     tl.store(state + N_DRAFT, n_out + count)
     tl.store(state + D_GUESSED, guessed)
+    span = match_span(hist, n_hist, best_n, best_e, MATCH_CAP)
+    tl.store(state + D_CONF, tl.maximum(tl.where(guessed > 0, span, 0), count - guessed))
     return walked
 
 
@@ -606,8 +627,10 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
         elif npos + T > tl.load(state + CAPACITY):
             done = DONE_CAPACITY
     if T > 1:  # noqa: SIM102 (constexpr, then runtime)
-        if (d_on != 0) & (one != 1):  # counts, acceptance mean, pause (DONE_PAUSE: ends it)
-            done = draft_count(state, emitted, done, width)
+        if d_on != 0:  # steps per width; counts, acceptance mean, pause (DONE_PAUSE: ends it)
+            tl.store(state + D_BY_WIDTH + one, tl.load(state + D_BY_WIDTH + one) + 1)
+            if one != 1:
+                done = draft_count(state, emitted, done, width)
     if keep_h != 0:  # the kept positions' final hidden states (MTP drafters)
         keep_hidden(x, hidden, pos, emitted, H)
     # every read of tokens and x and the ring stores (hist, hidden too) are behind us
@@ -630,6 +653,12 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                 tl.debug_barrier()  # its drafts and N_DRAFT are visible to every thread
                 if tl.load(state + D_SWITCH) != 0:  # the next step at T positions, or one
                     nd = tl.load(state + N_DRAFT) - n_out
+                    conf = tl.load(state + D_CONF)
+                    # the lookup's guesses alone, on too short a match: none (forced drafts
+                    # are sure)
+                    weak = (conf < tl.load(state + D_MATCH_MIN)) & (
+                        tl.load(state + D_GUESSED) >= nd)
+                    nd = tl.where(weak, 0, nd)
                     one_next = (nd <= 0).to(tl.int32)
                     # below the floor: one position even with drafts, until a probe is due
                     if tl.load(state + D_EWMA) < tl.load(state + D_FLOOR):
@@ -641,8 +670,10 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                     else:
                         tl.store(state + D_WAIT, 0)
                     if tl.load(state + D_WIDE) != 0:  # drafting steps: narrow, or wide after
-                        # a narrow or wide step that kept D_NEED drafts
-                        wide = (one != 1) & (emitted - 1 >= tl.load(state + D_NEED))
+                        # a narrow or wide step that kept D_NEED drafts or on a long match
+                        mw = tl.load(state + D_MATCH_WIDE)
+                        wide = (((one != 1) & (emitted - 1 >= tl.load(state + D_NEED)))
+                                | ((mw > 0) & (conf >= mw)))
                         one_next = tl.where(one_next == 1, 1, tl.where(wide, 0, 2))
                     tl.store(state + STEP_ONE, one_next)
     j = tl.arange(0, TP2)

@@ -22,7 +22,7 @@ import torch
 
 from agentfast.engine.errors import RequestError
 
-from .weights import FILTERED, GREEDY, TEMPERATURE
+from .weights import FILTERED, GREEDY, MATCH_CAP, TEMPERATURE
 
 MIN_KEY = -(1 << 63)
 _M32 = np.uint64(0xFFFFFFFF)
@@ -162,29 +162,48 @@ def constraint_next(b, s: int, tok: int) -> int:
 
 # ---- the device n-gram drafter (ops_sample.draft_next): what it drafts --------------------
 
-def ngram_propose(hist: list[int], k: int, min_ngram: int, max_ngram: int) -> list[int]:
-    """spec_decode's NgramDrafter rule: the longest suffix of `hist` (max_ngram down to
-    min_ngram tokens) that also ends earlier with a token after it, its latest occurrence;
-    up to k of the tokens after it."""
+def ngram_match(hist: list[int], min_ngram: int, max_ngram: int) -> tuple[int, int]:
+    """spec_decode's NgramDrafter rule: (n, e), the longest suffix of `hist` (max_ngram down
+    to min_ngram tokens) that also ends earlier with a token after it, and its latest end e;
+    (0, -1) when none."""
     size = len(hist)
-    if k <= 0 or size <= min_ngram:
-        return []
+    if size <= min_ngram:
+        return 0, -1
     for n in range(min(max_ngram, size - 1), min_ngram - 1, -1):
         suffix = hist[size - n:]
         for e in range(size - 2, n - 2, -1):  # e: the occurrence's last position
             if hist[e - n + 1:e + 1] == suffix:
-                return hist[e + 1:e + 1 + k]
-    return []
+                return n, e
+    return 0, -1
+
+
+def match_span(hist: list[int], n: int, e: int, cap: int = MATCH_CAP) -> int:
+    """ops_sample.match_span: the match (n tokens ending at e and at the end of `hist`)
+    extended back while the tokens before both agree, by `cap` at most; 0 when n is 0."""
+    if n <= 0:
+        return 0
+    size, i = len(hist), 0
+    while i < cap and e - n - i >= 0 and hist[e - n - i] == hist[size - 1 - n - i]:
+        i += 1
+    return n + i
+
+
+def ngram_propose(hist: list[int], k: int, min_ngram: int, max_ngram: int) -> list[int]:
+    """Up to k of the tokens after ngram_match's occurrence."""
+    n, e = ngram_match(hist, min_ngram, max_ngram)
+    return hist[e + 1:e + 1 + k] if k > 0 and n > 0 else []
 
 
 def device_drafts(b, hist: list[int], k: int, min_ngram: int, max_ngram: int, state: int,
-                  stops: set[int], con: bool) -> tuple[list[int], int]:
-    """(drafts, how many are the lookup's): the proposal trimmed as the host's
+                  stops: set[int], con: bool) -> tuple[list[int], int, int]:
+    """(drafts, how many are the lookup's, the confidence weights.D_CONF): the proposal
+    trimmed as the host's
     engine/backends/drafting.propose_drafts trims it, with the Buffers' tables: with a
     constraint (`state` after the last token) cut before a token it rejects, forced tokens
     (c_forced) drafted instead of or past the proposal, up to k; cut after a stop id or a
     state that allows only EOS."""
-    props = ngram_propose(hist, k, min_ngram, max_ngram)
+    n, e = ngram_match(hist, min_ngram, max_ngram)
+    props = hist[e + 1:e + 1 + k] if k > 0 and n > 0 else []
     out: list[int] = []
     guessed = 0
     while len(out) < k:
@@ -203,4 +222,5 @@ def device_drafts(b, hist: list[int], k: int, min_ngram: int, max_ngram: int, st
         guessed += g
         if d in stops or (con and bool(b.c_done[state])):
             break
-    return out, guessed
+    span = match_span(hist, n, e, MATCH_CAP) if guessed else 0
+    return out, guessed, max(span, len(out) - guessed)

@@ -268,9 +268,13 @@ class VM:
     @staticmethod
     def _switch(st: torch.Tensor, nd: int, code: int, emitted: int) -> None:
         """ops_sample.sample_run's choice of the next step's width (D_SWITCH): one position
-        when the lookup drafted nothing, or while the mean is below the floor until a probe;
-        with D_WIDE a drafting step narrow, or all T after a step (code: this one's width
-        code) that was not one position and kept D_NEED drafts."""
+        when the lookup drafted nothing, or only its guesses on a match shorter than
+        D_MATCH_MIN (D_CONF), or while the mean is below the floor until a probe; with D_WIDE
+        a drafting step narrow, or all T after a step (code: this one's width code) that was
+        not one position and kept D_NEED drafts, or at a D_CONF of D_MATCH_WIDE."""
+        conf, mw = int(st[W.D_CONF]), int(st[W.D_MATCH_WIDE])
+        if conf < int(st[W.D_MATCH_MIN]) and int(st[W.D_GUESSED]) >= nd:  # (no forced ones)
+            nd = 0
         one = nd <= 0
         if int(st[W.D_EWMA]) < int(st[W.D_FLOOR]):
             wait = int(st[W.D_WAIT]) + 1
@@ -281,7 +285,8 @@ class VM:
             st[W.D_WAIT] = 0
         nxt = int(one)
         if int(st[W.D_WIDE]) and not one:
-            nxt = 0 if code != 1 and emitted - 1 >= int(st[W.D_NEED]) else 2
+            wide = code != 1 and emitted - 1 >= int(st[W.D_NEED]) or 0 < mw <= conf
+            nxt = 0 if wide else 2
         st[W.STEP_ONE] = nxt
 
     def sample(self, ins, b, step):
@@ -328,8 +333,10 @@ class VM:
             done = W.DONE_CANCEL
         if not done and npos + T > int(st[W.CAPACITY]):
             done = W.DONE_CAPACITY
-        if T > 1 and d_on and not self.one:
-            done = self._draft_count(st, emitted, done, self.t)
+        if T > 1 and d_on:
+            st[W.D_BY_WIDTH + self.code] += 1
+            if not self.one:
+                done = self._draft_count(st, emitted, done, self.t)
         if int(st[W.KEEP_HIDDEN]):  # the kept positions' final hidden states (before the norm)
             b.hidden[pos:pos + emitted] = b.x[:emitted]
         host[W.H_PROGRESS] = n_out
@@ -342,7 +349,7 @@ class VM:
             st[W.N_HIST] = n_hist
             if T > 1 and not done:  # the next step's drafts (ops_sample.draft_next)
                 k = min(int(st[W.D_K]), T - 1)
-                drafts, guessed = device_drafts(
+                drafts, guessed, st[W.D_CONF] = device_drafts(
                     b, b.hist[:n_hist].tolist(), k, int(st[W.D_NMIN]), int(st[W.D_NMAX]), cs,
                     stops, bool(con))
                 if drafts:

@@ -58,6 +58,17 @@ D_WAIT, D_EVERY, D_EVERY0, D_EVERY_MAX = 49, 50, 51, 52
 # positions (STEP_ONE 0) when the step before was narrow or wide and kept at least D_NEED of
 # its drafts
 D_WIDE, D_NEED = 53, 54
+# the lookup's confidence (switching): D_CONF, set by the drafter with the next step's drafts,
+# is the length of the match behind its proposal (the n-gram found, extended back while the
+# tokens before both occurrences agree, up to MATCH_CAP more) when the lookup proposed, or the
+# automaton-forced drafts if more; a drafting step runs as one position when its drafts are all
+# the lookup's and D_CONF is below D_MATCH_MIN, and (with D_WIDE) at all T positions when
+# D_CONF reaches D_MATCH_WIDE (0: neither).
+# SuffixDecoding's rule (Oliaro et al., 2024): the longer the match, the longer the draft that
+# pays. D_BY_WIDTH + code: steps run at each width code (STEP_ONE: 0 T, 1 one, 2 narrow) since
+# start_drafting
+D_CONF, D_MATCH_MIN, D_MATCH_WIDE, D_BY_WIDTH = 55, 56, 57, 58  # D_BY_WIDTH .. + 2
+MATCH_CAP = 16
 STATE_SIZE = 64
 Q16 = 1 << 16
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
@@ -245,7 +256,8 @@ def _write_inputs(bufs: Buffers, w: MonoWeights, toks: list[int]) -> None:
 
 def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
                     automaton=None, guessed: int | None = None,
-                    switch: bool = False, narrow: bool = False) -> list[int]:
+                    switch: bool = False, narrow: bool = False,
+                    conf: int | None = None) -> list[int]:
     """Before a launch of a T-position kernel on running buffers (speculative decoding with a
     host drafter, one verification step per launch; the first step of a launch of the device
     drafter): the step's inputs become the last emitted token (tokens[0], as the previous
@@ -255,7 +267,9 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
     the state after tokens[0]). `guessed`: how many of `drafts` are the drafter's (the device
     drafter's counts, state[D_GUESSED]). `switch` (start_drafting(switch=True)): without
     drafts the step runs as one position (STEP_ONE), with them at T positions, or narrow with
-    `narrow` (start_drafting(narrow=)). Returns the step's input tokens."""
+    `narrow` (start_drafting(narrow=)); `conf` (the lookup's confidence, weights.D_CONF; None:
+    the rule by match lengths left out) below D_MATCH_MIN: one position; at D_MATCH_WIDE or
+    more: all T positions. Returns the step's input tokens."""
     assert len(drafts) <= T - 1 <= bufs.tokens.shape[0] - 1, "drafts past the step's positions"
     last = int(bufs.tokens[0])
     toks = [last] + list(drafts) + [last] * (T - 1 - len(drafts))
@@ -267,7 +281,11 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
     if guessed is not None:
         bufs.state[D_GUESSED] = guessed
     if switch:
-        bufs.state[STEP_ONE] = (2 if narrow else 0) if drafts else 1
+        st = bufs.state
+        weak = (conf is not None and conf < int(st[D_MATCH_MIN])
+                and (guessed is None or guessed >= len(drafts)))  # (forced drafts are sure)
+        wide = conf is not None and 0 < int(st[D_MATCH_WIDE]) <= conf
+        st[STEP_ONE] = 1 if not drafts or weak else 2 if narrow and not wide else 0
     return toks
 
 
@@ -279,7 +297,8 @@ def q16(v: float) -> int:
 def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngram: int, k: int,
                    accepted: float = 0.0, alpha: float = 0.15, floor: float | None = None,
                    probe: bool = False, switch: bool = False, probe_every: int = 8,
-                   max_probe_every: int = 64, narrow: int = 0, need: int = 0) -> None:
+                   max_probe_every: int = 64, narrow: int = 0, need: int = 0,
+                   match_min: int = 0, match_wide: int = 0) -> None:
     """After start_sequence: the device n-gram drafter runs on these buffers. `history`: the
     sequence so far (prompt and emitted tokens, the last one the input of the next step) goes
     to `hist`; SAMPLE appends every token it emits; a kernel of T > 1 positions drafts up to
@@ -293,11 +312,15 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
     with a probe after `probe_every` of them, the wait doubling to `max_probe_every` after each
     probe that does not pay). `narrow` (switching, a kernel built with Tiling.narrow of that
     many positions): the steps with drafts run narrow, and at T positions after a narrow or
-    wide step that kept `need` drafts (default narrow - 1: all of a narrow step's)."""
+    wide step that kept `need` drafts (default narrow - 1: all of a narrow step's; more than
+    T - 1: never), or where the lookup's match (D_CONF) reaches `match_wide` (0: not by it);
+    `match_min` (switching): a step whose drafts rest on a shorter match runs as one position."""
     n = len(history)
     assert narrow == 0 or (switch and narrow >= 2), "narrow steps: switching, >= 2 positions"
     assert 1 <= n <= bufs.hist.numel(), f"a history of {n} tokens in {bufs.hist.numel()}"
     assert 1 <= min_ngram <= max_ngram and k >= 0, (min_ngram, max_ngram, k)
+    assert match_min >= 0 and match_wide >= 0, (match_min, match_wide)
+    assert switch or not (match_min or match_wide), "match_min / match_wide: switching only"
     bufs.hist[:n] = torch.tensor(history, dtype=torch.int32).to(bufs.hist.device)
     st = bufs.state
     vals = {D_ON: 1, N_HIST: n, HIST_CAP: bufs.hist.numel(), D_NMIN: min_ngram,
@@ -306,7 +329,9 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
             D_PROBE: int(probe), D_STEPS: 0, D_DRAFTED: 0, D_ACCEPTED: 0,
             D_SWITCH: int(switch), STEP_ONE: 0, D_WAIT: 0, D_EVERY: probe_every,
             D_EVERY0: probe_every, D_EVERY_MAX: max(probe_every, max_probe_every),
-            D_WIDE: int(narrow > 0), D_NEED: need or max(narrow - 1, 1)}
+            D_WIDE: int(narrow > 0), D_NEED: need or max(narrow - 1, 1), D_CONF: 0,
+            D_MATCH_MIN: match_min, D_MATCH_WIDE: match_wide if narrow else 0,
+            D_BY_WIDTH: 0, D_BY_WIDTH + 1: 0, D_BY_WIDTH + 2: 0}
     for slot, v in vals.items():
         st[slot] = v
 

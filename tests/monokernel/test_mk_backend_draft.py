@@ -121,11 +121,14 @@ def test_device_ngram_constrained_and_stops(folder, ref, launches):
 def test_device_ngram_constrained_three_widths(folder, ref, launches):
     """The backend's default switching (one position, 2-position narrow steps, 16) under a
     constraint: the automaton walks whichever width a step has (forced tokens drafted); the
-    reference's tokens, one launch of the T = 16 kernel, fewer steps than tokens (a forced run
-    starts on a narrow step: 11 steps for these 20 tokens)."""
-    _, got = _json_name(_mk(folder, NgramDrafter()), ref, launches)
+    reference's tokens, one launch of the T = 16 kernel, fewer steps than tokens (12 for
+    these 20: the forced runs here are 1-3 tokens, below switch_match_wide, so narrow; a
+    forced draft is never a weak match: the lookup's weak guesses alone run one position)."""
+    d = NgramDrafter()
+    _, got = _json_name(_mk(folder, d), ref, launches)
     assert [T for T, _, _ in launches] == [16], launches
     assert launches[0][2] < len(got.token_ids), launches
+    assert sum(d.widths.values()) == launches[0][2] and d.widths.get(2, 0) > 0, d.widths
 
 
 @interpreted
@@ -221,12 +224,17 @@ def test_device_ngram_narrow_then_wide(folder, ref, launches):
     d.policy = DraftPolicy(k_max=8, k=4, cost=StepCost({1: 1.0, 2: 1.2, 8: 2.0}))
     mk = _mk(folder, d)
     mk.backend.switch_t, mk.backend.switch_narrow = 8, 2
-    _one_launch_each(mk, ref, launches, 8)
+    runs = _one_launch_each(mk, ref, launches, 8)
     kern = mk.backend._spec_kernels[(8, 2)]
     assert kern.plan.tiling.narrow == 2 and kern.consts["TB"] == 2
     b = next(iter(mk.backend._bufs.values()))
-    assert int(b.state[W.D_WIDE]) == 1 and int(b.state[W.D_NEED]) == 1
+    # widths by the lookup's match (switch_match_min / _wide), not by the kept drafts
+    assert int(b.state[W.D_WIDE]) == 1 and int(b.state[W.D_NEED]) == 8
+    assert (int(b.state[W.D_MATCH_MIN]), int(b.state[W.D_MATCH_WIDE])) == (2, 4)
     assert int(b.state[W.D_FLOOR]) == W.q16(0.5 * d.policy.break_even(2))
+    # the drafter got the kernel's steps by width: every step of the two launches
+    assert set(d.widths) <= {1, 2, 8} and sum(d.widths.values()) == sum(
+        n for _, n in runs), (d.widths, runs)
 
 
 @interpreted

@@ -22,7 +22,7 @@ from agentfast.kernels.monokernel import weights as W
 from agentfast.kernels.monokernel.diff import compare
 from agentfast.kernels.monokernel.kernel import Monokernel
 from agentfast.kernels.monokernel.ops_sample import draft_next
-from agentfast.kernels.monokernel.sampling import ngram_propose
+from agentfast.kernels.monokernel.sampling import match_span, ngram_match, ngram_propose
 from agentfast.spec_decode import NgramDrafter
 
 
@@ -37,7 +37,7 @@ def _draft_kernel(state, hist, drafts, stop_ids, n_hist, n_out, last, cs, con, b
 def device_draft(hist: list[int], k: int, nmin: int, nmax: int, T: int, blk: int = 1024,
                  stops: tuple = (), automaton=None, cs: int = 0, n_out: int = 3,
                  dev: str = "cpu"):
-    """One draft_next on `hist`: (drafts, guessed, the states it stored or None)."""
+    """One draft_next on `hist`: (drafts, guessed, the states it stored or None, D_CONF)."""
     st = torch.zeros(W.STATE_SIZE, dtype=torch.int32)
     st[W.D_NMIN], st[W.D_NMAX], st[W.D_K], st[W.N_STOP] = nmin, nmax, k, len(stops)
     st[W.N_DRAFT] = st[W.D_GUESSED] = -5  # overwritten
@@ -59,7 +59,7 @@ def device_draft(hist: list[int], k: int, nmin: int, nmax: int, T: int, blk: int
     n = int(st[W.N_DRAFT]) - n_out
     assert 0 <= n <= k and (drafts[:n_out] == -7).all() and (drafts[n_out + n:] == -7).all()
     states = st[W.C_STATE:W.C_STATE + T].tolist() if automaton is not None else None
-    return drafts[n_out:n_out + n].tolist(), int(st[W.D_GUESSED]), states
+    return drafts[n_out:n_out + n].tolist(), int(st[W.D_GUESSED]), states, int(st[W.D_CONF])
 
 
 def _histories() -> list[tuple[str, list[int]]]:
@@ -90,19 +90,24 @@ def _histories() -> list[tuple[str, list[int]]]:
 def test_device_lookup_equals_ngram_drafter(name, hist):
     """Every (n-gram range, k) on blocks of 1024 and of 16 (many blocks), against
     NgramDrafter.propose and sampling.ngram_propose (the VM's)."""
-    found = 0
+    found, spans = 0, set()
     for nmin, nmax, k, T in [(1, 8, 3, 4), (2, 4, 7, 8), (3, 3, 1, 2), (1, 1, 5, 6),
                              (1, 8, 0, 4), (1, 8, 9, 4)]:
         want = NgramDrafter(nmax, nmin).propose(hist, min(k, T - 1))
         assert ngram_propose(hist, min(k, T - 1), nmin, nmax) == want
         for blk in (1024, 16):
-            got, guessed, _ = device_draft(hist, k, nmin, nmax, T, blk)
+            got, guessed, _, conf = device_draft(hist, k, nmin, nmax, T, blk)
             assert got == want and guessed == len(want), (nmin, nmax, k, blk, got, want)
+            span = match_span(hist, *ngram_match(hist, nmin, nmax))
+            assert conf == (span if want else 0), (nmin, nmax, k, blk, conf, span)
+            spans.add(span - nmax if want else None)
         found += bool(want)
     if name in ("no match", "one token"):
         assert found == 0
     elif not name.startswith("random"):
         assert found >= 3  # the cases do exercise matches
+    if name in ("repetitive", "a run", "longer than a block"):
+        assert max(s for s in spans if s is not None) > 0  # matches extended past the n-gram
 
 
 @interpreted
@@ -131,8 +136,10 @@ def test_device_drafts_walk_the_constraint_as_the_host(seed):
         k = rng.randrange(T + 1)
         want, guessed = propose_drafts(NgramDrafter(), hist, min(k, T - 1), min(k, T - 1), a,
                                        cs, frozenset(stops))
-        got, g, states = device_draft(hist, k, 1, 8, T, 16, stops, a, cs)
+        got, g, states, conf = device_draft(hist, k, 1, 8, T, 16, stops, a, cs)
         assert (got, g) == (want, guessed), (case, hist, cs, got, want)
+        span = match_span(hist, *ngram_match(hist, 1, 8)) if guessed else 0
+        assert conf == max(span, len(want) - guessed), (case, conf, span)
         toks = [hist[-1]] + got + [hist[-1]] * (T - 1 - len(got))
         assert states == W.constraint_states(a, cs, toks), case
         kinds.add((len(got) > guessed, guessed > 0, len(got) < len(
@@ -149,8 +156,14 @@ def _start_drafting(h, first: int, history: list[int], drafter: NgramDrafter, k:
                      k=k, **kw)
     props, guessed = propose_drafts(drafter, history, k, k, None, 0, frozenset())
     W.set_step_inputs(h.bufs, h.w, h.plan.T, props, guessed=guessed,
-                      switch=kw.get("switch", False), narrow=bool(kw.get("narrow", 0)))
+                      switch=kw.get("switch", False), narrow=bool(kw.get("narrow", 0)),
+                      conf=_conf(history, drafter) if props else 0)
     return props
+
+
+def _conf(hist: list[int], d: NgramDrafter) -> int:
+    """weights.D_CONF for a proposal on `hist` (no constraint): the lookup's match, extended."""
+    return match_span(hist, *ngram_match(hist, d.min_ngram, d.max_ngram))
 
 
 @interpreted
@@ -230,8 +243,8 @@ def test_kernel_constrained_drafting_equals_vm():
     assert int(b.state[W.STEPS]) < len(h.tokens(b)) - 1  # drafts (or forced tokens) accepted
 
 
-def _switching(h, n: int, atol: float, tol: float = 1e-4, history: list[int] | None = None
-               ) -> None:
+def _switching(h, n: int, atol: float, tol: float = 1e-4, history: list[int] | None = None,
+               match: tuple[int, int, int] = (0, 0, 0)) -> None:
     """Per-step switching (start_drafting(switch=True)), one step per launch of h's T-position
     kernel: a step the drafter has nothing for runs as one position (STEP_ONE: one token out,
     its logits row the reference's, the rows past it not written), a step with drafts at all
@@ -239,7 +252,8 @@ def _switching(h, n: int, atol: float, tol: float = 1e-4, history: list[int] | N
     tokens out) unless the step before was not one position and kept all of a narrow step's
     drafts; after each step STEP_ONE says that; the VM, stepping along, has every buffer the
     kernel has; the tokens are the reference's greedy ones, and every kind of step ran.
-    `history`: the device's history (default: a short copy, some steps draft)."""
+    `history`: the device's history (default: a short copy, some steps draft). `match`:
+    start_drafting's (match_min, match_wide, need): widths by the lookup's match length."""
     T, nw = h.plan.T, h.plan.tiling.narrow
     ref, want_logits = h.reference_greedy(PROMPT, n + T)
     first = h.start(PROMPT, n)
@@ -248,21 +262,25 @@ def _switching(h, n: int, atol: float, tol: float = 1e-4, history: list[int] | N
         history = PROMPT + ref[3:6] + [first]  # a short copy: some steps draft, others cannot
     else:
         history = history + [first]
-    props = _start_drafting(h, first, history, d, T - 1, switch=True, narrow=nw)
+    m_min, m_wide, need = match
+    props = _start_drafting(h, first, history, d, T - 1, switch=True, narrow=nw,
+                            match_min=m_min, match_wide=m_wide, need=need)
 
-    def want(props, code, kept):  # the rule of ops_sample.sample_run
-        if not props:
+    def want(props, code, kept, conf):  # the rule of ops_sample.sample_run
+        if not props or conf < m_min:
             return 1
         if not nw:
             return 0
-        return 0 if code != 1 and kept >= nw - 1 else 2
+        full = code != 1 and kept >= (need or nw - 1)
+        return 0 if full or 0 < m_wide <= conf else 2
 
-    assert int(h.bufs.state[W.STEP_ONE]) == want(props, 1, 0)
+    assert int(h.bufs.state[W.STEP_ONE]) == want(props, None, 0, _conf(history, d))
     b = h.bufs.clone()  # the kernel's; h.bufs the VM's
     vm, mk = h.vm(), Monokernel(h.plan, h.w)
-    hist, seen, kinds = list(history), 1, set()
+    hist, seen, kinds, by = list(history), 1, set(), [0, 0, 0]
     while not int(b.state[W.DONE]):
         code = int(b.state[W.STEP_ONE])
+        by[code] += 1
         for buf in (h.bufs, b):
             buf.logits.fill_(-123.0)
         vm.run(1)
@@ -285,11 +303,14 @@ def _switching(h, n: int, atol: float, tol: float = 1e-4, history: list[int] | N
         if int(b.state[W.DONE]):
             break
         props = d.propose(hist, T - 1)
-        assert int(b.state[W.STEP_ONE]) == want(props, code, len(toks) - 1)
+        conf = _conf(hist, d) if props else 0
+        assert int(b.state[W.D_CONF]) == conf
+        assert int(b.state[W.STEP_ONE]) == want(props, code, len(toks) - 1, conf)
         n_out = int(b.state[W.N_OUT])
         assert b.drafts[n_out:n_out + len(props)].tolist() == props
     assert h.tokens(b) == ref[:n]
     assert kinds == ({0, 1, 2} if nw else {0, 1}), kinds
+    assert b.state[W.D_BY_WIDTH:W.D_BY_WIDTH + 3].tolist() == by
     assert int(b.state[W.D_STEPS]) <= int(b.state[W.STEPS])
 
 
@@ -315,18 +336,21 @@ def test_kernel_switches_per_step(name, T, one_tiles):
 
 
 @interpreted
-@pytest.mark.parametrize("name", ["llama_obias_hd64", "qwen3_qknorm_hd128"])
-def test_kernel_switches_among_three_widths(name):
+@pytest.mark.parametrize("name,match", [("llama_obias_hd64", (0, 0, 0)),
+                                        ("qwen3_qknorm_hd128", (0, 0, 0)),
+                                        ("llama_obias_hd64", (2, 4, 8))])
+def test_kernel_switches_among_three_widths(name, match):
     """Tiling.narrow: a T = 8 kernel with 2-position steps; its drafting steps run narrow and
     widen to 8 after a step that kept its draft (the device history: the reference's
-    continuation, so long copies come up)."""
+    continuation, so long copies come up); with `match` (2, 4, 8) by the lookup's match
+    length instead: one position below 2, wide from 4 on."""
     from dataclasses import replace
 
     from mk_utils import FAST
 
     h = harness(name, T=8, tiling=replace(FAST, narrow=2))
     ref, _ = h.reference_greedy(PROMPT, 24)
-    _switching(h, 16, 1e-4, history=PROMPT + ref[:4] + [9, 9] + ref[4:9])
+    _switching(h, 16, 1e-4, history=PROMPT + ref[:4] + [9, 9] + ref[4:9], match=match)
 
 
 @interpreted
@@ -492,8 +516,10 @@ def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
 
 
 @gpu
-def test_gpu_kernel_switches_among_three_widths():
-    """The same on the H200 with 264 programs: a T = 16 kernel with 2-position steps (fp32)."""
+@pytest.mark.parametrize("match", [(0, 0, 0), (2, 4, 16)])
+def test_gpu_kernel_switches_among_three_widths(match):
+    """The same on the H200 with 264 programs: a T = 16 kernel with 2-position steps (fp32);
+    widths by the kept drafts, and by the lookup's match (the backend's default rule)."""
     from agentfast.kernels.monokernel.harness import Harness
     from agentfast.kernels.monokernel.plan import Tiling
 
@@ -501,7 +527,7 @@ def test_gpu_kernel_switches_among_three_widths():
     h = Harness.build(cfg("llama_obias_hd64"), 264, 16, 64, device="cuda", dtype=torch.float32,
                       tiling=Tiling(narrow=2))
     ref, _ = h.reference_greedy(PROMPT, 28)
-    _switching(h, 16, 1e-3, history=PROMPT + ref[:4] + [9, 9] + ref[4:9])
+    _switching(h, 16, 1e-3, history=PROMPT + ref[:4] + [9, 9] + ref[4:9], match=match)
 
 
 @gpu

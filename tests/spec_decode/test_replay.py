@@ -70,6 +70,14 @@ def test_projection_at_the_qwen3_shape_step_costs():
     assert slow["speedup"] == pytest.approx(100 / (20 * t9 + 40), abs=1e-3)
     assert projected(ReplayReport("x", 10, 0, 0, 0), 4)["speedup"] == 1.0  # no drafting: plain
     assert projected(ReplayReport("x", 0, 0, 0, 0), 4)["speedup"] is None
+    # a switching kernel's steps by width: each at its own cost; the forwards outside the
+    # kernel (here 3: the turns' first tokens from the prefill) at one step
+    r.widths = {16: 5, 2: 12, 1: 20}
+    want = 5 * costs[16] + 12 * costs[2] + 20 + 3
+    assert projected(r, 16)["speedup"] == pytest.approx(100 / want, abs=1e-3)
+    r2 = ReplayReport("y", tokens=10, steps=1, drafted=2, accepted=1, widths={2: 1})
+    r.add(r2)
+    assert r.widths == {16: 5, 2: 13, 1: 20}
 
 
 def test_tool_turns_under_the_tool_call_grammar(pair):
@@ -146,7 +154,8 @@ def test_warm_up_compiles_every_tool_grammar(pair):
 
 def test_switch_t_refused_where_it_means_nothing(llama_dir, capsys):
     """--switch-t: 0 or 2..16, and only for a backend that switches per step (the
-    monokernel's); --switch-narrow: 2 or more, fewer than --switch-t, the same backends."""
+    monokernel's); --switch-narrow: 2 or more, fewer than --switch-t, the same backends;
+    --switch-match: MIN,WIDE[,NEED], the same backends."""
     from agentfast.spec_decode.replay import main
 
     for bad in ("1", "17", "-2"):
@@ -163,6 +172,13 @@ def test_switch_t_refused_where_it_means_nothing(llama_dir, capsys):
         with pytest.raises(SystemExit) as e:
             main(["-m", str(llama_dir), *bad])
         assert e.value.code == 2 and "--switch-narrow" in capsys.readouterr().err
+    for bad in ("2", "2,x", "1,2,3,4", "-1,4"):
+        with pytest.raises(SystemExit) as e:
+            main(["-m", str(llama_dir), "--switch-match", bad])
+        assert e.value.code == 2 and "--switch-match" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["-m", str(llama_dir), "--switch-match", "2,4", "--trace", "plain_chat", "-n", "2"])
+    assert e.value.code == 2 and "does not switch per step" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["-m", str(llama_dir), "--switch-t", "8", "--switch-narrow", "2", "--trace",
               "plain_chat", "-n", "2"])

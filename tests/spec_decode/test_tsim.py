@@ -81,9 +81,36 @@ def test_match_lengths_follow_a_copy():
     d = NgramDrafter()
     prompt = [5, 6, 7, 8, 9, 10, 11, 12, 1, 2]
     out = [5, 6, 7, 8, 9, 10, 11, 12, 3]  # copies the prompt, then leaves it
-    L, P = match_lengths(d, prompt, out, k=15)
-    assert len(L) == len(P) == len(out) and all(0 <= m <= n for m, n in zip(L, P, strict=True))
+    L, P, S = match_lengths(d, prompt, out, k=15)
+    assert len(L) == len(P) == len(S) == len(out)
+    assert all(0 <= m <= n for m, n in zip(L, P, strict=True))
     assert L[2] == 6 and L[-1] == 0  # after "5 6" the lookup proposes "7 .. 12" (then 1 2)
+    # the match behind each proposal: nothing after "1 2", then "5", "5 6", ... (the prompt's
+    # start: nothing before it to extend back over), the whole "5 .. 12" at the end
+    assert S[:5] == [0, 1, 2, 3, 4] and S[-1] == 8
+    # extended back past the n-gram (2 tokens at most here): "2 3" seen before, and "9 1"
+    # before both (8 != 7 ends it): 4; one token later "3 4", "9 1 2" before both: 5
+    d2 = NgramDrafter(max_ngram=2)
+    _, _, S2 = match_lengths(d2, [7, 9, 1, 2, 3, 4, 5, 8, 9, 1, 2, 3], [4, 0], k=4)
+    assert S2 == [4, 5]
+
+
+def test_switch_cost_widths_by_match():
+    # a turn of 12 positions: a weak match (S = 1) where the lookup proposes 0 good tokens,
+    # then a long one (S = 6) with 10 to keep, then nothing
+    L = [0, 0, 10] + [0] * 9
+    P = [0, 3, 15] + [15] * 9
+    S = [0, 1, 6] + [1] * 9
+    turn = (L, P, S)
+    # p 1: weak -> one position; p 2: S 6 >= match_wide -> wide keeps 10 (-> 13: the end)
+    want = 1.0 + COST(16)
+    got = switch_cost([turn], COST, 2, wide=16, need=16, match_min=2, match_wide=4)
+    assert got == pytest.approx(want)
+    # without the match rule: p 1 narrow (keeps 0), p 2 narrow (keeps 1), then p 4.. narrow
+    # steps keeping 0 (the mean falls below the floor only after some of them)
+    assert switch_cost([turn], COST, 2, wide=16) > want
+    with pytest.raises(ValueError, match="match lengths"):
+        switch_cost([(L, P)], COST, 2, wide=16, match_min=2)
 
 
 def test_parse_costs():
