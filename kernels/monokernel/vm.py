@@ -365,4 +365,6 @@ class VM:
             for j in range(T):
                 cs = cs if j == 0 else constraint_next(b, cs, nxt[j])
                 st[W.C_STATE + j] = cs
-        b.x.copy_(self.w.embed[torch.tensor(nxt, device=self.w.embed.device)])
+        # the embedding rows the next step reads (its width: one position, narrow, all T)
+        rows = {1: 1, 2: self.plan.tiling.narrow}.get(int(st[W.STEP_ONE]), T) if T > 1 else T
+        b.x[:rows] = self.w.embed[torch.tensor(nxt[:rows], device=self.w.embed.device)]

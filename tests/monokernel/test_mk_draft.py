@@ -338,7 +338,8 @@ def test_kernel_switches_per_step(name, T, one_tiles):
 @interpreted
 @pytest.mark.parametrize("name,match", [("llama_obias_hd64", (0, 0, 0)),
                                         ("qwen3_qknorm_hd128", (0, 0, 0)),
-                                        ("llama_obias_hd64", (2, 4, 8))])
+                                        ("llama_obias_hd64", (2, 4, 8))],
+                         ids=["llama-kept", "qwen3-kept", "llama-match"])
 def test_kernel_switches_among_three_widths(name, match):
     """Tiling.narrow: a T = 8 kernel with 2-position steps; its drafting steps run narrow and
     widen to 8 after a step that kept its draft (the device history: the reference's
@@ -516,7 +517,7 @@ def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
 
 
 @gpu
-@pytest.mark.parametrize("match", [(0, 0, 0), (2, 4, 16)])
+@pytest.mark.parametrize("match", [(0, 0, 0), (2, 4, 16)], ids=["kept", "match"])
 def test_gpu_kernel_switches_among_three_widths(match):
     """The same on the H200 with 264 programs: a T = 16 kernel with 2-position steps (fp32);
     widths by the kept drafts, and by the lookup's match (the backend's default rule)."""
