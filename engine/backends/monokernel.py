@@ -69,16 +69,19 @@ class MonokernelBackend(ReferencePrefill):
     # drafter's forward and a launch per verification step cost what the table does not see
     times_drafting = False
     # the device n-gram drafter's kernel switches per step (state[STEP_ONE]) among one position
-    # (where the lookup proposes nothing), `switch_narrow` positions (where it does) and
-    # switch_t (after a step that kept all of a narrow step's drafts), the whole sequence in
+    # (where the lookup proposes nothing or too weakly), `switch_narrow` positions and switch_t
+    # (by the match behind the drafts: switch_match_min / _wide below), the whole sequence in
     # one launch; its records are the T = 1 plan's matvec tiles (Tiling.one_tiles), so a
     # one-position step costs a T = 1 step (0.99-1.01 on the SmolLM2, Qwen3-1.7B and
     # Llama-3.2-1B shapes). H200, embedded model, replay end to end against plain decode, same
     # call (bench/results/spec-decode-gpu-20261130-s13, run 2): T = 16 with 2-position narrow
     # steps edit_file 1.57x, plain_chat 1.02x, all traces 1.35x; switching between 1 and 4
     # positions 1.42x / 1.04x / 1.28x (run 1: 1 and 8, 1 and 16 positions: 1.34x / 1.49x on
-    # edit_file, 0.86x / 0.91x on chat). switch_t 0: the pausing kernel (one T per launch,
-    # DraftPolicy's pauses and probes between launches); switch_narrow 0: two widths, 1 and T
+    # edit_file, 0.86x / 0.91x on chat); with the widths by match (session 14, same replay,
+    # bench/results/spec-decode-gpu-20261130-s14 runs 4-5) edit_file 1.87x (decoding 1.96x),
+    # 2.08x with the traces' tools declared (decoding 2.28x). switch_t 0: the pausing kernel
+    # (one T per launch, DraftPolicy's pauses and probes between launches); switch_narrow 0:
+    # two widths, 1 and T
     switch_t = 16
     switch_narrow = 2
     # switching: steps run as one position (probes aside) while the mean of kept drafts per
@@ -94,7 +97,9 @@ class MonokernelBackend(ReferencePrefill):
     # step at once; switch_need: widen also after a step that kept that many drafts (None:
     # only by the match). The embedded model's greedy outputs of the trace set, at the H200's
     # step costs (tsim, bench/results/spec-decode-cpu-20261130-s14): widening after a full
-    # narrow step 1.92x on edit_file, by the match (2 and 4, need None) 2.15x
+    # narrow step 1.92x on edit_file, by the match (2 and 4, need None) 2.15x. H200, replay,
+    # same call: edit_file decoding 1.90x against 1.68x (bench/results/
+    # spec-decode-gpu-20261130-s14, run 2)
     switch_match_min = 2
     switch_match_wide = 4
     switch_need: int | None = None
