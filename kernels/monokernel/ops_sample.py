@@ -1,17 +1,17 @@
 """The end of a step (Triton device functions): LM head with per-tile partials, then SAMPLE.
 
-LMHEAD tiles write fp32 logits and, per (position, tile): the max and its first token
-(greedy), or the Gumbel-max (temperature), plus max/sum-exp of l / t (sampling). For top-k /
-top-p each run keeps its top `C` candidates as sorted int64 keys (bitonic merge: the running
-top-C sorted descending, the next C sorted ascending, elementwise max, sort). SAMPLE (one
-program) picks each position's token by sampling.py's rules, accepts drafts while they equal
-the choice, writes tokens to the host-visible ring and the progress counter (system-scope
-release), checks stop ids / max tokens / cancel / KV capacity, and writes the next step's
-input tokens, position and embedding rows. Knows nothing about layers. With state[KEEP_HIDDEN]
-(MTP drafters) it also copies the residual stream x of each position whose K/V the step keeps
-(the final hidden state before the final norm: the LM head applies the norm) to the KV cache's
-hidden rows at those positions (`keep_hidden`: H elements per kept position), before the next
-step's embedding rows overwrite x.
+LMHEAD tiles write fp32 logits and, per (position, tile): the max and its first token (greedy), or
+the Gumbel-max (temperature), plus max/sum-exp of l / t (sampling). For top-k / top-p each run keeps
+its top `C` candidates as sorted int64 keys (bitonic merge: the running top-C sorted descending, the
+next C sorted ascending, elementwise max, sort). SAMPLE (one program) picks each position's token by
+sampling.py's rules, accepts drafts while they equal the choice (a greedy T-step without a
+constraint: every position at once, `greedy_accept`), writes tokens to the host-visible ring and the
+progress counter (system-scope release), checks stop ids / max tokens / cancel / KV capacity, and
+writes the next step's input tokens, position and embedding rows. Knows nothing about layers. With
+state[KEEP_HIDDEN] (MTP drafters) it also copies the residual stream x of each position whose K/V
+the step keeps (the final hidden state before the final norm: the LM head applies the norm) to the
+KV cache's hidden rows at those positions (`keep_hidden`: H elements per kept position), before the
+next step's embedding rows overwrite x.
 
 Structured outputs (state[C_ON] set at run time, so no other compiled variant): after its
 tiles, an LM-head run masks its logits by the automaton state of each position (the bitmask
@@ -24,23 +24,25 @@ then it walks the next step's input tokens (drafts) for the next step's per-posi
 Without a constraint none of this runs: the tile epilogue's argmax is the only one.
 
 The n-gram drafter on the device (state[D_ON] set by weights.start_drafting, so no other compiled
-variant; the T = 1 kernel keeps only the history): SAMPLE appends each emitted token to `hist`
-(the sequence's tokens, one store each). In a kernel of T > 1, after the step's tokens are
-decided, `draft_count` counts the step's drafts (state[D_GUESSED] of them were the drafter's;
-the accepted ones: emitted - 1, at most that) and updates an integer EWMA of the tokens a step
-keeps past its first (Q16); below state[D_FLOOR] (the host policy's break-even for T) the launch
-ends with DONE_PAUSE. Otherwise `draft_next` drafts the next step from `hist`: NgramDrafter's
-rule (`ngram_find`: every candidate end position of a block of 1024 history tokens compared at
-once, the match lengths counted as masks, one load per matched length while any candidate
-still matches, blocks from the most recent back until a full-length match), up to
-min(state[D_K], T - 1) tokens, trimmed as the host's propose_drafts trims (stop ids; with a
-constraint the walk cuts rejected tokens and drafts forced ones, c_forced, and stores the next
-step's per-position states in place of c_states); it writes drafts[n_out + i] and
-state[N_DRAFT], which the next-input code below already reads. Cost per step: a history of L
-tokens takes ceil(L / 1024) block loads at most (fewer: a full-length match stops it), plus one
-per extra matched length in a block with live candidates, a few scalar loads, one load of the
-proposal and of the stop ids; with a constraint, ~4 dependent loads per drafted position.
-"""
+variant; the T = 1 kernel keeps only the history): SAMPLE appends each emitted token to `hist` (the
+sequence's tokens, one store each). In a kernel of T > 1, after the step's tokens are decided,
+`draft_count` counts the step's drafts (state[D_GUESSED] of them were the drafter's; the accepted
+ones: emitted - 1, at most that) and updates an integer EWMA of the tokens a step keeps past its
+first (Q16); below state[D_FLOOR] (the host policy's break-even for T) the launch ends with
+DONE_PAUSE. Otherwise `draft_next` drafts the next step from `hist`: NgramDrafter's rule
+(`ngram_find`: every candidate end position of a block of 1024 history tokens compared at once, the
+match lengths counted as masks, one load per matched length while any candidate still matches,
+blocks from the most recent back until a full-length match), up to min(state[D_K], T - 1) tokens,
+trimmed as the host's propose_drafts trims (stop ids; with a constraint the walk cuts rejected
+tokens and drafts forced ones, c_forced, and stores the next step's per-position states in place of
+c_states); it writes drafts[n_out + i] and state[N_DRAFT], which the next-input code below already
+reads, and state[D_CONF]: the match behind the proposal (`match_span`: the n-gram, extended back
+while the tokens before both occurrences agree, one load of each side) or the forced drafts if more,
+by which a switching kernel picks the next step's width (one position, narrow, T:
+weights.D_MATCH_MIN / _WIDE). Cost per step: a history of L tokens takes ceil(L / 1024) block loads
+at most (fewer: a full-length match stops it), plus one per extra matched length in a block with
+live candidates, a few scalar loads, one load of the proposal and of the stop ids; with a
+constraint, ~4 dependent loads per drafted position."""
 
 from __future__ import annotations
 
