@@ -3,7 +3,8 @@ NgramDrafter's on the same history (random, repetitive, longer than one block of
 match), trimmed as the host's propose_drafts trims them (stop ids; a constraint's rejections and
 forced tokens, with the automaton states the next step needs); the kernel drafting after every
 step of one launch against the VM buffer by buffer and against NgramDrafter step by step; the
-running mean of accepted tokens, the counts and the pause."""
+running mean of accepted tokens, the counts and the pause; the step widths a switching kernel
+picks (by kept drafts, by the lookup's match); greedy_accept against SAMPLE's loop."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from agentfast.engine.backends.drafting import propose_drafts
 from agentfast.kernels.monokernel import weights as W
 from agentfast.kernels.monokernel.diff import compare
 from agentfast.kernels.monokernel.kernel import Monokernel
-from agentfast.kernels.monokernel.ops_sample import draft_next
+from agentfast.kernels.monokernel.ops_sample import draft_next, greedy_accept
 from agentfast.kernels.monokernel.sampling import match_span, ngram_match, ngram_propose
 from agentfast.spec_decode import NgramDrafter
 
@@ -108,6 +109,78 @@ def test_device_lookup_equals_ngram_drafter(name, hist):
         assert found >= 3  # the cases do exercise matches
     if name in ("repetitive", "a run", "longer than a block"):
         assert max(s for s in spans if s is not None) > 0  # matches extended past the n-gram
+
+
+@triton.jit
+def _accept_kernel(lm_val, lm_idx, tokens, stop_ids, host, hist, out, n_stop, n_out, max_new,
+                   n_hist, h_cap, d_on, width, T: tl.constexpr, TP2: tl.constexpr,
+                   NT: tl.constexpr):
+    emitted, done, last = greedy_accept(lm_val, lm_idx, tokens, stop_ids, host, hist, n_stop,
+                                        n_out, max_new, n_hist, h_cap, d_on, width, T, TP2, NT)
+    tl.store(out, emitted)
+    tl.store(out + 1, done)
+    tl.store(out + 2, last)
+
+
+def _accept_ref(val, idx, toks, stops, n_out, max_new, width):
+    """sample_run's loop, one position after another: (tokens emitted, done)."""
+    out, done = [], 0
+    for t in range(width):
+        best = max(val[t])
+        a = min(i for v, i in zip(val[t], idx[t], strict=True) if v == best)
+        out.append(a)
+        if a in stops:
+            return out, W.DONE_STOP
+        if n_out + len(out) >= max_new:
+            return out, W.DONE_LENGTH
+        if t + 1 >= width or t + 1 >= len(toks) or toks[t + 1] != a:
+            return out, done
+    return out, done
+
+
+@interpreted
+def test_greedy_accept_equals_the_loop():
+    """ops_sample.greedy_accept (a greedy T-step without a constraint, every position at once)
+    against sample_run's per-position loop: the tokens (the largest tile maximum, the lowest
+    id among equal ones across tiles), the run it emits (drafts kept while equal, cut at a
+    stop id, at max_new, at the step's width), what it writes to the ring and the history
+    (not past the history's capacity), its done code; every kind of ending comes up."""
+    rng = random.Random(0)
+    T, NT = 8, 300  # tile maxima per position: two loads of 256 (greedy_accept's CH at T = 8)
+    ends = set()
+    for case in range(40):
+        width = rng.choice([1, 2, T, T])
+        # few distinct values, so that equal maxima across tiles come up
+        val = [[float(rng.randrange(4)) for _ in range(NT)] for _ in range(T)]
+        # tile k's maximum is one of its 4 rows' ids (the LM head's tiles, in id order)
+        idx = [[4 * k + rng.randrange(4) for k in range(NT)] for _ in range(T)]
+        want_tok = [min(i for v, i in zip(val[t], idx[t], strict=True) if v == max(val[t]))
+                    for t in range(T)]
+        # the inputs: the token a position will choose, as a draft, for a while (then wrong)
+        keep = rng.randrange(T)
+        toks = [7] + [want_tok[t] if t < keep else 9999 for t in range(T - 1)]
+        stops = rng.choice([(), (want_tok[rng.randrange(T)],), (9998,)])
+        n_out, max_new = 3, 3 + rng.choice([1, 4, 100])
+        n_hist, h_cap, d_on = 20, 20 + rng.choice([2, 100]), rng.choice([0, 1])
+        host = torch.full((W.HOST_HDR + 64,), -1, dtype=torch.int32)
+        hist = torch.full((128,), -1, dtype=torch.int32)
+        out = torch.zeros(3, dtype=torch.int32)
+        stop_t = torch.tensor(list(stops) or [-1], dtype=torch.int32)
+        _accept_kernel[(1,)](torch.tensor(val, dtype=torch.float32),
+                             torch.tensor(idx, dtype=torch.int32),
+                             torch.tensor(toks, dtype=torch.int32), stop_t, host, hist, out,
+                             len(stops), n_out, max_new, n_hist, h_cap, d_on, width, T=T,
+                             TP2=T, NT=NT)
+        got, done = _accept_ref(val, idx, toks, set(stops), n_out, max_new, width)
+        emitted = len(got)
+        ends.add(done if done else "width" if emitted == width else "draft")
+        assert out.tolist() == [emitted, done, got[-1]], (case, out.tolist(), got, done)
+        assert host[W.HOST_HDR + n_out:W.HOST_HDR + n_out + emitted].tolist() == got
+        assert (host[W.HOST_HDR + n_out + emitted:] == -1).all()
+        room = max(0, min(emitted, h_cap - n_hist)) if d_on else 0
+        assert hist[n_hist:n_hist + room].tolist() == got[:room]
+        assert (hist[n_hist + room:] == -1).all() and (hist[:n_hist] == -1).all()
+    assert ends == {W.DONE_STOP, W.DONE_LENGTH, "width", "draft"}, ends
 
 
 @interpreted
