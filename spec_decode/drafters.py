@@ -8,6 +8,7 @@ ids, budget) and verifies them with the target.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,9 +66,7 @@ class Drafter:
         self.steps += steps
         self.drafted += drafted
         self.accepted += accepted
-        for w, n in (widths or {}).items():
-            if n:
-                self.widths[w] = self.widths.get(w, 0) + n
+        self.widths = dict(Counter(self.widths) + Counter(widths or {}))
 
     @property
     def mean_accepted(self) -> float:

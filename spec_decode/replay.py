@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,8 +64,7 @@ class ReplayReport:
                   "decode_seconds", "plain_decode_seconds"):
             setattr(self, f, getattr(self, f) + getattr(r, f))
         self.turns.extend(r.turns)
-        for w, n in r.widths.items():
-            self.widths[w] = self.widths.get(w, 0) + n
+        self.widths = dict(Counter(self.widths) + Counter(r.widths))
         self.divergences.extend(r.divergences)
 
     @property
@@ -238,8 +238,7 @@ def replay(engine: Engine, trace: dict, max_tokens: int = 48,
 
 def _widths_since(d: Drafter, w0: dict[int, int]) -> dict[int, int]:
     """The drafter's kernel steps by width since it had `w0`."""
-    return {w: n - w0.get(w, 0) for w, n in getattr(d, "widths", {}).items()
-            if n > w0.get(w, 0)}
+    return dict(Counter(getattr(d, "widths", {})) - Counter(w0))
 
 
 def replay_forced(drafter: Drafter, tokenizer: Tokenizer, trace: dict,

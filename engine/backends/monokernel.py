@@ -382,7 +382,7 @@ class MonokernelBackend(ReferencePrefill):
                          max_probe_every=policy.max_probe_every, narrow=narrow,
                          need=(self.switch_need or T) if narrow else 0,
                          match_min=self.switch_match_min if switch else 0,
-                         match_wide=self.switch_match_wide if narrow else 0)
+                         match_wide=self.switch_match_wide)
         seen = 1
         try:
             while seen < max_new:

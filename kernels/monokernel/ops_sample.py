@@ -410,6 +410,12 @@ def match_span(hist, L, n, e, CAP: tl.constexpr):
 
 
 @triton.jit
+def _positions(code, TB: tl.constexpr, T: tl.constexpr):
+    """The positions of a step of width code `code` (weights.STEP_ONE: 0 T, 1 one, 2 TB)."""
+    return tl.where(code == 1, 1, tl.where(code == 2, TB, T))
+
+
+@triton.jit
 def _is_stop(stop_ids, n_stop, tok):
     hits = 0
     for s0 in range(0, n_stop, 128):
@@ -593,7 +599,7 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
     `one`: the step's width code (weights.STEP_ONE: 0 all T positions, 1 one, 2 TB)."""
     width = T
     if T > 1:
-        width = tl.where(one == 1, 1, tl.where(one == 2, TB, T))
+        width = _positions(one, TB, T)
     pos = tl.load(state + POS, cache_modifier=".cg")
     n_out = tl.load(state + N_OUT, cache_modifier=".cg")
     max_new = tl.load(state + MAX_NEW)
@@ -743,7 +749,7 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
     rows = T  # the next step's x: embedding rows of the input tokens it reads (one
     # position, the narrow ones or all T: the rows past them are not read)
     if T > 1:
-        rows = tl.where(code_next == 1, 1, tl.where(code_next == 2, TB, T))
+        rows = _positions(code_next, TB, T)
     for tt in range(0, rows):
         tok = tl.sum(tl.where(j == tt, nxt, 0), axis=0).to(tl.int64)
         for h0 in tl.static_range(0, H, 1024):  # unrolled: one round of loads

@@ -190,7 +190,11 @@ def match_span(hist: list[int], n: int, e: int, cap: int = MATCH_CAP) -> int:
 
 def ngram_propose(hist: list[int], k: int, min_ngram: int, max_ngram: int) -> list[int]:
     """Up to k of the tokens after ngram_match's occurrence."""
-    n, e = ngram_match(hist, min_ngram, max_ngram)
+    return _after(hist, *ngram_match(hist, min_ngram, max_ngram), k)
+
+
+def _after(hist: list[int], n: int, e: int, k: int) -> list[int]:
+    """Up to k tokens after a match of n tokens ending at e (none without a match)."""
     return hist[e + 1:e + 1 + k] if k > 0 and n > 0 else []
 
 
@@ -203,7 +207,7 @@ def device_drafts(b, hist: list[int], k: int, min_ngram: int, max_ngram: int, st
     (c_forced) drafted instead of or past the proposal, up to k; cut after a stop id or a
     state that allows only EOS."""
     n, e = ngram_match(hist, min_ngram, max_ngram)
-    props = hist[e + 1:e + 1 + k] if k > 0 and n > 0 else []
+    props = _after(hist, n, e, k)
     out: list[int] = []
     guessed = 0
     while len(out) < k:

@@ -61,6 +61,10 @@ class VM:
             for ins in plan.instructions(r):
                 self.by_seq[r][ins.seq].append(ins)
 
+    def _positions(self, code: int) -> int:
+        """The positions of a step of width code `code` (STEP_ONE: 0 T, 1 one, 2 narrow)."""
+        return {1: 1, 2: self.plan.tiling.narrow}.get(code, self.plan.T)
+
     @property
     def one(self) -> bool:
         """This step runs one position (the T = 1 kernel's splits and blocks)."""
@@ -81,7 +85,7 @@ class VM:
                 return step
             # a T > 1 plan's step of one position, or narrow (state[STEP_ONE]: 1, 2)
             self.code = int(self.bufs[0].state[W.STEP_ONE]) if self.plan.T > 1 else 0
-            self.t = {1: 1, 2: self.plan.tiling.narrow}.get(self.code, self.plan.T)
+            self.t = self._positions(self.code)
             for op in self.plan.ops[: last + 1]:
                 for r, b in enumerate(self.bufs):
                     for ins in self.by_seq[r][op.seq]:
@@ -272,8 +276,8 @@ class VM:
         D_MATCH_MIN (D_CONF), or while the mean is below the floor until a probe; with D_WIDE
         a drafting step narrow, or all T after a step (code: this one's width code) that was
         not one position and kept D_NEED drafts, or at a D_CONF of D_MATCH_WIDE."""
-        conf, mw = int(st[W.D_CONF]), int(st[W.D_MATCH_WIDE])
-        if conf < int(st[W.D_MATCH_MIN]) and int(st[W.D_GUESSED]) >= nd:  # (no forced ones)
+        weak, by_match = W.match_rule(st, nd, int(st[W.D_GUESSED]), int(st[W.D_CONF]))
+        if weak:
             nd = 0
         one = nd <= 0
         if int(st[W.D_EWMA]) < int(st[W.D_FLOOR]):
@@ -285,7 +289,7 @@ class VM:
             st[W.D_WAIT] = 0
         nxt = int(one)
         if int(st[W.D_WIDE]) and not one:
-            wide = code != 1 and emitted - 1 >= int(st[W.D_NEED]) or 0 < mw <= conf
+            wide = code != 1 and emitted - 1 >= int(st[W.D_NEED]) or by_match
             nxt = 0 if wide else 2
         st[W.STEP_ONE] = nxt
 
@@ -366,5 +370,5 @@ class VM:
                 cs = cs if j == 0 else constraint_next(b, cs, nxt[j])
                 st[W.C_STATE + j] = cs
         # the embedding rows the next step reads (its width: one position, narrow, all T)
-        rows = {1: 1, 2: self.plan.tiling.narrow}.get(int(st[W.STEP_ONE]), T) if T > 1 else T
+        rows = self._positions(int(st[W.STEP_ONE])) if T > 1 else T
         b.x[:rows] = self.w.embed[torch.tensor(nxt[:rows], device=self.w.embed.device)]

@@ -281,12 +281,21 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
     if guessed is not None:
         bufs.state[D_GUESSED] = guessed
     if switch:
-        st = bufs.state
-        weak = (conf is not None and conf < int(st[D_MATCH_MIN])
-                and (guessed is None or guessed >= len(drafts)))  # (forced drafts are sure)
-        wide = conf is not None and 0 < int(st[D_MATCH_WIDE]) <= conf
-        st[STEP_ONE] = 1 if not drafts or weak else 2 if narrow and not wide else 0
+        weak, wide = False, False
+        if conf is not None:
+            weak, wide = match_rule(bufs.state, len(drafts),
+                                    len(drafts) if guessed is None else guessed, conf)
+        bufs.state[STEP_ONE] = 1 if not drafts or weak else 2 if narrow and not wide else 0
     return toks
+
+
+def match_rule(st: torch.Tensor, nd: int, guessed: int, conf: int) -> tuple[bool, bool]:
+    """ops_sample.sample_run's width rule by the lookup's match (conf: D_CONF) for a step of
+    nd drafts, `guessed` of them the lookup's: (weak: all are its guesses and the match is
+    shorter than D_MATCH_MIN, so the step runs as one position (forced drafts are sure);
+    wide: the match reaches D_MATCH_WIDE)."""
+    weak = conf < int(st[D_MATCH_MIN]) and guessed >= nd
+    return weak, 0 < int(st[D_MATCH_WIDE]) <= conf
 
 
 def q16(v: float) -> int:
@@ -320,7 +329,7 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
     assert 1 <= n <= bufs.hist.numel(), f"a history of {n} tokens in {bufs.hist.numel()}"
     assert 1 <= min_ngram <= max_ngram and k >= 0, (min_ngram, max_ngram, k)
     assert match_min >= 0 and match_wide >= 0, (match_min, match_wide)
-    assert switch or not (match_min or match_wide), "match_min / match_wide: switching only"
+    assert switch or not match_min, "match_min: switching only (match_wide: with narrow steps)"
     bufs.hist[:n] = torch.tensor(history, dtype=torch.int32).to(bufs.hist.device)
     st = bufs.state
     vals = {D_ON: 1, N_HIST: n, HIST_CAP: bufs.hist.numel(), D_NMIN: min_ngram,
