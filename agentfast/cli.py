@@ -160,6 +160,8 @@ def cmd_train_mtp(args) -> None:
     train_mtp(args.model, args.out, steps=args.steps, seq_len=args.seq_len, lr=args.lr,
               device=args.device, batch=args.batch, max_new=args.max_new, temperatures=temps,
               train_layer=not args.freeze_layer, seed=args.seed, overwrite=args.force,
+              depth=args.depth, self_prompts=args.self_prompts, gen_batch=args.gen_batch,
+              eval_prompts=args.eval_prompts,
               log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
@@ -238,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperatures", default="0,0.8",
                    help="one continuation per prompt at each (0 = greedy; default 0,0.8)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if present)")
+    p.add_argument("--depth", type=int, default=2, help="chained draft depths trained "
+                   "(1: the next token only; default 2)")
+    p.add_argument("--self-prompts", type=int, default=0, help="also this many user messages "
+                   "the model writes itself (Magpie), each continued like the built-in prompts")
+    p.add_argument("--gen-batch", type=int, default=16, help="sequences generated at once")
+    p.add_argument("--eval-prompts", type=int, default=8,
+                   help="held-out prompts decoded speculatively at the end")
     p.add_argument("--freeze-layer", action="store_true", help="fit only eh_proj and the "
                    "norms; the module's layer stays a copy of the model's last layer")
     p.add_argument("--seed", type=int, default=0)

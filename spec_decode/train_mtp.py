@@ -1,16 +1,18 @@
 """`agentfast train-mtp`: fit an MTP module to a model by self-distillation on its own outputs.
 
 1. Built-in prompts (ALL_PROMPTS: hand-written PROMPTS plus templated ones over a few dozen
-   topics and tasks: chat, code, JSON tool calls, file edits; nothing downloaded) go
+   topics and tasks: chat, code, JSON tool calls, file edits; nothing downloaded), and with
+   `self_prompts` user messages the model writes itself (self_written_prompts), go
    through the model's chat template; the model continues them, batched (left-padded, one KV
    cache per layer), once per temperature (default greedy and 0.8). Every position keeps the
    main model's final hidden state (before the final norm) and the top-k of its next-token
    distribution.
 2. The module (main model frozen) learns, at position t from (h_t, x_{t+1}), the main model's
    distribution at t+1 (over x_{t+2}): soft cross-entropy against the renormalized top-k, which
-   is the KL to the main model's distribution up to a constant and the top-k truncation. A
-   second, chained term trains what drafting does for k > 1: the module's own output at t with
-   x_{t+2} at position t+1, attending to the first pass's keys, against the distribution at t+2.
+   is the KL to the main model's distribution up to a constant and the top-k truncation.
+   Chained terms (`depth` > 1) train what drafting does for k > 1: the module's own output at
+   t with x_{t+2} at position t+1 (and so on), attending to the first pass's keys and its own
+   chain's, against the distribution at t+2 (t+3, ...).
 3. Held-out prompts (every HOLDOUT-th) measure it: loss and top-1 agreement with the main
    model over their sequences, and on the first few the mean accepted drafts per step of real
    greedy speculative decoding (reference backend, MtpDrafter), whose output is checked against
@@ -278,6 +280,45 @@ def generate(cfg: ModelConfig, w: ModelWeights, cos_t: torch.Tensor, sin_t: torc
     return out
 
 
+def self_written_prompts(cfg: ModelConfig, w: ModelWeights, cos_t: torch.Tensor,
+                         sin_t: torch.Tensor, tokenizer, n: int, gen: torch.Generator,
+                         batch: int = 64, max_new: int = 64, temperature: float = 1.0
+                         ) -> list[tuple[str | None, str]]:
+    """User messages the model writes itself (Magpie, Xu et al. 2024): the chat template up to
+    where a user's text starts, continued at `temperature` until the end-of-turn token. Kept:
+    messages that ended within `max_new` tokens, 8-600 characters, without special tokens,
+    each once; `n` attempts, the system message cycling through none (the template's
+    default), the assistant's and the coding agent's."""
+    mark = "\u2063USER\u2063"
+    eos = set(tokenizer.eos_ids) | set(cfg.eos_token_ids)
+    prefixes = []
+    systems: list[str | None] = [None, _SYS, _AGENT]
+    for system in systems:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": mark}]
+        text = tokenizer.render_chat(msgs, add_generation_prompt=False)
+        if mark not in text:
+            raise RequestError("self-written prompts: the chat template does not show the "
+                               "user's text as given")
+        prefixes.append(tokenizer.encode_rendered(text[:text.index(mark)]))
+    out: list[tuple[str | None, str]] = []
+    seen: set[str] = set()
+    for i in range(0, n, batch):
+        idx = [j % len(systems) for j in range(i, min(n, i + batch))]
+        seqs = generate(cfg, w, cos_t, sin_t, [prefixes[j] for j in idx], max_new,
+                        temperature, eos, gen, topk=1)
+        for j, s in zip(idx, seqs, strict=True):
+            new = s.tokens[s.prompt_len:].tolist()
+            if not new or new[-1] not in eos:
+                continue  # did not finish its message
+            text = tokenizer.decode(new[:-1]).strip()
+            key = " ".join(text.lower().split())
+            if 8 <= len(text) <= 600 and "<|" not in text and key not in seen:
+                seen.add(key)
+                out.append((systems[j], text))
+    return out
+
+
 # ---- training --------------------------------------------------------------------------------
 
 def _windows(seqs: list[Sequence], batch: int, seq_len: int, g: torch.Generator):
@@ -301,12 +342,53 @@ def _soft_ce(logits: torch.Tensor, top_ids: torch.Tensor, top_logp: torch.Tensor
     return -(p * torch.log_softmax(logits, -1).gather(-1, top_ids)).sum(-1)
 
 
+def _chain_mask(T: int, blocks: int, device) -> torch.Tensor:
+    """Attention mask [blocks * T, blocks * T] of one training pass over blocks 0..blocks-1
+    (block d: the depth-(d+1) inputs at positions +d). Block 0 is causal within itself; block
+    d >= 1, row r, sees block 0 up to row r and blocks 1..d at row r (the depth-2..d+1 steps
+    of the same chain): what the drafter's KV cache holds when it drafts d + 1 tokens ahead
+    of position r (MtpDrafter.propose)."""
+    r = torch.arange(T, device=device)
+    causal = r[None, :] <= r[:, None]
+    eye = torch.eye(T, dtype=torch.bool, device=device)
+    zero = torch.zeros(T, T, dtype=torch.bool, device=device)
+    rows = []
+    for i in range(blocks):
+        row = [causal] + [eye if 1 <= j <= i else zero for j in range(1, blocks)]
+        rows.append(torch.cat(row, 1))
+    return torch.cat(rows, 0)
+
+
+def chain_outputs(cfg: ModelConfig, m, embed: torch.Tensor, h: torch.Tensor,
+                  nxt: torch.Tensor, pos: torch.Tensor, cos_t: torch.Tensor,
+                  sin_t: torch.Tensor) -> list[torch.Tensor]:
+    """The module's outputs at depths 1..D over a batch of windows: h [B, T, H] the main
+    model's hidden states at positions pos [B, T], nxt [B, D, T] the tokens that follow at
+    each depth (depth d, row r: token r + d). Depth 1 from h; depth d > 1 from depth d-1's
+    output at positions + d - 1, one pass over blocks 0..d-1 (block 0 again for its keys)
+    under _chain_mask. Returns [o_1, ..., o_D], each [B, T, H]."""
+    B, D, T = nxt.shape
+    dev = h.device
+    outs = [mtp_hidden(cfg, m, embed, h, nxt[:, 0], cos_t[pos], sin_t[pos],
+                       _chain_mask(T, 1, dev)[None].expand(B, T, T))]
+    for d in range(1, D):
+        mask = _chain_mask(T, d + 1, dev)[None].expand(B, -1, -1)
+        p = torch.cat([pos + j for j in range(d + 1)], 1)
+        o = mtp_hidden(cfg, m, embed, torch.cat([h, *outs], 1),
+                       torch.cat([nxt[:, j] for j in range(d + 1)], 1), cos_t[p], sin_t[p], mask)
+        outs.append(o[:, d * T:])
+    return outs
+
+
 def mtp_loss(cfg: ModelConfig, w: ModelWeights, sd: dict[str, torch.Tensor], cos_t, sin_t,
-             batch: list, chain: bool = True, vocab: torch.Tensor | None = None
+             batch: list, depth: int = 2, vocab: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of the module `sd` (trainable tensors) on a batch of windows; depth 1 and, with
-    `chain`, depth 2 (the recursive draft) as in MtpDrafter. `vocab` (sorted token ids that
-    hold every target): the softmax runs over those rows of the LM head only."""
+    """Loss of the module `sd` (trainable tensors) on a batch of windows, at depths 1..depth:
+    depth 1 from the main model's hidden states, depth d > 1 from the module's own depth d-1
+    output (the recursive draft, as in MtpDrafter), each against the main model's distribution
+    d positions on; loss = depth 1 + 0.5 x each deeper one. `w.embed` / `w.lm_head` in the
+    module's dtype. `vocab` (sorted token ids that hold every target): the softmax runs over
+    those rows of the LM head only."""
     dev = w.embed.device
     head = w.lm_head
     if vocab is not None:
@@ -314,55 +396,37 @@ def mtp_loss(cfg: ModelConfig, w: ModelWeights, sd: dict[str, torch.Tensor], cos
         remap = torch.full((cfg.vocab_size,), -1, dtype=torch.int64, device=dev)
         remap[vocab] = torch.arange(len(vocab), device=dev)
     m = build_module(cfg, sd, 0, dev, sd["mtp.0.eh_proj.weight"].dtype)
-    B, T = len(batch), max(t for _, _, t in batch)
+    B, T, D = len(batch), max(t for _, _, t in batch), max(1, depth)
     H = cfg.hidden_size
     h = torch.zeros(B, T, H, device=dev)
-    nxt = torch.zeros(B, T, dtype=torch.int64, device=dev)
-    nxt2 = torch.zeros(B, T, dtype=torch.int64, device=dev)
+    nxt = torch.zeros(B, D, T, dtype=torch.int64, device=dev)
     pos = torch.zeros(B, T, dtype=torch.int64, device=dev)
     K = batch[0][0].top_ids.shape[1]
-    tid = torch.zeros(B, 2, T, K, dtype=torch.int64, device=dev)
-    tlp = torch.zeros(B, 2, T, K, device=dev)
-    ok = torch.zeros(B, 2, T, dtype=torch.bool, device=dev)
+    tid = torch.zeros(B, D, T, K, dtype=torch.int64, device=dev)
+    tlp = torch.zeros(B, D, T, K, device=dev)
+    ok = torch.zeros(B, D, T, dtype=torch.bool, device=dev)
     for b, (s, st, n) in enumerate(batch):
         L = len(s.hidden)
         h[b, :n] = s.hidden[st:st + n].float()
         toks = s.tokens.to(dev)
-        nxt[b, :n] = toks[st + 1:st + n + 1]
         pos[b] = torch.arange(st, st + T, device=dev)
-        tid[b, 0, :n], tlp[b, 0, :n] = s.top_ids[st + 1:st + n + 1], s.top_logp[st + 1:st + n + 1]
-        ok[b, 0, :n] = True
-        n2 = max(min(n, L - st - 2), 0)  # depth 2 at row r needs a target at st + r + 2
-        nxt2[b, :n2] = toks[st + 2:st + n2 + 2]
-        tid[b, 1, :n2] = s.top_ids[st + 2:st + n2 + 2]
-        tlp[b, 1, :n2] = s.top_logp[st + 2:st + n2 + 2]
-        ok[b, 1, :n2] = True
-    r = torch.arange(T, device=dev)
-    causal = (r[None, :] <= r[:, None])[None].expand(B, T, T)
-    o1 = mtp_hidden(cfg, m, w.embed, h, nxt, cos_t[pos], sin_t[pos], causal)
-    outs, oks, tids, tlps = [o1], [ok[:, 0]], [tid[:, 0]], [tlp[:, 0]]
-    if chain:
-        # Rows 0..T-1: depth 1 again (keys); rows T..2T-1: depth 2 at positions +1, seeing
-        # depth-1 keys up to its own row and itself, as the drafter's shared KV cache does.
-        eye = torch.eye(T, dtype=torch.bool, device=dev)
-        top = torch.cat([causal[0], torch.zeros(T, T, dtype=torch.bool, device=dev)], 1)
-        mask = torch.cat([top, torch.cat([causal[0], eye], 1)], 0)[None].expand(B, -1, -1)
-        pos2 = torch.cat([pos, pos + 1], 1)
-        o12 = mtp_hidden(cfg, m, w.embed, torch.cat([h, o1], 1), torch.cat([nxt, nxt2], 1),
-                         cos_t[pos2], sin_t[pos2], mask)
-        outs.append(o12[:, T:])
-        oks.append(ok[:, 1])
-        tids.append(tid[:, 1])
-        tlps.append(tlp[:, 1])
+        for d in range(1, D + 1):  # depth d at row r: token st+r+d, target at st+r+d
+            nd = max(min(n, L - st - d), 0)
+            nxt[b, d - 1, :nd] = toks[st + d:st + nd + d]
+            tid[b, d - 1, :nd] = s.top_ids[st + d:st + nd + d]
+            tlp[b, d - 1, :nd] = s.top_logp[st + d:st + nd + d]
+            ok[b, d - 1, :nd] = True
+    outs = chain_outputs(cfg, m, w.embed, h, nxt, pos, cos_t, sin_t)
     losses, stats = [], {}
-    for d, (o, k, i, lp) in enumerate(zip(outs, oks, tids, tlps, strict=True), 1):
+    for d, o in enumerate(outs, 1):
+        k, i, lp = ok[:, d - 1], tid[:, d - 1], tlp[:, d - 1]
         logits = mtp_logits(cfg, m, head, o[k])
         if vocab is not None:
             i = remap[i]
         losses.append(_soft_ce(logits, i[k], lp[k]).mean())
         stats[f"loss{d}"] = float(losses[-1].detach())
         stats[f"top1_{d}"] = float((logits.argmax(-1) == i[k][:, 0]).float().mean())
-    loss = losses[0] + (0.5 * losses[1] if len(losses) > 1 else 0.0)
+    loss = losses[0] + 0.5 * sum(losses[1:], torch.zeros((), device=dev))
     return loss, stats
 
 
@@ -399,10 +463,10 @@ def measure_acceptance(backend, drafter: MtpDrafter, prompts: list[list[int]], e
 
 def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int = 128,
               lr: float = 2e-3, device: str | None = None, batch: int = 8, max_new: int = 96,
-              gen_batch: int = 16, topk: int = 16, chain: bool = True, eval_tokens: int = 48,
+              gen_batch: int = 16, topk: int = 16, depth: int = 2, eval_tokens: int = 48,
               temperatures: tuple[float, ...] = (0.0, 0.8), restrict_vocab: bool | None = None,
               max_prompts: int | None = None, eval_prompts: int = 8, train_layer: bool = True,
-              seed: int = 0, overwrite: bool = False,
+              self_prompts: int = 0, seed: int = 0, overwrite: bool = False,
               log: Callable[[str], None] = print) -> dict:
     """Generate, train, measure, save; returns the metadata written into the file.
 
@@ -434,6 +498,13 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
     held = prompts[HOLDOUT - 1::HOLDOUT]
     train = [p for i, p in enumerate(prompts) if (i + 1) % HOLDOUT]
     g = torch.Generator(device=dev).manual_seed(seed)
+    written = []
+    if self_prompts:
+        written = self_written_prompts(cfg, w, cos_t, sin_t, tok, self_prompts, g,
+                                       batch=gen_batch)
+        train += [prompt_ids(tok, s, u) for s, u in written]
+        log(f"self-written prompts: {len(written)} kept of {self_prompts}, "
+            f"{time.perf_counter() - t0:.0f}s")
 
     seqs: list[Sequence] = []
     for temp in temperatures:  # greedy (what greedy drafting sees), sampled (diversity)
@@ -451,6 +522,13 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
         log(f"training softmax over {len(vocab)} of {cfg.vocab_size} tokens")
     sd = {k: v.to(dev).requires_grad_(train_layer or ".layer." not in k) for k, v in
           init_module(cfg, loaded.weights, seed).items()}
+    # The module trains in float32: the embedding and head it reads, in float32 too (a GPU
+    # backend holds them in bf16), and TF32 matmuls where the device has them.
+    tw = w if w.embed.dtype == torch.float32 else ModelWeights(
+        w.embed.float(), [], w.norm, w.embed.float() if w.lm_head is w.embed
+        else w.lm_head.float())
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
     params = [v for v in sd.values() if v.requires_grad]  # the layer stays the main's last
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
@@ -461,8 +539,8 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
     t1 = time.perf_counter()
     ema = None
     for step in range(steps):
-        loss, stats = mtp_loss(cfg, w, sd, cos_t, sin_t, _windows(seqs, batch, seq_len, gw),
-                               chain, vocab)
+        loss, stats = mtp_loss(cfg, tw, sd, cos_t, sin_t, _windows(seqs, batch, seq_len, gw),
+                               depth, vocab)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -476,8 +554,10 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
 
     final = {k: v.detach() for k, v in sd.items()}
     with torch.no_grad():  # held-out loss and top-1 agreement with the main model
-        held_stats = mtp_loss(cfg, w, final, cos_t, sin_t,
-                              [(s, 0, len(s.hidden) - 1) for s in held_seqs], chain)[1]
+        held_stats = mtp_loss(cfg, tw, final, cos_t, sin_t,
+                              [(s, 0, len(s.hidden) - 1) for s in held_seqs], depth)[1]
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    del tw
     # Stored in bf16 like the file: measure what ships.
     shipped = {k: v.to(torch.bfloat16).to(w.embed.dtype) for k, v in final.items()}
     drafter = MtpDrafter.from_weights(cfg, shipped, w.embed, w.lm_head, max_len, "trained")
@@ -490,11 +570,12 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
         "config": {"arch": cfg.arch, "hidden_size": cfg.hidden_size,
                    "num_layers": cfg.num_layers, "vocab_size": cfg.vocab_size},
         "train": {"steps": steps, "seq_len": seq_len, "batch": batch, "lr": lr,
-                  "chain": chain, "topk": topk, "max_new": max_new, "seed": seed,
+                  "depth": depth, "topk": topk, "max_new": max_new, "seed": seed,
                   "train_layer": train_layer,
                   "temperatures": list(temperatures),
                   "softmax_vocab": cfg.vocab_size if vocab is None else len(vocab),
-                  "prompts": len(train), "sequences": len(seqs), "generated_tokens": n_gen,
+                  "prompts": len(train), "self_written_prompts": len(written),
+                  "sequences": len(seqs), "generated_tokens": n_gen,
                   "device": str(dev), "seconds": round(time.perf_counter() - t0, 1),
                   "final": {k: round(v, 4) for k, v in stats.items()}},
         "heldout": {"sequences": len(held_seqs),

@@ -134,6 +134,61 @@ def test_batched_generation_matches_reference(tiny):
         assert torch.equal(s.top_ids[:, 0], logits.argmax(-1))
 
 
+def test_training_chain_is_the_drafters_chain(tiny_mtp):
+    """train_mtp.chain_outputs at depths 1..3 (one pass per depth under _chain_mask) equals
+    what MtpDrafter computes drafting 3 ahead of each position: depth 1 over the history,
+    then its own output with the next token, twice (its KV cache: depth-1 keys up to the
+    position, then the chain's)."""
+    from agentfast.spec_decode.mtp import _MtpState
+    from agentfast.spec_decode.train_mtp import chain_outputs
+
+    eng, d, sd = tiny_mtp
+    cfg, m = eng.config, eng.backend.model
+    mod = M.build_module(cfg, {k: v.float() + 0.02 * torch.randn(v.shape,
+                                generator=torch.Generator().manual_seed(1))
+                               for k, v in sd.items()}, 0, "cpu", torch.float32)
+    d.modules = [mod]
+    toks = torch.tensor(eng.tokenizer.encode(PROMPTS[1] + PROMPTS[0]))
+    cache = m.new_cache(keep_hidden=True)
+    m.forward(toks, 0, cache)
+    T, D = 9, 3
+    h = cache.hidden[:T][None].float()
+    nxt = torch.stack([toks[j + 1:j + 1 + T] for j in range(D)])[None]
+    outs = chain_outputs(cfg, mod, m.w.embed, h, nxt, torch.arange(T)[None], m.cos, m.sin)
+    for r in range(T):
+        st = _MtpState(cfg, 64, "cpu", torch.float32)
+        o = d._run(st, cache.hidden[:r + 1], toks[1:r + 2].tolist(), 0)[-1:]
+        got = [o]
+        for j in (1, 2):
+            o = d._run(st, o, [int(toks[r + 1 + j])], r + j)
+            got.append(o)
+        for depth in range(D):
+            torch.testing.assert_close(outs[depth][0, r:r + 1], got[depth], rtol=1e-4,
+                                       atol=1e-4, msg=f"row {r} depth {depth + 1}")
+
+
+def test_self_written_prompts(smol):
+    """Magpie prompts on the embedded model, greedy: each kept message is the model's own
+    continuation of the template's user prefix (with the system message it was given) up to
+    its end-of-turn token, decoded and stripped."""
+    from agentfast.spec_decode import train_mtp as TM
+
+    cfg, be, tok = smol.config, smol.backend, smol.tokenizer
+    m = be.model
+    got = TM.self_written_prompts(cfg, m.w, m.cos, m.sin, tok, 3, None, batch=3, max_new=40,
+                                  temperature=0.0)
+    assert got, "no message finished within 40 tokens"
+    eos = set(tok.eos_ids) | set(cfg.eos_token_ids)
+    for system, text in got:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": "\u2063"}]
+        rendered = tok.render_chat(msgs, add_generation_prompt=False)
+        ids = tok.encode_rendered(rendered[:rendered.index("\u2063")])
+        cont = decode_ids(smol, ids, 40)
+        stop = next(i for i, t in enumerate(cont) if t in eos)
+        assert text == tok.decode(cont[:stop]).strip()
+
+
 def decode_ids(eng: Engine, ids: list[int], max_new: int) -> list[int]:
     be = eng.backend
     cache = be.new_cache()
