@@ -279,12 +279,11 @@ def test_shipped_module_acceptance(smol_mtp):
             for s, u in ALL_PROMPTS[HOLDOUT - 1::HOLDOUT][:3]]  # prompts it was not trained on
     acc = measure_acceptance(smol_mtp.backend, smol_mtp.drafter, held, smol_mtp.eos_ids, 32)
     assert acc["lossless"] and acc["steps"] > 0, acc
-    # Measured on CPU with the shipped module: 4 of 44 drafts accepted over 31 steps, 0.129
-    # accepted drafts per step (these three prompts are hard for it; the first 8 held-out
-    # prompts at 48 tokens give 0.49). Bound: about half the measured figure. (With the
-    # adaptive DraftPolicy, which drafts fewer tokens where they fail: 9 of 38 over 32 steps,
-    # 0.28 per step.)
-    assert acc["accepted"] >= 2 and acc["mean_accepted"] > 0.06, acc
+    # Measured on CPU with the shipped module (session 15's, GPU-trained) and the adaptive
+    # DraftPolicy: 14 of 42 drafts accepted over 33 steps, 0.42 per step (the CPU-trained
+    # module before it: 9 of 38, 0.28; the first 8 held-out prompts at 48 tokens: 0.47).
+    # Bound: about half the measured figure.
+    assert acc["accepted"] >= 7 and acc["mean_accepted"] > 0.2, acc
 
 
 def test_propose_is_stable_and_follows_rewinds(tiny_mtp):
