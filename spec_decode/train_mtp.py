@@ -558,7 +558,13 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
                               [(s, 0, len(s.hidden) - 1) for s in held_seqs], depth)[1]
     torch.backends.cuda.matmul.allow_tf32 = tf32
     del tw
-    # Stored in bf16 like the file: measure what ships.
+    # Stored in bf16 like the file: measure what ships. The decode check runs in float32 (on a
+    # GPU in bf16, the verification step and the plain step round differently and flip
+    # near-ties: the first GPU module's check said lossless False for a 0.18 logit gap).
+    if dtype != torch.float32:
+        be = ReferenceBackend(cfg, loaded.weights, dev, torch.float32, max_len)
+        be.keep_hidden = True
+        w = be.model.w
     shipped = {k: v.to(torch.bfloat16).to(w.embed.dtype) for k, v in final.items()}
     drafter = MtpDrafter.from_weights(cfg, shipped, w.embed, w.lm_head, max_len, "trained")
     acc = measure_acceptance(be, drafter, held[:eval_prompts], eos, eval_tokens)
