@@ -467,7 +467,7 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
               temperatures: tuple[float, ...] = (0.0, 0.8), restrict_vocab: bool | None = None,
               max_prompts: int | None = None, eval_prompts: int = 8, train_layer: bool = True,
               self_prompts: int = 0, seed: int = 0, overwrite: bool = False,
-              log: Callable[[str], None] = print) -> dict:
+              dtype: torch.dtype | None = None, log: Callable[[str], None] = print) -> dict:
     """Generate, train, measure, save; returns the metadata written into the file.
 
     Each training prompt is continued once per temperature (0 = greedy). `train_layer=False`
@@ -484,7 +484,9 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
         raise RequestError(f"{out}: exists; train-mtp does not replace a file (pass --force)")
     t0 = time.perf_counter()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    # the main model's dtype for generation (default: bf16 on a GPU, float32 on CPU); the
+    # module always trains in float32
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     torch.manual_seed(seed)
     loaded = load_model(model)
     cfg, tok = loaded.config, loaded.tokenizer

@@ -244,6 +244,24 @@ def test_train_mtp_tiny(llama_dir, tmp_path):
     assert decode(eng, PROMPTS[0], 16, eng.drafter) == decode(plain, PROMPTS[0], 16)
 
 
+def test_train_mtp_from_a_bf16_model(llama_dir, tmp_path):
+    """The GPU configuration on CPU: the main model in bf16 (generation, hidden states), the
+    module trained in float32 against float32 copies of the embedding and head, depths 1-3,
+    self-written prompts; the final decode check in float32 is lossless."""
+    from agentfast.spec_decode.train_mtp import train_mtp
+
+    out = tmp_path / "m.mtp.safetensors"
+    meta = train_mtp(str(llama_dir), out, steps=2, seq_len=16, batch=2, max_new=6,
+                     max_prompts=12, eval_tokens=6, temperatures=(0.0,), depth=3,
+                     self_prompts=4, gen_batch=4, dtype=torch.bfloat16, log=lambda s: None)
+    final = meta["train"]["final"]
+    assert {"loss1", "loss2", "loss3"} <= set(final) and meta["train"]["depth"] == 3
+    assert all(torch.isfinite(torch.tensor(v)) for v in final.values())
+    assert meta["heldout"]["decode"]["lossless"] is True
+    sd, _ = M.read_module(out)
+    assert all(v.dtype == torch.bfloat16 for v in sd.values())
+
+
 def meta_cfg(folder):
     from agentfast.engine.loaders import load_model
 
