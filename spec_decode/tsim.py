@@ -17,7 +17,11 @@ policies, per trace kind, as speedups over plain decode:
   step);
 - switch T=t: the monokernel's switching kernel as it runs (switch_cost: T = t where the lookup
   proposes and drafting pays by its running mean, one-position steps elsewhere, probes);
-- oracle: the cheapest T (1..16) at every step, knowing L: the bound for any policy.
+- oracle: the cheapest T (1..16) at every step, knowing L: the bound for any policy;
+- with `--mtp [PATH]` (the MTP module's greedy drafts at every position, mtp_hits), "by match
+  + MTP k=K": the switching kernel's rule where the n-gram lookup drafts, and a step of K + 1
+  positions verifying K MTP drafts (each costing --mtp-cost plain steps) where it does not:
+  what drafting with the module inside the kernel, as the lookup's fallback, would give.
 
 The costs are a table {T: cost} (relative, or us per step) interpolated linearly
 (policy.StepCost); "small" and "large" are the monokernel's H200 tables (SmolLM2-135M, and
@@ -68,6 +72,27 @@ def match_lengths(drafter: Drafter, prompt: list[int], output: list[int],
         P.append(len(props))
         S.append(span)
     return L, P, S
+
+
+def mtp_hits(drafter, model, prompt: list[int], output: list[int], k: int = 2) -> list[int]:
+    """Per position p of `output`: how many of the MTP drafter's first k greedy drafts after
+    prompt + output[:p] equal output[p:] (a chain: counted up to the first wrong one). The
+    main model (`model`, engine.model.Transformer) runs once over the whole sequence for the
+    hidden states the drafts start from."""
+    import torch
+
+    cache = model.new_cache(keep_hidden=True)
+    with torch.inference_mode():
+        model.forward(torch.tensor(prompt + output), 0, cache)
+    drafter.bind(cache)
+    M = []
+    for p in range(len(output)):
+        props = drafter.propose(prompt + output[:p], k)
+        m = 0
+        while m < len(props) and p + m < len(output) and props[m] == output[p + m]:
+            m += 1
+        M.append(m)
+    return M
 
 
 def steps_cost(L: list[int], cost: StepCost, T: int, P: list[int] | None = None) -> float:
@@ -139,7 +164,8 @@ def device_cost(turns: list[tuple[list[int], list[int]]], cost: StepCost, T: int
 
 def switch_cost(turns: list[tuple[list[int], ...]], cost: StepCost, T: int,
                 one: float = 1.0, floor_frac: float = 0.5, wide: int = 0, need: int = 0,
-                match_min: int = 0, match_wide: int = 0, **policy) -> float:
+                match_min: int = 0, match_wide: int = 0, mtp_k: int = 0,
+                mtp_cost: float = 0.0, **policy) -> float:
     """Cost, in T = 1 steps, of decoding the turns in order the way the monokernel's switching
     kernel does (MonokernelBackend.switch_t, ops_sample.sample_run): one launch per turn (as
     plain decode: launches left out); a step at T positions (cost(T)) where the lookup
@@ -160,9 +186,16 @@ def switch_cost(turns: list[tuple[list[int], ...]], cost: StepCost, T: int,
     `match_min`, `match_wide` (the kernel's D_MATCH_MIN / D_MATCH_WIDE; turns as (L, P, S),
     S the match lengths behind the proposals, match_lengths): a proposal on a match shorter
     than match_min counts as none (a one-position step), and with `wide` a step whose match
-    reaches match_wide runs wide whatever the step before kept (need > wide - 1: only so)."""
+    reaches match_wide runs wide whatever the step before kept (need > wide - 1: only so).
+
+    `mtp_k` > 0 (turns as (L, P, S, M), M from mtp_hits): where the lookup does not draft (no
+    proposal, a match under match_min, or paused below the floor), a step of mtp_k + 1
+    positions verifies the MTP module's mtp_k drafts (cost(mtp_k + 1) + mtp_k x mtp_cost)
+    instead of a one-position step, keeping M[p] of them."""
     if (match_min or match_wide) and any(len(t) < 3 for t in turns):
         raise ValueError("match_min / match_wide need the turns' match lengths (L, P, S)")
+    if mtp_k and any(len(t) < 4 for t in turns):
+        raise ValueError("mtp_k needs the turns' MTP hits (L, P, S, M)")
     from .policy import DraftPolicy, expected_tokens
 
     pol = DraftPolicy(**{"k_max": T - 1, "k": min(4, T - 1), "cost": cost, **policy})
@@ -172,6 +205,7 @@ def switch_cost(turns: list[tuple[list[int], ...]], cost: StepCost, T: int,
     c = 0.0
     for L, P, *rest in turns:
         S = rest[0] if rest else [0] * len(L)
+        M = rest[1] if mtp_k else None
         n, p, wait, every, probe, first = len(L), 1, 0, pol.probe_every, False, True
         last = -1  # drafts the step before kept (-1: it was a one-position step)
         while p < n:
@@ -185,7 +219,12 @@ def switch_cost(turns: list[tuple[list[int], ...]], cost: StepCost, T: int,
                 wait = 0
             first = False
             if not draft:
-                c, p, last = c + one, p + 1, -1
+                if M is not None:  # the module's drafts instead of a one-position step
+                    c += cost(mtp_k + 1) + mtp_k * mtp_cost
+                    p += 1 + min(M[p], mtp_k, n - p - 1)
+                else:
+                    c, p = c + one, p + 1
+                last = -1
                 continue
             long = 0 < match_wide <= S[p]
             w = wide if wide > T and (last >= need or long) else T
@@ -200,7 +239,8 @@ def switch_cost(turns: list[tuple[list[int], ...]], cost: StepCost, T: int,
 
 
 def simulate(turns: list[tuple[list[int], ...]], cost: StepCost,
-             launch: float | None = None, one: float = 1.0) -> dict[str, float]:
+             launch: float | None = None, one: float = 1.0,
+             mtp_cost: float = 0.09) -> dict[str, float]:
     """Speedups over plain decode of the turns [(L, P[, S]), ...] under each policy; with `launch`
     (a launch's cost in T = 1 steps), also the device drafter's ("device T=t": device_cost);
     "switch T=t": the switching kernel's (switch_cost, one-position steps costing `one`)."""
@@ -222,6 +262,13 @@ def simulate(turns: list[tuple[list[int], ...]], cost: StepCost,
                         need=MB.switch_need or MB.switch_t, match_min=MB.switch_match_min,
                         match_wide=MB.switch_match_wide)
         out[f"switch {MB.switch_narrow}/{MB.switch_t} by match"] = round(plain / c, 3) if c else 1.0
+        if all(len(t) > 3 for t in turns):  # the MTP module as the lookup's fallback
+            for k in (1, 2):
+                c = switch_cost(turns, cost, MB.switch_narrow, one, wide=MB.switch_t,
+                                need=MB.switch_need or MB.switch_t,
+                                match_min=MB.switch_match_min,
+                                match_wide=MB.switch_match_wide, mtp_k=k, mtp_cost=mtp_cost)
+                out[f"by match + MTP k={k}"] = round(plain / c, 3) if c else 1.0
     for T in POLICY_T:
         for tag, use_p in ((f"T={T}", False), (f"T={T}/plain", True)):
             c = sum(steps_cost(L, cost, T, P if use_p else None) for L, P, *_ in turns)
@@ -246,8 +293,10 @@ def parse_costs(text: str) -> dict[int, float]:
     return table
 
 
-def collect(engine: Engine, traces: list[dict], max_tokens: int) -> dict[str, dict]:
-    """Per trace: its kind and, per assistant turn, (L, P) along the engine's greedy output."""
+def collect(engine: Engine, traces: list[dict], max_tokens: int, mtp=None,
+            mtp_k: int = 2) -> dict[str, dict]:
+    """Per trace: its kind and, per assistant turn, (L, P, S) along the engine's greedy output
+    (match_lengths), and M (mtp_hits, up to mtp_k) with an MTP drafter `mtp`."""
     from agentfast.engine import SamplingParams
 
     from .replay import _assistant_turns, trace_kind
@@ -259,7 +308,11 @@ def collect(engine: Engine, traces: list[dict], max_tokens: int) -> dict[str, di
         for i in _assistant_turns(tr):
             prompt = engine.encode_chat(tr["messages"][:i])
             r = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0))
-            turns.append(match_lengths(engine.drafter, prompt, list(r.token_ids)))
+            out_ids = list(r.token_ids)
+            t = match_lengths(engine.drafter, prompt, out_ids)
+            if mtp is not None:
+                t = (*t, mtp_hits(mtp, engine.backend.model, prompt, out_ids, mtp_k))
+            turns.append(t)
         out[tr["name"]] = {"kind": trace_kind(tr), "turns": turns}
     return out
 
@@ -285,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one", type=float, default=1.0,
                     help="a one-position step of the switching kernel, in T = 1 steps (H200, "
                          "SmolLM2 shape, T = 4 kernel: 1.01)")
+    ap.add_argument("--mtp", nargs="?", const="", default=None, metavar="PATH",
+                    help="also price the MTP module (the shipped one, or PATH) as the lookup's "
+                         "fallback: its drafts at every position (reference backend)")
+    ap.add_argument("--mtp-cost", type=float, default=0.09,
+                    help="an MTP draft in the kernel, in T = 1 steps (one decoder layer, "
+                         "eh_proj and the LM head: ~0.09 on the SmolLM2 shape)")
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="reference")
@@ -295,7 +354,12 @@ def main(argv: list[str] | None = None) -> int:
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
     eng = Engine.load(args.model, device=args.device, backend=args.backend,
                       drafter=args.drafter)
-    data = collect(eng, traces, args.max_tokens)
+    mtp = None
+    if args.mtp is not None:
+        from .mtp import make_drafter
+
+        mtp = make_drafter("mtp:" + args.mtp if args.mtp else "mtp", eng.model, eng.backend)
+    data = collect(eng, traces, args.max_tokens, mtp)
     kinds: dict[str, list] = {}
     for d in data.values():
         kinds.setdefault(d["kind"], []).extend(d["turns"])
@@ -306,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"costs relative to T = 1: "
               f"{ {T: round(cost(T), 3) for T in sorted({*table, *POLICY_T})} }")
         for kind, turns in kinds.items():
-            sp = simulate(turns, cost, args.launch, args.one)
+            sp = simulate(turns, cost, args.launch, args.one, args.mtp_cost)
             tokens = sum(len(L) for L, *_ in turns)
             print(f"  {kind}: {tokens} tokens, "
                   + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items()))

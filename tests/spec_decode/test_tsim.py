@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+import torch
+
 from agentfast.spec_decode import NgramDrafter
 from agentfast.spec_decode.policy import StepCost
 from agentfast.spec_decode.tsim import (
@@ -113,6 +115,67 @@ def test_switch_cost_widths_by_match():
         switch_cost([(L, P)], COST, 2, wide=16, match_min=2)
 
 
+def test_switch_cost_with_mtp_drafts_where_the_lookup_has_none():
+    # no n-gram proposal anywhere; the module's first draft right at p = 1, 2, 4, 5, 6
+    n = 8
+    L, P, S = [0] * n, [0] * n, [0] * n
+    M = [0, 1, 1, 0, 1, 1, 1, 0]
+    turn = (L, P, S, M)
+    plain_steps = switch_cost([turn], COST, 2, wide=16, match_min=2, match_wide=4)
+    assert plain_steps == pytest.approx(n - 1)  # one-position steps without M
+    # p 1 keeps 1 (-> 3), p 3 keeps 0 (-> 4), p 4 keeps 1 (-> 6), p 6 keeps 1 (-> 8): 4 steps
+    got = switch_cost([turn], COST, 2, wide=16, match_min=2, match_wide=4, mtp_k=1,
+                      mtp_cost=0.1)
+    assert got == pytest.approx(4 * (COST(2) + 0.1))
+    # k = 2 keeps at most 2 and pays two drafts per step; M counts the chain (here <= 1)
+    got2 = switch_cost([turn], COST, 2, wide=16, match_min=2, match_wide=4, mtp_k=2,
+                       mtp_cost=0.1)
+    assert got2 == pytest.approx(4 * (COST(3) + 0.2))
+    # where the lookup drafts (p 1, a long match), its rule runs; the module only elsewhere
+    # (p 1 wide keeps 4 -> 6; p 6 the module's draft, right -> 8)
+    L2, P2, S2 = [0, 4, 0, 0, 0, 0, 0, 0], [0, 15] + [0] * 6, [0, 8] + [0] * 6
+    got3 = switch_cost([(L2, P2, S2, M)], COST, 2, wide=16, match_min=2, match_wide=4,
+                       mtp_k=1, mtp_cost=0.1)
+    assert got3 == pytest.approx(COST(16) + (COST(2) + 0.1))
+    with pytest.raises(ValueError, match="MTP hits"):
+        switch_cost([(L, P, S)], COST, 2, mtp_k=1)
+
+
+def test_mtp_hits_are_the_drafters_own(tiny):
+    """mtp_hits runs the main model once over prompt + output; each position's count equals
+    drafting with a cache that holds only prompt + output[:p] (no look ahead)."""
+    from agentfast.spec_decode.mtp import MtpDrafter, init_module
+    from agentfast.spec_decode.tsim import mtp_hits
+
+    cfg, m = tiny.config, tiny.backend.model
+    sd = init_module(cfg, tiny.model.weights, seed=5)
+    d = MtpDrafter.from_weights(cfg, sd, m.w.embed, m.w.lm_head, 128)
+    prompt = tiny.tokenizer.encode("def add(a, b):\n    return a + b\n")
+    out = tiny.tokenizer.encode(" add(1, 2) add(1, 2) add(3, 4)")
+    # make some drafts right: the output follows the module's own first drafts at a few places
+    M = mtp_hits(d, m, prompt, out, k=2)
+    assert len(M) == len(out) and all(0 <= x <= 2 for x in M)
+    for p in range(len(out)):
+        d2 = MtpDrafter.from_weights(cfg, sd, m.w.embed, m.w.lm_head, 128)
+        cache = m.new_cache(keep_hidden=True)
+        m.forward(torch.tensor(prompt + out[:p]), 0, cache)
+        d2.bind(cache)
+        props = d2.propose(prompt + out[:p], 2)
+        want = 0
+        while want < len(props) and p + want < len(out) and props[want] == out[p + want]:
+            want += 1
+        assert M[p] == want, p
+    # an output made of the module's drafts is found: every position's first draft right
+    seq = list(prompt)
+    for _ in range(6):
+        cache = m.new_cache(keep_hidden=True)
+        m.forward(torch.tensor(seq), 0, cache)
+        d.bind(cache)
+        seq.append(d.propose(seq, 1)[0])
+    own = seq[len(prompt):]
+    assert all(x >= 1 for x in mtp_hits(d, m, prompt, own, k=2)[:-1])
+
+
 def test_parse_costs():
     assert parse_costs("1:500,4:750") == {1: 500.0, 4: 750.0}
     assert parse_costs("small")[1] == 1.0
@@ -134,6 +197,22 @@ def test_cli_on_the_tiny_model(llama_dir, tmp_path, capsys):
     assert main(["-m", str(llama_dir), "--trace", "repeat", "-n", "4", "--costs", "small",
                  "--costs", "large", "--json", str(out)]) == 0
     assert len(json.loads(out.read_text())["records"]) == 4  # 2 tables x (the kind, all)
+
+
+def test_cli_prices_the_mtp_fallback(llama_dir, tiny, tmp_path):
+    from agentfast.spec_decode import mtp as M
+
+    path = M.save_module(tmp_path / "m.mtp.safetensors",
+                         M.init_module(tiny.config, tiny.model.weights, seed=2), {})
+    out = tmp_path / "tsim.json"
+    assert main(["-m", str(llama_dir), "--trace", "plain_chat", "-n", "10", "--costs",
+                 "1:1,2:1.2,3:1.4,16:2", "--mtp", str(path), "--mtp-cost", "0.1",
+                 "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    sp = {r["kind"]: r["speedup"] for r in rec["records"]}["all"]
+    assert sp["by match + MTP k=1"] > 0 and sp["by match + MTP k=2"] > 0
+    turns = [t for d in rec["traces"].values() for t in d["turns"]]
+    assert turns and all(len(t) == 4 and len(t[3]) == len(t[0]) for t in turns)
 
 
 def test_device_policy_pauses_where_drafts_do_not_pay():
