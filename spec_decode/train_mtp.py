@@ -526,9 +526,10 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
           init_module(cfg, loaded.weights, seed).items()}
     # The module trains in float32: the embedding and head it reads, in float32 too (a GPU
     # backend holds them in bf16), and TF32 matmuls where the device has them.
-    tw = w if w.embed.dtype == torch.float32 else ModelWeights(
-        w.embed.float(), [], w.norm, w.embed.float() if w.lm_head is w.embed
-        else w.lm_head.float())
+    tw = w
+    if w.embed.dtype != torch.float32:
+        e = w.embed.float()  # one copy when the head is the embedding (tied)
+        tw = ModelWeights(e, [], w.norm, e if w.lm_head is w.embed else w.lm_head.float())
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     params = [v for v in sd.values() if v.requires_grad]  # the layer stays the main's last

@@ -46,6 +46,15 @@ if TYPE_CHECKING:
 K_MAX = 15  # drafts a step can verify (T = 16, the kernel's limit)
 
 
+def _kept(props: list[int], output: list[int], p: int) -> int:
+    """How many of the first proposals equal output[p:] (a greedy verification's kept
+    drafts)."""
+    m = 0
+    while m < len(props) and p + m < len(output) and props[m] == output[p + m]:
+        m += 1
+    return m
+
+
 def match_lengths(drafter: Drafter, prompt: list[int], output: list[int],
                   k: int = K_MAX) -> tuple[list[int], list[int], list[int]]:
     """Per position p of `output`: (L, P, S) with P[p] the length of the drafter's proposal
@@ -61,9 +70,7 @@ def match_lengths(drafter: Drafter, prompt: list[int], output: list[int],
     L, P, S = [], [], []
     for p in range(len(output)):
         props = drafter.propose(prompt + output[:p], k)
-        m = 0
-        while m < len(props) and p + m < len(output) and props[m] == output[p + m]:
-            m += 1
+        m = _kept(props, output, p)
         span = 0
         if props and isinstance(drafter, NgramDrafter):
             seq = drafter.corpus(prompt + output[:p])
@@ -85,14 +92,8 @@ def mtp_hits(drafter, model, prompt: list[int], output: list[int], k: int = 2) -
     with torch.inference_mode():
         model.forward(torch.tensor(prompt + output), 0, cache)
     drafter.bind(cache)
-    M = []
-    for p in range(len(output)):
-        props = drafter.propose(prompt + output[:p], k)
-        m = 0
-        while m < len(props) and p + m < len(output) and props[m] == output[p + m]:
-            m += 1
-        M.append(m)
-    return M
+    return [_kept(drafter.propose(prompt + output[:p], k), output, p)
+            for p in range(len(output))]
 
 
 def steps_cost(L: list[int], cost: StepCost, T: int, P: list[int] | None = None) -> float:
@@ -258,16 +259,14 @@ def simulate(turns: list[tuple[list[int], ...]], cost: StepCost,
     if all(len(t) > 2 for t in turns):  # the monokernel backend's default: widths by match
         from agentfast.engine.backends.monokernel import MonokernelBackend as MB
 
-        c = switch_cost(turns, cost, MB.switch_narrow, one, wide=MB.switch_t,
-                        need=MB.switch_need or MB.switch_t, match_min=MB.switch_match_min,
-                        match_wide=MB.switch_match_wide)
+        rule = dict(wide=MB.switch_t, need=MB.switch_need or MB.switch_t,
+                    match_min=MB.switch_match_min, match_wide=MB.switch_match_wide)
+        c = switch_cost(turns, cost, MB.switch_narrow, one, **rule)
         out[f"switch {MB.switch_narrow}/{MB.switch_t} by match"] = round(plain / c, 3) if c else 1.0
         if all(len(t) > 3 for t in turns):  # the MTP module as the lookup's fallback
             for k in (1, 2):
-                c = switch_cost(turns, cost, MB.switch_narrow, one, wide=MB.switch_t,
-                                need=MB.switch_need or MB.switch_t,
-                                match_min=MB.switch_match_min,
-                                match_wide=MB.switch_match_wide, mtp_k=k, mtp_cost=mtp_cost)
+                c = switch_cost(turns, cost, MB.switch_narrow, one, mtp_k=k, mtp_cost=mtp_cost,
+                                **rule)
                 out[f"by match + MTP k={k}"] = round(plain / c, 3) if c else 1.0
     for T in POLICY_T:
         for tag, use_p in ((f"T={T}", False), (f"T={T}/plain", True)):
