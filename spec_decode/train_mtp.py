@@ -482,6 +482,10 @@ def train_mtp(model: str | None, out: str | Path, steps: int = 300, seq_len: int
 
     if Path(out).exists() and not overwrite:
         raise RequestError(f"{out}: exists; train-mtp does not replace a file (pass --force)")
+    for name, val, least in (("depth", depth, 1), ("gen_batch", gen_batch, 1),
+                             ("self_prompts", self_prompts, 0), ("steps", steps, 0)):
+        if val < least:
+            raise RequestError(f"train-mtp: {name} {val}: at least {least}")
     t0 = time.perf_counter()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # the main model's dtype for generation (default: bf16 on a GPU, float32 on CPU); the

@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from agentfast.engine import Engine
+    from agentfast.engine.errors import AgentfastError
 
     from .replay import load_traces
 
@@ -348,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="reference")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.mtp_cost < 0:
+        ap.error(f"--mtp-cost {args.mtp_cost}: a draft's cost is not negative")
     tables = [parse_costs(c) for c in args.costs or ["small"]]
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
@@ -357,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.mtp is not None:
         from .mtp import make_drafter
 
-        mtp = make_drafter("mtp:" + args.mtp if args.mtp else "mtp", eng.model, eng.backend)
+        try:
+            mtp = make_drafter("mtp:" + args.mtp if args.mtp else "mtp", eng.model, eng.backend)
+        except AgentfastError as e:
+            ap.error(f"--mtp: {e}")
     data = collect(eng, traces, args.max_tokens, mtp)
     kinds: dict[str, list] = {}
     for d in data.values():

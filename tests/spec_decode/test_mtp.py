@@ -244,6 +244,17 @@ def test_train_mtp_tiny(llama_dir, tmp_path):
     assert decode(eng, PROMPTS[0], 16, eng.drafter) == decode(plain, PROMPTS[0], 16)
 
 
+@pytest.mark.parametrize("kw", [{"depth": 0}, {"gen_batch": 0}, {"self_prompts": -1},
+                                {"steps": -1}])
+def test_train_mtp_refuses_bad_arguments_before_any_work(llama_dir, tmp_path, kw):
+    from agentfast.spec_decode.train_mtp import train_mtp
+
+    out = tmp_path / "m.mtp.safetensors"
+    with pytest.raises(RequestError, match=f"{next(iter(kw))} -?[0-9]+: at least"):
+        train_mtp(str(llama_dir), out, log=lambda s: None, **kw)
+    assert not out.exists()
+
+
 def test_train_mtp_from_a_bf16_model(llama_dir, tmp_path):
     """The GPU configuration on CPU: the main model in bf16 (generation, hidden states), the
     module trained in float32 against float32 copies of the embedding and head, depths 1-3,

@@ -214,6 +214,16 @@ def test_cli_prices_the_mtp_fallback(llama_dir, tiny, tmp_path):
     assert turns and all(len(t) == 4 and len(t[3]) == len(t[0]) for t in turns)
 
 
+def test_cli_refuses_a_bad_mtp_option(llama_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["-m", str(llama_dir), "--mtp-cost", "-1"])
+    assert "--mtp-cost" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["-m", str(llama_dir), "--trace", "plain_chat", "-n", "2", "--mtp",
+              str(tmp_path / "missing.mtp.safetensors")])
+    assert "no such MTP module file" in capsys.readouterr().err
+
+
 def test_device_policy_pauses_where_drafts_do_not_pay():
     from agentfast.spec_decode.tsim import device_cost
 
