@@ -191,7 +191,9 @@ def _add_drafter_arg(p: argparse.ArgumentParser) -> None:
                    help="speculative decoding (reference and monokernel backends): ngram (suffix "
                         "lookup, also in a JSON-escaped copy of the prompt; on the device with "
                         "the monokernel), ngram:noview (without the copy), mtp, mtp:PATH, "
-                        "draft:PATH (a smaller model, same tokenizer), early:N")
+                        "ngram+mtp[:PATH] (the lookup, the MTP module's draft where it has "
+                        "none; inside the kernel with the monokernel), draft:PATH (a smaller "
+                        "model, same tokenizer), early:N")
 
 
 def build_parser() -> argparse.ArgumentParser:

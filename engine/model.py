@@ -156,18 +156,21 @@ class KVCache:
 
     Grows by doubling up to `max_len`; the owner tracks how many positions are valid. With
     `keep_hidden`, also the final hidden state of every position before the final norm,
-    `hidden` [capacity, H] (what MTP drafters read); else `hidden` is None."""
+    `hidden` [capacity, H] (what MTP drafters read); else `hidden` is None. `extra_layers`:
+    layers of K/V past the model's (an MTP module's, which the monokernel runs as layer L)."""
 
     def __init__(self, cfg: ModelConfig, max_len: int, device: torch.device | str,
-                 dtype: torch.dtype, initial: int = 256, keep_hidden: bool = False):
+                 dtype: torch.dtype, initial: int = 256, keep_hidden: bool = False,
+                 extra_layers: int = 0):
         self.cfg, self.max_len, self.device, self.dtype = cfg, max_len, device, dtype
+        self.extra_layers = extra_layers
         self.k = self.v = torch.empty(0)
         self.hidden: torch.Tensor | None = torch.empty(0) if keep_hidden else None
         self._alloc(min(initial, max_len))
 
     def _alloc(self, cap: int) -> None:
         c = self.cfg
-        shape = (c.num_layers, c.num_kv_heads, cap, c.head_dim)
+        shape = (c.num_layers + self.extra_layers, c.num_kv_heads, cap, c.head_dim)
         k = torch.zeros(shape, device=self.device, dtype=self.dtype)
         v = torch.zeros(shape, device=self.device, dtype=self.dtype)
         n = min(self.k.shape[2], cap) if self.k.dim() == 4 else 0
@@ -202,8 +205,10 @@ class Transformer:
         self.device, self.dtype = weights.embed.device, weights.embed.dtype
         self.cos, self.sin = rope_tables(cfg, max_len, self.device)  # [max_len, hd] float32
 
-    def new_cache(self, initial: int = 256, keep_hidden: bool = False) -> KVCache:
-        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial, keep_hidden)
+    def new_cache(self, initial: int = 256, keep_hidden: bool = False,
+                  extra_layers: int = 0) -> KVCache:
+        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial, keep_hidden,
+                       extra_layers)
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, start: int, cache: KVCache,

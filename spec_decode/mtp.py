@@ -47,7 +47,7 @@ from agentfast.engine.model import (
 )
 from agentfast.engine.rope import rope_tables, rotate_half
 
-from .drafters import Drafter
+from .drafters import Drafter, NgramDrafter
 
 if TYPE_CHECKING:
     from agentfast.engine.loaders import LoadedModel
@@ -327,6 +327,24 @@ def mtp_logits(cfg: ModelConfig, m: MtpWeights, head: torch.Tensor, o: torch.Ten
     return F.linear(rms_norm(o, m.norm, cfg.rms_norm_eps), w).float()
 
 
+def fill_module_kv(cfg: ModelConfig, m: MtpWeights, embed: torch.Tensor, cos: torch.Tensor,
+                   sin: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor,
+                   tokens: list[int], start: int, end: int) -> None:
+    """The module's K/V at positions [start, end) into k, v ([kv_heads, capacity, hd]: the
+    layer a monokernel with the module runs as layer L): position j from the main model's
+    hidden state at j (`hidden` [capacity, H]) and tokens[j + 1], attending to the positions
+    before it already there (what the kernel's MTP ops do after each step, for a prompt)."""
+    if end <= start:
+        return
+    assert len(tokens) > end, "position j needs the token after it"
+    dev = hidden.device
+    mask = causal_mask(torch.arange(start, end, device=dev), end, cfg.sliding_window)
+    ids = torch.tensor([tokens[start + 1:end + 1]], dtype=torch.int64, device=dev)
+    with torch.inference_mode():
+        mtp_hidden(cfg, m, embed, hidden[start:end][None], ids, cos[None, start:end],
+                   sin[None, start:end], mask[None], (k[None], v[None]), start)
+
+
 # ---- the drafter ----------------------------------------------------------------------------
 
 class _MtpState:
@@ -351,6 +369,7 @@ class MtpDrafter(Drafter):
                  head: torch.Tensor, max_len: int, source: str = ""):
         super().__init__()
         self.cfg, self.modules, self.embed, self.head = cfg, modules, embed, head
+        self.last_prob = 0.0  # the module's probability of its last proposal's first draft
         self.max_len, self.source = max_len, source
         self.device, self.dtype = embed.device, embed.dtype
         self.cos, self.sin = rope_tables(cfg, max_len, self.device)
@@ -413,7 +432,10 @@ class MtpDrafter(Drafter):
         pos = n - 1
         m = self.modules[0]
         while True:
-            tok = int(torch.argmax(mtp_logits(self.cfg, m, self.head, o)[-1]))
+            lg = mtp_logits(self.cfg, m, self.head, o)[-1]
+            tok = int(torch.argmax(lg))
+            if not drafts:
+                self.last_prob = float(torch.softmax(lg, -1)[tok])
             drafts.append(tok)
             if len(drafts) == k or pos >= self.max_len:
                 return drafts
@@ -421,13 +443,84 @@ class MtpDrafter(Drafter):
             pos += 1
 
 
+class NgramMtpDrafter(NgramDrafter):
+    """The n-gram lookup, and where it proposes nothing an MTP module's next token (one draft,
+    when the module gives it at least `floor` probability): the lookup copies, the module
+    guesses the text between copies. The monokernel runs both inside its switching kernel (the
+    module after every step: kernels/monokernel plan(mtp=True), MonokernelBackend.attach_mtp),
+    where the lookup's rule for a usable draft (match length, running mean) decides when the
+    module's draft steps in; host backends call propose. The module's own steps are counted
+    in mtp_steps / mtp_accepted as well as in the totals."""
+
+    needs_hidden = True
+
+    def __init__(self, mtp: MtpDrafter, floor: float = 0.3, **kw):
+        super().__init__(**kw)
+        if not 0.0 <= floor <= 1.0:
+            raise RequestError(f"the MTP fallback's probability floor must be in [0, 1], got "
+                               f"{floor}")
+        self.mtp, self.floor = mtp, floor
+        self.mtp_steps = self.mtp_accepted = 0
+        self._mtp_last = False  # the last proposal was the module's
+
+    def bind(self, cache) -> None:
+        self.mtp.bind(cache)
+
+    @property
+    def lookup(self) -> _Lookup:
+        """The lookup alone (its propose without the module): what a kernel that runs the
+        module itself takes from the host for a launch's first step."""
+        return _Lookup(self)
+
+    def propose(self, history: list[int], k: int) -> list[int]:
+        out = super().propose(history, k)
+        self._mtp_last = False
+        if out or k <= 0:
+            return out
+        out = self.mtp.propose(history, 1)
+        if not out or self.mtp.last_prob < self.floor:
+            return []
+        self._mtp_last = True
+        return out
+
+    def observe(self, drafted: list[int], accepted: int) -> None:
+        super().observe(drafted, accepted)
+        if drafted and self._mtp_last:
+            self.observe_mtp(1, accepted, total=False)
+
+    def observe_mtp(self, steps: int, accepted: int, total: bool = True) -> None:
+        """Steps that verified the module's draft (one each) and those kept; `total`: add them
+        to the drafter's totals too (counts from a kernel, which keeps them apart)."""
+        self.mtp_steps += steps
+        self.mtp_accepted += accepted
+        if total:
+            self.observe_counts(steps, steps, accepted)
+
+
+class _Lookup:
+    """NgramMtpDrafter.lookup: proposes by the n-gram rule only."""
+
+    def __init__(self, d: NgramMtpDrafter):
+        self.d = d
+
+    def propose(self, history: list[int], k: int) -> list[int]:
+        return NgramDrafter.propose(self.d, history, k)
+
+
 def make_drafter(spec: str, model: LoadedModel, backend, checkpoint_mtp=None) -> Drafter:
     """A drafter by name: "ngram" (with the JSON-escaped view of the prompt, drafters.py) or
     "ngram:noview" (without); "mtp" (the module found by `find_module`) or "mtp:PATH";
     "draft:PATH" (a draft model: any model the engine loads with the target's vocabulary);
-    "early:N" (the target's first N layers plus its final norm and LM head, draft_model.py)."""
-    from .drafters import NgramDrafter
-
+    "early:N" (the target's first N layers plus its final norm and LM head, draft_model.py);
+    "ngram+mtp" or "ngram+mtp:PATH": the lookup with the MTP module's draft where it has none
+    (NgramMtpDrafter; on the monokernel the module runs inside the kernel: attach_mtp)."""
+    if spec == "ngram+mtp" or spec.startswith("ngram+mtp:"):
+        mtp = make_drafter("mtp" + spec[len("ngram+mtp"):], model, backend, checkpoint_mtp)
+        assert isinstance(mtp, MtpDrafter)
+        if hasattr(backend, "attach_mtp") and mtp.modules[0].embed is None and (
+                mtp.modules[0].head is None):
+            backend.attach_mtp(mtp.modules[0])
+        return NgramMtpDrafter(mtp, tokenizer=model.tokenizer)
     if spec == "ngram":
         return NgramDrafter(tokenizer=model.tokenizer)
     if spec == "ngram:noview":
@@ -455,4 +548,4 @@ def make_drafter(spec: str, model: LoadedModel, backend, checkpoint_mtp=None) ->
         return DraftModelDrafter.load(spec[len("draft:"):], model.config, backend.device,
                                       backend.dtype, backend.max_len, model.tokenizer)
     raise RequestError(f"unknown drafter {spec!r} (ngram, ngram:noview, mtp, mtp:PATH, "
-                       "draft:PATH, early:N)")
+                       "ngram+mtp, ngram+mtp:PATH, draft:PATH, early:N)")

@@ -285,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agentfast.spec_decode.replay")
     ap.add_argument("-m", "--model", default=None, help="default: the embedded model")
     ap.add_argument("--drafter", action="append",
-                    help="ngram, mtp, mtp:PATH, draft:PATH (a draft model), early:N (the target's "
-                         "first N layers); repeatable (default: ngram)")
+                    help="ngram, mtp, mtp:PATH, ngram+mtp[:PATH] (the lookup, the MTP module "
+                         "where it has nothing), draft:PATH (a draft model), early:N (the "
+                         "target's first N layers); repeatable (default: ngram)")
     ap.add_argument("--trace", action="append",
                     help="trace name or prefix (repeatable; default: all)")
     ap.add_argument("-n", "--max-tokens", type=int, default=48)
@@ -324,8 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", action="store_true",
                     help="traces that declare tools: the turns the script has as tool calls "
                          "are generated under the tool-call grammar (tool_choice required)")
+    ap.add_argument("--mtp-floor", type=float, default=None,
+                    help="ngram+mtp: the module's draft is used where its probability is at "
+                         "least this (default: the drafter's, 0.3)")
     ap.add_argument("--json", default=None, help="write one record per drafter and kind here")
     args = ap.parse_args(argv)
+    if args.mtp_floor is not None and not 0.0 <= args.mtp_floor <= 1.0:
+        ap.error(f"--mtp-floor {args.mtp_floor}: a probability, 0..1")
     if args.k_max is not None and args.k_max < 1:
         ap.error(f"--k-max {args.k_max}: at least 1 draft per step")
     if args.switch_t is not None and not (args.switch_t == 0 or 2 <= args.switch_t <= 16):
@@ -364,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     same, records, plain_runs = True, [], {}
     for spec in args.drafter or ["ngram"]:
         eng = Engine(base.model, device=args.device, backend=args.backend, drafter=spec)
+        if args.mtp_floor is not None:
+            if not hasattr(eng.drafter, "floor"):
+                ap.error(f"--mtp-floor: drafter {spec} has no MTP fallback (ngram+mtp)")
+            eng.drafter.floor = args.mtp_floor
         if costs:
             eng.backend.step_costs = costs
         if args.switch_t is not None:
@@ -403,8 +413,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== drafter {spec} ({getattr(eng.drafter, 'source', '') or spec}), {policy}, "
               f"draft cost {eng.drafter.draft_cost:.3f} steps per token", flush=True)
         total, kinds = ReplayReport("all", 0, 0, 0, 0), {}
+        mtp_by: dict[str, list[int]] = {}  # kind -> [steps, accepted] of the MTP fallback
         for trace in traces:
+            m0 = (getattr(eng.drafter, "mtp_steps", 0), getattr(eng.drafter, "mtp_accepted", 0))
             r = replay(eng, trace, args.max_tokens, args.tools)
+            if hasattr(eng.drafter, "mtp_steps"):
+                for key in (trace_kind(trace), "all"):
+                    c = mtp_by.setdefault(key, [0, 0])
+                    c[0] += eng.drafter.mtp_steps - m0[0]
+                    c[1] += eng.drafter.mtp_accepted - m0[1]
             line = _summary(r)
             if plain is not None:
                 if trace["name"] not in plain_runs:  # once for all drafters
@@ -439,8 +456,11 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
         for k in [*kinds.values(), total]:
             proj = projected(k, T_kernel, eng.drafter.draft_cost)
+            mtp = mtp_by.get(k.name)
             print(("  kind " + _summary(k) if k is not total else _summary(k))
-                  + f"; {PROJECTION[0]} projected {proj['speedup']}x at T = {T_kernel}")
+                  + f"; {PROJECTION[0]} projected {proj['speedup']}x at T = {T_kernel}"
+                  + (f"; of these the MTP fallback's steps {mtp[0]}, its drafts kept {mtp[1]}"
+                     if mtp else ""))
             tps = k.tokens / k.seconds if k.seconds else None
             plain_tps = k.tokens / k.plain_seconds if k.plain_seconds else None
             records.append({"gpu": gpu, "backend": args.backend, "drafter": spec,
@@ -463,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                             if k.plain_decode_seconds and k.decode_seconds else None,
                             # this acceptance at the Qwen3-1.7B shape's measured step costs
                             "projected": {"shape": PROJECTION[0], **proj},
+                            **({"mtp_steps": mtp[0], "mtp_accepted": mtp[1]} if mtp else {}),
                             **{f: v for f, v in asdict(k).items()
                                if f not in ("outputs", "turns")},
                             **({"turns": k.turns} if k is total else {})})

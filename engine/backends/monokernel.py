@@ -103,6 +103,11 @@ class MonokernelBackend(ReferencePrefill):
     switch_match_min = 2
     switch_match_wide = 4
     switch_need: int | None = None
+    # an MTP module run inside the switching kernel as the lookup's fallback (attach_mtp, the
+    # "ngram+mtp" drafter): its layer is layer L of the stacked weights and of every cache's
+    # K/V (kv_extra_layers), kept whole by each step's MTP ops; None: not attached
+    mtp_module: Any = None
+    kv_extra_layers = 0
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -161,34 +166,116 @@ class MonokernelBackend(ReferencePrefill):
                 build(fit * sms)
         self._bufs: weakref.WeakKeyDictionary[KVCache, Any] = weakref.WeakKeyDictionary()
 
-    def _buffers(self, cache: KVCache, T: int = 1, narrow: int = 0):
+    def attach_mtp(self, module: Any) -> None:
+        """Run `module` (spec_decode.mtp.MtpWeights, on this backend's device and dtype, the
+        main model's embedding and head shared) inside the switching kernel as the n-gram
+        lookup's fallback: the weights are re-stacked with its layer as layer L (the kernels
+        rebuilt over them) and caches made from now on have K/V for it. Before new_cache."""
+        from ...kernels.monokernel import weights as W
+        from ...kernels.monokernel.kernel import Monokernel
+
+        if self.mtp_module is module:
+            return
+        if self.mtp_module is not None:
+            raise RequestError("monokernel: an MTP module is attached already")
+        if module.embed is not None or module.head is not None:
+            raise RequestError("monokernel: an MTP module with its own embedding or head does "
+                               "not run in the kernel")
+        self.w = W.attach_mtp(self.cfg, self.w, self.model.w, module)
+        self.kernel = Monokernel(self.plan, self.w, **self._kernel_opts)
+        self._spec_kernels.clear()
+        self._bufs = weakref.WeakKeyDictionary()
+        self.kv_extra_layers, self.keep_hidden, self.mtp_module = 1, True, module
+        self._mtp_tokens: weakref.WeakKeyDictionary[KVCache, list[int]] = (
+            weakref.WeakKeyDictionary())
+        self._fill_bufs: weakref.WeakKeyDictionary[KVCache, Any] = weakref.WeakKeyDictionary()
+        self._fill_k = None
+
+    def uses_mtp(self, drafter: Any, automaton: Any, switch: bool, T: int) -> bool:
+        """The switching kernel runs the attached MTP module for this decode: the drafter is
+        the lookup with an MTP fallback (spec_decode.mtp.NgramMtpDrafter), its narrow steps
+        exist, no constraint (the module's draft is not walked through the automaton)."""
+        return (self.mtp_module is not None and getattr(drafter, "mtp", None) is not None
+                and switch and automaton is None and self._narrow(T, switch) >= 2)
+
+    def _fill_module(self, cache: KVCache, hist: list[int]) -> None:
+        """The module's K/V of the positions before the decode's first (position len(hist) -
+        1) that no kernel wrote yet: from the first position whose tokens differ from those
+        the cache's module K/V was computed from, by the fill kernel (plan(fill=True): the
+        module's ops alone over 16 positions a step, from the kept hidden states), queued
+        before the decode's launch (an eager torch fill cost ~2-3 ms of host time per turn
+        on an H200 machine, whatever the positions: bench/results/mtp-kernel-gpu-20261130-s16;
+        it stays for a prompt within 16 positions of the cache's end)."""
+        from ...kernels.monokernel import weights as W
+
+        old = self._mtp_tokens.get(cache, [])
+        same = 0
+        for a, b in zip(old, hist, strict=False):
+            if a != b:
+                break
+            same += 1
+        start, end = max(same - 1, 0), len(hist) - 1
+        if end + 16 > cache.capacity:  # (its last step's rows would pass the cache's end)
+            from ...spec_decode.mtp import fill_module_kv
+
+            L = self.cfg.num_layers
+            fill_module_kv(self.cfg, self.mtp_module, self.w.embed, self.w.cos, self.w.sin,
+                           cache.k[L], cache.v[L], cache.hidden, hist, start, end)
+            return
+        fb = self._fill_bufs.get(cache)
+        if fb is None:
+            fb = self._fill_bufs[cache] = W.alloc_buffers(
+                self._fill_kernel().plan, self.device, self.dtype, cache.k, cache.v,
+                hidden=cache.hidden)
+        steps = W.start_fill(fb, hist, start, end)
+        if steps:
+            self._fill_kernel().launch(fb, steps)
+
+    def _fill_kernel(self):
+        """The module fill's kernel (built on first use, this backend's program count)."""
+        from ...kernels.monokernel.kernel import Monokernel
+        from ...kernels.monokernel.plan import plan
+
+        if self._fill_k is None:
+            pl = plan(self.cfg, self.plan.num_programs, 16, self.max_len,
+                      wbytes=self.w.w_qkv.element_size(), mtp=True, fill=True)
+            self._fill_k = Monokernel(pl, self.w, **self._kernel_opts)
+        return self._fill_k
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial=self.max_len,
+                       keep_hidden=self.keep_hidden, extra_layers=self.kv_extra_layers)
+
+    def _buffers(self, cache: KVCache, T: int = 1, narrow: int = 0, mtp: bool = False):
         """The cache's kernel buffers, shaped for steps of up to T positions (every kernel of
         this backend runs on them: the T-dependent ones are per-step scratch or row 0);
         `narrow`: of the kernel the step runs (_kernel_for), planned once."""
         from ...kernels.monokernel.weights import alloc_buffers
 
         b = self._bufs.get(cache)
-        if b is None or b.tokens.shape[0] < T:
-            pl = self.plan if T == 1 else self._kernel_for(T, narrow).plan
+        if b is None or b.tokens.shape[0] < T or (mtp and b.m_stat.shape[1] == 1):
+            pl = self.plan if T == 1 else self._kernel_for(T, narrow, mtp).plan
             b = self._bufs[cache] = alloc_buffers(pl, self.device, self.dtype, cache.k,
                                                   cache.v, pin=self.device.type == "cuda",
                                                   hidden=cache.hidden)
         return b
 
-    def _kernel_for(self, T: int, narrow: int = 0):
+    def _kernel_for(self, T: int, narrow: int = 0, mtp: bool = False):
         """The kernel of T-position steps (speculative verification), planned and built on
         first use with this backend's program count; `narrow`: with steps of that many
-        positions too (Tiling.narrow)."""
+        positions too (Tiling.narrow); `mtp`: with the attached MTP module's ops."""
         from ...kernels.monokernel.kernel import Monokernel
         from ...kernels.monokernel.plan import Tiling, plan
 
         if T == 1:
             return self.kernel
-        k = self._spec_kernels.get((T, narrow))
+        k = self._spec_kernels.get((T, narrow, mtp))
         if k is None:
             pl = plan(self.cfg, self.plan.num_programs, T, self.max_len,
-                      tiling=Tiling(narrow=narrow), wbytes=self.w.w_qkv.element_size())
-            k = self._spec_kernels[(T, narrow)] = Monokernel(pl, self.w, **self._kernel_opts)
+                      tiling=Tiling(narrow=narrow), wbytes=self.w.w_qkv.element_size(),
+                      mtp=mtp)
+            k = self._spec_kernels[(T, narrow, mtp)] = Monokernel(pl, self.w,
+                                                                  **self._kernel_opts)
         return k
 
     def decode(self, cache: KVCache, logits: torch.Tensor, start: int, params: SamplingParams,
@@ -246,7 +333,9 @@ class MonokernelBackend(ReferencePrefill):
                       and self.drafts_on_device(drafter))
             if switch:
                 T = min(T, self.switch_t)
-        b = self._buffers(cache, T, self._narrow(T, switch))
+        mtp = (drafter is not None and len(history or []) == start
+               and self.uses_mtp(drafter, automaton, switch, T))
+        b = self._buffers(cache, T, self._narrow(T, switch), mtp)
         W.start_sequence(b, self.w, token=first, pos=start, max_new=max_new,
                          stop_ids=sorted(stop_ids), capacity=cache.capacity, mode=mode,
                          temperature=params.temperature, top_k=top_k, top_p=params.top_p,
@@ -257,7 +346,8 @@ class MonokernelBackend(ReferencePrefill):
         elif drafter is not None and self.drafts_on_device(drafter):
             yield from self._speculate_device(cache, b, T, policy, drafter,
                                               list(history or []) + [first], max_new,
-                                              mode != W.GREEDY, automaton, stop_ids, switch)
+                                              mode != W.GREEDY, automaton, stop_ids, switch,
+                                              mtp)
         elif drafter is not None:
             yield from self._speculate(cache, b, T, policy, drafter, list(history or []) + [first],
                                        max_new, mode != W.GREEDY, automaton, stop_ids)
@@ -328,18 +418,24 @@ class MonokernelBackend(ReferencePrefill):
             return self.switch_t - 1
         return None
 
-    @staticmethod
-    def drafts_on_device(drafter: Any) -> bool:
+    def drafts_on_device(self, drafter: Any) -> bool:
         """The drafter is the n-gram lookup the kernel runs itself (ops_sample.draft_next): an
-        NgramDrafter (not a subclass with its own rule) that allows it (`on_device`)."""
+        NgramDrafter (not a subclass with its own rule) that allows it (`on_device`), or the
+        lookup with an MTP fallback (NgramMtpDrafter) whose module is the attached one (the
+        kernel runs it too; another module drafts on the host)."""
         from ...spec_decode.drafters import NgramDrafter
 
-        return (isinstance(drafter, NgramDrafter) and getattr(drafter, "on_device", False)
-                and type(drafter).propose is NgramDrafter.propose)
+        if not isinstance(drafter, NgramDrafter) or not getattr(drafter, "on_device", False):
+            return False
+        mtp = getattr(drafter, "mtp", None)
+        if mtp is not None:
+            return self.mtp_module is not None and mtp.modules[0] is self.mtp_module
+        return type(drafter).propose is NgramDrafter.propose
 
     def _speculate_device(self, cache: KVCache, b, T: int, policy: Any, drafter: Any,
                           hist: list[int], max_new: int, sampling: bool, automaton: Any,
-                          stop_ids: frozenset[int], switch: bool = False) -> Iterator[int]:
+                          stop_ids: frozenset[int], switch: bool = False,
+                          mtp: bool = False) -> Iterator[int]:
         """Speculative decode with the n-gram drafter on the device: one launch of the
         T-position kernel runs a whole stretch of steps; after each step SAMPLE appends the
         emitted tokens to the device history, looks up the next step's drafts there
@@ -355,7 +451,10 @@ class MonokernelBackend(ReferencePrefill):
         drafts for it, else as a one-position step of the same kernel (state[STEP_ONE]); below
         the break-even mean the steps run as one position until a probe is due (the policy's
         probe_every, doubled up to max_probe_every after each probe that does not pay), all
-        decided by SAMPLE on the device."""
+        decided by SAMPLE on the device. `mtp` (uses_mtp): the switching kernel runs the
+        attached MTP module too, whose draft makes a narrow step where the lookup has none
+        (weights.start_mtp, the drafter's floor); its K/V of the positions before the decode
+        are filled on the host first."""
         from ...kernels.monokernel import weights as W
         from ...spec_decode.policy import expected_tokens
 
@@ -368,7 +467,7 @@ class MonokernelBackend(ReferencePrefill):
         narrow = self._narrow(T, switch)
         if switch:
             floor = self.switch_floor * (policy.break_even(narrow) if narrow else floor)
-        spec = self._kernel_for(T, narrow)
+        spec = self._kernel_for(T, narrow, mtp)
         k = T - 1 if adaptive else min(policy.k, T - 1)
         acc0 = policy.step_accepted
         if acc0 is None:  # the policy's acceptance estimate, as accepted tokens per step
@@ -383,6 +482,9 @@ class MonokernelBackend(ReferencePrefill):
                          need=(self.switch_need or T) if narrow else 0,
                          match_min=self.switch_match_min if switch else 0,
                          match_wide=self.switch_match_wide)
+        if mtp:
+            self._fill_module(cache, hist)
+            W.start_mtp(b, drafter.floor)
         seen = 1
         try:
             while seen < max_new:
@@ -392,7 +494,9 @@ class MonokernelBackend(ReferencePrefill):
                 else:
                     kern, n, probe = spec, max_new - seen, pausing and policy.probing
                     cs = int(b.state[W.C_STATE]) if automaton is not None else 0
-                    props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
+                    # (with the module in the kernel, the host's first step is the lookup's)
+                    props, guessed = propose_drafts(drafter.lookup if mtp else drafter, hist,
+                                                    k, k, automaton, cs, stop_ids)
                     W.set_step_inputs(b, self.w, T, props, automaton, guessed=guessed,
                                       switch=switch, narrow=bool(narrow),
                                       conf=_confidence(drafter, hist, props, guessed))
@@ -420,6 +524,12 @@ class MonokernelBackend(ReferencePrefill):
             drafter.observe_counts(int(b.state[W.D_STEPS]), int(b.state[W.D_DRAFTED]),
                                    int(b.state[W.D_ACCEPTED]),
                                    {T: by[0], 1: by[1], **({narrow: by[2]} if narrow else {})})
+            if mtp:  # the module's steps (one draft each); its K/V now covers these tokens
+                drafter.observe_mtp(int(b.state[W.M_STEPS]), int(b.state[W.M_ACCEPTED]))
+                self._mtp_tokens[cache] = list(hist)
+                fb = self._fill_bufs.get(cache)
+                if fb is not None:  # (a fill that stalled: its recorded error)
+                    self._fill_kernel().check(fb)
 
     def _stepwise(self, b, max_new: int, sampling: bool, k: int) -> Iterator[TokenLogprob]:
         """One step per launch; each token scored on the logits row its step wrote."""

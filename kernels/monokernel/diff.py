@@ -21,8 +21,8 @@ from .weights import Buffers, MonoWeights
 
 Runner = Callable[[Plan, Buffers, int], None]  # run(plan, buffers, steps), in place
 ORDER = ("qkv", "k_cache", "v_cache", "att_acc", "att_ml", "attn", "part", "x", "act",
-         "logits", "lm_val", "lm_idx", "lm_stat", "cand", "hidden", "tokens", "drafts", "hist",
-         "state", "host", "ctr", "err")
+         "logits", "lm_val", "lm_idx", "lm_stat", "m_stat", "cand", "hidden", "tokens",
+         "drafts", "hist", "state", "host", "ctr", "err")
 
 
 @dataclass

@@ -53,35 +53,44 @@ class Harness:
     bufs: W.Buffers
     cache: M.KVCache  # bufs.k_cache / v_cache are its tensors
     max_len: int
+    mtp: object = None  # the MTP module (spec_decode.mtp.MtpWeights) a plan with mtp=True runs
 
     @classmethod
     def build(cls, cfg: ModelConfig, num_programs: int, T: int, max_len: int,
               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
               seed: int = 0, tiling: Tiling | None = None, ranks: int = 1,
-              pin: bool = False, keep_hidden: bool = False) -> Harness:
+              pin: bool = False, keep_hidden: bool = False, mtp=None) -> Harness:
         """`keep_hidden`: the cache keeps final hidden states (the prefill writes them) and the
-        decode started by `start` has the kernel write them too (Buffers.hidden)."""
+        decode started by `start` has the kernel write them too (Buffers.hidden). `mtp`: a
+        callable (HF-named weights -> spec_decode.mtp.MtpWeights on the device) whose module
+        the plan runs after SAMPLE (plan(mtp=True); the cache gets its layer, keeps hidden
+        states)."""
         sd = random_state_dict(cfg, device, dtype, seed)
         mw = M.build_weights(cfg, sd, device, dtype)
+        module = mtp(sd) if mtp is not None else None
         del sd
         model = M.Transformer(cfg, mw, max_len)
         w = W.pack_weights(cfg, mw, model.cos, model.sin)
+        if module is not None:
+            w = W.attach_mtp(cfg, w, mw, module)
         p = plan(cfg, num_programs, T, max_len, ranks=ranks, tiling=tiling,
-                 wbytes=torch.finfo(dtype).bits // 8)
-        cache = model.new_cache(initial=max_len, keep_hidden=keep_hidden)
+                 wbytes=torch.finfo(dtype).bits // 8, mtp=module is not None)
+        cache = model.new_cache(initial=max_len, keep_hidden=keep_hidden or module is not None,
+                                extra_layers=int(module is not None))
         bufs = W.alloc_buffers(p, device, dtype, cache.k, cache.v, pin=pin, hidden=cache.hidden)
-        return cls(cfg, model, w, p, bufs, cache, max_len)
+        return cls(cfg, model, w, p, bufs, cache, max_len, module)
 
     def replan(self, **kw) -> Harness:
         """Same weights and cache, another plan (program count, T, tiling...)."""
         args = dict(num_programs=self.plan.num_programs, T=self.plan.T, max_len=self.max_len,
                     ranks=self.plan.ranks, tiling=self.plan.tiling,
-                    wbytes=self.w.w_qkv.element_size())
+                    wbytes=self.w.w_qkv.element_size(), mtp=self.plan.mtp)
         p = plan(self.cfg, **{**args, **kw})
         dev = self.bufs.x.device
         bufs = W.alloc_buffers(p, dev, self.bufs.x.dtype, self.bufs.k_cache, self.bufs.v_cache,
                                pin=self.bufs.host.is_pinned(), hidden=self.cache.hidden)
-        return Harness(self.cfg, self.model, self.w, p, bufs, self.cache, self.max_len)
+        return Harness(self.cfg, self.model, self.w, p, bufs, self.cache, self.max_len,
+                       self.mtp)
 
     def start(self, prompt: list[int], max_new: int, *, temperature: float = 0.0,
               top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_ids: tuple = (),
@@ -100,6 +109,13 @@ class Harness:
                           self.plan.tiling.cand)
         if automaton is not None:
             cstate = automaton.next(automaton.state0, first)
+        if self.mtp is not None:  # the module's K/V of the prompt's positions (the host's)
+            from agentfast.spec_decode.mtp import fill_module_kv
+
+            L = self.cfg.num_layers
+            fill_module_kv(self.cfg, self.mtp, self.w.embed, self.w.cos, self.w.sin,
+                           self.cache.k[L], self.cache.v[L], self.cache.hidden,
+                           list(prompt) + [first], 0, len(prompt))
         W.start_sequence(self.bufs, self.w, token=first, pos=len(prompt), max_new=max_new,
                          stop_ids=list(stop_ids), capacity=self.max_len, mode=mode,
                          temperature=temperature, top_k=k, top_p=top_p, seed=seed,

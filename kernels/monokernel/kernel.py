@@ -31,8 +31,8 @@ from agentfast.engine.errors import AgentfastError, RequestError
 from . import plan as P
 from . import weights as W
 from .ops_attn import attn_run
-from .ops_mv import gateup_run, proj_run, qkv_run
-from .ops_sample import lm_run, sample_run
+from .ops_mv import eh_run, gateup_run, proj_run, qkv_run
+from .ops_sample import fill_next, lm_run, mtp_head_run, mtp_sample_run, sample_run
 from .sync import NSTAMP, release, stamp, wait
 
 RECORD = tl.constexpr(P.RECORD)
@@ -43,7 +43,11 @@ GATEUP = tl.constexpr(P.GATEUP)
 DOWN = tl.constexpr(P.DOWN)
 LMHEAD = tl.constexpr(P.LMHEAD)
 SAMPLE = tl.constexpr(P.SAMPLE)
+ALLREDUCE = tl.constexpr(P.ALLREDUCE)
 NOP = tl.constexpr(P.NOP)
+MTP_EH = tl.constexpr(P.MTP_EH)
+MTP_SAMPLE = tl.constexpr(P.MTP_SAMPLE)
+FILL_NEXT = tl.constexpr(P.FILL_NEXT)
 POS = tl.constexpr(W.POS)
 STEP_ONE = tl.constexpr(W.STEP_ONE)
 DONE = tl.constexpr(W.DONE)
@@ -61,11 +65,11 @@ class MonokernelError(AgentfastError):
                                 "trace_rows"])
 def _monokernel(
     instr, offs, ctr, err, state, fparams, tokens, stop_ids, drafts, host, hist, hidden,
-    x, qkv, att_acc, att_ml, attn, act, logits, lm_val, lm_idx, lm_stat, cand,
+    x, qkv, att_acc, att_ml, attn, act, logits, lm_val, lm_idx, lm_stat, cand, m_stat,
     c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done, c_forced,
     w_qkv, b_qkv, attn_norm, q_norm, k_norm, w_o, b_o, mlp_norm, w_gu, w_down, norm_f, embed,
-    lm_head, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps, qk_scale, kv_cap, window, skip,
-    trace, trace_step, trace_rows,
+    lm_head, w_eh, enorm, hnorm, mtp_norm, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps,
+    qk_scale, kv_cap, window, skip, trace, trace_step, trace_rows,
     H: tl.constexpr, FF: tl.constexpr, V: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr,
     HD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, TP2: tl.constexpr, M: tl.constexpr,
     S: tl.constexpr, SP: tl.constexpr, SR: tl.constexpr, SPT: tl.constexpr, NSA: tl.constexpr,
@@ -80,7 +84,8 @@ def _monokernel(
     NS_QKV_T: tl.constexpr, NS_O_T: tl.constexpr, NS_GU_T: tl.constexpr, NS_DN_T: tl.constexpr,
     RED: tl.constexpr, NS_QKV: tl.constexpr, NS_O: tl.constexpr, NS_GU: tl.constexpr,
     NS_DN: tl.constexpr, NS_LM: tl.constexpr, NT: tl.constexpr,
-    NCL: tl.constexpr, C: tl.constexpr, SAMPLE_SEQ: tl.constexpr,
+    NCL: tl.constexpr, C: tl.constexpr, END_SEQ: tl.constexpr, MTP: tl.constexpr,
+    NL: tl.constexpr, BN_EH: tl.constexpr, BK_EH: tl.constexpr, NS_EH: tl.constexpr,
     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr, AFOLD: tl.constexpr,
     AMH: tl.constexpr, M1: tl.constexpr, BT1: tl.constexpr, BT0: tl.constexpr, MR: tl.constexpr,
@@ -93,20 +98,25 @@ def _monokernel(
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
+    TOP: tl.constexpr = FILL_NEXT if MTP else SAMPLE  # the largest opcode this kernel runs
     pid = tl.program_id(0)
     i0 = tl.load(offs + pid)
     i1 = tl.load(offs + pid + 1)
     step = 0
     go = 1
     while (step < nsteps) & (go == 1):
-        # the previous step's SAMPLE decided whether this step runs (same answer everywhere)
-        go = wait(ctr + SAMPLE_SEQ, step, err, spin_cap, -1, SAMPLE_SEQ, SAMPLE_SEQ, pid, step,
+        # the previous step's SAMPLE decided whether this step runs (same answer everywhere;
+        # with an MTP module its MTP_SAMPLE, the step's last op, may have changed its width)
+        go = wait(ctr + END_SEQ, step, err, spin_cap, -1, END_SEQ, END_SEQ, pid, step,
                   NW, USE_PTX)
         pos = tl.load(state + POS, cache_modifier=".cg")  # fixed for the step
         one = 0  # this step of a T > 1 kernel (STEP_ONE): 1 one position (T = 1 paths), 2 TB
         # positions (the narrow paths, Tiling.narrow), 0 all T
         if T > 1:
             one = tl.load(state + STEP_ONE, cache_modifier=".cg")
+        width = 1  # the step's positions (MTP_EH)
+        if T > 1:
+            width = tl.where(one == 1, 1, tl.where(one == 2, TB, T))
         if go == 1:
             go = (tl.load(state + DONE, cache_modifier=".cg") == 0).to(tl.int32)
         epoch = step + 1
@@ -124,6 +134,9 @@ def _monokernel(
             b = tl.load(rec + 4)
             aux = tl.load(rec + 7)
             wseq = tl.load(rec + 8)
+            xl = x  # the rows of x this op's layer reads and writes (the MTP module: its own)
+            if MTP:
+                xl = x + (layer == NL).to(tl.int32) * (T * H)
             cancel = 0
             if op == SAMPLE:  # host memory: read before the wait, off the critical path
                 cancel = tl.load(host + H_CANCEL, volatile=True)
@@ -140,57 +153,57 @@ def _monokernel(
             if op == QKV:
                 if T > 1:  # noqa: SIM102 (constexpr, then runtime)
                     if one == 1:
-                        ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
+                        ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, 1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV,
                                      NW, USE_PTX, False, 1)
                 if TB > 1:  # noqa: SIM102 (constexpr, then runtime)
                     if one == 2:
-                        ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
+                        ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, TB, TP, BN_QKV_N, BK_QKV_N, HAS_QKV_BIAS, IEEE, RED,
                                      NS_QKV_N, NW, USE_PTX, FN_QKV, TP2B)
                 if one == 0:
-                    ok = qkv_run(layer, a, b, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
+                    ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  T, TP, BN_QKV_T, BK_QKV_T, HAS_QKV_BIAS, IEEE, RED, NS_QKV_T,
                                  NW, USE_PTX, FT_QKV, TP2)
             elif op == OPROJ:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
-                        ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, 1, 1, BN_O,
+                        ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, 1, 1, BN_O,
                                       BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, False, 1)
                 if TB > 1:  # noqa: SIM102
                     if one == 2:
-                        ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, TB, TP,
+                        ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, TB, TP,
                                       BN_O_N, BK_O_N, HAS_O_BIAS, IEEE, RED, NS_O_N, NW, USE_PTX,
                                       FN_O, TP2B)
                 if one == 0:
-                    ok = proj_run(layer, a, b, attn, x, w_o, b_o, eps, sy, H, Q, T, TP, BN_O_T,
+                    ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, T, TP, BN_O_T,
                                   BK_O_T, HAS_O_BIAS, IEEE, RED, NS_O_T, NW, USE_PTX, FT_O, TP2)
             elif op == GATEUP:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
-                        ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, 1,
+                        ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, 1,
                                         1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, False, 1)
                 if TB > 1:  # noqa: SIM102
                     if one == 2:
-                        ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, TB,
+                        ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, TB,
                                         TP, BN_GU_N, BK_GU_N, IEEE, RED, NS_GU_N, NW, USE_PTX,
                                         FN_GU, TP2B)
                 if one == 0:
-                    ok = gateup_run(layer, a, b, x, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
+                    ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
                                     BN_GU_T, BK_GU_T, IEEE, RED, NS_GU_T, NW, USE_PTX, FT_GU,
                                     TP2)
             elif op == DOWN:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
-                        ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, 1, 1,
+                        ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, 1, 1,
                                       BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, False, 1)
                 if TB > 1:  # noqa: SIM102
                     if one == 2:
-                        ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, TB, TP,
+                        ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, TB, TP,
                                       BN_DN_N, BK_DN_N, False, IEEE, RED, NS_DN_N, NW, USE_PTX,
                                       FN_DN, TP2B)
                 if one == 0:
-                    ok = proj_run(layer, a, b, act, x, w_down, b_o, eps, sy, H, FF, T, TP,
+                    ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, T, TP,
                                   BN_DN_T, BK_DN_T, False, IEEE, RED, NS_DN_T, NW, USE_PTX, FT_DN,
                                   TP2)
             elif op == ATTN:
@@ -214,6 +227,15 @@ def _monokernel(
                                   v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T, S,
                                   SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
                                   USE_PTX, AFOLD, AMH, SR, T, BT0, MR)
+            elif (op == LMHEAD) & (layer >= 0):  # the MTP module's head
+                if MTP:
+                    ok = mtp_head_run(a, b, pos, x, logits, lm_val, lm_idx, m_stat, lm_head,
+                                      mtp_norm, state, eps, sy, H, V, T, BN_LM, BK_LM, NT, IEEE,
+                                      RED, NS_LM, NW, USE_PTX)
+            elif op == MTP_EH:
+                if MTP:
+                    ok = eh_run(a, b, pos, width, x, hidden, hist, state, embed, w_eh, enorm,
+                                hnorm, eps, sy, H, T, BN_EH, BK_EH, NS_EH, NW, USE_PTX)
             elif op == LMHEAD:
                 if T > 1:  # noqa: SIM102
                     if one == 1:
@@ -242,7 +264,18 @@ def _monokernel(
                                hist, hidden, x, embed, lm_val, lm_idx, lm_stat, cand, err,
                                c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done,
                                c_forced, H, V, T, TP2, NT, NCL, C, SAMPLING, TB)
-                elif (op == NOP) | (op > SAMPLE):  # ALLREDUCE (ranks > 1), garbage: not here
+                elif op == MTP_SAMPLE:
+                    if MTP:
+                        mtp_sample_run(state, tokens, x, embed, lm_val, lm_idx, m_stat, H, T, NT,
+                                       TB)
+                    else:
+                        tl.atomic_cas(err, 0, ERR_OPCODE)
+                        ok = 0
+                elif op == FILL_NEXT:
+                    if MTP:
+                        fill_next(state, pos, T)
+                elif (op == NOP) | (op == ALLREDUCE) | (op > TOP):  # ALLREDUCE (ranks > 1),
+                    # garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
             if ok == 1:
@@ -280,6 +313,8 @@ class Monokernel:
         assert plan.ranks == 1, "the kernel runs one rank; use the VM for ranks > 1"
         c, dev = plan.cfg, w.w_qkv.device
         assert c.head_dim in (16, 32, 64, 128, 256), f"head_dim {c.head_dim}"
+        assert not plan.mtp or (w.has_mtp and w.w_qkv.shape[0] == c.num_layers + 1), (
+            "an MTP plan needs weights with the module attached (weights.attach_mtp)")
         self.plan, self.w, self.num_warps, self.num_stages = plan, w, num_warps, num_stages
         # maxnreg caps registers/thread (CUDA) so more programs fit per SM; spills go to local
         # memory. reduce_chunks: T = 1 matvec chunks summed as they arrive ([BN] accumulators,
@@ -312,7 +347,10 @@ class Monokernel:
             NS_GU=plan.op_stages(P.GATEUP), NS_DN=plan.op_stages(P.DOWN),
             NS_LM=plan.op_stages(P.LMHEAD), NW=num_warps, NT=plan.n_lm_tiles,
             **_mv_consts("_T", blt, lambda op: plan.op_stages(op, t_step=True)),
-            NCL=max(1, plan.n_cand_lists), C=plan.tiling.cand, SAMPLE_SEQ=plan.sample_seq,
+            NCL=max(1, plan.n_cand_lists), C=plan.tiling.cand, END_SEQ=plan.end_seq,
+            MTP=plan.mtp, NL=c.num_layers,
+            BN_EH=bl[P.MTP_EH][0] if plan.mtp else 1, BK_EH=bl[P.MTP_EH][1] if plan.mtp else 1,
+            NS_EH=plan.op_stages(P.MTP_EH) if plan.mtp else 1,
             HAS_QKV_BIAS=w.b_qkv is not None,
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx, AFOLD=plan.tiling.attn_fold,
@@ -341,12 +379,15 @@ class Monokernel:
         return (
             self.instr, self.offs, b.ctr, b.err, b.state, b.fparams, b.tokens, b.stop_ids,
             b.drafts, b.host, b.hist, b.hidden, b.x, b.qkv, b.att_acc, b.att_ml, b.attn, b.act,
-            b.logits, b.lm_val, b.lm_idx, b.lm_stat, b.cand, b.c_bitmask, b.c_default, b.c_exc_ptr,
+            b.logits, b.lm_val, b.lm_idx, b.lm_stat, b.cand, b.m_stat, b.c_bitmask, b.c_default,
+            b.c_exc_ptr,
             b.c_exc_tokens, b.c_exc_next, b.c_done, b.c_forced, w.w_qkv,
             dummy if w.b_qkv is None else w.b_qkv, w.attn_norm,
             dummy if w.q_norm is None else w.q_norm,
             dummy if w.k_norm is None else w.k_norm, w.w_o, dummy if w.b_o is None else w.b_o,
-            w.mlp_norm, w.w_gu, w.w_down, w.norm, w.embed, w.lm_head, w.cos, w.sin, b.k_cache,
+            w.mlp_norm, w.w_gu, w.w_down, w.norm, w.embed, w.lm_head,
+            *((w.w_eh, w.enorm, w.hnorm, w.mtp_norm) if w.has_mtp else (dummy,) * 4),
+            w.cos, w.sin, b.k_cache,
             b.v_cache, nsteps, spin_cap, c.rms_norm_eps, LOG2E / math.sqrt(c.head_dim),
             b.k_cache.shape[2], c.sliding_window or 0, skip,
             self._no_trace if trace is None else trace, trace_step if trace is not None else -1,

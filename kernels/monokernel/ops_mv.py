@@ -38,6 +38,8 @@ NOINLINE = True
 
 E_QKV, E_RESID, E_GATEUP, E_LM = (tl.constexpr(i) for i in range(4))
 BIG = tl.constexpr(2147483647)
+W_POS, W_N_HIST = tl.constexpr(W.POS), tl.constexpr(W.N_HIST)
+W_M_FILL, W_FILL_END = tl.constexpr(W.M_FILL), tl.constexpr(W.FILL_END)
 GREEDY = tl.constexpr(W.GREEDY)
 TEMPERATURE = tl.constexpr(W.TEMPERATURE)
 
@@ -434,3 +436,59 @@ def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
                      act, act, act, 0, 1.0, 0, sy, H, FF, T, TP, BN, BK, True, True, False,
                      E_GATEUP, False, 1, IEEE, RED, NS, NW, USE_PTX)
 
+
+
+@triton.jit(noinline=NOINLINE)
+def eh_run(n0, n1, pos, nrows, x, hidden, hist, state, embed, w_eh, enorm, hnorm, eps, sy,
+           H: tl.constexpr, T: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+           NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """MTP_EH (plan.mtp): x[T + r, n0:n1] = W_eh[n0:n1] @ [enorm(embed(tok_r)); hnorm(h_r)] for
+    the step's `nrows` positions r (at pos + r): tok_r, the token after position pos + r, is
+    the last `emitted` tokens' r-th in the history (SAMPLE appended the kept drafts and the new
+    token), h_r the hidden state SAMPLE kept at pos + r; past the emitted ones (rows never
+    kept) token 0 and zeros stand in. In a fill (state[M_FILL], plan(fill=True)) the rows are
+    T positions of a prompt: tok_r = hist[pos + r + 1] (the tokens by position), those before
+    state[FILL_END] kept. Whole-row tiles (BK >= 2H), the weights requested before the wait;
+    each row's input built per tile (two L2 loads: a run has a tile or two)."""
+    K: tl.constexpr = 2 * H
+    cols = tl.arange(0, BK)
+    cm = cols < K
+    first = cols < H
+    hm = cm & (cols >= H)
+    ecols = tl.where(first, cols, 0)
+    hcols = tl.where(first, 0, cols - H)
+    nw = tl.where(first, tl.load(enorm + ecols, mask=first, other=0.0),
+                  tl.load(hnorm + hcols, mask=hm, other=0.0))
+    ok = 0
+    e = 0
+    nh = 0
+    base = 0  # the history index of the token after row 0's position
+    fill = tl.load(state + W_M_FILL)
+    for c in tl.range(0, (n1 - n0 + BN - 1) // BN, num_stages=NS):
+        rows, rm, w, wu = _row_tile(w_eh, w_eh, n0, n1, c, K, BN, cols, cm, False)
+        if c == 0:
+            ok = wait_args(sy, NW, USE_PTX)
+            nh = tl.load(state + W_N_HIST, cache_modifier=".cg")
+            if fill != 0:
+                e = tl.minimum(tl.load(state + W_FILL_END) - pos, T)
+                base = pos + 1
+            else:
+                e = tl.load(state + W_POS, cache_modifier=".cg") - pos
+                base = nh - e
+        if (ok == 1) & (sy[9] == 1):
+            for r in range(0, nrows):
+                i = base + r
+                tok = tl.load(hist + tl.maximum(tl.minimum(i, nh - 1), 0),
+                              cache_modifier=".cg")
+                tok = tl.where((i >= 0) & (i < nh), tok, 0).to(tl.int64)
+                xe = tl.load(embed + tok * H + ecols, mask=first, other=0.0).to(tl.float32)
+                lim = tl.where(r < e, K, 0)  # (a row SAMPLE did not keep: zeros)
+                xh = tl.load(hidden + (pos + r).to(tl.int64) * H + hcols,
+                             mask=hm & (cols < lim), other=0.0,
+                             cache_modifier=".cg").to(tl.float32)
+                re = 1.0 / tl.sqrt(tl.sum(xe * xe, axis=0) / H + eps)
+                rh = 1.0 / tl.sqrt(tl.sum(xh * xh, axis=0) / H + eps)
+                xin = tl.where(first, xe * re, xh * rh) * nw
+                y = tl.sum(w.to(tl.float32) * xin[None, :], axis=1)  # [BN]
+                tl.store(x + (T + r) * H + rows, y.to(x.dtype.element_ty), mask=rm)
+    return ok

@@ -51,6 +51,7 @@ import triton.language as tl
 
 from . import weights as W
 from .ops_mv import E_LM, NOINLINE, mv_stream
+from .sync import wait_args
 
 MIN_KEY = tl.constexpr(-(1 << 63))
 BIG = tl.constexpr(2147483647)
@@ -73,6 +74,9 @@ D_CONF, D_MATCH_MIN, D_MATCH_WIDE, D_BY_WIDTH = (tl.constexpr(v) for v in (
     W.D_CONF, W.D_MATCH_MIN, W.D_MATCH_WIDE, W.D_BY_WIDTH))
 MATCH_CAP = tl.constexpr(W.MATCH_CAP)
 KEEP_HIDDEN = tl.constexpr(W.KEEP_HIDDEN)
+M_ON, M_FLOOR, M_USED, M_STEPS, M_ACCEPTED, FILL_END = (tl.constexpr(v) for v in (
+    W.M_ON, W.M_FLOOR, W.M_USED, W.M_STEPS, W.M_ACCEPTED, W.FILL_END))
+Q16F = tl.constexpr(float(W.Q16))
 HBLK = tl.constexpr(1024)  # history tokens per load of the n-gram lookup
 ERR_DEAD = tl.constexpr(W.ERR_DEAD)
 GREEDY = tl.constexpr(W.GREEDY)
@@ -205,6 +209,72 @@ def lm_run(n0, n1, slot, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head, norm
                     top = tl.sort(tl.maximum(top, nxt), descending=True)
                 tl.store(cand + (tt * NCL + slot) * C + c, top)
     return ok
+
+
+@triton.jit(noinline=NOINLINE)
+def mtp_head_run(n0, n1, pos, x, logits, lm_val, lm_idx, m_stat, lm_head, mtp_norm, state, eps,
+                 sy, H: tl.constexpr, V: tl.constexpr, T: tl.constexpr, BN: tl.constexpr,
+                 BK: tl.constexpr, NT: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
+                 NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """The MTP module's head (LMHEAD of layer L, plan.mtp), vocabulary rows [n0, n1): logits of
+    the module's row at the step's last kept position (x[T + emitted - 1], its own norm) to row
+    T of logits / lm_val / lm_idx, each tile's max and sum of exp(l - max) to m_stat (the
+    draft's probability). The row is known after the wait (SAMPLE advanced the position), so
+    the wait comes first and the weight stream's own wait is one that has passed already.
+    Skipped where MTP_SAMPLE would not use the draft (the module off, the sequence ended, or
+    the next step drafting already)."""
+    ok = wait_args(sy, NW, USE_PTX)
+    # only where MTP_SAMPLE may use the draft: the module on, the sequence going on, the next
+    # step left one position by SAMPLE (no usable draft of the lookup's)
+    need = ((tl.load(state + M_ON) != 0) & (tl.load(state + DONE, cache_modifier=".cg") == 0)
+            & (tl.load(state + STEP_ONE, cache_modifier=".cg") == 1))
+    if (ok == 1) & (sy[9] == 1) & need:
+        e = tl.maximum(tl.load(state + POS, cache_modifier=".cg") - pos, 1)
+        done = (sy[0], 0, sy[2], sy[3], sy[4], sy[5], sy[6], sy[7], sy[8], sy[9], sy[10],
+                sy[11])
+        ok = mv_stream(lm_head, lm_head, n0, n1, x + (T + e - 1) * H, mtp_norm, eps,
+                       logits + T * V, mtp_norm, lm_val + T * NT, lm_idx + T * NT, m_stat,
+                       m_stat + NT, FILTERED, 1.0, tl.zeros((1,), tl.int64), done, H, V, 1, 1,
+                       BN, BK, True, False, False, E_LM, True, NT, IEEE, RED, NS, NW, USE_PTX)
+    return ok
+
+
+@triton.jit(noinline=NOINLINE)
+def mtp_sample_run(state, tokens, x, embed, lm_val, lm_idx, m_stat, H: tl.constexpr,
+                   T: tl.constexpr, NT: tl.constexpr, TB: tl.constexpr):
+    """MTP_SAMPLE (plan.mtp): where SAMPLE left the next step one position (the lookup had no
+    usable draft; state[STEP_ONE] 1) and the sequence goes on, the MTP head's draft (the
+    largest of its tile maxima, row T) with probability 1 / sum of its tiles' exp-sums at the
+    global max, if at least state[M_FLOOR] (Q16), becomes the next step's second input: that
+    step runs narrow (TB positions, the rest padded with the last token), state[M_USED] 1."""
+    if TB > 1:  # noqa: SIM102 (constexpr, then runtime)
+        if ((tl.load(state + M_ON) != 0) & (tl.load(state + DONE, cache_modifier=".cg") == 0)
+                & (tl.load(state + STEP_ONE, cache_modifier=".cg") == 1)):
+            z = _z_all(m_stat, 0, 1, NT)
+            if Q16F / z >= tl.load(state + M_FLOOR).to(tl.float32):
+                d = _argmax_tiles(lm_val, lm_idx, T, NT)
+                last = tl.load(tokens, cache_modifier=".cg")
+                j = tl.arange(0, TB)
+                nxt = tl.where(j == 1, d, last)
+                tl.store(tokens + j, nxt, mask=j >= 1)
+                for tt in range(1, TB):
+                    tok = tl.sum(tl.where(j == tt, nxt, 0), axis=0).to(tl.int64)
+                    for h0 in tl.static_range(0, H, 1024):
+                        hc = h0 + tl.arange(0, 1024)
+                        row = tl.load(embed + tok * H + hc, mask=hc < H)
+                        tl.store(x + tt * H + hc, row, mask=hc < H)
+                tl.store(state + M_USED, 1)
+                tl.store(state + STEP_ONE, 2)
+
+
+@triton.jit
+def fill_next(state, pos, T: tl.constexpr):
+    """FILL_NEXT (plan(fill=True)): the next T positions; from state[FILL_END] on, done."""
+    npos = pos + T
+    tl.store(state + POS, npos)
+    tl.store(state + STEPS, tl.load(state + STEPS) + 1)
+    if npos >= tl.load(state + FILL_END):
+        tl.store(state + DONE, 1)
 
 
 @triton.jit
@@ -689,7 +759,12 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
     if T > 1:  # noqa: SIM102 (constexpr, then runtime)
         if d_on != 0:  # steps per width; counts, acceptance mean, pause (DONE_PAUSE: ends it)
             tl.store(state + D_BY_WIDTH + one, tl.load(state + D_BY_WIDTH + one) + 1)
-            if one != 1:
+            if tl.load(state + M_USED) != 0:  # the MTP module's draft: its own counts
+                tl.store(state + M_STEPS, tl.load(state + M_STEPS) + 1)
+                tl.store(state + M_ACCEPTED, tl.load(state + M_ACCEPTED)
+                         + tl.minimum(tl.maximum(emitted - 1, 0), 1))
+                tl.store(state + M_USED, 0)
+            elif one != 1:
                 done = draft_count(state, emitted, done, width)
     if keep_h != 0:  # the kept positions' final hidden states (MTP drafters)
         keep_hidden(x, hidden, pos, emitted, H)

@@ -1,13 +1,16 @@
 """The instruction stream of the monokernel: dataclasses, their int32 records, the planner.
 
 One decode step is a fixed sequence of ops (per layer: QKV, ATTN, OPROJ, GATEUP, DOWN, with
-ALLREDUCE after OPROJ and DOWN when ranks > 1; then LMHEAD, SAMPLE). ATTN's splits merge
-themselves (the last split of a kv head to finish, by a ticket counter per layer and kv head).
+ALLREDUCE after OPROJ and DOWN when ranks > 1; then LMHEAD, SAMPLE; a plan with mtp=True then
+runs an MTP module over the step's positions: MTP_EH, the module's layer as layer L (QKV ..
+DOWN on its own rows of x), its LMHEAD (layer L) over the last kept position, MTP_SAMPLE).
+ATTN's splits merge themselves (the last split of a kv head to finish, by a ticket counter per
+layer and kv head).
 Op number `seq` in that sequence is also the index of its dependency counter. Each op is cut
 into tiles (rows of a weight, or (kv head, KV split) pairs); each program gets one contiguous
 run of tiles per op, runs balanced by bytes read, in op order. A run waits until the counter of
 the op before it reaches epoch * tiles (epoch = step number from 1, never reset within a
-launch; the first op waits for the previous step's SAMPLE), then computes, then adds its tile
+launch; the first op waits for the previous step's last op), then computes, then adds its tile
 count to its own counter with release semantics. Knows shapes and bytes, not tensors.
 """
 
@@ -21,9 +24,11 @@ import numpy as np
 
 from agentfast.engine.config import ModelConfig
 
-NOP, QKV, ATTN, OPROJ, GATEUP, DOWN, LMHEAD, SAMPLE, ALLREDUCE = range(9)
+(NOP, QKV, ATTN, OPROJ, GATEUP, DOWN, LMHEAD, SAMPLE, ALLREDUCE, MTP_EH, MTP_SAMPLE,
+ FILL_NEXT) = range(12)
 OP_NAMES = {QKV: "QKV", ATTN: "ATTN", OPROJ: "OPROJ", GATEUP: "GATEUP", DOWN: "DOWN",
-            LMHEAD: "LMHEAD", SAMPLE: "SAMPLE", ALLREDUCE: "ALLREDUCE", NOP: "NOP"}
+            LMHEAD: "LMHEAD", SAMPLE: "SAMPLE", ALLREDUCE: "ALLREDUCE", NOP: "NOP",
+            MTP_EH: "MTP_EH", MTP_SAMPLE: "MTP_SAMPLE", FILL_NEXT: "FILL_NEXT"}
 RECORD = 12  # int32 fields per serialized instruction
 
 
@@ -124,6 +129,31 @@ class Sample(Instr):
     """Token choice per position, draft acceptance, stop checks, output ring, next inputs."""
 
     opcode: ClassVar[int] = SAMPLE
+
+
+@dataclass(frozen=True)
+class MtpEh(Instr):
+    """Rows [start, end) of the MTP module's input projection [H, 2H] for each position t of
+    the step: [enorm(embed(the token after t)); hnorm(the kept hidden state at t)] -> the
+    module's rows of x (x[T + t])."""
+
+    opcode: ClassVar[int] = MTP_EH
+
+
+@dataclass(frozen=True)
+class MtpSample(Instr):
+    """The MTP head's draft (argmax over its tiles) and probability; the next step narrow with
+    it where SAMPLE left it one position (weights.M_ON)."""
+
+    opcode: ClassVar[int] = MTP_SAMPLE
+
+
+@dataclass(frozen=True)
+class FillNext(Instr):
+    """The end of a step of a module fill (plan(fill=True)): the position advances by T; past
+    weights.FILL_END the launch ends."""
+
+    opcode: ClassVar[int] = FILL_NEXT
 
 
 @dataclass(frozen=True)
@@ -293,6 +323,8 @@ class Plan:
     # the narrow steps' (Tiling.narrow), and their matvec ops on the FMA path
     blocks_n: dict[int, tuple[int, int]] = field(default_factory=dict)
     fma_n: frozenset[int] = frozenset()
+    mtp: bool = False  # an MTP module's ops after SAMPLE (its layer is layer cfg.num_layers)
+    fill: bool = False  # the module's ops alone, T positions a step (plan(fill=True))
 
     @property
     def split_ratio(self) -> int:
@@ -334,7 +366,8 @@ class Plan:
         bn, bk = bl[opcode]
         k = {QKV: self.cfg.hidden_size, GATEUP: self.cfg.hidden_size,
              LMHEAD: self.cfg.hidden_size, OPROJ: self.cfg.q_size // self.ranks,
-             DOWN: self.cfg.intermediate_size // self.ranks}[opcode]
+             DOWN: self.cfg.intermediate_size // self.ranks,
+             MTP_EH: 2 * self.cfg.hidden_size}[opcode]
         chunk_bytes = bn * bk * self.wbytes * (2 if opcode == GATEUP else 1)
         runs = [i.end - i.start for i in self.instructions() if i.opcode == opcode] or [bn]
         chunks = -(-max(runs) // bn) * -(-k // bk)
@@ -350,11 +383,21 @@ class Plan:
 
     @property
     def n_cand_lists(self) -> int:
-        return sum(isinstance(i, LmHead) for p in self.programs[0] for i in p)
+        return sum(isinstance(i, LmHead) and i.layer < 0 for p in self.programs[0] for i in p)
 
     @property
     def sample_seq(self) -> int:
+        return next((o.seq for o in self.ops if o.opcode == SAMPLE), -1)
+
+    @property
+    def end_seq(self) -> int:
+        """The step's last op (SAMPLE, or MTP_SAMPLE): the next step waits for it."""
         return len(self.ops) - 1
+
+    @property
+    def n_layers(self) -> int:
+        """Layers of weights and KV the plan addresses: the model's, + 1 with an MTP module."""
+        return self.cfg.num_layers + int(self.mtp)
 
     @property
     def ticket_base(self) -> int:
@@ -364,7 +407,7 @@ class Plan:
 
     @property
     def n_counters(self) -> int:
-        return len(self.ops) + self.cfg.num_layers * (self.cfg.num_kv_heads // self.ranks)
+        return len(self.ops) + self.n_layers * (self.cfg.num_kv_heads // self.ranks)
 
     def instructions(self, rank: int = 0) -> list[Instr]:
         return [i for p in self.programs[rank] for i in p]
@@ -411,10 +454,14 @@ def _spread(costs: list[int], P: int) -> list[tuple[int, int]]:
 
 
 def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int = 1,
-         tiling: Tiling | None = None, wbytes: int = 2, context: int | None = None) -> Plan:
+         tiling: Tiling | None = None, wbytes: int = 2, context: int | None = None,
+         mtp: bool = False, fill: bool = False) -> Plan:
     """Instruction lists for `num_programs` persistent programs per rank, T positions per step,
     KV capacity `max_len`. `wbytes`: bytes per weight; `context`: typical KV length, for the
-    cost of attention tiles (default max_len / 2)."""
+    cost of attention tiles (default max_len / 2); `mtp`: an MTP module's ops after SAMPLE
+    (one rank); `fill` (with mtp): the module's ops alone, each step over T positions of a
+    prompt whose main hidden states are known (its K/V before a decode: MTP_EH, the module's
+    layer, FILL_NEXT)."""
     tl_ = tiling or Tiling()
     P, R = num_programs, ranks
     h, hd, nh, nkv, inter = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads,
@@ -426,6 +473,8 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     b0 = tl_.attn_block_t0
     assert b0 == 0 or (b0 >= 16 and b0 & (b0 - 1) == 0), "attn_block_t0: 0 or a power of 2 >= 16"
     assert tl_.merge_elems == 0 or tl_.merge_elems >= 1024, "merge_elems: 0 or >= 1024"
+    assert not mtp or R == 1, "an MTP module runs on one rank"
+    assert not fill or (mtp and T > 1), "a module fill: mtp=True, T > 1 positions a step"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
     if not tl_.attn_block:
         tl_ = replace(tl_, attn_block=attn_block(cfg.head_dim, T, wbytes))
@@ -468,6 +517,8 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     fma_t, mv = mv_blocks(T)
     blocks = {**mv, LMHEAD: block_sizes(cfg.vocab_size // R, h, P, T, tl_,
                                         bn=tl_.bn_lm if T == 1 else tl_.bn_lm_t)}
+    if mtp:  # the module's input projection: whole-row T = 1 tiles over K = 2H
+        blocks[MTP_EH] = block_sizes(h, 2 * h, P, 1, tl_, whole_k=True)
     blocks_t = dict(blocks)
     if T > 1 and tl_.one_tiles:  # records in T = 1 tiles; blocks_t walks them in T-steps
         blocks.update(mv_blocks(1)[1])
@@ -500,7 +551,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
                         wait_prev=False, signal=c - a, cost=(hi - lo) * row_bytes, **kw))
                     a = c
 
-    for layer in range(cfg.num_layers):
+    def layer_ops(layer: int) -> None:
         def qkv_rows(r):  # this rank's q heads, k heads, v heads (one range when R == 1)
             rows = [(r * nh_r * hd, (r + 1) * nh_r * hd),
                     (q + r * nkv_r * hd, q + (r + 1) * nkv_r * hd),
@@ -530,6 +581,27 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         if R > 1:
             add(ALLREDUCE, layer, lambda r: [(0, h)], h, h * 4 * R,
                 lambda r, lo, hi: (AllReduce, dict(bias=False)))
+
+    if fill:  # the module alone: its input projection and layer, then the next T positions
+        L = cfg.num_layers
+        add(MTP_EH, L, lambda r: [(0, h)], blocks[MTP_EH][0], 2 * h * wbytes,
+            lambda r, lo, hi: (MtpEh, {}))
+        layer_ops(L)
+        fs = len(ops)
+        ops.append(OpInfo(fs, FILL_NEXT, L, 1))
+        progs[0][P - 1].append(FillNext(seq=fs, layer=L, start=0, end=1, wait_seq=fs - 1,
+                                        wait_count=ops[fs - 1].tiles, wait_prev=False,
+                                        signal=1, cost=0))
+        for p in progs[0]:
+            p[:] = [replace(i, wait_seq=fs, wait_count=1, wait_prev=True) if i.seq == 0 else i
+                    for i in p]
+        return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, blocks_t, wbytes,
+                    last_seq=fs, mtp=True, fill=True,
+                    fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
+                    t_splits=t_splits, blocks_n=blocks_n,
+                    fma_n=frozenset(op for op, b in fma_n.items() if b is not None))
+    for layer in range(cfg.num_layers):
+        layer_ops(layer)
     slots = [0] * R
 
     def lm_make(r, lo, hi):
@@ -543,13 +615,26 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         progs[r][P - 1].append(Sample(seq=seq, layer=-1, start=0, end=1, wait_seq=seq - 1,
                                       wait_count=ops[seq - 1].tiles, wait_prev=False, signal=1,
                                       cost=cfg.vocab_size * 4 * T))
-    # the first op of a step waits for the previous step's SAMPLE
+    if mtp:  # the module over the step's positions, its head, its draft
+        L = cfg.num_layers
+        add(MTP_EH, L, lambda r: [(0, h)], blocks[MTP_EH][0], 2 * h * wbytes,
+            lambda r, lo, hi: (MtpEh, {}))
+        layer_ops(L)
+        add(LMHEAD, L, lambda r: [(0, cfg.vocab_size)], blocks[LMHEAD][0], h * wbytes,
+            lambda r, lo, hi: (LmHead, dict(slot=0)))
+        ms = len(ops)
+        ops.append(OpInfo(ms, MTP_SAMPLE, L, 1))
+        progs[0][P - 1].append(MtpSample(seq=ms, layer=L, start=0, end=1, wait_seq=ms - 1,
+                                         wait_count=ops[ms - 1].tiles, wait_prev=False,
+                                         signal=1, cost=cfg.vocab_size // tl_.bn_lm * 8))
+    end = len(ops) - 1
+    # the first op of a step waits for the previous step's last op (SAMPLE, or MTP_SAMPLE)
     for r in range(R):
         for p in progs[r]:
-            p[:] = [replace(i, wait_seq=seq, wait_count=1, wait_prev=True) if i.seq == 0 else i
+            p[:] = [replace(i, wait_seq=end, wait_count=1, wait_prev=True) if i.seq == 0 else i
                     for i in p]
     return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, blocks_t, wbytes,
-                last_seq=seq,
+                last_seq=end, mtp=mtp,
                 fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
                 t_splits=t_splits, blocks_n=blocks_n,
                 fma_n=frozenset(op for op, b in fma_n.items() if b is not None))

@@ -8,7 +8,10 @@ Random bf16 weights at real shapes (engine/bench/models.py SHAPES), a KV cache f
 random values up to the context (speed does not depend on them; correctness is gpu_check's and
 the bench's job), greedy, T = 1 unless said. A variant is a comma list of Tiling fields (bn, bk,
 chunk, stages, bn_lm, attn_splits, attn_block, tiles, merge_heads, ...), T (positions per step)
-one=1 (T > 1: every step as one position, per-step switching's plain steps)
+one=1 (T > 1: every step as one position, per-step switching's plain steps; one=2 narrow),
+mtp=1 (an MTP module's ops after every step: plan(mtp=True), a module made from the random
+weights' last layer; its head runs where the next step is one position, as where the lookup
+drafts nothing, and its draft is never used, so every step keeps its width)
 and launch knobs (warps, per_sm, programs: a total program count instead of per_sm x SMs, e.g.
 fewer than one per SM for small models, maxnreg: a register cap, red=1: matvec chunks reduced as
 they arrive; unset: the backend's defaults, 4 warps, 2 per SM, registers uncapped). The breakdown
@@ -54,7 +57,8 @@ def parse_variant(text: str) -> dict:
         if not eq or not v.strip().lstrip("-").isdigit():
             raise SystemExit(f"variant item {kv!r}: expected key=integer (e.g. chunk=16384)")
         out[k.strip()] = int(v)
-    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "programs", "maxnreg", "red", "T", "one"}
+    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "programs", "maxnreg", "red", "T", "one",
+                                    "mtp"}
     if bad:
         raise SystemExit(f"unknown variant keys {sorted(bad)}")
     return out
@@ -71,6 +75,9 @@ def start_at(h: Harness, ctx: int, max_new: int, one: int = 0) -> None:
                      capacity=h.max_len, mode=W.GREEDY, temperature=0.0, top_k=0, top_p=1.0,
                      seed=0)
     h.bufs.state[W.STEP_ONE] = one
+    if h.plan.mtp:  # the module's head runs where the next step is one position (as where the
+        # lookup drafts nothing); its draft is never used (a floor above 1), widths stay
+        h.bufs.state[W.M_ON], h.bufs.state[W.M_FLOOR] = 1, W.Q16 + 1
 
 
 def time_steps(h: Harness, mk: Monokernel, ctx: int, steps: int, skip: int = 0,
@@ -153,10 +160,12 @@ def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str, one: int = 0) -> di
 def build(base: Harness, v: dict, sms: int, T: int, ctx: int) -> tuple[Harness, Monokernel]:
     tiling = P.Tiling(**{k: v[k] for k in TILING_KEYS if k in v})
     programs = v.get("programs") or v.get("per_sm", 2) * sms
-    pl = P.plan(base.cfg, programs, T, base.max_len, tiling=tiling, context=ctx)
+    mtp = bool(v.get("mtp"))
+    assert not mtp or base.mtp is not None, "an mtp variant needs the base built with a module"
+    pl = P.plan(base.cfg, programs, T, base.max_len, tiling=tiling, context=ctx, mtp=mtp)
     bufs = W.alloc_buffers(pl, base.bufs.x.device, base.bufs.x.dtype, base.bufs.k_cache,
-                           base.bufs.v_cache)
-    h = Harness(base.cfg, base.model, base.w, pl, bufs, base.cache, base.max_len)
+                           base.bufs.v_cache, hidden=base.cache.hidden if mtp else None)
+    h = Harness(base.cfg, base.model, base.w, pl, bufs, base.cache, base.max_len, base.mtp)
     mk = Monokernel(h.plan, h.w, num_warps=v.get("warps", 4), maxnreg=v.get("maxnreg"),
                     reduce_chunks=bool(v.get("red", 0)))
     start_at(h, ctx, 1 << 30)
@@ -192,7 +201,14 @@ def main() -> None:
         max_len = max([args.ctx, *contexts]) + args.steps * 16 + 64
         torch.manual_seed(0)
         t0 = time.perf_counter()
-        base = Harness.build(cfg, sms, 1, max_len, device="cuda", dtype=torch.bfloat16)
+        module = None
+        if any(v.get("mtp") for v in variants):
+            from agentfast.spec_decode import mtp as M
+
+            def module(sd, cfg=cfg):
+                return M.build_module(cfg, M.init_module(cfg, sd), 0, "cuda", torch.bfloat16)
+        base = Harness.build(cfg, sms, 1, max_len, device="cuda", dtype=torch.bfloat16,
+                             mtp=module)
         print(f"\n{name}: {wbytes / 1e9:.3f} GB of weights, roofline {roof:.0f} tok/s "
               f"(built in {time.perf_counter() - t0:.0f} s)", flush=True)
         rows: list[dict] = []

@@ -2,12 +2,13 @@
 
 The oracle for every buffer the kernel writes: same instructions, same tiles, same buffers
 (x, qkv, attention partials, attn, act, logits, per-tile LM-head partials, candidates, token
-ring, the device drafter's history, drafts and counts, the kept hidden states, counters), fp32
-math where the kernel accumulates in fp32. A step of a T > 1 plan with state[STEP_ONE] 1 runs
-one position, as the kernel's T = 1 paths do, with 2 the plan's narrow positions (per-step
-switching, Tiling.narrow). Ops run in plan order, each
-over all programs' runs (any interleaving the counters allow gives the same buffers). With
-several ranks (each its own Buffers, KV cache included) ALLREDUCE sums the ranks' partials.
+ring, the device drafter's history, drafts and counts, the kept hidden states, counters, an MTP
+module's rows of x, K/V, head partials and draft), fp32 math where the kernel accumulates in
+fp32. A step of a T > 1 plan with state[STEP_ONE] 1 runs one position, as the kernel's T = 1
+paths do, with 2 the plan's narrow positions (per-step switching, Tiling.narrow). Ops run in
+plan order, each over all programs' runs (any interleaving the counters allow gives the same
+buffers). With several ranks (each its own Buffers, KV cache included) ALLREDUCE sums the
+ranks' partials.
 Knows nothing about Triton; sampling rules live in sampling.py.
 """
 
@@ -86,6 +87,8 @@ class VM:
             # a T > 1 plan's step of one position, or narrow (state[STEP_ONE]: 1, 2)
             self.code = int(self.bufs[0].state[W.STEP_ONE]) if self.plan.T > 1 else 0
             self.t = self._positions(self.code)
+            self.pos0 = int(self.bufs[0].state[W.POS])  # (SAMPLE advances it; the MTP ops
+            # after it run at the step's positions)
             for op in self.plan.ops[: last + 1]:
                 for r, b in enumerate(self.bufs):
                     for ins in self.by_seq[r][op.seq]:
@@ -102,9 +105,15 @@ class VM:
         xf = x.float()  # [T, H]
         return xf * nw.float(), torch.rsqrt(xf.pow(2).mean(-1) + self.cfg.rms_norm_eps)
 
+    def _x(self, b, ins) -> torch.Tensor:
+        """The rows of x an op of layer ins.layer reads and writes: the step's positions, or
+        the MTP module's own rows (its layer, plan.mtp)."""
+        T0 = self.plan.T if ins.layer == self.cfg.num_layers else 0
+        return b.x[T0:T0 + self.t]
+
     def qkv(self, ins, b, step):
         w, rows = self.w, slice(ins.start, ins.end)
-        xn, rstd = self._normed(b.x[:self.t], w.attn_norm[ins.layer])
+        xn, rstd = self._normed(self._x(b, ins), w.attn_norm[ins.layer])
         y = xn @ w.w_qkv[ins.layer, rows].float().T * rstd[:, None]  # [T, rows]
         if w.b_qkv is not None:
             y = y + w.b_qkv[ins.layer, rows]
@@ -116,7 +125,7 @@ class VM:
         block = pl.tiling.attn_block
         if self.one:  # the T = 1 kernel's splits and blocks (kernel.py BT1)
             SR, block = 1, P.attn_block(hd, 1, pl.wbytes)
-        pos = int(b.state[W.POS])
+        pos = self.pos0
         lo, n, chunk = live_range(pos, T, c.sliding_window, S // SR, block)
         qpos = torch.arange(pos, pos + T, device=b.x.device)
         cos, sin = w.cos[pos:pos + T], w.sin[pos:pos + T]  # [T, hd]
@@ -179,7 +188,8 @@ class VM:
             return
         if bias is not None:
             y = y + bias[rows]
-        b.x[:t, rows] = (y + b.x[:t, rows].float()).to(b.x.dtype)
+        x = self._x(b, ins)
+        x[:, rows] = (y + x[:, rows].float()).to(b.x.dtype)
 
     def oproj(self, ins, b, step):
         bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
@@ -199,12 +209,88 @@ class VM:
 
     def gateup(self, ins, b, step):
         w, rows, inter = self.w, slice(ins.start, ins.end), self.cfg.intermediate_size
-        xn, rstd = self._normed(b.x[:self.t], w.mlp_norm[ins.layer])
+        xn, rstd = self._normed(self._x(b, ins), w.mlp_norm[ins.layer])
         g = xn @ w.w_gu[ins.layer, rows].float().T * rstd[:, None]
         u = xn @ w.w_gu[ins.layer, ins.start + inter:ins.end + inter].float().T * rstd[:, None]
         b.act[:self.t, rows] = (F.silu(g) * u).to(b.act.dtype)
 
+    def mtp_eh(self, ins, b, step):
+        """x[T + t, rows] = W_eh[rows] @ [enorm(embed(token after t)); hnorm(hidden[pos + t])]:
+        the tokens after the step's positions are the last `emitted` ones of the history (the
+        kept drafts and the new token); past them zeros stand in (rows never kept). In a fill
+        (state[M_FILL]) the rows are T positions of a prompt, `hist` its tokens by position,
+        those up to FILL_END kept."""
+        w, st, t, T = self.w, b.state, self.t, self.plan.T
+        nh = int(st[W.N_HIST])
+        if int(st[W.M_FILL]):  # a fill: T positions of the prompt, tokens by position
+            e = min(T, int(st[W.FILL_END]) - self.pos0)
+            idx = [self.pos0 + 1 + r for r in range(t)]
+        else:
+            e = int(st[W.POS]) - self.pos0  # emitted this step
+            idx = [nh - e + r for r in range(t)]
+        toks = [int(b.hist[i]) if 0 <= i < nh else 0 for i in idx]
+        emb = w.embed[torch.tensor(toks, device=w.embed.device)].float()
+        hid = b.hidden[self.pos0:self.pos0 + t].float().clone()
+        hid[max(0, e):] = 0.0  # the rows SAMPLE did not keep
+        ev, er = self._normed(emb, w.enorm)
+        hv, hr = self._normed(hid, w.hnorm)
+        inp = torch.cat([ev * er[:, None], hv * hr[:, None]], -1)  # [t, 2H]
+        rows = slice(ins.start, ins.end)
+        y = inp @ w.w_eh[rows].float().T
+        b.x[T:T + t, rows] = y.to(b.x.dtype)
+
+    def _mtp_head(self, ins, b):
+        """The MTP module's head: logits of its row at the last kept position (row T of
+        logits / lm_val / lm_idx), per-tile max and sum of exp(l - max) in m_stat; only where
+        MTP_SAMPLE may use the draft."""
+        w, pl, T, st = self.w, self.plan, self.plan.T, b.state
+        if not (int(st[W.M_ON]) and not int(st[W.DONE]) and int(st[W.STEP_ONE]) == 1):
+            return  # MTP_SAMPLE would not use the draft: skipped
+        bn, n0, n1 = pl.bn_lm, ins.start, ins.end
+        e = max(1, int(b.state[W.POS]) - self.pos0)
+        x = b.x[T + e - 1:T + e]
+        xn, rstd = self._normed(x, w.mtp_norm)
+        lg = (xn @ w.lm_head[n0:n1].float().T * rstd[:, None])[0]  # [n]
+        b.logits[T, n0:n1] = lg
+        nt = math.ceil((n1 - n0) / bn)
+        tiles = slice(n0 // bn, n0 // bn + nt)
+        pad = F.pad(lg, (0, nt * bn - (n1 - n0)), value=float("-inf")).view(nt, bn)
+        mx = pad.amax(-1)
+        b.m_stat[0, tiles] = mx
+        b.m_stat[1, tiles] = torch.exp(pad - mx[:, None]).sum(-1)
+        b.lm_val[T, tiles] = mx
+        b.lm_idx[T, tiles] = (pad.argmax(-1) + torch.arange(nt, device=lg.device) * bn
+                              + n0).to(torch.int32)
+
+    def fill_next(self, ins, b, step):
+        """A fill's step end: the next T positions; past FILL_END the launch ends."""
+        st = b.state
+        st[W.POS] = self.pos0 + self.plan.T
+        st[W.STEPS] += 1
+        if int(st[W.POS]) >= int(st[W.FILL_END]):
+            st[W.DONE] = 1
+
+    def mtp_sample(self, ins, b, step):
+        """ops_sample.mtp_sample_run: where SAMPLE left the next step one position and the
+        module's draft is likely enough (M_FLOOR), the next step runs narrow with it."""
+        st, T, TB = b.state, self.plan.T, self.plan.tiling.narrow
+        if (TB < 2 or not int(st[W.M_ON]) or int(st[W.DONE]) or int(st[W.STEP_ONE]) != 1):
+            return
+        mx, se = b.m_stat[0], b.m_stat[1]
+        z = float((se * torch.exp(mx - mx.max())).sum())
+        if (1.0 / z) * W.Q16 < int(st[W.M_FLOOR]):
+            return
+        d = int(b.lm_idx[T, int(torch.argmax(b.lm_val[T]))])
+        last = int(b.tokens[0])
+        b.tokens[1] = d
+        b.tokens[2:TB] = last
+        b.x[1] = self.w.embed[d]
+        b.x[2:TB] = self.w.embed[last]
+        st[W.STEP_ONE], st[W.M_USED] = 2, 1
+
     def lmhead(self, ins, b, step):
+        if ins.layer >= 0:
+            return self._mtp_head(ins, b)
         w, pl, T = self.w, self.plan, self.t
         bn, n0, n1 = pl.bn_lm, ins.start, ins.end
         xn, rstd = self._normed(b.x[:T], w.norm)
@@ -339,7 +425,11 @@ class VM:
             done = W.DONE_CAPACITY
         if T > 1 and d_on:
             st[W.D_BY_WIDTH + self.code] += 1
-            if not self.one:
+            if int(st[W.M_USED]):  # the MTP module's draft: its own counts
+                st[W.M_STEPS] += 1
+                st[W.M_ACCEPTED] += min(max(emitted - 1, 0), 1)
+                st[W.M_USED] = 0
+            elif not self.one:
                 done = self._draft_count(st, emitted, done, self.t)
         if int(st[W.KEEP_HIDDEN]):  # the kept positions' final hidden states (before the norm)
             b.hidden[pos:pos + emitted] = b.x[:emitted]

@@ -69,7 +69,18 @@ D_WIDE, D_NEED = 53, 54
 # start_drafting
 D_CONF, D_MATCH_MIN, D_MATCH_WIDE, D_BY_WIDTH = 55, 56, 57, 58  # D_BY_WIDTH .. + 2
 MATCH_CAP = 16
-STATE_SIZE = 64
+# the MTP module in the kernel (a plan with mtp=True, start_mtp): M_ON 1 when its draft is the
+# lookup's fallback: after SAMPLE the module's layer runs over the step's positions (its K/V
+# at layer L of the cache, every step, so its cache stays whole), its head over the last kept
+# one, and MTP_SAMPLE makes the next step narrow with the module's draft where SAMPLE left it
+# one position (the lookup had no usable draft) and the draft's probability is at least
+# M_FLOOR (Q16); M_USED 1: the coming step verifies the module's draft (SAMPLE counts it in
+# M_STEPS / M_ACCEPTED, not in the lookup's counts and mean)
+M_ON, M_FLOOR, M_USED, M_STEPS, M_ACCEPTED = 61, 62, 63, 64, 65
+# a module fill (plan(fill=True), start_fill): M_FILL 1, the module's K/V of positions POS ..
+# FILL_END - 1 from the kept hidden states and `hist` holding the tokens by position
+M_FILL, FILL_END = 66, 67
+STATE_SIZE = 72
 Q16 = 1 << 16
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
 H_PROGRESS, H_CANCEL, H_DONE, HOST_HDR = 0, 1, 2, 4  # host-visible int32 buffer, then the ring
@@ -101,6 +112,16 @@ class MonoWeights:
     lm_head: torch.Tensor  # [V, H] (the embedding itself when tied)
     cos: torch.Tensor  # [max_pos, hd] fp32
     sin: torch.Tensor
+    # an MTP module (attach_mtp): its decoder layer is layer L of the stacked tensors above
+    # (which then hold L + 1), its input projection and norms here
+    w_eh: torch.Tensor | None = None  # [H, 2H]: [enorm(embed(next token)); hnorm(h)] -> H
+    enorm: torch.Tensor | None = None  # [H] fp32
+    hnorm: torch.Tensor | None = None  # [H] fp32
+    mtp_norm: torch.Tensor | None = None  # [H] fp32: before the (shared) LM head
+
+    @property
+    def has_mtp(self) -> bool:
+        return self.w_eh is not None
 
 
 def pack_weights(cfg: ModelConfig, w: ModelWeights, cos: torch.Tensor,
@@ -131,27 +152,65 @@ def pack_weights(cfg: ModelConfig, w: ModelWeights, cos: torch.Tensor,
         mlp_norm=stack(lambda lw: lw.mlp_norm, (h,)), w_gu=w_gu,
         w_down=stack(lambda lw: lw.w_down, (h, inter)), norm=w.norm.float().contiguous(),
         embed=w.embed, lm_head=w.lm_head, cos=cos.contiguous(), sin=sin.contiguous())
-    for i, lw in enumerate(w.layers):  # the reference now reads the stacked copies
-        lw.wq, lw.wk, lw.wv = w_qkv[i, :q], w_qkv[i, q:q + kv], w_qkv[i, q + kv:]
-        lw.w_gate, lw.w_up = w_gu[i, :inter], w_gu[i, inter:]
-        lw.wo, lw.w_down = mw.w_o[i], mw.w_down[i]
+    _point_layers(mw, w.layers, q, kv, inter)
     return mw
+
+
+def _point_layers(mw: MonoWeights, layers: list, q: int, kv: int, inter: int) -> None:
+    for i, lw in enumerate(layers):  # the reference reads the stacked copies
+        lw.wq, lw.wk, lw.wv = mw.w_qkv[i, :q], mw.w_qkv[i, q:q + kv], mw.w_qkv[i, q + kv:]
+        lw.w_gate, lw.w_up = mw.w_gu[i, :inter], mw.w_gu[i, inter:]
+        lw.wo, lw.w_down = mw.w_o[i], mw.w_down[i]
+
+
+def attach_mtp(cfg: ModelConfig, mw: MonoWeights, w: ModelWeights, module) -> MonoWeights:
+    """`mw` with an MTP module (spec_decode.mtp.MtpWeights, the main model's embedding and
+    LM head shared) for plans built with mtp=True: the stacked per-layer tensors get the
+    module's layer as layer L (one copy of them; `w`'s layers pointed at the new views), the
+    module's input projection and norms their own fields."""
+    assert not mw.has_mtp, "one MTP module per set of weights"
+    assert module.embed is None and module.head is None, (
+        "an MTP module with its own embedding or head does not run in the kernel")
+    q, kv, inter, h = cfg.q_size, cfg.kv_size, cfg.intermediate_size, cfg.hidden_size
+    lw = module.layer
+
+    def add(t: torch.Tensor | None, one: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        return torch.cat([t, one.reshape(1, *t.shape[1:]).to(t.dtype)])
+
+    out = MonoWeights(
+        w_qkv=add(mw.w_qkv, torch.cat([lw.wq, lw.wk, lw.wv])),
+        b_qkv=add(mw.b_qkv, None if lw.bq is None else torch.cat([lw.bq, lw.bk, lw.bv])),
+        attn_norm=add(mw.attn_norm, lw.attn_norm), q_norm=add(mw.q_norm, lw.q_norm),
+        k_norm=add(mw.k_norm, lw.k_norm), w_o=add(mw.w_o, lw.wo), b_o=add(mw.b_o, lw.bo),
+        mlp_norm=add(mw.mlp_norm, lw.mlp_norm),
+        w_gu=add(mw.w_gu, torch.cat([lw.w_gate, lw.w_up])), w_down=add(mw.w_down, lw.w_down),
+        norm=mw.norm, embed=mw.embed, lm_head=mw.lm_head, cos=mw.cos, sin=mw.sin,
+        w_eh=module.eh_proj.to(mw.w_qkv.dtype).contiguous(),
+        enorm=module.enorm.float().contiguous(), hnorm=module.hnorm.float().contiguous(),
+        mtp_norm=module.norm.float().contiguous())
+    assert tuple(out.w_eh.shape) == (h, 2 * h), "eh_proj is [H, 2H]"
+    _point_layers(out, w.layers, q, kv, inter)
+    return out
 
 
 @dataclass
 class Buffers:
     """Everything one sequence's decode reads and writes besides the weights."""
 
-    x: torch.Tensor  # [T, H] model dtype: the residual stream
+    # [T, H] model dtype: the residual stream; a plan with mtp=True: [2T, H], rows T.. the
+    # MTP module's own
+    x: torch.Tensor
     qkv: torch.Tensor  # [T, q + 2kv] fp32
     att_acc: torch.Tensor  # [nh, S, T, hd] fp32: per-split unnormalized outputs
     att_ml: torch.Tensor  # [2, nh, S, T] fp32: per-split max (log2 units) and sum
     attn: torch.Tensor  # [T, q] model dtype
     part: torch.Tensor  # [T, H] fp32: this rank's partial sum (ranks > 1)
     act: torch.Tensor  # [T, I] model dtype
-    logits: torch.Tensor  # [T, V] fp32
-    lm_val: torch.Tensor  # [T, n_lm_tiles] fp32: per-tile max (greedy) or Gumbel max
-    lm_idx: torch.Tensor  # [T, n_lm_tiles] int32: its token id
+    logits: torch.Tensor  # [T, V] fp32 (mtp: [T + 1, V], row T the module's head)
+    lm_val: torch.Tensor  # [T, n_lm_tiles] fp32: per-tile max (greedy) or Gumbel max (mtp: T + 1)
+    lm_idx: torch.Tensor  # [T, n_lm_tiles] int32: its token id (mtp: T + 1 rows)
     lm_stat: torch.Tensor  # [2, T, n_lm_tiles] fp32: per-tile max and sum of exp(l / temp)
     cand: torch.Tensor  # [T, n_cand_lists, cand] int64: per-run top candidates, sorted keys
     tokens: torch.Tensor  # [T] int32: this step's input tokens (last emitted, then drafts)
@@ -177,6 +236,9 @@ class Buffers:
     c_exc_next: torch.Tensor  # int32 [E]
     c_done: torch.Tensor  # bool [S]
     c_forced: torch.Tensor  # int32 [S]: the only token allowed, or -1 (drafted for free)
+    # [2, n_lm_tiles] fp32: the MTP head's per-tile max and sum of exp(l - max) (mtp; [2, 1]
+    # otherwise)
+    m_stat: torch.Tensor = None  # type: ignore[assignment]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -202,12 +264,16 @@ def alloc_buffers(plan: Plan, device: torch.device | str, dtype: torch.dtype,
     if not pin:
         host = host.to(device)
     nt = plan.n_lm_tiles
+    m = int(plan.mtp)
+    if m:
+        assert k_cache.shape[0] == c.num_layers + 1, "an MTP plan: the KV cache has L + 1 layers"
+        assert hidden is not None, "an MTP plan reads the kept hidden states"
     return Buffers(
-        x=z(T, c.hidden_size, dt=dtype), qkv=z(T, c.q_size + 2 * c.kv_size),
+        x=z(T * (1 + m), c.hidden_size, dt=dtype), qkv=z(T, c.q_size + 2 * c.kv_size),
         att_acc=z(c.num_heads, plan.splits, T, c.head_dim),
         att_ml=z(2, c.num_heads, plan.splits, T), attn=z(T, c.q_size, dt=dtype),
         part=z(T, c.hidden_size), act=z(T, c.intermediate_size, dt=dtype),
-        logits=z(T, c.vocab_size), lm_val=z(T, nt), lm_idx=z(T, nt, dt=i32),
+        logits=z(T + m, c.vocab_size), lm_val=z(T + m, nt), lm_idx=z(T + m, nt, dt=i32),
         lm_stat=z(2, T, nt), cand=z(T, max(1, plan.n_cand_lists), plan.tiling.cand,
                                     dt=torch.int64),
         tokens=z(T, dt=i32), state=z(STATE_SIZE, dt=i32), fparams=z(2),
@@ -215,7 +281,7 @@ def alloc_buffers(plan: Plan, device: torch.device | str, dtype: torch.dtype,
         hist=z(k_cache.shape[2], dt=i32), host=host,
         ctr=z(plan.n_counters, dt=i32), err=z(ERR_SIZE, dt=i32), k_cache=k_cache, v_cache=v_cache,
         hidden=z(1, c.hidden_size, dt=dtype) if hidden is None else hidden,
-        **no_tables(device))
+        m_stat=z(2, nt if m else 1), **no_tables(device))
 
 
 C_TABLES = ("bitmask", "default", "exc_ptr", "exc_tokens", "exc_next", "done", "forced")
@@ -343,6 +409,39 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
             D_BY_WIDTH: 0, D_BY_WIDTH + 1: 0, D_BY_WIDTH + 2: 0}
     for slot, v in vals.items():
         st[slot] = v
+
+
+def start_mtp(bufs: Buffers, floor: float = 0.0) -> None:
+    """After start_drafting (switching, narrow steps) on the buffers of a plan with mtp=True:
+    the MTP module's draft is the lookup's fallback, used where its probability is at least
+    `floor` (0..1). Needs the hidden states kept (start_sequence(keep_hidden=True)) and no
+    constraint."""
+    st = bufs.state
+    assert int(st[D_ON]) and int(st[D_SWITCH]) and int(st[D_WIDE]), (
+        "the MTP fallback runs with the device drafter's switching narrow steps")
+    assert int(st[KEEP_HIDDEN]), "the MTP module reads the kept hidden states"
+    assert not int(st[C_ON]), "no MTP fallback under a constraint"
+    assert 0.0 <= floor <= 1.0, f"an MTP floor of {floor}"
+    for slot, v in {M_ON: 1, M_FLOOR: q16(floor), M_USED: 0, M_STEPS: 0, M_ACCEPTED: 0}.items():
+        st[slot] = v
+
+
+def start_fill(bufs: Buffers, tokens: list[int], start: int, end: int) -> int:
+    """Buffers of a fill plan (plan(fill=True)) set up to compute the MTP module's K/V of
+    positions [start, end) (into the cache these buffers hold, layer L) from the kept hidden
+    states there and `tokens` (the sequence by position, at least end + 1 of them: position j
+    needs the token after it). Returns the steps to launch (T positions each; 0: nothing)."""
+    T = bufs.tokens.shape[0]
+    assert start >= 0 and len(tokens) > end and end + T <= bufs.hist.numel(), (
+        start, end, len(tokens), bufs.hist.numel())
+    if end <= start:
+        return 0
+    n = end + 1
+    bufs.hist[:n] = torch.tensor(tokens[:n], dtype=torch.int32).to(bufs.hist.device)
+    st = [0] * STATE_SIZE
+    st[POS], st[N_HIST], st[M_FILL], st[FILL_END] = start, n, 1, end
+    bufs.state.copy_(torch.tensor(st, dtype=torch.int32))
+    return -(-(end - start) // T)
 
 
 def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_new: int,

@@ -225,7 +225,7 @@ def test_device_ngram_narrow_then_wide(folder, ref, launches):
     mk = _mk(folder, d)
     mk.backend.switch_t, mk.backend.switch_narrow = 8, 2
     runs = _one_launch_each(mk, ref, launches, 8)
-    kern = mk.backend._spec_kernels[(8, 2)]
+    kern = mk.backend._spec_kernels[(8, 2, False)]
     assert kern.plan.tiling.narrow == 2 and kern.consts["TB"] == 2
     b = next(iter(mk.backend._bufs.values()))
     # widths by the lookup's match (switch_match_min / _wide), not by the kept drafts

@@ -15,6 +15,7 @@ import torch
 from mk_utils import PROMPT, V, harness, interpreted, run_both, spy_launches
 
 from agentfast.engine import Engine, SamplingParams
+from agentfast.engine.errors import RequestError
 from agentfast.kernels.monokernel import weights as W
 from agentfast.kernels.monokernel.diff import compare
 from agentfast.spec_decode import DraftPolicy, StepCost
@@ -227,3 +228,102 @@ def test_mtp_sampling_equals_plain_sampling(ref, module_sd):
     p = SamplingParams(max_tokens=10, temperature=1.0, seed=4, ignore_eos=True)
     got = mk.generate(ids, p)
     assert got.token_ids == plain.generate(ids, p).token_ids and got.draft_steps > 0
+
+
+# ---- the module inside the kernel (the n-gram lookup's fallback) -----------------------------
+
+@interpreted
+def test_ngram_mtp_runs_in_the_kernel(ref, module_sd, launches):
+    """The lookup with the MTP fallback (NgramMtpDrafter) on the monokernel with the module
+    attached: one launch of the switching kernel (T = 8, 2-position narrow steps) runs the
+    module after every step; greedy output equals plain greedy, also in a session's second
+    turn; the module's drafts were verified in the kernel (mtp_steps); the cache's module K/V
+    (the fill kernel wrote the prompt's, the decode kernel the rest) equals the host
+    drafter's."""
+    d = M.NgramMtpDrafter(_mtp(ref, module_sd, None), floor=0.0)
+    d.policy = DraftPolicy(k_max=7, k=4, cost=StepCost({1: 1.0, 2: 1.2, 8: 2.0}))
+    mk = _engine(ref, "monokernel", d)
+    be = mk.backend
+    be.switch_t, be.switch_narrow = 8, 2
+    assert not be.drafts_on_device(d)  # (its module not attached: the host would draft)
+    be.attach_mtp(d.mtp.modules[0])
+    assert be.drafts_on_device(d) and be.w.w_qkv.shape[0] == mk.config.num_layers + 1
+    ids = mk.tokenizer.encode("Agents call tools, read files, and write them back.")
+    got, cache = _decode(mk, ids, 14, d)
+    assert got == _decode(ref, ids, 14)[0]
+    # the module fill's kernel over the prompt (16 positions a step), then the decode's
+    assert [T for T, _, _ in launches] == [16, 8], launches
+    assert launches[0][2] == -(-(len(ids) - 1) // 16)
+    assert d.mtp_steps > 0 and d.steps >= d.mtp_steps
+    L, n = mk.config.num_layers, len(ids) + len(got) - 1  # the module's positions
+    host = _mtp(ref, module_sd, None)
+    want = ref.backend.model.new_cache(initial=96, keep_hidden=True)
+    ref.backend.model.forward(torch.tensor(ids + got[:-1]), 0, want)
+    host.bind(want)
+    host.propose(ids + got, 1)
+    torch.testing.assert_close(cache.k[L, :, :n], host._state(want).kv.k[0, :, :n], **TOL)
+    torch.testing.assert_close(cache.v[L, :, :n], host._state(want).kv.v[0, :, :n], **TOL)
+    p = SamplingParams(max_tokens=8, ignore_eos=True)
+    first = mk.generate(ids, p, session="s")
+    turn2 = ids + first.token_ids + ids[:4]
+    r2 = mk.generate(turn2, p, session="s")
+    assert first.token_ids == ref.generate(ids, p).token_ids
+    assert r2.reused_tokens > 0 and r2.token_ids == ref.generate(turn2, p).token_ids
+
+
+def test_ngram_mtp_on_the_host(ref, module_sd):
+    """On a host backend the module drafts one token where the lookup has none, when its
+    probability reaches the floor (1: never); its steps are counted apart too."""
+    d = M.NgramMtpDrafter(_mtp(ref, module_sd, None), floor=0.0)
+    d.policy = DraftPolicy(k_max=3, k=3, adaptive=False)
+    eng = _engine(ref, "reference", d)
+    ids = eng.tokenizer.encode("Agents call tools, read files, and write them back.")
+    p = SamplingParams(max_tokens=10, ignore_eos=True)
+    assert eng.generate(ids, p).token_ids == ref.generate(ids, p).token_ids
+    assert d.mtp_steps > 0 and 0 <= d.mtp_accepted <= d.mtp_steps <= d.steps
+    never = M.NgramMtpDrafter(_mtp(ref, module_sd, None), floor=1.0)
+    never.policy = DraftPolicy(k_max=3, k=3, adaptive=False)
+    eng = _engine(ref, "reference", never)
+    assert eng.generate(ids, p).token_ids == ref.generate(ids, p).token_ids
+    assert never.mtp_steps == 0 and 0 < never.mtp.last_prob < 1.0  # asked, below the floor
+    with pytest.raises(RequestError):
+        M.NgramMtpDrafter(never.mtp, floor=1.5)
+
+
+@interpreted
+def test_ngram_mtp_by_name_in_a_chat_session(ref, module_sd, tmp_path):
+    """drafter="ngram+mtp:PATH" on the monokernel attaches the module (caches with its layer);
+    three chat turns of a session equal plain greedy (the module's K/V of each turn's new
+    prompt tokens written by the fill kernel, the rest by the decode kernel)."""
+    path = M.save_module(tmp_path / "x.mtp.safetensors", module_sd, {})
+    mk = Engine(ref.model, backend="monokernel", device="cpu", dtype=torch.float32,
+                max_context=160, drafter=f"ngram+mtp:{path}")
+    d = mk.drafter
+    assert isinstance(d, M.NgramMtpDrafter) and mk.backend.mtp_module is d.mtp.modules[0]
+    assert mk.backend.new_cache().k.shape[0] == mk.config.num_layers + 1
+    d.floor = 0.0  # (a random module is rarely sure of anything: the default floor skips it)
+    plain = Engine(ref.model, backend="reference", device="cpu", dtype=torch.float32,
+                   max_context=160)  # (the chat template's prompt: more than 96 tokens)
+    p = SamplingParams(max_tokens=8, temperature=0.0)
+    msgs = [{"role": "user", "content": "Agents call tools"}]
+    for _ in range(3):
+        r = mk.chat(msgs, p, session="s")
+        assert r.token_ids == plain.chat(msgs, p).token_ids and len(r.token_ids) == 8
+        msgs += [{"role": "assistant", "content": r.text}, {"role": "user", "content": "and?"}]
+    assert r.reused_tokens > 0 and d.mtp_steps > 0
+
+
+@interpreted
+def test_ngram_mtp_near_the_cache_end(ref, module_sd):
+    """A prompt within 16 positions of the cache's end (the fill kernel's last rows would pass
+    it): the module's K/V of the prompt are filled on the host instead; greedy output equals
+    plain greedy up to the cache's capacity."""
+    d = M.NgramMtpDrafter(_mtp(ref, module_sd, None), floor=0.0)
+    d.policy = DraftPolicy(k_max=3, k=3, cost=StepCost({1: 1.0, 2: 1.2, 4: 1.5}))
+    mk = _engine(ref, "monokernel", d)
+    mk.backend.switch_t, mk.backend.switch_narrow = 4, 2
+    mk.backend.attach_mtp(d.mtp.modules[0])
+    ids = (mk.tokenizer.encode("Agents call tools, read files, and write them back. ") * 8)[:86]
+    got, cache = _decode(mk, ids, 6, d)
+    assert len(ids) + 16 > cache.capacity and cache not in mk.backend._fill_bufs
+    assert got == _decode(ref, ids, 6)[0]
