@@ -1,0 +1,5 @@
+source bench/device_setup.sh >/dev/null 2>&1
+timeout 120 python .devrun/fill_time2.py > $OUT/fill_time2.log 2>&1; echo fill rc=$?; cat $OUT/fill_time2.log | tail -6
+V="T=16,narrow=2,one=1;T=16,narrow=2,one=1,mtp=1;T=16,narrow=2,one=2;T=16,narrow=2,one=2,mtp=1;T=16,narrow=2;T=16,narrow=2,mtp=1"
+timeout 300 python -m agentfast.kernels.monokernel.tune --shapes smollm2-135m --steps 150 --ctx 512 --variants "$V" > $OUT/tune_mtp2.log 2>&1; echo tune rc=$?
+grep -o '"variant": {[^}]*}\|"step_us": [0-9.]*\|"error": "[^"]*"' $OUT/tune_mtp2.log | paste - - | head -12
