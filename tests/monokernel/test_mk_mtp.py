@@ -327,3 +327,19 @@ def test_ngram_mtp_near_the_cache_end(ref, module_sd):
     got, cache = _decode(mk, ids, 6, d)
     assert len(ids) + 16 > cache.capacity and cache not in mk.backend._fill_bufs
     assert got == _decode(ref, ids, 6)[0]
+
+
+@interpreted
+def test_ngram_mtp_in_the_kernel_samples_as_plain(ref, module_sd):
+    """Sampling: a draft (the lookup's or the module's) is kept only where it is the token
+    sampled there, with noise keyed by position: the tokens plain sampling gives."""
+    d = M.NgramMtpDrafter(_mtp(ref, module_sd, None), floor=0.0)
+    d.policy = DraftPolicy(k_max=3, k=3, cost=StepCost({1: 1.0, 2: 1.2, 4: 1.5}))
+    mk = _engine(ref, "monokernel", d)
+    mk.backend.switch_t, mk.backend.switch_narrow = 4, 2
+    mk.backend.attach_mtp(d.mtp.modules[0])
+    plain = _engine(ref, "monokernel", None)
+    ids = mk.tokenizer.encode("a b c d a b c d a b c")
+    p = SamplingParams(max_tokens=10, temperature=1.0, seed=4, ignore_eos=True)
+    assert mk.generate(ids, p).token_ids == plain.generate(ids, p).token_ids
+    assert d.mtp_steps > 0
