@@ -1,10 +1,12 @@
 """The persistent monokernel and its launcher.
 
 grid = num_programs; each program walks its instruction records (plan.py) for up to `nsteps`
-steps. Per step it first waits for the previous step's SAMPLE and stops when the sequence is
-done (in a kernel of T > 1 positions it also reads state[STEP_ONE]: 1 runs the step as one
-position, every op on its T = 1 code path over the same records, 2 on the narrow steps' paths
-of Tiling.narrow positions: per-step switching); per
+steps. Per step it first waits for the previous step's last op (SAMPLE, or with an MTP module
+MTP_SAMPLE) and stops when the sequence is done (in a kernel of T > 1 positions it also reads
+state[STEP_ONE]: 1 runs the step as one position, every op on its T = 1 code path over the same
+records, 2 on the narrow steps' paths of Tiling.narrow positions: per-step switching); the
+module's ops (plan(mtp=True), MTP: its layer is layer NL, on rows T.. of x) follow SAMPLE in the
+same step, and a fill plan (plan(fill=True)) runs them alone, ending each step with FILL_NEXT; per
 record it requests what the op reads that no other op of the step writes (weights, cached
 keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
 ops_sample) and releases its own counter. Counters past the ops' (plan.ticket_base) are the
