@@ -85,14 +85,31 @@ class ReplayReport:
 PROJECTION = ("qwen3-1.7b", 1346.7, H200_STEP_COSTS)
 
 
+def mtp_fractions(name: str = PROJECTION[0]) -> tuple[float, float]:
+    """An MTP module run inside the kernel at shape `name`, in that model's plain steps (its
+    weights read over the model's): (its decoder layer and input projection, run every step;
+    its head, the model's own LM head read again, run where the next step would be one
+    position)."""
+    from agentfast.engine.bench.models import SHAPES
+
+    from .draft_model import forward_params
+
+    cfg = SHAPES[name]
+    h, full = cfg.hidden_size, forward_params(cfg)
+    layer = (full - cfg.vocab_size * h) / cfg.num_layers + 2 * h * h
+    return layer / full, cfg.vocab_size * h / full
+
+
 def projected(r: ReplayReport, T: int, draft_cost: float = 0.0,
-              step_us: float = PROJECTION[1], costs: dict[int, float] = PROJECTION[2]) -> dict:
+              step_us: float = PROJECTION[1], costs: dict[int, float] = PROJECTION[2],
+              extra_steps: float = 0.0) -> dict:
     """r's drafting at another model's step costs: each verification step one step of T
     positions (the monokernel's kernel: T = k_max + 1), each other forward a T = 1 step, each
     drafted token `draft_cost` T = 1 steps (the drafter's own, in its weight bytes), and plain
     decode one T = 1 step per token; host time (launches, a host drafter's latency) is not in
     it. With r.widths (a switching kernel's steps by positions) each of those steps is priced
-    at its own width and the other forwards at T = 1; without, every verification step at T.
+    at its own width and the other forwards at T = 1; without, every verification step at T;
+    `extra_steps`: T = 1 steps of work the kernel adds (an MTP module's: mtp_fractions).
     Returns the projected tokens/s and speedup."""
     cost = StepCost(costs)
     if r.widths:
@@ -102,6 +119,7 @@ def projected(r: ReplayReport, T: int, draft_cost: float = 0.0,
     else:
         steps = (r.steps * cost(T) + max(r.forwards - r.steps, 0)
                  + r.drafted * draft_cost)
+    steps += extra_steps
     if steps <= 0:
         return {"T": T, "tokens_per_s": None, "speedup": None}
     return {"T": T, "tokens_per_s": round(r.tokens / (steps * step_us * 1e-6), 1),
@@ -455,8 +473,14 @@ def main(argv: list[str] | None = None) -> int:
             kinds.setdefault(trace_kind(trace), ReplayReport(trace_kind(trace), 0, 0, 0, 0)).add(r)
             print(line, flush=True)
         for k in [*kinds.values(), total]:
-            proj = projected(k, T_kernel, eng.drafter.draft_cost)
             mtp = mtp_by.get(k.name)
+            extra = 0.0
+            if mtp and k.widths:  # the module in the kernel: its layer every step, its head
+                # on the one-position steps and before each of its own drafts
+                f_layer, f_head = mtp_fractions()
+                extra = (sum(k.widths.values()) * f_layer
+                         + (k.widths.get(1, 0) + mtp[0]) * f_head)
+            proj = projected(k, T_kernel, eng.drafter.draft_cost, extra_steps=extra)
             print(("  kind " + _summary(k) if k is not total else _summary(k))
                   + f"; {PROJECTION[0]} projected {proj['speedup']}x at T = {T_kernel}"
                   + (f"; of these the MTP fallback's steps {mtp[0]}, its drafts kept {mtp[1]}"

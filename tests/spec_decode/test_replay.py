@@ -75,6 +75,15 @@ def test_projection_at_the_qwen3_shape_step_costs():
     r.widths = {16: 5, 2: 12, 1: 20}
     want = 5 * costs[16] + 12 * costs[2] + 20 + 3
     assert projected(r, 16)["speedup"] == pytest.approx(100 / want, abs=1e-3)
+    # an MTP module in the kernel: its layer on every step, its head on some (mtp_fractions:
+    # the shape's one layer + input projection, and its LM head, over its whole step)
+    from agentfast.spec_decode.replay import mtp_fractions
+
+    f_layer, f_head = mtp_fractions()
+    assert 0.02 < f_layer < 0.05 and 0.1 < f_head < 0.3  # (Qwen3-1.7B: 28 layers, 152k vocab)
+    extra = 37 * f_layer + 25 * f_head
+    assert projected(r, 16, extra_steps=extra)["speedup"] == pytest.approx(
+        100 / (want + extra), abs=1e-3)
     r2 = ReplayReport("y", tokens=10, steps=1, drafted=2, accepted=1, widths={2: 1})
     r.add(r2)
     assert r.widths == {16: 5, 2: 13, 1: 20}
