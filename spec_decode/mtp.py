@@ -327,6 +327,15 @@ def mtp_logits(cfg: ModelConfig, m: MtpWeights, head: torch.Tensor, o: torch.Ten
     return F.linear(rms_norm(o, m.norm, cfg.rms_norm_eps), w).float()
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists (how much of a module's K/V,
+    computed from `a`, still holds for `b`)."""
+    same = min(len(a), len(b))
+    if a[:same] != b[:same]:
+        same = next(i for i in range(same) if a[i] != b[i])
+    return same
+
+
 def fill_module_kv(cfg: ModelConfig, m: MtpWeights, embed: torch.Tensor, cos: torch.Tensor,
                    sin: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hidden: torch.Tensor,
                    tokens: list[int], start: int, end: int) -> None:
@@ -421,9 +430,7 @@ class MtpDrafter(Drafter):
         if k <= 0 or n < 2 or self._cache is None:
             return []
         st = self._state(self._cache)
-        same = min(len(st.tokens), n)
-        if history[:same] != st.tokens[:same]:
-            same = next(i for i in range(same) if history[i] != st.tokens[i])
+        same = common_prefix(st.tokens, history)
         first = min(max(same - 1, 0), n - 2)  # module positions first..n-2 are (re)computed
         h = self._cache.hidden[first:n - 1]  # main hidden states, positions first..n-2
         o = self._run(st, h, history[first + 1:n], first)[-1:]  # [1, H] at position n-2

@@ -107,7 +107,6 @@ class MonokernelBackend(ReferencePrefill):
     # "ngram+mtp" drafter): its layer is layer L of the stacked weights and of every cache's
     # K/V (kv_extra_layers), kept whole by each step's MTP ops; None: not attached
     mtp_module: Any = None
-    kv_extra_layers = 0
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -207,17 +206,11 @@ class MonokernelBackend(ReferencePrefill):
         on an H200 machine, whatever the positions: bench/results/mtp-kernel-gpu-20261130-s16;
         it stays for a prompt within 16 positions of the cache's end)."""
         from ...kernels.monokernel import weights as W
+        from ...spec_decode.mtp import common_prefix, fill_module_kv
 
-        old = self._mtp_tokens.get(cache, [])
-        same = 0
-        for a, b in zip(old, hist, strict=False):
-            if a != b:
-                break
-            same += 1
+        same = common_prefix(self._mtp_tokens.get(cache, []), hist)
         start, end = max(same - 1, 0), len(hist) - 1
         if end + 16 > cache.capacity:  # (its last step's rows would pass the cache's end)
-            from ...spec_decode.mtp import fill_module_kv
-
             L = self.cfg.num_layers
             fill_module_kv(self.cfg, self.mtp_module, self.w.embed, self.w.cos, self.w.sin,
                            cache.k[L], cache.v[L], cache.hidden, hist, start, end)
@@ -241,10 +234,6 @@ class MonokernelBackend(ReferencePrefill):
                       wbytes=self.w.w_qkv.element_size(), mtp=True, fill=True)
             self._fill_k = Monokernel(pl, self.w, **self._kernel_opts)
         return self._fill_k
-
-    def new_cache(self) -> KVCache:
-        return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial=self.max_len,
-                       keep_hidden=self.keep_hidden, extra_layers=self.kv_extra_layers)
 
     def _buffers(self, cache: KVCache, T: int = 1, narrow: int = 0, mtp: bool = False):
         """The cache's kernel buffers, shaped for steps of up to T positions (every kernel of

@@ -204,11 +204,12 @@ class ReferencePrefill(Backend):
     # caches keep final hidden states (MTP drafters; set before new_cache): the prefill writes
     # the prompt's, the subclass's decode those of the positions it keeps
     keep_hidden = False
+    kv_extra_layers = 0  # layers of K/V past the model's (an MTP module run as layer L)
     graph_prefill = True  # on CUDA: through ChunkGraphs (False: eager, as on CPU)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg, self.max_len, self.device, self.dtype, initial=self.max_len,
-                       keep_hidden=self.keep_hidden)
+                       keep_hidden=self.keep_hidden, extra_layers=self.kv_extra_layers)
 
     def prefill(self, cache: KVCache, tokens: list[int], start: int) -> torch.Tensor:
         if self.graph_prefill and self.device.type == "cuda" and tokens:

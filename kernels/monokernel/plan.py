@@ -582,59 +582,58 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
             add(ALLREDUCE, layer, lambda r: [(0, h)], h, h * 4 * R,
                 lambda r, lo, hi: (AllReduce, dict(bias=False)))
 
-    if fill:  # the module alone: its input projection and layer, then the next T positions
-        L = cfg.num_layers
+    L = cfg.num_layers
+
+    def module_ops() -> None:  # the MTP module: its input projection and layer (layer L)
         add(MTP_EH, L, lambda r: [(0, h)], blocks[MTP_EH][0], 2 * h * wbytes,
             lambda r, lo, hi: (MtpEh, {}))
         layer_ops(L)
-        fs = len(ops)
-        ops.append(OpInfo(fs, FILL_NEXT, L, 1))
-        progs[0][P - 1].append(FillNext(seq=fs, layer=L, start=0, end=1, wait_seq=fs - 1,
-                                        wait_count=ops[fs - 1].tiles, wait_prev=False,
-                                        signal=1, cost=0))
-        for p in progs[0]:
-            p[:] = [replace(i, wait_seq=fs, wait_count=1, wait_prev=True) if i.seq == 0 else i
-                    for i in p]
-        return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, blocks_t, wbytes,
-                    last_seq=fs, mtp=True, fill=True,
-                    fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
-                    t_splits=t_splits, blocks_n=blocks_n,
-                    fma_n=frozenset(op for op, b in fma_n.items() if b is not None))
-    for layer in range(cfg.num_layers):
-        layer_ops(layer)
-    slots = [0] * R
 
-    def lm_make(r, lo, hi):
-        slots[r] += 1
-        return LmHead, dict(slot=slots[r] - 1)
+    def last_op(opcode: int, cls, cost: int) -> None:  # one instance, on the last program
+        seq = len(ops)
+        ops.append(OpInfo(seq, opcode, L, 1))
+        progs[0][P - 1].append(cls(seq=seq, layer=L, start=0, end=1, wait_seq=seq - 1,
+                                   wait_count=ops[seq - 1].tiles, wait_prev=False, signal=1,
+                                   cost=cost))
 
-    add(LMHEAD, -1, lambda r: [(0, cfg.vocab_size)], blocks[LMHEAD][0], h * wbytes, lm_make)
-    seq = len(ops)
-    ops.append(OpInfo(seq, SAMPLE, -1, 1))
-    for r in range(R):  # the last program samples
-        progs[r][P - 1].append(Sample(seq=seq, layer=-1, start=0, end=1, wait_seq=seq - 1,
-                                      wait_count=ops[seq - 1].tiles, wait_prev=False, signal=1,
-                                      cost=cfg.vocab_size * 4 * T))
-    if mtp:  # the module over the step's positions, its head, its draft
-        L = cfg.num_layers
-        add(MTP_EH, L, lambda r: [(0, h)], blocks[MTP_EH][0], 2 * h * wbytes,
-            lambda r, lo, hi: (MtpEh, {}))
-        layer_ops(L)
-        add(LMHEAD, L, lambda r: [(0, cfg.vocab_size)], blocks[LMHEAD][0], h * wbytes,
-            lambda r, lo, hi: (LmHead, dict(slot=0)))
-        ms = len(ops)
-        ops.append(OpInfo(ms, MTP_SAMPLE, L, 1))
-        progs[0][P - 1].append(MtpSample(seq=ms, layer=L, start=0, end=1, wait_seq=ms - 1,
-                                         wait_count=ops[ms - 1].tiles, wait_prev=False,
-                                         signal=1, cost=cfg.vocab_size // tl_.bn_lm * 8))
+    def lm_and_sample() -> None:  # the LM head, SAMPLE; the module, its head, its draft
+        slots = [0] * R
+
+        def lm_make(r, lo, hi):
+            slots[r] += 1
+            return LmHead, dict(slot=slots[r] - 1)
+
+        add(LMHEAD, -1, lambda r: [(0, cfg.vocab_size)], blocks[LMHEAD][0], h * wbytes,
+            lm_make)
+        seq = len(ops)
+        ops.append(OpInfo(seq, SAMPLE, -1, 1))
+        for r in range(R):  # the last program samples
+            progs[r][P - 1].append(Sample(seq=seq, layer=-1, start=0, end=1, wait_seq=seq - 1,
+                                          wait_count=ops[seq - 1].tiles, wait_prev=False,
+                                          signal=1, cost=cfg.vocab_size * 4 * T))
+        if mtp:
+            module_ops()
+            add(LMHEAD, L, lambda r: [(0, cfg.vocab_size)], blocks[LMHEAD][0], h * wbytes,
+                lambda r, lo, hi: (LmHead, dict(slot=0)))
+            last_op(MTP_SAMPLE, MtpSample, cfg.vocab_size // tl_.bn_lm * 8)
+
+    if fill:  # the module alone, then the next T positions
+        module_ops()
+        last_op(FILL_NEXT, FillNext, 0)
+    else:
+        for layer in range(cfg.num_layers):
+            layer_ops(layer)
+        lm_and_sample()
     end = len(ops) - 1
-    # the first op of a step waits for the previous step's last op (SAMPLE, or MTP_SAMPLE)
+    # the first op of a step waits for the previous step's last op (SAMPLE, MTP_SAMPLE or
+    # FILL_NEXT)
     for r in range(R):
         for p in progs[r]:
             p[:] = [replace(i, wait_seq=end, wait_count=1, wait_prev=True) if i.seq == 0 else i
                     for i in p]
     return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, blocks_t, wbytes,
-                last_seq=end, mtp=mtp,
+                last_seq=end, mtp=mtp, fill=fill,
                 fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
                 t_splits=t_splits, blocks_n=blocks_n,
                 fma_n=frozenset(op for op, b in fma_n.items() if b is not None))
+

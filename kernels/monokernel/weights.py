@@ -416,14 +416,13 @@ def start_mtp(bufs: Buffers, floor: float = 0.0) -> None:
     the MTP module's draft is the lookup's fallback, used where its probability is at least
     `floor` (0..1). Needs the hidden states kept (start_sequence(keep_hidden=True)) and no
     constraint."""
-    st = bufs.state
-    assert int(st[D_ON]) and int(st[D_SWITCH]) and int(st[D_WIDE]), (
+    st = bufs.state.tolist()  # (one read of the device state, one write below)
+    assert st[D_ON] and st[D_SWITCH] and st[D_WIDE], (
         "the MTP fallback runs with the device drafter's switching narrow steps")
-    assert int(st[KEEP_HIDDEN]), "the MTP module reads the kept hidden states"
-    assert not int(st[C_ON]), "no MTP fallback under a constraint"
+    assert st[KEEP_HIDDEN], "the MTP module reads the kept hidden states"
+    assert not st[C_ON], "no MTP fallback under a constraint"
     assert 0.0 <= floor <= 1.0, f"an MTP floor of {floor}"
-    for slot, v in {M_ON: 1, M_FLOOR: q16(floor), M_USED: 0, M_STEPS: 0, M_ACCEPTED: 0}.items():
-        st[slot] = v
+    bufs.state[M_ON:M_ACCEPTED + 1] = torch.tensor([1, q16(floor), 0, 0, 0], dtype=torch.int32)
 
 
 def start_fill(bufs: Buffers, tokens: list[int], start: int, end: int) -> int:
