@@ -68,9 +68,8 @@ def start_at(h: Harness, ctx: int, max_new: int, one: int = 0) -> None:
     """A sequence at position `ctx` whose cache holds random keys and values; `one` (a kernel
     of T > 1): every step runs as one position (1: state[STEP_ONE], per-step switching's plain
     steps) or narrow (2: a plan with Tiling.narrow)."""
-    L = h.cfg.num_layers
-    for t in (h.bufs.k_cache, h.bufs.v_cache):
-        t[:L, :, :ctx].normal_(0, 0.5)
+    for t in (h.bufs.k_cache, h.bufs.v_cache):  # (every layer: an MTP module's too)
+        t[:, :, :ctx].normal_(0, 0.5)
     W.start_sequence(h.bufs, h.w, token=1, pos=ctx, max_new=max_new, stop_ids=[],
                      capacity=h.max_len, mode=W.GREEDY, temperature=0.0, top_k=0, top_p=1.0,
                      seed=0)
