@@ -87,9 +87,9 @@ PROJECTION = ("qwen3-1.7b", 1346.7, H200_STEP_COSTS)
 
 def mtp_fractions(name: str = PROJECTION[0]) -> tuple[float, float]:
     """An MTP module run inside the kernel at shape `name`, in that model's plain steps (its
-    weights read over the model's): (its decoder layer and input projection, run every step;
-    its head, the model's own LM head read again, run where the next step would be one
-    position)."""
+    weights read over the model's): (its decoder layer and input projection, run every step,
+    or with the backend's mtp_lazy where its head runs; its head, the model's own LM head read
+    again, run where the next step would be one position)."""
     from agentfast.engine.bench.models import SHAPES
 
     from .draft_model import forward_params
@@ -346,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mtp-floor", type=float, default=None,
                     help="ngram+mtp: the module's draft is used where its probability is at "
                          "least this (default: the drafter's, 0.3)")
+    ap.add_argument("--mtp-eager", action="store_true",
+                    help="monokernel, ngram+mtp: the module's ops after every step (its K/V "
+                         "whole), not only where its draft may be used")
     ap.add_argument("--json", default=None, help="write one record per drafter and kind here")
     args = ap.parse_args(argv)
     if args.mtp_floor is not None and not 0.0 <= args.mtp_floor <= 1.0:
@@ -392,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
             if not hasattr(eng.drafter, "floor"):
                 ap.error(f"--mtp-floor: drafter {spec} has no MTP fallback (ngram+mtp)")
             eng.drafter.floor = args.mtp_floor
+        if args.mtp_eager:
+            if not hasattr(eng.backend, "mtp_lazy"):
+                ap.error(f"--mtp-eager: the {args.backend} backend runs no MTP module itself")
+            eng.backend.mtp_lazy = False
         if costs:
             eng.backend.step_costs = costs
         if args.switch_t is not None:
@@ -475,11 +482,13 @@ def main(argv: list[str] | None = None) -> int:
         for k in [*kinds.values(), total]:
             mtp = mtp_by.get(k.name)
             extra = 0.0
-            if mtp and k.widths:  # the module in the kernel: its layer every step, its head
-                # on the one-position steps and before each of its own drafts
+            if mtp and k.widths:  # the module in the kernel: its head on the one-position
+                # steps and before each of its own drafts, its layer there too (the backend's
+                # mtp_lazy) or every step
                 f_layer, f_head = mtp_fractions()
-                extra = (sum(k.widths.values()) * f_layer
-                         + (k.widths.get(1, 0) + mtp[0]) * f_head)
+                runs = k.widths.get(1, 0) + mtp[0]
+                every = not getattr(eng.backend, "mtp_lazy", False)
+                extra = (sum(k.widths.values()) if every else runs) * f_layer + runs * f_head
             proj = projected(k, T_kernel, eng.drafter.draft_cost, extra_steps=extra)
             print(("  kind " + _summary(k) if k is not total else _summary(k))
                   + f"; {PROJECTION[0]} projected {proj['speedup']}x at T = {T_kernel}"
@@ -489,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             plain_tps = k.tokens / k.plain_seconds if k.plain_seconds else None
             records.append({"gpu": gpu, "backend": args.backend, "drafter": spec,
                             "policy": policy, "trace_set": "spec_decode/traces", "kind": k.name,
+                            **({"mtp_eager": True} if args.mtp_eager else {}),
                             "tools": "required where the script calls one" if args.tools
                             else "off",
                             "model": str(base.model.source), "max_tokens": args.max_tokens,

@@ -105,8 +105,12 @@ class MonokernelBackend(ReferencePrefill):
     switch_need: int | None = None
     # an MTP module run inside the switching kernel as the lookup's fallback (attach_mtp, the
     # "ngram+mtp" drafter): its layer is layer L of the stacked weights and of every cache's
-    # K/V (kv_extra_layers), kept whole by each step's MTP ops; None: not attached
+    # K/V (kv_extra_layers); None: not attached
     mtp_module: Any = None
+    # its ops run only after steps whose next step may use its draft (the lookup has none),
+    # over the kept positions since it last ran, at most T (weights.M_LAZY: older ones keep
+    # stale K/V, lowering its acceptance only); False: after every step, its K/V whole
+    mtp_lazy = True
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor], device: torch.device,
                  dtype: torch.dtype, max_len: int, programs_per_sm: int | None = None,
@@ -473,7 +477,7 @@ class MonokernelBackend(ReferencePrefill):
                          match_wide=self.switch_match_wide)
         if mtp:
             self._fill_module(cache, hist)
-            W.start_mtp(b, drafter.floor)
+            W.start_mtp(b, drafter.floor, lazy=self.mtp_lazy)
         seen = 1
         try:
             while seen < max_new:
@@ -515,7 +519,7 @@ class MonokernelBackend(ReferencePrefill):
                                    {T: by[0], 1: by[1], **({narrow: by[2]} if narrow else {})})
             if mtp:  # the module's steps (one draft each); its K/V now covers these tokens
                 drafter.observe_mtp(int(b.state[W.M_STEPS]), int(b.state[W.M_ACCEPTED]))
-                self._mtp_tokens[cache] = list(hist)
+                self._mtp_tokens[cache] = list(hist[:int(b.state[W.M_KV]) + 1])
                 fb = self._fill_bufs.get(cache)
                 if fb is not None:  # (a fill that stalled: its recorded error)
                     self._fill_kernel().check(fb)

@@ -6,7 +6,10 @@ MTP_SAMPLE) and stops when the sequence is done (in a kernel of T > 1 positions 
 state[STEP_ONE]: 1 runs the step as one position, every op on its T = 1 code path over the same
 records, 2 on the narrow steps' paths of Tiling.narrow positions: per-step switching); the
 module's ops (plan(mtp=True), MTP: its layer is layer NL, on rows T.. of x) follow SAMPLE in the
-same step, and a fill plan (plan(fill=True)) runs them alone, ending each step with FILL_NEXT; per
+same step over the positions SAMPLE chose (state[M_POS], [M_W]: each program's first module op
+waits for SAMPLE and reads them; M_W 0: the module's ops release their counters at once), on
+the code paths of that width, and a fill plan (plan(fill=True)) runs them alone over the
+step's positions, ending each step with FILL_NEXT; per
 record it requests what the op reads that no other op of the step writes (weights, cached
 keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
 ops_sample) and releases its own counter. Counters past the ops' (plan.ticket_base) are the
@@ -55,6 +58,8 @@ STEP_ONE = tl.constexpr(W.STEP_ONE)
 DONE = tl.constexpr(W.DONE)
 H_CANCEL = tl.constexpr(W.H_CANCEL)
 ERR_OPCODE = tl.constexpr(W.ERR_OPCODE)
+M_POS = tl.constexpr(W.M_POS)
+M_W = tl.constexpr(W.M_W)
 LOG2E = 1.4426950408889634
 DEFAULT_SPIN_CAP = 1 << 22  # polls (an L2 round trip + 20 ns sleep each): seconds, not a hang
 
@@ -87,6 +92,7 @@ def _monokernel(
     RED: tl.constexpr, NS_QKV: tl.constexpr, NS_O: tl.constexpr, NS_GU: tl.constexpr,
     NS_DN: tl.constexpr, NS_LM: tl.constexpr, NT: tl.constexpr,
     NCL: tl.constexpr, C: tl.constexpr, END_SEQ: tl.constexpr, MTP: tl.constexpr,
+    MSEQ: tl.constexpr,
     NL: tl.constexpr, BN_EH: tl.constexpr, BK_EH: tl.constexpr, NS_EH: tl.constexpr,
     HAS_QKV_BIAS: tl.constexpr, HAS_O_BIAS: tl.constexpr, QK_NORM: tl.constexpr,
     HAS_WINDOW: tl.constexpr, SAMPLING: tl.constexpr, USE_PTX: tl.constexpr, AFOLD: tl.constexpr,
@@ -122,6 +128,10 @@ def _monokernel(
         if go == 1:
             go = (tl.load(state + DONE, cache_modifier=".cg") == 0).to(tl.int32)
         epoch = step + 1
+        mhave = 0  # the MTP module's positions read (once per step and program: M_W, M_POS)
+        mw = 0
+        mp = pos
+        mok = 1
         i = i0
         while (i < i1) & (go == 1):
             if TRACE:  # timeline (tune.py): start, wait ended, phase marks, released
@@ -139,6 +149,25 @@ def _monokernel(
             xl = x  # the rows of x this op's layer reads and writes (the MTP module: its own)
             if MTP:
                 xl = x + (layer == NL).to(tl.int32) * (T * H)
+            p = pos  # the op's positions: the step's, or the MTP module's (M_POS, M_W)
+            oc = one
+            wd = width
+            mskip = 0
+            if MSEQ >= 0:  # noqa: SIM102 (a decode plan with the module: constexpr, runtime)
+                if layer == NL:  # a module op: SAMPLE chose its positions (M_W 0: none),
+                    # read by the program's first module op of the step (the others reuse
+                    # them: no dependent round trip before their weights are requested)
+                    if mhave == 0:
+                        mok = wait(ctr + MSEQ, epoch, err, spin_cap, i, seq, MSEQ, pid, step,
+                                   NW, USE_PTX)
+                        mw = tl.load(state + M_W, cache_modifier=".cg")
+                        mp = tl.load(state + M_POS, cache_modifier=".cg")
+                        mhave = 1
+                    p = mp
+                    if T > 1:  # the code path of that width; its rows past M_W are padding
+                        oc = tl.where(mw <= 1, 1, tl.where(mw <= TB, 2, 0))
+                        wd = tl.where(oc == 1, 1, tl.where(oc == 2, TB, T))
+                    mskip = ((mw == 0) | (mok == 0)).to(tl.int32)
             cancel = 0
             if op == SAMPLE:  # host memory: read before the wait, off the critical path
                 cancel = tl.load(host + H_CANCEL, volatile=True)
@@ -152,106 +181,108 @@ def _monokernel(
             # matvec ops request their first weights and ATTN its first cached keys, then they
             # wait (ops_mv, ops_attn); SAMPLE waits here
             ok = 0
-            if op == QKV:
+            if mskip == 1:  # a module op on a step without it: its counter released at once
+                ok = mok
+            elif op == QKV:
                 if T > 1:  # noqa: SIM102 (constexpr, then runtime)
-                    if one == 1:
+                    if oc == 1:
                         ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, 1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV,
                                      NW, USE_PTX, False, 1)
                 if TB > 1:  # noqa: SIM102 (constexpr, then runtime)
-                    if one == 2:
+                    if oc == 2:
                         ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, TB, TP, BN_QKV_N, BK_QKV_N, HAS_QKV_BIAS, IEEE, RED,
                                      NS_QKV_N, NW, USE_PTX, FN_QKV, TP2B)
-                if one == 0:
+                if oc == 0:
                     ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  T, TP, BN_QKV_T, BK_QKV_T, HAS_QKV_BIAS, IEEE, RED, NS_QKV_T,
                                  NW, USE_PTX, FT_QKV, TP2)
             elif op == OPROJ:
                 if T > 1:  # noqa: SIM102
-                    if one == 1:
+                    if oc == 1:
                         ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, 1, 1, BN_O,
                                       BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, False, 1)
                 if TB > 1:  # noqa: SIM102
-                    if one == 2:
+                    if oc == 2:
                         ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, TB, TP,
                                       BN_O_N, BK_O_N, HAS_O_BIAS, IEEE, RED, NS_O_N, NW, USE_PTX,
                                       FN_O, TP2B)
-                if one == 0:
+                if oc == 0:
                     ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, T, TP, BN_O_T,
                                   BK_O_T, HAS_O_BIAS, IEEE, RED, NS_O_T, NW, USE_PTX, FT_O, TP2)
             elif op == GATEUP:
                 if T > 1:  # noqa: SIM102
-                    if one == 1:
+                    if oc == 1:
                         ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, 1,
                                         1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, False, 1)
                 if TB > 1:  # noqa: SIM102
-                    if one == 2:
+                    if oc == 2:
                         ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, TB,
                                         TP, BN_GU_N, BK_GU_N, IEEE, RED, NS_GU_N, NW, USE_PTX,
                                         FN_GU, TP2B)
-                if one == 0:
+                if oc == 0:
                     ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
                                     BN_GU_T, BK_GU_T, IEEE, RED, NS_GU_T, NW, USE_PTX, FT_GU,
                                     TP2)
             elif op == DOWN:
                 if T > 1:  # noqa: SIM102
-                    if one == 1:
+                    if oc == 1:
                         ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, 1, 1,
                                       BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, False, 1)
                 if TB > 1:  # noqa: SIM102
-                    if one == 2:
+                    if oc == 2:
                         ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, TB, TP,
                                       BN_DN_N, BK_DN_N, False, IEEE, RED, NS_DN_N, NW, USE_PTX,
                                       FN_DN, TP2B)
-                if one == 0:
+                if oc == 0:
                     ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, T, TP,
                                   BN_DN_T, BK_DN_T, False, IEEE, RED, NS_DN_T, NW, USE_PTX, FT_DN,
                                   TP2)
             elif op == ATTN:
                 if T > 1:  # noqa: SIM102
-                    if one == 1:
-                        ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn,
+                    if oc == 1:
+                        ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
                                       ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                       v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, 1,
                                       S, SP, BT1, M1, 1, 1, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
                                       USE_PTX, AFOLD, True, 1, T, 0, MR)
                 if TB > 1:  # noqa: SIM102
-                    if one == 2:
-                        ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn,
+                    if oc == 2:
+                        ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
                                       ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                       v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, TB,
                                       S, SPT, BT, MB, TP2B, TNB, QK_NORM, HAS_WINDOW, IEEE, NSA,
                                       NW, USE_PTX, AFOLD, AMH, SR, T, BT0B, MR)
-                if one == 0:
-                    ok = attn_run(layer, a, b, pos, qkv, att_acc, att_ml, attn,
+                if oc == 0:
+                    ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
                                   ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                   v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T, S,
                                   SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
                                   USE_PTX, AFOLD, AMH, SR, T, BT0, MR)
             elif (op == LMHEAD) & (layer >= 0):  # the MTP module's head
                 if MTP:
-                    ok = mtp_head_run(a, b, pos, x, logits, lm_val, lm_idx, m_stat, lm_head,
+                    ok = mtp_head_run(a, b, p, x, logits, lm_val, lm_idx, m_stat, lm_head,
                                       mtp_norm, state, eps, sy, H, V, T, BN_LM, BK_LM, NT, IEEE,
                                       RED, NS_LM, NW, USE_PTX)
             elif op == MTP_EH:
                 if MTP:
-                    ok = eh_run(a, b, pos, width, x, hidden, hist, state, embed, w_eh, enorm,
+                    ok = eh_run(a, b, p, wd, x, hidden, hist, state, embed, w_eh, enorm,
                                 hnorm, eps, sy, H, T, BN_EH, BK_EH, NS_EH, NW, USE_PTX)
             elif op == LMHEAD:
                 if T > 1:  # noqa: SIM102
-                    if one == 1:
+                    if oc == 1:
                         ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head,
                                     norm_f, state, fparams, c_bitmask, eps, sy, H, V, 1, 1,
                                     BN_LM, BK_LM, NT, NCL, C, SAMPLING, IEEE, RED, NS_LM, NW,
                                     USE_PTX, T)
                 if TB > 1:  # noqa: SIM102
-                    if one == 2:
+                    if oc == 2:
                         ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head,
                                     norm_f, state, fparams, c_bitmask, eps, sy, H, V, TB, TP,
                                     BN_LM, BK_LM, NT, NCL, C, SAMPLING, IEEE, RED, NS_LM, NW,
                                     USE_PTX, T)
-                if one == 0:
+                if oc == 0:
                     ok = lm_run(a, b, aux, x, logits, lm_val, lm_idx, lm_stat, cand, lm_head,
                                 norm_f, state, fparams, c_bitmask, eps, sy, H, V, T, TP, BN_LM,
                                 BK_LM, NT, NCL, C, SAMPLING, IEEE, RED, NS_LM, NW, USE_PTX, T)
@@ -265,7 +296,7 @@ def _monokernel(
                     sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                                hist, hidden, x, embed, lm_val, lm_idx, lm_stat, cand, err,
                                c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done,
-                               c_forced, H, V, T, TP2, NT, NCL, C, SAMPLING, TB)
+                               c_forced, H, V, T, TP2, NT, NCL, C, SAMPLING, TB, TP2B)
                 elif op == MTP_SAMPLE:
                     if MTP:
                         mtp_sample_run(state, tokens, x, embed, lm_val, lm_idx, m_stat, H, T, NT,
@@ -350,7 +381,8 @@ class Monokernel:
             NS_LM=plan.op_stages(P.LMHEAD), NW=num_warps, NT=plan.n_lm_tiles,
             **_mv_consts("_T", blt, lambda op: plan.op_stages(op, t_step=True)),
             NCL=max(1, plan.n_cand_lists), C=plan.tiling.cand, END_SEQ=plan.end_seq,
-            MTP=plan.mtp, NL=c.num_layers,
+            MTP=plan.mtp, MSEQ=plan.sample_seq if plan.mtp and not plan.fill else -1,
+            NL=c.num_layers,
             BN_EH=bl[P.MTP_EH][0] if plan.mtp else 1, BK_EH=bl[P.MTP_EH][1] if plan.mtp else 1,
             NS_EH=plan.op_stages(P.MTP_EH) if plan.mtp else 1,
             HAS_QKV_BIAS=w.b_qkv is not None,

@@ -76,6 +76,7 @@ MATCH_CAP = tl.constexpr(W.MATCH_CAP)
 KEEP_HIDDEN = tl.constexpr(W.KEEP_HIDDEN)
 M_ON, M_FLOOR, M_USED, M_STEPS, M_ACCEPTED, FILL_END = (tl.constexpr(v) for v in (
     W.M_ON, W.M_FLOOR, W.M_USED, W.M_STEPS, W.M_ACCEPTED, W.FILL_END))
+M_KV, M_POS, M_W, M_LAZY = (tl.constexpr(v) for v in (W.M_KV, W.M_POS, W.M_W, W.M_LAZY))
 Q16F = tl.constexpr(float(W.Q16))
 HBLK = tl.constexpr(1024)  # history tokens per load of the n-gram lookup
 ERR_DEAD = tl.constexpr(W.ERR_DEAD)
@@ -664,9 +665,14 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                embed, lm_val, lm_idx, lm_stat, cand, err, c_bitmask, c_default, c_exc_ptr,
                c_exc_tokens, c_exc_next, c_done, c_forced, H: tl.constexpr, V: tl.constexpr,
                T: tl.constexpr, TP2: tl.constexpr, NT: tl.constexpr, NCL: tl.constexpr,
-               C: tl.constexpr, SAMPLING: tl.constexpr, TB: tl.constexpr = 0):
+               C: tl.constexpr, SAMPLING: tl.constexpr, TB: tl.constexpr = 0,
+               TP2B: tl.constexpr = 1):
     """The step's tokens, stops, the ring, the drafter's bookkeeping and the next step's inputs.
-    `one`: the step's width code (weights.STEP_ONE: 0 all T positions, 1 one, 2 TB)."""
+    `one`: the step's width code (weights.STEP_ONE: 0 all T positions, 1 one, 2 TB). Greedy
+    without a constraint, a step of several positions decides them at once (greedy_accept, on
+    as many rows as the step has: TP2B for a narrow step); one position takes the loop below
+    (its argmax over the tile maxima in chunks of 1,024: a T = 16 kernel's one-position SAMPLE
+    on Qwen3-1.7B 34 us on greedy_accept's 16 rows)."""
     width = T
     if T > 1:
         width = _positions(one, TB, T)
@@ -691,10 +697,20 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
     t = 0
     go = 1
     if (T > 1) and (not SAMPLING):  # noqa: SIM102 (constexprs, then runtime)
-        if con == 0:  # greedy, no automaton: every position at once
-            emitted, done, last = greedy_accept(lm_val, lm_idx, tokens, stop_ids, host, hist,
-                                                n_stop, n_out, max_new, n_hist, h_cap, d_on,
-                                                width, T, TP2, NT)
+        if (con == 0) & (width > 1):  # greedy, no automaton: every position at once
+            if (TB > 1) and (TP2B < TP2):
+                if width <= TB:  # a narrow step: its rows only
+                    emitted, done, last = greedy_accept(lm_val, lm_idx, tokens, stop_ids, host,
+                                                        hist, n_stop, n_out, max_new, n_hist,
+                                                        h_cap, d_on, width, T, TP2B, NT)
+                else:
+                    emitted, done, last = greedy_accept(lm_val, lm_idx, tokens, stop_ids, host,
+                                                        hist, n_stop, n_out, max_new, n_hist,
+                                                        h_cap, d_on, width, T, TP2, NT)
+            else:
+                emitted, done, last = greedy_accept(lm_val, lm_idx, tokens, stop_ids, host,
+                                                    hist, n_stop, n_out, max_new, n_hist, h_cap,
+                                                    d_on, width, T, TP2, NT)
             n_out += emitted
             n_hist += emitted
             go = 0
@@ -813,6 +829,16 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
                         one_next = tl.where(one_next == 1, 1, tl.where(wide, 0, 2))
                     tl.store(state + STEP_ONE, one_next)
                     code_next = one_next
+    if T > 1:  # noqa: SIM102 (constexpr, then runtime)
+        if tl.load(state + M_ON) != 0:  # the MTP module's positions after this step: the
+            # kept ones since its K/V's end, at most T (M_LAZY: only when the next step is one
+            # position, its draft's only use; M_W 0: its ops skip)
+            kv = tl.load(state + M_KV)
+            mrun = (done == 0) & ((code_next == 1) | (tl.load(state + M_LAZY) == 0))
+            nm = tl.minimum(tl.maximum(npos - kv, 1), T)
+            tl.store(state + M_W, tl.where(mrun, nm, 0))
+            tl.store(state + M_POS, npos - nm)
+            tl.store(state + M_KV, tl.where(mrun, npos, kv))
     j = tl.arange(0, TP2)
     di = n_out - 1 + j
     dm = (j >= 1) & (j < T) & (di < tl.load(state + N_DRAFT))

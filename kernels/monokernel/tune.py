@@ -75,8 +75,10 @@ def start_at(h: Harness, ctx: int, max_new: int, one: int = 0) -> None:
                      seed=0)
     h.bufs.state[W.STEP_ONE] = one
     if h.plan.mtp:  # the module's head runs where the next step is one position (as where the
-        # lookup drafts nothing); its draft is never used (a floor above 1), widths stay
+        # lookup drafts nothing); its draft is never used (a floor above 1), widths stay; its
+        # ops after every step (M_LAZY 0), over the step's positions
         h.bufs.state[W.M_ON], h.bufs.state[W.M_FLOOR] = 1, W.Q16 + 1
+        h.bufs.state[W.M_KV], h.bufs.state[W.M_LAZY] = ctx, 0
 
 
 def time_steps(h: Harness, mk: Monokernel, ctx: int, steps: int, skip: int = 0,

@@ -90,11 +90,26 @@ class VM:
             self.pos0 = int(self.bufs[0].state[W.POS])  # (SAMPLE advances it; the MTP ops
             # after it run at the step's positions)
             for op in self.plan.ops[: last + 1]:
+                run = True
+                if self.plan.mtp and not self.plan.fill and op.layer == self.cfg.num_layers:
+                    run = self._module_positions()  # (SAMPLE chose them)
                 for r, b in enumerate(self.bufs):
                     for ins in self.by_seq[r][op.seq]:
-                        getattr(self, P.OP_NAMES[ins.opcode].lower())(ins, b, step)
+                        if run:
+                            getattr(self, P.OP_NAMES[ins.opcode].lower())(ins, b, step)
                         b.ctr[ins.seq] += ins.signal
         return nsteps
+
+    def _module_positions(self) -> bool:
+        """A decode step's MTP module ops run over positions [M_POS, M_POS + M_W), on the
+        code paths of that width (kernel.py: its rows past M_W padding, as a step's rows past
+        those it keeps); M_W 0: they skip (False)."""
+        st = self.bufs[0].state
+        mw = int(st[W.M_W])
+        self.pos0 = int(st[W.M_POS])
+        self.code = 1 if mw <= 1 else (2 if mw <= self.plan.tiling.narrow else 0)
+        self.t = self._positions(self.code)
+        return mw > 0
 
     def buffers(self, rank: int = 0) -> dict[str, torch.Tensor]:
         return self.bufs[rank].tensors()
@@ -451,6 +466,12 @@ class VM:
                 st[W.N_DRAFT], st[W.D_GUESSED] = n_out + len(drafts), guessed
                 if int(st[W.D_SWITCH]):  # the next step at T positions, or one
                     self._switch(st, len(drafts), self.code, emitted)
+        if T > 1 and int(st[W.M_ON]):  # the MTP module's positions after this step
+            kv = int(st[W.M_KV])
+            mrun = not done and (int(st[W.STEP_ONE]) == 1 or not int(st[W.M_LAZY]))
+            mw = min(max(npos - kv, 1), T)
+            st[W.M_W], st[W.M_POS] = mw if mrun else 0, npos - mw
+            st[W.M_KV] = npos if mrun else kv
         nd = int(st[W.N_DRAFT])
         nxt = [last] + [int(b.drafts[n_out - 1 + i]) if n_out - 1 + i < nd else last
                         for i in range(1, T)]

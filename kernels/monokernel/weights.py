@@ -70,16 +70,23 @@ D_WIDE, D_NEED = 53, 54
 D_CONF, D_MATCH_MIN, D_MATCH_WIDE, D_BY_WIDTH = 55, 56, 57, 58  # D_BY_WIDTH .. + 2
 MATCH_CAP = 16
 # the MTP module in the kernel (a plan with mtp=True, start_mtp): M_ON 1 when its draft is the
-# lookup's fallback: after SAMPLE the module's layer runs over the step's positions (its K/V
-# at layer L of the cache, every step, so its cache stays whole), its head over the last kept
-# one, and MTP_SAMPLE makes the next step narrow with the module's draft where SAMPLE left it
-# one position (the lookup had no usable draft) and the draft's probability is at least
+# lookup's fallback: after SAMPLE the module's layer runs over the kept positions since it last
+# ran (M_POS, M_W below; its K/V at layer L of the cache), its head over the last kept one,
+# and MTP_SAMPLE makes the next step narrow with the module's draft where SAMPLE left it one
+# position (the lookup had no usable draft) and the draft's probability is at least
 # M_FLOOR (Q16); M_USED 1: the coming step verifies the module's draft (SAMPLE counts it in
 # M_STEPS / M_ACCEPTED, not in the lookup's counts and mean)
 M_ON, M_FLOOR, M_USED, M_STEPS, M_ACCEPTED = 61, 62, 63, 64, 65
 # a module fill (plan(fill=True), start_fill): M_FILL 1, the module's K/V of positions POS ..
 # FILL_END - 1 from the kept hidden states and `hist` holding the tokens by position
 M_FILL, FILL_END = 66, 67
+# the module's positions (a decode plan with mtp=True): M_KV the first position without its
+# K/V, M_POS / M_W the positions its ops run over this step ([M_POS, M_POS + M_W), set by
+# SAMPLE; M_W 0: the module's ops skip, releasing their counters at once), M_LAZY 1: it runs
+# only where its draft may be used (SAMPLE left the next step one position: the lookup has
+# none), over the kept positions since M_KV (at most T: older ones keep stale K/V, which only
+# lowers its drafts' acceptance); 0: after every step, over the step's kept positions
+M_KV, M_POS, M_W, M_LAZY = 68, 69, 70, 71
 STATE_SIZE = 72
 Q16 = 1 << 16
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
@@ -411,11 +418,12 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
         st[slot] = v
 
 
-def start_mtp(bufs: Buffers, floor: float = 0.0) -> None:
+def start_mtp(bufs: Buffers, floor: float = 0.0, lazy: bool = True) -> None:
     """After start_drafting (switching, narrow steps) on the buffers of a plan with mtp=True:
     the MTP module's draft is the lookup's fallback, used where its probability is at least
-    `floor` (0..1). Needs the hidden states kept (start_sequence(keep_hidden=True)) and no
-    constraint."""
+    `floor` (0..1); its K/V covers the positions before state[POS] (a fill wrote them).
+    `lazy` (M_LAZY): its ops run only on steps whose next one may use its draft. Needs the
+    hidden states kept (start_sequence(keep_hidden=True)) and no constraint."""
     st = bufs.state.tolist()  # (one read of the device state, one write below)
     assert st[D_ON] and st[D_SWITCH] and st[D_WIDE], (
         "the MTP fallback runs with the device drafter's switching narrow steps")
@@ -423,6 +431,7 @@ def start_mtp(bufs: Buffers, floor: float = 0.0) -> None:
     assert not st[C_ON], "no MTP fallback under a constraint"
     assert 0.0 <= floor <= 1.0, f"an MTP floor of {floor}"
     bufs.state[M_ON:M_ACCEPTED + 1] = torch.tensor([1, q16(floor), 0, 0, 0], dtype=torch.int32)
+    bufs.state[M_KV:M_LAZY + 1] = torch.tensor([st[POS], 0, 0, int(lazy)], dtype=torch.int32)
 
 
 def start_fill(bufs: Buffers, tokens: list[int], start: int, end: int) -> int:

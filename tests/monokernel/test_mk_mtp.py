@@ -233,18 +233,21 @@ def test_mtp_sampling_equals_plain_sampling(ref, module_sd):
 # ---- the module inside the kernel (the n-gram lookup's fallback) -----------------------------
 
 @interpreted
-def test_ngram_mtp_runs_in_the_kernel(ref, module_sd, launches):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_ngram_mtp_runs_in_the_kernel(ref, module_sd, launches, lazy):
     """The lookup with the MTP fallback (NgramMtpDrafter) on the monokernel with the module
     attached: one launch of the switching kernel (T = 8, 2-position narrow steps) runs the
-    module after every step; greedy output equals plain greedy, also in a session's second
-    turn; the module's drafts were verified in the kernel (mtp_steps); the cache's module K/V
-    (the fill kernel wrote the prompt's, the decode kernel the rest) equals the host
-    drafter's."""
+    module after every step (mtp_lazy False; True: after those whose next step may use its
+    draft, over the positions since it last ran); greedy output equals plain greedy, also in a
+    session's second turn; the module's drafts were verified in the kernel (mtp_steps); the
+    cache's module K/V (the fill kernel wrote the prompt's, the decode kernel the rest)
+    equals the host drafter's (lazy: the prompt's, and the backend records the tokens its K/V
+    covers, up to weights.M_KV)."""
     d = M.NgramMtpDrafter(_mtp(ref, module_sd, None), floor=0.0)
     d.policy = DraftPolicy(k_max=7, k=4, cost=StepCost({1: 1.0, 2: 1.2, 8: 2.0}))
     mk = _engine(ref, "monokernel", d)
     be = mk.backend
-    be.switch_t, be.switch_narrow = 8, 2
+    be.switch_t, be.switch_narrow, be.mtp_lazy = 8, 2, lazy
     assert not be.drafts_on_device(d)  # (its module not attached: the host would draft)
     be.attach_mtp(d.mtp.modules[0])
     assert be.drafts_on_device(d) and be.w.w_qkv.shape[0] == mk.config.num_layers + 1
@@ -256,6 +259,13 @@ def test_ngram_mtp_runs_in_the_kernel(ref, module_sd, launches):
     assert launches[0][2] == -(-(len(ids) - 1) // 16)
     assert d.mtp_steps > 0 and d.steps >= d.mtp_steps
     L, n = mk.config.num_layers, len(ids) + len(got) - 1  # the module's positions
+    covered = be._mtp_tokens[cache]
+    assert covered == (ids + got)[:len(covered)] and len(covered) >= len(ids)
+    if lazy:
+        n = len(ids) - 1
+    else:  # all but the last step's positions (the sequence ended there: no module ops)
+        assert n - 8 <= len(covered) - 1 < n
+        n = len(covered) - 1
     host = _mtp(ref, module_sd, None)
     want = ref.backend.model.new_cache(initial=96, keep_hidden=True)
     ref.backend.model.forward(torch.tensor(ids + got[:-1]), 0, want)

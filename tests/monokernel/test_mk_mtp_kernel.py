@@ -29,17 +29,17 @@ REPEAT = PROMPT + [15, 94, 28, 76, 6] + PROMPT
 
 
 def _harness(name: str, floor: float = 0.0, device: str = "cpu", programs: int = 1,
-             tiling: Tiling = FAST) -> tuple[Harness, dict]:
+             tiling: Tiling = FAST, lazy: bool = False, n: int = N) -> tuple[Harness, dict]:
     c = cfg(name)
     torch.manual_seed(0)
     msd = M.init_module(c, random_state_dict(c), seed=3)
     h = Harness.build(c, programs, T, MAX_LEN, tiling=replace(tiling, narrow=2), device=device,
                       mtp=lambda sd: M.build_module(c, msd, 0, device, torch.float32))
-    first = h.start(REPEAT, N)
+    first = h.start(REPEAT, n)
     W.start_drafting(h.bufs, REPEAT + [first], min_ngram=1, max_ngram=3, k=T - 1, switch=True,
                      narrow=2, need=T)
     h.bufs.state[W.STEP_ONE] = 1
-    W.start_mtp(h.bufs, floor)
+    W.start_mtp(h.bufs, floor, lazy=lazy)
     return h, msd
 
 
@@ -97,6 +97,52 @@ def test_kernel_mtp_equals_vm_and_the_host_drafter(name):
 
 
 @interpreted
+@pytest.mark.parametrize("name", ["llama_gqa_tied_hd64", "qwen3_qknorm_hd128"])
+def test_lazy_module_runs_only_where_its_draft_may_be_used(name):
+    """state[M_LAZY]: after a step whose next one drafts with the lookup the module's ops
+    skip (M_W 0, counters released); after one left one position they run over the kept
+    positions since its K/V ended, at most T (older ones stale), on their code paths of that
+    width. Its K/V of the positions it ran over equals the host's fill_module_kv over the same
+    positions (from the same kept hidden states); kernel buffers equal the VM's, tokens plain
+    greedy's."""
+    n = 26
+    h, msd = _harness(name, lazy=True, n=n)
+    b = h.bufs.clone()
+    module = M.build_module(h.cfg, msd, 0, "cpu", torch.float32)
+    vm, L = h.vm(), h.cfg.num_layers
+    hk, hv = h.cache.k[L].clone(), h.cache.v[L].clone()  # the host's copy of the module's K/V
+    skipped = wide = gaps = 0
+    kv = int(h.bufs.state[W.M_KV])
+    ran = torch.zeros(MAX_LEN, dtype=torch.bool)  # positions its ops wrote (a K/V row depends
+    ran[:kv] = True  # on its position's inputs alone; the fill wrote the prompt's)
+    for _ in range(n):
+        vm.run(1)
+        st = h.bufs.state
+        if int(st[W.DONE]):
+            break
+        mw, mpos = int(st[W.M_W]), int(st[W.M_POS])
+        if mw == 0:
+            skipped += 1
+            assert int(st[W.STEP_ONE]) != 1 and int(st[W.M_KV]) == kv
+            continue
+        gaps += mpos > kv  # a backlog past T: positions kv .. mpos - 1 keep what they held
+        wide += mw > 1
+        kv = int(st[W.M_KV])
+        assert kv == int(st[W.POS]) == mpos + mw and 1 <= mw <= T
+        M.fill_module_kv(h.cfg, module, h.w.embed, h.w.cos, h.w.sin, hk, hv, h.cache.hidden,
+                         REPEAT + h.tokens(), mpos, kv)
+        ran[mpos:kv] = True
+        torch.testing.assert_close(h.cache.k[L][:, ran], hk[:, ran], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(h.cache.v[L][:, ran], hv[:, ran], rtol=1e-4, atol=1e-4)
+    assert skipped > 0 and wide > 0 and gaps > 0 and int(h.bufs.state[W.M_STEPS]) > 0
+    mk = Monokernel(h.plan, h.w)
+    mk.launch(b, n)
+    mk.check(b)
+    assert compare(h.bufs, b, skip=("ctr",)) is None, compare(h.bufs, b, skip=("ctr",))
+    assert h.tokens(b) == h.tokens() == h.reference_greedy(REPEAT, n)[0]
+
+
+@interpreted
 def test_mtp_floor_keeps_unlikely_drafts_out():
     """A floor of 1 (the draft must be certain): no module draft is ever used; tokens as
     before."""
@@ -107,10 +153,13 @@ def test_mtp_floor_keeps_unlikely_drafts_out():
 
 
 @gpu
-def test_gpu_kernel_mtp_equals_vm():
+@pytest.mark.parametrize("lazy", [False, True])
+def test_gpu_kernel_mtp_equals_vm(lazy):
     """On a GPU: 264 programs, real waits across SMs (the module's ops after SAMPLE, the next
-    step's wait on MTP_SAMPLE), fp32: the VM's buffers, plain greedy tokens."""
-    h, _ = _harness("qwen3_qknorm_hd128", device="cuda", programs=264, tiling=Tiling())
+    step's wait on MTP_SAMPLE; lazy: its ops skipped or on the code paths of their own width),
+    fp32: the VM's buffers, plain greedy tokens."""
+    h, _ = _harness("qwen3_qknorm_hd128", device="cuda", programs=264, tiling=Tiling(),
+                    lazy=lazy)
     b = h.bufs.clone()
     h.vm().run(N)
     mk = Monokernel(h.plan, h.w)
