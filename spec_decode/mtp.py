@@ -454,7 +454,8 @@ class NgramMtpDrafter(NgramDrafter):
     """The n-gram lookup, and where it proposes nothing an MTP module's next token (one draft,
     when the module gives it at least `floor` probability): the lookup copies, the module
     guesses the text between copies. The monokernel runs both inside its switching kernel (the
-    module after every step: kernels/monokernel plan(mtp=True), MonokernelBackend.attach_mtp),
+    module after each step whose next step the lookup leaves without drafts: kernels/monokernel
+    plan(mtp=True), MonokernelBackend.attach_mtp / mtp_lazy),
     where the lookup's rule for a usable draft (match length, running mean) decides when the
     module's draft steps in; host backends call propose. The module's own steps are counted
     in mtp_steps / mtp_accepted as well as in the totals."""
