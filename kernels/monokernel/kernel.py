@@ -37,7 +37,7 @@ from . import plan as P
 from . import weights as W
 from .ops_attn import attn_run
 from .ops_mv import eh_run, gateup_run, proj_run, qkv_run
-from .ops_sample import fill_next, lm_run, mtp_head_run, mtp_sample_run, sample_run
+from .ops_sample import _positions, fill_next, lm_run, mtp_head_run, mtp_sample_run, sample_run
 from .sync import NSTAMP, release, stamp, wait
 
 RECORD = tl.constexpr(P.RECORD)
@@ -124,7 +124,7 @@ def _monokernel(
             one = tl.load(state + STEP_ONE, cache_modifier=".cg")
         width = 1  # the step's positions (MTP_EH)
         if T > 1:
-            width = tl.where(one == 1, 1, tl.where(one == 2, TB, T))
+            width = _positions(one, TB, T)
         if go == 1:
             go = (tl.load(state + DONE, cache_modifier=".cg") == 0).to(tl.int32)
         epoch = step + 1
@@ -166,7 +166,7 @@ def _monokernel(
                     p = mp
                     if T > 1:  # the code path of that width; its rows past M_W are padding
                         oc = tl.where(mw <= 1, 1, tl.where(mw <= TB, 2, 0))
-                        wd = tl.where(oc == 1, 1, tl.where(oc == 2, TB, T))
+                        wd = _positions(oc, TB, T)
                     mskip = ((mw == 0) | (mok == 0)).to(tl.int32)
             cancel = 0
             if op == SAMPLE:  # host memory: read before the wait, off the critical path

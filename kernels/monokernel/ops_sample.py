@@ -698,16 +698,14 @@ def sample_run(seq, cancel, one, state, fparams, tokens, stop_ids, drafts, host,
     go = 1
     if (T > 1) and (not SAMPLING):  # noqa: SIM102 (constexprs, then runtime)
         if (con == 0) & (width > 1):  # greedy, no automaton: every position at once
-            if (TB > 1) and (TP2B < TP2):
+            narrow = 0
+            if (TB > 1) and (TP2B < TP2):  # noqa: SIM102 (constexprs, then runtime)
                 if width <= TB:  # a narrow step: its rows only
                     emitted, done, last = greedy_accept(lm_val, lm_idx, tokens, stop_ids, host,
                                                         hist, n_stop, n_out, max_new, n_hist,
                                                         h_cap, d_on, width, T, TP2B, NT)
-                else:
-                    emitted, done, last = greedy_accept(lm_val, lm_idx, tokens, stop_ids, host,
-                                                        hist, n_stop, n_out, max_new, n_hist,
-                                                        h_cap, d_on, width, T, TP2, NT)
-            else:
+                    narrow = 1
+            if narrow == 0:
                 emitted, done, last = greedy_accept(lm_val, lm_idx, tokens, stop_ids, host,
                                                     hist, n_stop, n_out, max_new, n_hist, h_cap,
                                                     d_on, width, T, TP2, NT)
