@@ -35,7 +35,7 @@ from agentfast.engine.errors import AgentfastError, RequestError
 
 from . import plan as P
 from . import weights as W
-from .ops_attn import attn_run
+from .ops_attn import attn_run, oproj_merge_run
 from .ops_mv import eh_run, gateup_run, proj_run, qkv_run
 from .ops_sample import _positions, fill_next, lm_run, mtp_head_run, mtp_sample_run, sample_run
 from .sync import NSTAMP, release, stamp, wait
@@ -72,7 +72,7 @@ class MonokernelError(AgentfastError):
                                 "trace_rows"])
 def _monokernel(
     instr, offs, ctr, err, state, fparams, tokens, stop_ids, drafts, host, hist, hidden,
-    x, qkv, att_acc, att_ml, attn, act, logits, lm_val, lm_idx, lm_stat, cand, m_stat,
+    x, qkv, att_acc, att_ml, attn, part, act, logits, lm_val, lm_idx, lm_stat, cand, m_stat,
     c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done, c_forced,
     w_qkv, b_qkv, attn_norm, q_norm, k_norm, w_o, b_o, mlp_norm, w_gu, w_down, norm_f, embed,
     lm_head, w_eh, enorm, hnorm, mtp_norm, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps,
@@ -102,7 +102,7 @@ def _monokernel(
     BN_QKV_N: tl.constexpr, BK_QKV_N: tl.constexpr, BN_O_N: tl.constexpr, BK_O_N: tl.constexpr,
     BN_GU_N: tl.constexpr, BK_GU_N: tl.constexpr, BN_DN_N: tl.constexpr, BK_DN_N: tl.constexpr,
     NS_QKV_N: tl.constexpr, NS_O_N: tl.constexpr, NS_GU_N: tl.constexpr, NS_DN_N: tl.constexpr,
-    IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
+    OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -208,7 +208,12 @@ def _monokernel(
                         ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, TB, TP,
                                       BN_O_N, BK_O_N, HAS_O_BIAS, IEEE, RED, NS_O_N, NW, USE_PTX,
                                       FN_O, TP2B)
-                if oc == 0:
+                if OM:  # T = 1: the attention splits merged here (Plan.oproj_merge)
+                    ok = oproj_merge_run(layer, a, b, tl.load(rec + 5), p, window, att_acc,
+                                         att_ml, attn, part, w_o, b_o, sy, H, NH, NKV, HD, S,
+                                         SP, BT, BN_O, BK_O, HAS_O_BIAS, HAS_WINDOW, NS_O, NW,
+                                         USE_PTX)
+                elif oc == 0:
                     ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, T, TP, BN_O_T,
                                   BK_O_T, HAS_O_BIAS, IEEE, RED, NS_O_T, NW, USE_PTX, FT_O, TP2)
             elif op == GATEUP:
@@ -224,7 +229,7 @@ def _monokernel(
                 if oc == 0:
                     ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
                                     BN_GU_T, BK_GU_T, IEEE, RED, NS_GU_T, NW, USE_PTX, FT_GU,
-                                    TP2)
+                                    TP2, part, OM)
             elif op == DOWN:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
@@ -238,7 +243,7 @@ def _monokernel(
                 if oc == 0:
                     ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, T, TP,
                                   BN_DN_T, BK_DN_T, False, IEEE, RED, NS_DN_T, NW, USE_PTX, FT_DN,
-                                  TP2)
+                                  TP2, part, OM)
             elif op == ATTN:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
@@ -259,7 +264,7 @@ def _monokernel(
                                   ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                   v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T, S,
                                   SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                  USE_PTX, AFOLD, AMH, SR, T, BT0, MR)
+                                  USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM)
             elif (op == LMHEAD) & (layer >= 0):  # the MTP module's head
                 if MTP:
                     ok = mtp_head_run(a, b, p, x, logits, lm_val, lm_idx, m_stat, lm_head,
@@ -391,7 +396,7 @@ class Monokernel:
             AMH=plan.merge_heads, M1=max(16, triton.next_power_of_2(g)),
             BT1=P.attn_block(c.head_dim, 1, plan.wbytes),
             BT0=plan.block_t0(), MR=plan.merge_round,
-            **self._narrow_consts(plan),
+            **self._narrow_consts(plan), OM=plan.oproj_merge,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 
     @staticmethod
@@ -412,7 +417,8 @@ class Monokernel:
         dummy = w.attn_norm
         return (
             self.instr, self.offs, b.ctr, b.err, b.state, b.fparams, b.tokens, b.stop_ids,
-            b.drafts, b.host, b.hist, b.hidden, b.x, b.qkv, b.att_acc, b.att_ml, b.attn, b.act,
+            b.drafts, b.host, b.hist, b.hidden, b.x, b.qkv, b.att_acc, b.att_ml, b.attn, b.part,
+            b.act,
             b.logits, b.lm_val, b.lm_idx, b.lm_stat, b.cand, b.m_stat, b.c_bitmask, b.c_default,
             b.c_exc_ptr,
             b.c_exc_tokens, b.c_exc_next, b.c_done, b.c_forced, w.w_qkv,
@@ -446,6 +452,8 @@ class Monokernel:
                 warnings.warn(f"monokernel: residency check skipped ({e})", stacklevel=2)
                 self._fits[sampling] = 0
         b.ctr.zero_()
+        if self.plan.oproj_merge:  # O-proj's sums (a launch that stopped mid-layer left some)
+            b.part.zero_()
         _monokernel[(self.plan.num_programs,)](
             *self._args(b, nsteps, spin_cap, skip, trace, trace_step), SAMPLING=sampling,
             TRACE=trace is not None, num_warps=self.num_warps,

@@ -14,7 +14,9 @@ blocks, with the causal and sliding-window masks of each query position, and app
 K/V to the cache for later steps. It stores its partials and takes a ticket (acq_rel atomic)
 on its kv head's counter: the split that takes the last ticket merges the live splits'
 partials of the group's heads into `attn` and resets the counter, so no separate merge op (and
-no grid-wide wait) follows. Knows nothing about weights.
+no grid-wide wait) follows; or, at T = 1 (Plan.oproj_merge), O-proj's tiles of the kv head merge
+them themselves (oproj_merge_run: one ticket, one merging program and one release fewer on a
+layer's critical path). Knows nothing about weights other than Wo there.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .ops_mv import NOINLINE
+from .ops_mv import NOINLINE, _row_tile
 from .sync import mark, wait_args
 
 
@@ -164,7 +166,8 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
              TN: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
              IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
              FOLD: tl.constexpr = False, MH: tl.constexpr = False, SR: tl.constexpr = 1,
-             TL: tl.constexpr = 1, BT0: tl.constexpr = 0, MR: tl.constexpr = 8192):
+             TL: tl.constexpr = 1, BT0: tl.constexpr = 0, MR: tl.constexpr = 8192,
+             OM: tl.constexpr = False):
     """Tiles [t0, t1) of a layer's attention (see the module text); waits for QKV itself
     (`sy`: sync.wait_args) after requesting the first cached block, at its first tile with keys
     (tiles past the live range or the step's splits have nothing to wait for). `tickets`: this
@@ -177,7 +180,8 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
     positions per split in memory (the kernel's T; a one-position step of a T > 1 kernel keeps
     its layout). BT0 (Tiling.attn_block_t0; 0: BT): keys of a chunk's first block, requested
     before the wait and held in registers across it; the loop after the wait walks the rest in
-    blocks of BT. MR: see _merge. Returns the wait's verdict."""
+    blocks of BT. MR: see _merge. OM (Plan.oproj_merge, T = 1): no ticket and no merge, O-proj
+    merges the partials (oproj_merge_run). Returns the wait's verdict."""
     SE: tl.constexpr = S // SR
     B0: tl.constexpr = BT if BT0 == 0 else BT0
     G: tl.constexpr = NH // NKV
@@ -297,13 +301,77 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
             tl.store(att_acc + slot[:, None] * HD + d[None, :], acc, mask=rv[:, None])
             tl.store(att_ml + slot, m_i, mask=rv)
             tl.store(att_ml + NH * S * TL + slot, l_i, mask=rv)
-            tl.debug_barrier()  # every thread's partials are stored before the ticket
-            ticket = tl.atomic_add(tickets + kvh, 1, sem="acq_rel", scope="gpu")
-            mark(sy, 4, ticket.to(tl.float32), USE_PTX)  # timeline: ticket taken
-            if ticket == live - 1:  # the last live split of this kv head: merge its heads
-                tl.atomic_xchg(tickets + kvh, 0, sem="relaxed", scope="gpu")
-                _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP, MH,
-                       TL, MR)
-                mark(sy, 5, 1.0, USE_PTX)  # timeline: merged
+            if not OM:
+                tl.debug_barrier()  # every thread's partials are stored before the ticket
+                ticket = tl.atomic_add(tickets + kvh, 1, sem="acq_rel", scope="gpu")
+                mark(sy, 4, ticket.to(tl.float32), USE_PTX)  # timeline: ticket taken
+                if ticket == live - 1:  # the last live split of this kv head: merge its heads
+                    tl.atomic_xchg(tickets + kvh, 0, sem="relaxed", scope="gpu")
+                    _merge(kvh * G, live, att_acc, att_ml, attn, NH, HD, T, TP2, S, SP, G, GP,
+                           MH, TL, MR)
+                    mark(sy, 5, 1.0, USE_PTX)  # timeline: merged
+    return ok
+
+
+@triton.jit(noinline=NOINLINE)
+def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part, w_o, b_o, sy,
+                    H: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr,
+                    S: tl.constexpr, SP: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
+                    BK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                    NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+    """O-proj that merges attention (Plan.oproj_merge, T = 1): rows [n0, n1) of kv head k's
+    slice (numbered k * H + row), columns [k0, k0 + G x HD) of Wo. Its weight tiles stream
+    through the pipeliner as mv_tiles' do, requested before the wait for ATTN; after it the
+    head group's live split partials are merged in one round of loads (the plan's split
+    count keeps GP x SP x HD within ops_attn._merge's one round), rounded to attn's type (the
+    value attention stores, written to `attn` by the run that starts at row 0: the VM and
+    diff.py read it), and each tile's W @ attn (+ bias, kv head 0) is added into part[rows] by
+    fp32 atomics. BK = GP x HD."""
+    G: tl.constexpr = NH // NKV
+    GP: tl.constexpr = triton.next_power_of_2(G)
+    Q: tl.constexpr = NH * HD
+    tl.static_assert(GP * HD == BK, "oproj_merge_run: BK is the group's padded columns")
+    kvh = k0 // (G * HD)
+    m0 = n0 - kvh * H
+    m1 = n1 - kvh * H
+    lo, n, chunk = live_range(pos, window, 1, S, BT, HAS_WINDOW)
+    live = tl.cdiv(n - lo, chunk)
+    cols = tl.arange(0, BK)
+    cm = cols < G * HD
+    w = w_o + layer.to(tl.int64) * (H * Q) + kvh * (G * HD)  # (k0: 16-byte loads known)
+    xin = tl.zeros((BK,), tl.float32)
+    ok = 0
+    for c in tl.range(0, (m1 - m0 + BN - 1) // BN, num_stages=NS):
+        rows, rm, wt, _ = _row_tile(w, w, m0, m1, c, Q, BN, cols, cm, False)
+        if c == 0:
+            ok = wait_args(sy, NW, USE_PTX)
+            hh = tl.arange(0, GP)
+            sp = tl.arange(0, SP)
+            d = tl.arange(0, HD)
+            sm = (hh < G)[:, None] & (sp < live)[None, :]  # [GP, SP]
+            slot = (kvh * G + hh[:, None]) * S + sp[None, :]
+            m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
+            l_s = tl.load(att_ml + NH * S + slot, mask=sm, other=0.0, cache_modifier=".cg")
+            a = tl.load(att_acc + slot[:, :, None] * HD + d[None, None, :], mask=sm[:, :, None],
+                        other=0.0, cache_modifier=".cg")  # [GP, SP, HD]
+            mx = tl.max(m, axis=1)
+            m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+            wgt = tl.where(sm, tl.exp2(m - m_safe[:, None]), 0.0)
+            den = tl.sum(l_s * wgt, axis=1)  # [GP]
+            out = tl.sum(a * wgt[:, :, None], axis=1) / tl.where(den > 0, den, 1.0)[:, None]
+            out = out.to(attn.dtype.element_ty)  # [GP, HD]
+            heads = tl.where(m0 == 0, G, 0)  # (the run from row 0 writes attn)
+            tl.store(attn + (kvh * G + hh[:, None]) * HD + d[None, :], out,
+                     mask=(hh < heads)[:, None] & (d < HD)[None, :])
+            xin = tl.reshape(out.to(tl.float32), (BK,))
+            mark(sy, 2, tl.sum(xin, axis=0), USE_PTX)  # timeline: merged
+        if (ok == 1) & (sy[9] == 1):
+            y = tl.sum(wt.to(tl.float32) * xin[None, :], axis=1)  # [BN]
+            if HAS_BIAS:
+                y += tl.load(b_o + layer * H + rows, mask=rm & (kvh == 0), other=0.0)
+            tl.atomic_add(part + rows, y, mask=rm, sem="relaxed", scope="gpu")
+            if c == 0:  # timeline: the first tile done, then the last
+                mark(sy, 3, tl.sum(y, axis=0), USE_PTX)
+            mark(sy, 4, tl.sum(y, axis=0), USE_PTX)
     return ok
 

@@ -293,10 +293,13 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
 def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.constexpr,
              OUT_LD: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr,
              GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EPI: tl.constexpr, NS: tl.constexpr,
-             NW: tl.constexpr, USE_PTX: tl.constexpr):
+             NW: tl.constexpr, USE_PTX: tl.constexpr, part=None, PART: tl.constexpr = False):
     """T = 1, BK >= K: one chunk per tile of BN whole rows, x loaded (and normalized) once. The
     wait for x's producer sits in the loop's first iteration, so the pipeliner's prologue, the
-    first NS - 1 tiles' weights (cp.async to shared memory), is in flight while it waits."""
+    first NS - 1 tiles' weights (cp.async to shared memory), is in flight while it waits.
+    PART (Plan.oproj_merge): O-proj's sum waits in `part` [H] fp32: the normed input is
+    round(x + part) (GATEUP); RESID (DOWN) adds round(x + part) as the residual and zeroes its
+    rows of part."""
     cols = tl.arange(0, BK)
     cm = cols < K
     x = tl.zeros((BK,), tl.float32)
@@ -311,6 +314,9 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
         if c == 0:
             ok = wait_args(sy, NW, USE_PTX)
             x = tl.load(x_ptr + cols, mask=cm, other=0.0, cache_modifier=".cg").to(tl.float32)
+            if PART and (EPI != E_RESID):  # the residual O-proj left in part
+                x = (x + tl.load(part + cols, mask=cm, other=0.0, cache_modifier=".cg")).to(
+                    x_ptr.dtype.element_ty).to(tl.float32)
             if HAS_NORM:
                 rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / K + eps)
                 x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)
@@ -319,16 +325,29 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
                 lim = tl.where(n1 - n0 <= RR, n1 - n0, 0)  # rows to load (0: tile by tile)
                 res_all = tl.load(out + n0 + rr, mask=rr < lim, other=0.0,
                                   cache_modifier=".cg").to(tl.float32)
+                if PART:
+                    res_all = (res_all + tl.load(part + n0 + rr, mask=rr < lim, other=0.0,
+                                                 cache_modifier=".cg")).to(
+                        out.dtype.element_ty).to(tl.float32)
         if (ok == 1) & (sy[9] == 1):
             y = tl.reshape(tl.sum(w.to(tl.float32) * x[None, :], axis=1) * rstd, (BN, 1))
             yu = y
             if GATED:
                 yu = tl.reshape(tl.sum(wu.to(tl.float32) * x[None, :], axis=1) * rstd, (BN, 1))
             res = y
+            pre_t = pre
             if EPI == E_RESID:  # this tile's rows of the run's residual
                 sel = rr[None, :] == (rows - n0)[:, None]  # [BN, RR]
                 res = tl.reshape(tl.sum(tl.where(sel, res_all[None, :], 0.0), axis=1), (BN, 1))
-            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, out, 0, 1.0, 0, res, pre,
+                if PART:
+                    if pre == 0:  # a long run: this tile's residual, x + part, here
+                        xr = tl.load(out + rows, mask=rm, other=0.0, cache_modifier=".cg")
+                        pr = tl.load(part + rows, mask=rm, other=0.0, cache_modifier=".cg")
+                        res = tl.reshape((xr.to(tl.float32) + pr).to(out.dtype.element_ty).to(
+                            tl.float32), (BN, 1))
+                        pre_t = 1
+                    tl.store(part + rows, tl.zeros((BN,), tl.float32), mask=rm)
+            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, out, 0, 1.0, 0, res, pre_t,
                       OUT_LD, 1, 1, HAS_BIAS, EPI, False, 1)
             if c == 0:  # timeline: the first tile done, then the last
                 mark(sy, 3, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
@@ -403,12 +422,13 @@ def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl
              T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
              HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
              NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
-             TP2: tl.constexpr = 1):
-    """x[t, n0:n1] += W[layer, n0:n1] @ src[t] (+ bias): O-proj (src = attn) or down (act)."""
+             TP2: tl.constexpr = 1, part=None, PART: tl.constexpr = False):
+    """x[t, n0:n1] += W[layer, n0:n1] @ src[t] (+ bias): O-proj (src = attn) or down (act).
+    PART (down, Plan.oproj_merge): the residual is round(x + part), part's rows zeroed."""
     w = w_all + layer.to(tl.int64) * (H * K)
     if (T == 1) & (BK >= K):
         return mv_tiles(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, BN, BK,
-                        False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX)
+                        False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX, part, PART)
     if FT:
         return mv_tiles_t(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, T, TP2,
                           BN, BK, False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX)
@@ -422,12 +442,13 @@ def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
                FF: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
                BK: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
                NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
-               TP2: tl.constexpr = 1):
-    """act[t, n0:n1] = silu(Wg @ n(x)) * (Wu @ n(x)), Wg/Wu rows of the fused [2I, H]."""
+               TP2: tl.constexpr = 1, part=None, PART: tl.constexpr = False):
+    """act[t, n0:n1] = silu(Wg @ n(x)) * (Wu @ n(x)), Wg/Wu rows of the fused [2I, H]. PART
+    (Plan.oproj_merge): x is round(x + part)."""
     w = w_gu + layer.to(tl.int64) * (2 * FF * H)
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, sy,
-                        H, FF, BN, BK, True, True, False, E_GATEUP, NS, NW, USE_PTX)
+                        H, FF, BN, BK, True, True, False, E_GATEUP, NS, NW, USE_PTX, part, PART)
     if FT:
         return mv_tiles_t(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm,
                           sy, H, FF, T, TP2, BN, BK, True, True, False, E_GATEUP, NS, NW,

@@ -5,7 +5,8 @@ ALLREDUCE after OPROJ and DOWN when ranks > 1; then LMHEAD, SAMPLE; a plan with 
 runs an MTP module over the step's positions: MTP_EH, the module's layer as layer L (QKV ..
 DOWN on its own rows of x), its LMHEAD (layer L) over the last kept position, MTP_SAMPLE).
 ATTN's splits merge themselves (the last split of a kv head to finish, by a ticket counter per
-layer and kv head).
+layer and kv head), or at T = 1 OPROJ merges them (Tiling.oproj_merge: its tiles are (kv head,
+rows), summed into `part`).
 Op number `seq` in that sequence is also the index of its dependency counter. Each op is cut
 into tiles (rows of a weight, or (kv head, KV split) pairs); each program gets one contiguous
 run of tiles per op, runs balanced by bytes read, in op order. A run waits until the counter of
@@ -230,6 +231,13 @@ class Tiling:
     # 0: none): per-step switching among one position, `narrow` and T (weights.D_WIDE: the
     # drafter's steps run narrow and widen to T after a step that kept D_NEED drafts)
     narrow: int = 0
+    # T = 1, one rank: O-proj merges the attention splits itself (ops_attn.oproj_merge_run)
+    # instead of the last split of each kv head (by a ticket): its tiles are (kv head, rows),
+    # each over that head group's columns of Wo, summed into `part` by fp32 atomics; GATEUP
+    # reads round(x + part), DOWN adds it into the residual and zeroes it. One ticket, one
+    # merging program's round trips and one release per layer fewer on the critical path.
+    # None: on at T = 1 with whole-row tiles (bk 0), else off.
+    oproj_merge: bool | None = None
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:
@@ -325,6 +333,9 @@ class Plan:
     fma_n: frozenset[int] = frozenset()
     mtp: bool = False  # an MTP module's ops after SAMPLE (its layer is layer cfg.num_layers)
     fill: bool = False  # the module's ops alone, T positions a step (plan(fill=True))
+    # O-proj merges the attention splits (Tiling.oproj_merge): its rows of kv head k's column
+    # slice are numbered k * H + row in the records (start, end), (k0, k1) the columns
+    oproj_merge: bool = False
 
     @property
     def split_ratio(self) -> int:
@@ -365,7 +376,9 @@ class Plan:
         bl = self.blocks_n if narrow else (self.blocks_t or self.blocks) if t_step else self.blocks
         bn, bk = bl[opcode]
         k = {QKV: self.cfg.hidden_size, GATEUP: self.cfg.hidden_size,
-             LMHEAD: self.cfg.hidden_size, OPROJ: self.cfg.q_size // self.ranks,
+             LMHEAD: self.cfg.hidden_size,
+             OPROJ: (self.cfg.group_size * self.cfg.head_dim if self.oproj_merge
+                     else self.cfg.q_size // self.ranks),
              DOWN: self.cfg.intermediate_size // self.ranks,
              MTP_EH: 2 * self.cfg.hidden_size}[opcode]
         chunk_bytes = bn * bk * self.wbytes * (2 if opcode == GATEUP else 1)
@@ -475,6 +488,10 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     assert tl_.merge_elems == 0 or tl_.merge_elems >= 1024, "merge_elems: 0 or >= 1024"
     assert not mtp or R == 1, "an MTP module runs on one rank"
     assert not fill or (mtp and T > 1), "a module fill: mtp=True, T > 1 positions a step"
+    om = tl_.oproj_merge
+    om = (T == 1 and R == 1 and not tl_.bk) if om is None else bool(om)
+    assert not om or (T == 1 and R == 1 and not tl_.bk), (
+        "oproj_merge: T = 1, one rank, whole-row tiles (bk 0)")
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
     if not tl_.attn_block:
         tl_ = replace(tl_, attn_block=attn_block(cfg.head_dim, T, wbytes))
@@ -504,7 +521,9 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
             splits = t_splits
     ctx = context or max_len // 2
     q, kv = cfg.q_size, cfg.kv_size
-    shapes = {QKV: ((nh_r + 2 * nkv_r) * hd, h, False), OPROJ: (h, nh_r * hd, False),
+    g = cfg.group_size
+    shapes = {QKV: ((nh_r + 2 * nkv_r) * hd, h, False),
+              OPROJ: (h * nkv, g * hd, False) if om else (h, nh_r * hd, False),
               GATEUP: (i_r, h, True), DOWN: (h, i_r, False)}
     def mv_blocks(t: int) -> tuple[dict, dict]:
         """Per matvec op, for steps of t positions: its FMA blocks (None: not on that path)
@@ -535,13 +554,15 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         for r in range(R):
             tiles = [(lo + t * bn, min(hi, lo + (t + 1) * bn)) for lo, hi in rank_rows(r)
                      for t in range(math.ceil((hi - lo) / bn))]
+            rng = [i for i, (lo, hi) in enumerate(rank_rows(r))
+                   for _ in range(math.ceil((hi - lo) / bn))]  # each tile's range
             if r == 0:
                 ops.append(OpInfo(seq, opcode, layer, len(tiles)))
             prev = ops[seq - 1] if seq else None
             for p, (a, b) in enumerate(_spread([(hi - lo) * row_bytes for lo, hi in tiles], P)):
                 while a < b:  # one instruction per contiguous stretch of rows
                     c = a + 1
-                    while c < b and tiles[c][0] == tiles[c - 1][1]:
+                    while c < b and tiles[c][0] == tiles[c - 1][1] and rng[c] == rng[a]:
                         c += 1
                     lo, hi = tiles[a][0], tiles[c - 1][1]
                     cls, kw = make(r, lo, hi)
@@ -567,9 +588,14 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         add(QKV, layer, qkv_rows, blocks[QKV][0], h * wbytes, lambda r, lo, hi: (Qkv, {}))
         add(ATTN, layer, lambda r: [(r * nkv_r * splits, (r + 1) * nkv_r * splits)], 1,
             2 * hd * wbytes * math.ceil(ctx / splits), lambda r, lo, hi: (Attn, {}))
-        add(OPROJ, layer, lambda r: [(0, h)], blocks[OPROJ][0], nh_r * hd * wbytes,
-            lambda r, lo, hi: (OProj, dict(k0=r * nh_r * hd, k1=(r + 1) * nh_r * hd,
-                                           partial=R > 1)))
+        if om:  # (kv head k, rows): rows numbered k * h + row, over the group's columns
+            add(OPROJ, layer, lambda r: [(k * h, (k + 1) * h) for k in range(nkv)],
+                blocks[OPROJ][0], g * hd * wbytes,
+                lambda r, lo, hi: (OProj, dict(k0=lo // h * g * hd, k1=(lo // h + 1) * g * hd)))
+        else:
+            add(OPROJ, layer, lambda r: [(0, h)], blocks[OPROJ][0], nh_r * hd * wbytes,
+                lambda r, lo, hi: (OProj, dict(k0=r * nh_r * hd, k1=(r + 1) * nh_r * hd,
+                                               partial=R > 1)))
         if R > 1:
             add(ALLREDUCE, layer, lambda r: [(0, h)], h, h * 4 * R,
                 lambda r, lo, hi: (AllReduce, dict(bias=cfg.o_bias)))
@@ -632,7 +658,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
             p[:] = [replace(i, wait_seq=end, wait_count=1, wait_prev=True) if i.seq == 0 else i
                     for i in p]
     return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, blocks_t, wbytes,
-                last_seq=end, mtp=mtp, fill=fill,
+                last_seq=end, mtp=mtp, fill=fill, oproj_merge=om,
                 fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
                 t_splits=t_splits, blocks_n=blocks_n,
                 fma_n=frozenset(op for op, b in fma_n.items() if b is not None))

@@ -81,6 +81,8 @@ class VM:
         last = self.plan.last_seq if stop_after is None else min(stop_after, self.plan.last_seq)
         for b in self.bufs:  # as the kernel's launch does: epochs restart at 1
             b.ctr.zero_()
+            if self.plan.oproj_merge:
+                b.part.zero_()
         for step in range(nsteps):
             if int(self.bufs[0].state[W.DONE]):
                 return step
@@ -179,6 +181,8 @@ class VM:
             b.att_acc[heads, split, :T] = (p @ vals).transpose(0, 1)  # [G, T, hd]
             b.att_ml[0, heads, split, :T] = m.T
             b.att_ml[1, heads, split, :T] = p.sum(-1).T
+            if pl.oproj_merge:  # O-proj merges the partials
+                continue
             # the kernel's ticket: the last live split of the kv head merges its heads
             key = (id(b), li, kvh)
             self._tickets[key] = self._tickets.get(key, 0) + 1
@@ -204,11 +208,31 @@ class VM:
         if bias is not None:
             y = y + bias[rows]
         x = self._x(b, ins)
-        x[:, rows] = (y + x[:, rows].float()).to(b.x.dtype)
+        res = x[:, rows].float()
+        if self.plan.oproj_merge:  # (DOWN) O-proj's sum joins the residual, part is reset
+            res = (res + b.part[:t, rows]).to(b.x.dtype).float()
+            b.part[:t, rows] = 0.0
+        x[:, rows] = (y + res).to(b.x.dtype)
 
     def oproj(self, ins, b, step):
         bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
-        self._project(ins, b, self.w.w_o[ins.layer], b.attn, bo)
+        if not self.plan.oproj_merge:
+            self._project(ins, b, self.w.w_o[ins.layer], b.attn, bo)
+            return
+        # (kv head k, rows) tiles, rows numbered k * H + row: merge the group's partials,
+        # W[rows, k's columns] @ them (+ bias at k = 0) summed into part
+        c, pl = self.cfg, self.plan
+        G, H = c.group_size, c.hidden_size
+        kvh = ins.start // H
+        rows = slice(ins.start - kvh * H, ins.end - kvh * H)
+        lo, n, chunk = live_range(self.pos0, 1, c.sliding_window, pl.splits,
+                                  pl.tiling.attn_block)
+        self._merge(b, range(kvh * G, (kvh + 1) * G), math.ceil((n - lo) / chunk))
+        cols = slice(ins.k0, ins.k1)
+        y = b.attn[:1, cols].float() @ self.w.w_o[ins.layer][rows, cols].float().T
+        if bo is not None and kvh == 0:
+            y = y + bo[rows]
+        b.part[:1, rows] += y
 
     def down(self, ins, b, step):
         self._project(ins, b, self.w.w_down[ins.layer], b.act, None)
@@ -224,7 +248,10 @@ class VM:
 
     def gateup(self, ins, b, step):
         w, rows, inter = self.w, slice(ins.start, ins.end), self.cfg.intermediate_size
-        xn, rstd = self._normed(self._x(b, ins), w.mlp_norm[ins.layer])
+        x = self._x(b, ins)
+        if self.plan.oproj_merge:  # O-proj's sum waits in part
+            x = (x.float() + b.part[:self.t]).to(b.x.dtype)
+        xn, rstd = self._normed(x, w.mlp_norm[ins.layer])
         g = xn @ w.w_gu[ins.layer, rows].float().T * rstd[:, None]
         u = xn @ w.w_gu[ins.layer, ins.start + inter:ins.end + inter].float().T * rstd[:, None]
         b.act[:self.t, rows] = (F.silu(g) * u).to(b.act.dtype)

@@ -27,8 +27,36 @@ def test_records_and_table():
     ins = p.instructions()
     assert [list(r) for r in recs] == [i.serialize() for i in ins]
     o = next(i for i in ins if isinstance(i, P.OProj))
-    assert o.serialize()[:8] == [P.OPROJ, o.seq, o.layer, o.start, o.end, 0, c.q_size, 0]
+    assert p.oproj_merge  # T = 1: O-proj merges attention, over one kv head's columns a tile
+    gh = c.group_size * c.head_dim
+    assert o.serialize()[:8] == [P.OPROJ, o.seq, o.layer, o.start, o.end, 0, gh, 0]
     assert all(i.cost > 0 for i in ins)
+    p = P.plan(c, 3, 1, 64, tiling=P.Tiling(oproj_merge=False))
+    o = next(i for i in p.instructions() if isinstance(i, P.OProj))
+    assert o.serialize()[:8] == [P.OPROJ, o.seq, o.layer, o.start, o.end, 0, c.q_size, 0]
+
+
+@pytest.mark.parametrize("programs", [1, 5, 132])
+def test_oproj_merge_tiles(programs):
+    """Plan.oproj_merge: O-proj's records cover every (kv head, row) once, rows numbered
+    kv head * H + row, each record inside one kv head with that head group's columns; GATEUP
+    waits for all of its tiles. Off where it cannot run (T > 1, ranks, fixed K steps)."""
+    c = cfg("llama_gqa_tied_hd64")
+    h, gh = c.hidden_size, c.group_size * c.head_dim
+    p = P.plan(c, programs, 1, 64)
+    seq = next(o.seq for o in p.ops if o.opcode == P.OPROJ)
+    assert _rows(p, 0, seq) == list(range(c.num_kv_heads * h))
+    for i in (i for i in p.instructions() if i.seq == seq):
+        k = i.start // h
+        assert (i.end - 1) // h == k and (i.k0, i.k1, i.partial) == (k * gh, (k + 1) * gh, False)
+    gu = next(i for i in p.instructions() if i.opcode == P.GATEUP and i.layer == 0)
+    assert gu.wait_count == p.ops[seq].tiles
+    assert p.op_stages(P.OPROJ) >= 2
+    assert not P.plan(c, programs, 4, 64).oproj_merge
+    assert not P.plan(c, programs, 1, 64, ranks=2).oproj_merge
+    assert not P.plan(c, programs, 1, 64, tiling=P.Tiling(bk=64)).oproj_merge
+    with pytest.raises(AssertionError, match="oproj_merge"):
+        P.plan(c, programs, 4, 64, tiling=P.Tiling(oproj_merge=True))
 
 
 @pytest.mark.parametrize("programs", [1, 5, 132])
@@ -93,7 +121,7 @@ def test_truncated_and_limits():
         P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn_lm_t=8))
     t4 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 4, 64, tiling=P.Tiling(bn=8, fma_t=False))
     assert min(bn for bn, _ in t4.blocks_t.values()) == 16  # T > 1: tl.dot wants 16 rows
-    t1 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 1, 64, tiling=P.Tiling(bn=8))
+    t1 = P.plan(cfg("llama_gqa_tied_hd64"), 2, 1, 64, tiling=P.Tiling(bn=8, oproj_merge=False))
     mv = (P.QKV, P.OPROJ, P.GATEUP, P.DOWN)
     assert all(t4.blocks[op] == t1.blocks[op] for op in mv)  # one_tiles: T = 1's records
     assert ([o.tiles for o in t4.ops if o.opcode in mv]
@@ -157,13 +185,15 @@ def test_timeline_summary_of_a_synthetic_trace():
     c = cfg("llama_gqa_tied_hd64")
     pl = P.plan(c, 3, 1, 64)
     tr = np.zeros((3, max(len(p) for p in pl.programs[0]), 8), dtype=np.int64)
-    where = {(i.seq, p): j for p, prog in enumerate(pl.programs[0]) for j, i in enumerate(prog)}
+    where: dict[tuple[int, int], list[int]] = {}  # (op, program) -> its records (O-proj: 1-2)
+    for p, prog in enumerate(pl.programs[0]):
+        for j, i in enumerate(prog):
+            where.setdefault((i.seq, p), []).append(j)
     ready = 10_000
     for op in pl.ops:
         end = ready
         for p in range(3):
-            if (op.seq, p) in where:
-                j = where[op.seq, p]
+            for j in where.get((op.seq, p), []):
                 tr[p, j, [0, 1, 7]] = (ready - 500, ready + 1000, ready + 1000 + 1000 * (1 + p))
                 if op.opcode == P.ATTN and p != 1:  # a phase mark some records have
                     tr[p, j, 2] = ready + 1000 + 300 * (1 + p)
