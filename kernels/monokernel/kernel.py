@@ -44,6 +44,7 @@ RECORD = tl.constexpr(P.RECORD)
 QKV = tl.constexpr(P.QKV)
 ATTN = tl.constexpr(P.ATTN)
 OPROJ = tl.constexpr(P.OPROJ)
+OPROJ_M = tl.constexpr(P.OPROJ_M)
 GATEUP = tl.constexpr(P.GATEUP)
 DOWN = tl.constexpr(P.DOWN)
 LMHEAD = tl.constexpr(P.LMHEAD)
@@ -102,7 +103,8 @@ def _monokernel(
     BN_QKV_N: tl.constexpr, BK_QKV_N: tl.constexpr, BN_O_N: tl.constexpr, BK_O_N: tl.constexpr,
     BN_GU_N: tl.constexpr, BK_GU_N: tl.constexpr, BN_DN_N: tl.constexpr, BK_DN_N: tl.constexpr,
     NS_QKV_N: tl.constexpr, NS_O_N: tl.constexpr, NS_GU_N: tl.constexpr, NS_DN_N: tl.constexpr,
-    OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
+    OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
+    NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -172,6 +174,13 @@ def _monokernel(
             if op == SAMPLE:  # host memory: read before the wait, off the critical path
                 cancel = tl.load(host + H_CANCEL, volatile=True)
             target = (epoch + tl.load(rec + 10)) * tl.load(rec + 9)
+            if OM and (T > 1):  # OPROJ_M runs in one-position steps, OPROJ in the others
+                if (op == GATEUP) & (oc == 1):  # waits for OPROJ_M
+                    wseq = tl.load(rec + 5)
+                    target = epoch * tl.load(rec + 6)
+                if (op == OPROJ) & (oc != 1):  # waits for ATTN (OPROJ_M released at once)
+                    wseq = wseq - 1
+                    target = epoch * (NKV * S)
             run = (((skip >> op) & 1) == 0).to(tl.int32)  # skip: timing variants (tune.py)
             if TRACE:
                 sy = (ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, run, slot,
@@ -198,29 +207,45 @@ def _monokernel(
                     ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  T, TP, BN_QKV_T, BK_QKV_T, HAS_QKV_BIAS, IEEE, RED, NS_QKV_T,
                                  NW, USE_PTX, FT_QKV, TP2)
+            elif op == OPROJ_M:  # one-position steps: the attention splits merged here
+                if OM:
+                    if T > 1:
+                        if oc == 1:
+                            ok = oproj_merge_run(layer, a, b, tl.load(rec + 5), p, window,
+                                                 att_acc, att_ml, attn, part, w_o, b_o, sy, H,
+                                                 NH, NKV, HD, S, SP, BT1, BN_OM, BK_OM,
+                                                 HAS_O_BIAS, HAS_WINDOW, NS_OM, NW, USE_PTX,
+                                                 T)
+                        else:  # (OPROJ runs, waiting for ATTN itself)
+                            ok = 1
+                    else:
+                        ok = oproj_merge_run(layer, a, b, tl.load(rec + 5), p, window, att_acc,
+                                             att_ml, attn, part, w_o, b_o, sy, H, NH, NKV, HD,
+                                             S, SP, BT, BN_OM, BK_OM, HAS_O_BIAS, HAS_WINDOW,
+                                             NS_OM, NW, USE_PTX)
             elif op == OPROJ:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
-                        ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, 1, 1, BN_O,
-                                      BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX, False, 1)
+                        if OM:  # OPROJ_M ran: released at once
+                            ok = 1
+                        else:
+                            ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, 1, 1,
+                                          BN_O, BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX,
+                                          False, 1)
                 if TB > 1:  # noqa: SIM102
                     if oc == 2:
                         ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, TB, TP,
                                       BN_O_N, BK_O_N, HAS_O_BIAS, IEEE, RED, NS_O_N, NW, USE_PTX,
                                       FN_O, TP2B)
-                if OM:  # T = 1: the attention splits merged here (Plan.oproj_merge)
-                    ok = oproj_merge_run(layer, a, b, tl.load(rec + 5), p, window, att_acc,
-                                         att_ml, attn, part, w_o, b_o, sy, H, NH, NKV, HD, S,
-                                         SP, BT, BN_O, BK_O, HAS_O_BIAS, HAS_WINDOW, NS_O, NW,
-                                         USE_PTX)
-                elif oc == 0:
+                if oc == 0:
                     ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, T, TP, BN_O_T,
                                   BK_O_T, HAS_O_BIAS, IEEE, RED, NS_O_T, NW, USE_PTX, FT_O, TP2)
             elif op == GATEUP:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
                         ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, 1,
-                                        1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, False, 1)
+                                        1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, False, 1,
+                                        part, OM)
                 if TB > 1:  # noqa: SIM102
                     if oc == 2:
                         ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, TB,
@@ -229,12 +254,13 @@ def _monokernel(
                 if oc == 0:
                     ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
                                     BN_GU_T, BK_GU_T, IEEE, RED, NS_GU_T, NW, USE_PTX, FT_GU,
-                                    TP2, part, OM)
+                                    TP2, part, OM0)
             elif op == DOWN:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
                         ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, 1, 1,
-                                      BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, False, 1)
+                                      BN_DN, BK_DN, False, IEEE, RED, NS_DN, NW, USE_PTX, False, 1,
+                                      part, OM)
                 if TB > 1:  # noqa: SIM102
                     if oc == 2:
                         ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, TB, TP,
@@ -243,7 +269,7 @@ def _monokernel(
                 if oc == 0:
                     ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, T, TP,
                                   BN_DN_T, BK_DN_T, False, IEEE, RED, NS_DN_T, NW, USE_PTX, FT_DN,
-                                  TP2, part, OM)
+                                  TP2, part, OM0)
             elif op == ATTN:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
@@ -251,7 +277,7 @@ def _monokernel(
                                       ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                       v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, 1,
                                       S, SP, BT1, M1, 1, 1, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                      USE_PTX, AFOLD, True, 1, T, 0, MR)
+                                      USE_PTX, AFOLD, True, 1, T, 0, MR, OM)
                 if TB > 1:  # noqa: SIM102
                     if oc == 2:
                         ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
@@ -264,7 +290,7 @@ def _monokernel(
                                   ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                   v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T, S,
                                   SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                  USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM)
+                                  USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM0)
             elif (op == LMHEAD) & (layer >= 0):  # the MTP module's head
                 if MTP:
                     ok = mtp_head_run(a, b, p, x, logits, lm_val, lm_idx, m_stat, lm_head,
@@ -312,7 +338,8 @@ def _monokernel(
                 elif op == FILL_NEXT:
                     if MTP:
                         fill_next(state, pos, T)
-                elif (op == NOP) | (op == ALLREDUCE) | (op > TOP):  # ALLREDUCE (ranks > 1),
+                elif (op == NOP) | (op == ALLREDUCE) | ((op > TOP) & (op != OPROJ_M)):  # ALLREDUCE
+                    # (ranks > 1),
                     # garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
@@ -397,6 +424,10 @@ class Monokernel:
             BT1=P.attn_block(c.head_dim, 1, plan.wbytes),
             BT0=plan.block_t0(), MR=plan.merge_round,
             **self._narrow_consts(plan), OM=plan.oproj_merge,
+            OM0=plan.oproj_merge and plan.T == 1,
+            BN_OM=bl[P.OPROJ_M][0] if plan.oproj_merge else 1,
+            BK_OM=bl[P.OPROJ_M][1] if plan.oproj_merge else 1,
+            NS_OM=plan.op_stages(P.OPROJ_M) if plan.oproj_merge else 1,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 
     @staticmethod

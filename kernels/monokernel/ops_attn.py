@@ -318,7 +318,8 @@ def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part,
                     H: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr,
                     S: tl.constexpr, SP: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
                     BK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                    NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr):
+                    NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
+                    TL: tl.constexpr = 1):
     """O-proj that merges attention (Plan.oproj_merge, T = 1): rows [n0, n1) of kv head k's
     slice (numbered k * H + row), columns [k0, k0 + G x HD) of Wo. Its weight tiles stream
     through the pipeliner as mv_tiles' do, requested before the wait for ATTN; after it the
@@ -326,7 +327,7 @@ def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part,
     count keeps GP x SP x HD within ops_attn._merge's one round), rounded to attn's type (the
     value attention stores, written to `attn` by the run that starts at row 0: the VM and
     diff.py read it), and each tile's W @ attn (+ bias, kv head 0) is added into part[rows] by
-    fp32 atomics. BK = GP x HD."""
+    fp32 atomics. BK = GP x HD; TL: the partials' positions per split in memory (attn_run)."""
     G: tl.constexpr = NH // NKV
     GP: tl.constexpr = triton.next_power_of_2(G)
     Q: tl.constexpr = NH * HD
@@ -349,9 +350,9 @@ def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part,
             sp = tl.arange(0, SP)
             d = tl.arange(0, HD)
             sm = (hh < G)[:, None] & (sp < live)[None, :]  # [GP, SP]
-            slot = (kvh * G + hh[:, None]) * S + sp[None, :]
+            slot = ((kvh * G + hh[:, None]) * S + sp[None, :]) * TL
             m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
-            l_s = tl.load(att_ml + NH * S + slot, mask=sm, other=0.0, cache_modifier=".cg")
+            l_s = tl.load(att_ml + NH * S * TL + slot, mask=sm, other=0.0, cache_modifier=".cg")
             a = tl.load(att_acc + slot[:, :, None] * HD + d[None, None, :], mask=sm[:, :, None],
                         other=0.0, cache_modifier=".cg")  # [GP, SP, HD]
             mx = tl.max(m, axis=1)
@@ -368,7 +369,8 @@ def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part,
         if (ok == 1) & (sy[9] == 1):
             y = tl.sum(wt.to(tl.float32) * xin[None, :], axis=1)  # [BN]
             if HAS_BIAS:
-                y += tl.load(b_o + layer * H + rows, mask=rm & (kvh == 0), other=0.0)
+                y += tl.load(b_o + layer * H + rows, mask=rows < tl.where(kvh == 0, m1, 0),
+                             other=0.0)
             tl.atomic_add(part + rows, y, mask=rm, sem="relaxed", scope="gpu")
             if c == 0:  # timeline: the first tile done, then the last
                 mark(sy, 3, tl.sum(y, axis=0), USE_PTX)

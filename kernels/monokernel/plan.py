@@ -5,8 +5,9 @@ ALLREDUCE after OPROJ and DOWN when ranks > 1; then LMHEAD, SAMPLE; a plan with 
 runs an MTP module over the step's positions: MTP_EH, the module's layer as layer L (QKV ..
 DOWN on its own rows of x), its LMHEAD (layer L) over the last kept position, MTP_SAMPLE).
 ATTN's splits merge themselves (the last split of a kv head to finish, by a ticket counter per
-layer and kv head), or at T = 1 OPROJ merges them (Tiling.oproj_merge: its tiles are (kv head,
-rows), summed into `part`).
+layer and kv head), or in one-position steps OPROJ_M merges them (Tiling.oproj_merge: O-proj's
+tiles are (kv head, rows), summed into `part`; a T > 1 plan has both OPROJ_M, run in its
+one-position steps, and OPROJ, run in the others, GATEUP waiting for the one that ran).
 Op number `seq` in that sequence is also the index of its dependency counter. Each op is cut
 into tiles (rows of a weight, or (kv head, KV split) pairs); each program gets one contiguous
 run of tiles per op, runs balanced by bytes read, in op order. A run waits until the counter of
@@ -26,10 +27,11 @@ import numpy as np
 from agentfast.engine.config import ModelConfig
 
 (NOP, QKV, ATTN, OPROJ, GATEUP, DOWN, LMHEAD, SAMPLE, ALLREDUCE, MTP_EH, MTP_SAMPLE,
- FILL_NEXT) = range(12)
+ FILL_NEXT, OPROJ_M) = range(13)
 OP_NAMES = {QKV: "QKV", ATTN: "ATTN", OPROJ: "OPROJ", GATEUP: "GATEUP", DOWN: "DOWN",
             LMHEAD: "LMHEAD", SAMPLE: "SAMPLE", ALLREDUCE: "ALLREDUCE", NOP: "NOP",
-            MTP_EH: "MTP_EH", MTP_SAMPLE: "MTP_SAMPLE", FILL_NEXT: "FILL_NEXT"}
+            MTP_EH: "MTP_EH", MTP_SAMPLE: "MTP_SAMPLE", FILL_NEXT: "FILL_NEXT",
+            OPROJ_M: "OPROJ_M"}
 RECORD = 12  # int32 fields per serialized instruction
 
 
@@ -89,10 +91,31 @@ class OProj(Instr):
 
 
 @dataclass(frozen=True)
+class OProjMerge(Instr):
+    """Plan.oproj_merge: rows of Wo over kv head k's group columns [k0, k1), the rows of
+    head k numbered k * H + row (start, end): merge the group's attention split partials,
+    W @ them (+ the bias at k = 0) summed into `part`."""
+
+    opcode: ClassVar[int] = OPROJ_M
+    k0: int = 0
+    k1: int = 0
+
+    def extra(self) -> tuple[int, int, int]:
+        return (self.k0, self.k1, 0)
+
+
+@dataclass(frozen=True)
 class GateUp(Instr):
-    """Rows [start, end) of I: silu(Wg @ n(x)) * (Wu @ n(x)) -> act, RMSNorm fused."""
+    """Rows [start, end) of I: silu(Wg @ n(x)) * (Wu @ n(x)) -> act, RMSNorm fused. In a T > 1
+    plan with OPROJ_M, a one-position step waits for counter `alt_seq` to reach epoch *
+    `alt_count` instead (OPROJ_M; its OPROJ is skipped)."""
 
     opcode: ClassVar[int] = GATEUP
+    alt_seq: int = 0
+    alt_count: int = 0
+
+    def extra(self) -> tuple[int, int, int]:
+        return (self.alt_seq, self.alt_count, 0)
 
 
 @dataclass(frozen=True)
@@ -231,12 +254,18 @@ class Tiling:
     # 0: none): per-step switching among one position, `narrow` and T (weights.D_WIDE: the
     # drafter's steps run narrow and widen to T after a step that kept D_NEED drafts)
     narrow: int = 0
-    # T = 1, one rank: O-proj merges the attention splits itself (ops_attn.oproj_merge_run)
-    # instead of the last split of each kv head (by a ticket): its tiles are (kv head, rows),
-    # each over that head group's columns of Wo, summed into `part` by fp32 atomics; GATEUP
-    # reads round(x + part), DOWN adds it into the residual and zeroes it. One ticket, one
-    # merging program's round trips and one release per layer fewer on the critical path.
-    # None: on at T = 1 with whole-row tiles (bk 0), else off.
+    # one rank, one-position steps: O-proj merges the attention splits itself (OPROJ_M,
+    # ops_attn.oproj_merge_run) instead of the last split of each kv head (by a ticket): its
+    # tiles are (kv head, rows), each over that head group's columns of Wo, summed into `part`
+    # by fp32 atomics; GATEUP reads round(x + part), DOWN adds it into the residual and zeroes
+    # it. One ticket, one merging program's round trips and one release per layer fewer on the
+    # critical path. None: on at T = 1 with whole-row tiles (bk 0), off at T > 1. H200, ctx
+    # 1024, us per T = 1 step, off -> on: Llama-3.2-1B 844 -> 822, Qwen3-1.7B 1,354 -> 1,321,
+    # SmolLM2 573 -> 544, Qwen3-8B 4,100 -> 4,085. True at T > 1 (records in T = 1 tiles):
+    # OPROJ_M runs in the one-position steps, OPROJ in the others (waiting for ATTN itself);
+    # a T = 16 kernel with narrow 2, one / narrow / T-step: SmolLM2 574 / 697 / 1,301 ->
+    # 573 / 745 / 1,372 (spills 20 -> 36), Qwen3-1.7B 1,503 / 1,836 / 2,974 -> 1,494 / 1,842 /
+    # 2,991 (bench/results/monokernel-20261201-s18, runs 3 and 9)
     oproj_merge: bool | None = None
 
 
@@ -333,8 +362,7 @@ class Plan:
     fma_n: frozenset[int] = frozenset()
     mtp: bool = False  # an MTP module's ops after SAMPLE (its layer is layer cfg.num_layers)
     fill: bool = False  # the module's ops alone, T positions a step (plan(fill=True))
-    # O-proj merges the attention splits (Tiling.oproj_merge): its rows of kv head k's column
-    # slice are numbered k * H + row in the records (start, end), (k0, k1) the columns
+    # O-proj merges the attention splits in one-position steps (Tiling.oproj_merge: OPROJ_M)
     oproj_merge: bool = False
 
     @property
@@ -376,9 +404,8 @@ class Plan:
         bl = self.blocks_n if narrow else (self.blocks_t or self.blocks) if t_step else self.blocks
         bn, bk = bl[opcode]
         k = {QKV: self.cfg.hidden_size, GATEUP: self.cfg.hidden_size,
-             LMHEAD: self.cfg.hidden_size,
-             OPROJ: (self.cfg.group_size * self.cfg.head_dim if self.oproj_merge
-                     else self.cfg.q_size // self.ranks),
+             LMHEAD: self.cfg.hidden_size, OPROJ: self.cfg.q_size // self.ranks,
+             OPROJ_M: self.cfg.group_size * self.cfg.head_dim,
              DOWN: self.cfg.intermediate_size // self.ranks,
              MTP_EH: 2 * self.cfg.hidden_size}[opcode]
         chunk_bytes = bn * bk * self.wbytes * (2 if opcode == GATEUP else 1)
@@ -488,10 +515,9 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     assert tl_.merge_elems == 0 or tl_.merge_elems >= 1024, "merge_elems: 0 or >= 1024"
     assert not mtp or R == 1, "an MTP module runs on one rank"
     assert not fill or (mtp and T > 1), "a module fill: mtp=True, T > 1 positions a step"
-    om = tl_.oproj_merge
-    om = (T == 1 and R == 1 and not tl_.bk) if om is None else bool(om)
-    assert not om or (T == 1 and R == 1 and not tl_.bk), (
-        "oproj_merge: T = 1, one rank, whole-row tiles (bk 0)")
+    om_ok = R == 1 and not tl_.bk and (T == 1 or tl_.one_tiles)
+    om = (om_ok and T == 1) if tl_.oproj_merge is None else bool(tl_.oproj_merge)
+    assert not om or om_ok, "oproj_merge: one rank, whole-row tiles (bk 0), T = 1 tiles"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
     if not tl_.attn_block:
         tl_ = replace(tl_, attn_block=attn_block(cfg.head_dim, T, wbytes))
@@ -522,8 +548,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     ctx = context or max_len // 2
     q, kv = cfg.q_size, cfg.kv_size
     g = cfg.group_size
-    shapes = {QKV: ((nh_r + 2 * nkv_r) * hd, h, False),
-              OPROJ: (h * nkv, g * hd, False) if om else (h, nh_r * hd, False),
+    shapes = {QKV: ((nh_r + 2 * nkv_r) * hd, h, False), OPROJ: (h, nh_r * hd, False),
               GATEUP: (i_r, h, True), DOWN: (h, i_r, False)}
     def mv_blocks(t: int) -> tuple[dict, dict]:
         """Per matvec op, for steps of t positions: its FMA blocks (None: not on that path)
@@ -541,6 +566,8 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     blocks_t = dict(blocks)
     if T > 1 and tl_.one_tiles:  # records in T = 1 tiles; blocks_t walks them in T-steps
         blocks.update(mv_blocks(1)[1])
+    if om:  # O-proj with the merge (one position): whole-row tiles of a kv head's columns
+        blocks[OPROJ_M] = block_sizes(h * nkv, g * hd, P, 1, tl_, whole_k=True)
     nw = tl_.narrow
     assert nw == 0 or 1 < nw < T, f"narrow steps of {nw} positions in a T = {T} plan"
     fma_n, blocks_n = mv_blocks(nw) if nw else ({}, {})
@@ -589,19 +616,22 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         add(ATTN, layer, lambda r: [(r * nkv_r * splits, (r + 1) * nkv_r * splits)], 1,
             2 * hd * wbytes * math.ceil(ctx / splits), lambda r, lo, hi: (Attn, {}))
         if om:  # (kv head k, rows): rows numbered k * h + row, over the group's columns
-            add(OPROJ, layer, lambda r: [(k * h, (k + 1) * h) for k in range(nkv)],
-                blocks[OPROJ][0], g * hd * wbytes,
-                lambda r, lo, hi: (OProj, dict(k0=lo // h * g * hd, k1=(lo // h + 1) * g * hd)))
-        else:
+            add(OPROJ_M, layer, lambda r: [(k * h, (k + 1) * h) for k in range(nkv)],
+                blocks[OPROJ_M][0], g * hd * wbytes,
+                lambda r, lo, hi: (OProjMerge, dict(k0=lo // h * g * hd,
+                                                    k1=(lo // h + 1) * g * hd)))
+        if not om or T > 1:
             add(OPROJ, layer, lambda r: [(0, h)], blocks[OPROJ][0], nh_r * hd * wbytes,
                 lambda r, lo, hi: (OProj, dict(k0=r * nh_r * hd, k1=(r + 1) * nh_r * hd,
                                                partial=R > 1)))
+        alt = ops[-2] if om and T > 1 else None  # one-position steps: GATEUP waits for OPROJ_M
         if R > 1:
             add(ALLREDUCE, layer, lambda r: [(0, h)], h, h * 4 * R,
                 lambda r, lo, hi: (AllReduce, dict(bias=cfg.o_bias)))
         add(GATEUP, layer, lambda r: [(r * i_r, (r + 1) * i_r)], blocks[GATEUP][0],
             2 * h * wbytes,
-            lambda r, lo, hi: (GateUp, {}))
+            lambda r, lo, hi: (GateUp, dict(alt_seq=alt.seq, alt_count=alt.tiles) if alt
+                               else {}))
         add(DOWN, layer, lambda r: [(0, h)], blocks[DOWN][0], i_r * wbytes,
             lambda r, lo, hi: (Down, dict(k0=r * i_r, k1=(r + 1) * i_r, partial=R > 1)))
         if R > 1:

@@ -71,6 +71,12 @@ class VM:
         """This step runs one position (the T = 1 kernel's splits and blocks)."""
         return self.code == 1
 
+    @property
+    def merging(self) -> bool:
+        """OPROJ_M merges the attention splits in this step (Plan.oproj_merge: a T = 1 plan's
+        steps, a T > 1 plan's one-position steps); O-proj's sum then waits in `part`."""
+        return self.plan.oproj_merge and (self.plan.T == 1 or self.one)
+
     def run(self, nsteps: int, stop_after: int | None = None,
             stop_after_layer: int | None = None) -> int:
         """Up to `nsteps` steps (fewer when the sequence ends); with `stop_after` (an op
@@ -181,7 +187,7 @@ class VM:
             b.att_acc[heads, split, :T] = (p @ vals).transpose(0, 1)  # [G, T, hd]
             b.att_ml[0, heads, split, :T] = m.T
             b.att_ml[1, heads, split, :T] = p.sum(-1).T
-            if pl.oproj_merge:  # O-proj merges the partials
+            if self.merging:  # OPROJ_M merges the partials
                 continue
             # the kernel's ticket: the last live split of the kv head merges its heads
             key = (id(b), li, kvh)
@@ -209,24 +215,30 @@ class VM:
             y = y + bias[rows]
         x = self._x(b, ins)
         res = x[:, rows].float()
-        if self.plan.oproj_merge:  # (DOWN) O-proj's sum joins the residual, part is reset
+        if self.merging:  # (DOWN) O-proj's sum joins the residual, part is reset
             res = (res + b.part[:t, rows]).to(b.x.dtype).float()
             b.part[:t, rows] = 0.0
         x[:, rows] = (y + res).to(b.x.dtype)
 
     def oproj(self, ins, b, step):
-        bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
-        if not self.plan.oproj_merge:
-            self._project(ins, b, self.w.w_o[ins.layer], b.attn, bo)
+        if self.merging:  # OPROJ_M ran instead
             return
-        # (kv head k, rows) tiles, rows numbered k * H + row: merge the group's partials,
-        # W[rows, k's columns] @ them (+ bias at k = 0) summed into part
+        bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
+        self._project(ins, b, self.w.w_o[ins.layer], b.attn, bo)
+
+    def oproj_m(self, ins, b, step):
+        """(kv head k, rows) tiles, rows numbered k * H + row: merge the group's partials,
+        W[rows, k's columns] @ them (+ bias at k = 0) summed into part; in the steps of a
+        T > 1 plan that are not one position, nothing (OPROJ runs)."""
+        if not self.merging:
+            return
+        bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
         c, pl = self.cfg, self.plan
         G, H = c.group_size, c.hidden_size
         kvh = ins.start // H
         rows = slice(ins.start - kvh * H, ins.end - kvh * H)
-        lo, n, chunk = live_range(self.pos0, 1, c.sliding_window, pl.splits,
-                                  pl.tiling.attn_block)
+        block = pl.tiling.attn_block if pl.T == 1 else P.attn_block(c.head_dim, 1, pl.wbytes)
+        lo, n, chunk = live_range(self.pos0, 1, c.sliding_window, pl.splits, block)
         self._merge(b, range(kvh * G, (kvh + 1) * G), math.ceil((n - lo) / chunk))
         cols = slice(ins.k0, ins.k1)
         y = b.attn[:1, cols].float() @ self.w.w_o[ins.layer][rows, cols].float().T
@@ -249,7 +261,7 @@ class VM:
     def gateup(self, ins, b, step):
         w, rows, inter = self.w, slice(ins.start, ins.end), self.cfg.intermediate_size
         x = self._x(b, ins)
-        if self.plan.oproj_merge:  # O-proj's sum waits in part
+        if self.merging:  # O-proj's sum waits in part
             x = (x.float() + b.part[:self.t]).to(b.x.dtype)
         xn, rstd = self._normed(x, w.mlp_norm[ins.layer])
         g = xn @ w.w_gu[ins.layer, rows].float().T * rstd[:, None]

@@ -409,20 +409,23 @@ def test_kernel_switches_per_step(name, T, one_tiles):
 
 
 @interpreted
-@pytest.mark.parametrize("name,match", [("llama_obias_hd64", (0, 0, 0)),
-                                        ("qwen3_qknorm_hd128", (0, 0, 0)),
-                                        ("llama_obias_hd64", (2, 4, 8))],
-                         ids=["llama-kept", "qwen3-kept", "llama-match"])
-def test_kernel_switches_among_three_widths(name, match):
+@pytest.mark.parametrize("name,match,om", [("llama_obias_hd64", (0, 0, 0), False),
+                                           ("qwen3_qknorm_hd128", (0, 0, 0), False),
+                                           ("llama_obias_hd64", (2, 4, 8), False),
+                                           ("llama_obias_hd64", (0, 0, 0), True)],
+                         ids=["llama-kept", "qwen3-kept", "llama-match", "llama-kept-om"])
+def test_kernel_switches_among_three_widths(name, match, om):
     """Tiling.narrow: a T = 8 kernel with 2-position steps; its drafting steps run narrow and
     widen to 8 after a step that kept its draft (the device history: the reference's
     continuation, so long copies come up); with `match` (2, 4, 8) by the lookup's match
-    length instead: one position below 2, wide from 4 on."""
+    length instead: one position below 2, wide from 4 on. `om` (Tiling.oproj_merge, off by
+    default at T > 1): one-position steps run OPROJ_M, the others OPROJ."""
     from dataclasses import replace
 
     from mk_utils import FAST
 
-    h = harness(name, T=8, tiling=replace(FAST, narrow=2))
+    h = harness(name, T=8, tiling=replace(FAST, narrow=2, oproj_merge=om or None))
+    assert h.plan.oproj_merge == om
     ref, _ = h.reference_greedy(PROMPT, 24)
     _switching(h, 16, 1e-4, history=PROMPT + ref[:4] + [9, 9] + ref[4:9], match=match)
 

@@ -49,7 +49,8 @@ def test_plan_runs_the_module_after_sample():
     c = cfg("llama_gqa_tied_hd64")
     p = plan(c, 3, T, MAX_LEN, tiling=replace(FAST, narrow=2), mtp=True)
     names = [o.opcode for o in p.ops[p.sample_seq + 1:]]
-    assert names[0] == MTP_EH and names[-1] == MTP_SAMPLE and len(names) == 8
+    # MTP_EH, the layer (QKV, ATTN, OPROJ_M, OPROJ, GATEUP, DOWN), its LMHEAD, MTP_SAMPLE
+    assert names[0] == MTP_EH and names[-1] == MTP_SAMPLE and len(names) == 8 + p.oproj_merge
     assert all(o.layer == c.num_layers for o in p.ops[p.sample_seq + 1:])
     assert p.end_seq == len(p.ops) - 1 > p.sample_seq
     first = [i for i in p.instructions() if i.seq == 0]

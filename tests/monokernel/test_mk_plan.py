@@ -26,10 +26,10 @@ def test_records_and_table():
     assert len(offs) == p.num_programs + 1
     ins = p.instructions()
     assert [list(r) for r in recs] == [i.serialize() for i in ins]
-    o = next(i for i in ins if isinstance(i, P.OProj))
-    assert p.oproj_merge  # T = 1: O-proj merges attention, over one kv head's columns a tile
+    assert p.oproj_merge and not any(i.opcode == P.OPROJ for i in ins)  # T = 1: OPROJ_M
+    o = next(i for i in ins if isinstance(i, P.OProjMerge))
     gh = c.group_size * c.head_dim
-    assert o.serialize()[:8] == [P.OPROJ, o.seq, o.layer, o.start, o.end, 0, gh, 0]
+    assert o.serialize()[:8] == [P.OPROJ_M, o.seq, o.layer, o.start, o.end, 0, gh, 0]
     assert all(i.cost > 0 for i in ins)
     p = P.plan(c, 3, 1, 64, tiling=P.Tiling(oproj_merge=False))
     o = next(i for i in p.instructions() if isinstance(i, P.OProj))
@@ -38,25 +38,35 @@ def test_records_and_table():
 
 @pytest.mark.parametrize("programs", [1, 5, 132])
 def test_oproj_merge_tiles(programs):
-    """Plan.oproj_merge: O-proj's records cover every (kv head, row) once, rows numbered
-    kv head * H + row, each record inside one kv head with that head group's columns; GATEUP
-    waits for all of its tiles. Off where it cannot run (T > 1, ranks, fixed K steps)."""
+    """Plan.oproj_merge: OPROJ_M's records cover every (kv head, row) once, rows numbered
+    kv head * H + row, each record inside one kv head with that head group's columns; at T = 1
+    GATEUP waits for all of its tiles; a T > 1 plan keeps OPROJ after it (its other steps),
+    GATEUP's alternative wait (one-position steps) is OPROJ_M. Off where it cannot run (ranks,
+    fixed K steps, T-step tiles as records)."""
     c = cfg("llama_gqa_tied_hd64")
     h, gh = c.hidden_size, c.group_size * c.head_dim
-    p = P.plan(c, programs, 1, 64)
-    seq = next(o.seq for o in p.ops if o.opcode == P.OPROJ)
-    assert _rows(p, 0, seq) == list(range(c.num_kv_heads * h))
-    for i in (i for i in p.instructions() if i.seq == seq):
-        k = i.start // h
-        assert (i.end - 1) // h == k and (i.k0, i.k1, i.partial) == (k * gh, (k + 1) * gh, False)
-    gu = next(i for i in p.instructions() if i.opcode == P.GATEUP and i.layer == 0)
-    assert gu.wait_count == p.ops[seq].tiles
-    assert p.op_stages(P.OPROJ) >= 2
-    assert not P.plan(c, programs, 4, 64).oproj_merge
+    assert not P.plan(c, programs, 4, 64).oproj_merge  # off by default at T > 1
+    for T in (1, 4):
+        p = P.plan(c, programs, T, 64, tiling=P.Tiling(oproj_merge=True if T > 1 else None))
+        seq = next(o.seq for o in p.ops if o.opcode == P.OPROJ_M)
+        assert _rows(p, 0, seq) == list(range(c.num_kv_heads * h))
+        for i in (i for i in p.instructions() if i.seq == seq):
+            k = i.start // h
+            assert (i.end - 1) // h == k and (i.k0, i.k1) == (k * gh, (k + 1) * gh)
+        gu = next(i for i in p.instructions() if i.opcode == P.GATEUP and i.layer == 0)
+        names = [P.OP_NAMES[o.opcode] for o in p.ops[seq - 1:gu.seq + 1]]
+        if T == 1:
+            assert names == ["ATTN", "OPROJ_M", "GATEUP"]
+            assert (gu.wait_seq, gu.wait_count) == (seq, p.ops[seq].tiles)
+        else:
+            assert names == ["ATTN", "OPROJ_M", "OPROJ", "GATEUP"]
+            assert (gu.wait_seq, gu.alt_seq, gu.alt_count) == (seq + 1, seq, p.ops[seq].tiles)
+        assert p.op_stages(P.OPROJ_M) >= 2
     assert not P.plan(c, programs, 1, 64, ranks=2).oproj_merge
     assert not P.plan(c, programs, 1, 64, tiling=P.Tiling(bk=64)).oproj_merge
+    assert not P.plan(c, programs, 4, 64, tiling=P.Tiling(one_tiles=False)).oproj_merge
     with pytest.raises(AssertionError, match="oproj_merge"):
-        P.plan(c, programs, 4, 64, tiling=P.Tiling(oproj_merge=True))
+        P.plan(c, programs, 4, 64, tiling=P.Tiling(oproj_merge=True, one_tiles=False))
 
 
 @pytest.mark.parametrize("programs", [1, 5, 132])
@@ -64,7 +74,8 @@ def test_every_tile_once_and_dependencies(programs):
     c = cfg("qwen3_qknorm_hd128")
     p = P.plan(c, programs, 4, 64)
     full = {P.QKV: c.q_size + 2 * c.kv_size, P.ATTN: c.num_kv_heads * p.splits,
-            P.OPROJ: c.hidden_size, P.GATEUP: c.intermediate_size,
+            P.OPROJ: c.hidden_size, P.OPROJ_M: c.num_kv_heads * c.hidden_size,
+            P.GATEUP: c.intermediate_size,
             P.DOWN: c.hidden_size, P.LMHEAD: c.vocab_size, P.SAMPLE: 1}
     for op in p.ops:
         assert _rows(p, 0, op.seq) == list(range(full[op.opcode])), op.name
