@@ -13,7 +13,9 @@ step's positions, ending each step with FILL_NEXT; per
 record it requests what the op reads that no other op of the step writes (weights, cached
 keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
 ops_sample) and releases its own counter. Counters past the ops' (plan.ticket_base) are the
-attention merge tickets. Counters are zeroed per launch by the
+attention merge tickets (unused where OPROJ_M merges: Plan.oproj_merge, a T = 1 kernel's steps,
+a T > 1 kernel's one-position steps when enabled, `part` then zeroed per launch too). Counters
+are zeroed per launch by the
 host, so epochs restart at 1. With one program (the CPU interpreter runs programs one after
 another) every wait is satisfied by the program itself. Only ranks == 1 runs here (ALLREDUCE
 is an error). Knows nothing about sessions. (Requesting the next run's weights into L2 with
