@@ -1,0 +1,106 @@
+"""Registers and spills of the monokernel for an H200 (sm_90), compiled on a CPU machine.
+
+The lent H200 runs triton 3.6; a compile there reports `fit` (registers, spills) in tune's JSON.
+With triton 3.6 installed here (its wheel bundles ptxas), the same kernel compiles offline and its
+stack frame matches the device's spill count (BENCH.md, session 18):
+    python bench/probes/offline_fit/fit.py --shape smollm2-135m --T 16 \
+        --variants "narrow=2;narrow=2,oproj_merge=1"
+prints per variant the registers per thread, the stack frame (spill space, bytes) and the SASS
+local loads / stores (spill traffic). Variants take tune's keys (Tiling fields); greedy, bf16.
+FIT_SASS=path saves the machine code (the noinline ops are functions inside the one SASS section
+_monokernel: find them by their RET and what they contain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from types import SimpleNamespace
+
+os.environ["TRITON_INTERPRET"] = "0"
+
+
+def compile_fit(shape: str, T: int, variant: dict, programs: int = 264) -> dict:
+    import torch
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from agentfast.engine.bench.models import SHAPES
+    from agentfast.kernels.monokernel import kernel as K
+    from agentfast.kernels.monokernel import plan as P
+    from agentfast.kernels.monokernel.tune import TILING_KEYS
+
+    cfg = SHAPES[shape]
+    tiling = P.Tiling(**{k: variant[k] for k in TILING_KEYS if k in variant})
+    p = P.plan(cfg, programs, T, 4096, tiling=tiling, context=1024)
+    fake = SimpleNamespace(w_qkv=torch.empty(0, dtype=torch.bfloat16), b_qkv=None,
+                           b_o=None, q_norm=1 if cfg.qk_norm else None)
+    mk = K.Monokernel(p, fake)  # only for its constexprs
+    consts = {**mk.consts, "SAMPLING": False, "USE_PTX": True, "IEEE": False, "TRACE": False}
+    bf = "*bf16"
+    types = {n: bf for n in ("x", "hidden", "attn", "act", "w_qkv", "w_o", "w_gu", "w_down",
+                             "embed", "lm_head", "k_cache", "v_cache")}
+    types.update({n: "*i32" for n in ("instr", "offs", "ctr", "err", "state", "tokens",
+                                      "stop_ids", "drafts", "host", "lm_idx", "c_bitmask",
+                                      "c_default", "c_exc_ptr", "c_exc_tokens", "c_exc_next",
+                                      "hist", "c_forced")})
+    types.update(cand="*i64", c_done="*i1", nsteps="i32", spin_cap="i32", eps="fp32",
+                 qk_scale="fp32", kv_cap="i32", window="i32", skip="i32", trace="*i64",
+                 trace_step="i32", trace_rows="i32")
+    fn = K._monokernel
+    sig = {a.name: "constexpr" if a.is_constexpr else types.get(a.name, "*fp32")
+           for a in fn.params}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.params)
+             if sig[a.name].startswith("*")}
+    k = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 4, "num_stages": 1})
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
+                        "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        res = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True,
+                             text=True).stdout
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", res)
+    if os.environ.get("FIT_SASS"):  # the machine code, for reading where the spills are
+        with open(os.environ["FIT_SASS"], "w") as f:
+            f.write(sass)
+    return {"triton": triton.__version__, "shape": shape, "T": T, "variant": variant,
+            "registers": int(m.group(1)) if m else None, "stack": int(m.group(2)) if m else None,
+            "local_loads": len(re.findall(r"\bLDL\b", sass)),
+            "local_stores": len(re.findall(r"\bSTL\b", sass)),
+            "code_bytes": max((int(a, 16) for a in re.findall(r"/\*([0-9a-f]{4,})\*/", sass)),
+                              default=0),
+            "shared": k.metadata.shared}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="smollm2-135m")
+    ap.add_argument("--T", type=int, default=1)
+    ap.add_argument("--variants", default="")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # (a child process: one variant, JSON)
+    args = ap.parse_args()
+    if args.one is not None:
+        print(json.dumps(compile_fit(args.shape, args.T, json.loads(args.one))))
+        return
+    from agentfast.kernels.monokernel.tune import parse_variant
+
+    variants = [parse_variant(s) for s in args.variants.split(";")] if args.variants else [{}]
+    for v in variants:  # one process each: Triton's caches stay small
+        out = subprocess.run([sys.executable, __file__, "--shape", args.shape, "--T",
+                              str(args.T), "--one", json.dumps(v)], capture_output=True,
+                             text=True)
+        print(out.stdout.strip().splitlines()[-1] if out.returncode == 0
+              else f"{v}: failed\n{out.stderr[-2000:]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
