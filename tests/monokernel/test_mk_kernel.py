@@ -26,6 +26,7 @@ N = 7
     ("qwen3_qknorm_hd128", 1, None),
     ("qwen3_qknorm_hd128", 4, "every_third_wrong"),
     ("llama_obias_hd64", 4, "perfect"),
+    ("llama_obias_hd64", 1, None),  # O-proj's bias where OPROJ_M merges (T = 1)
     ("qwen2_bias_hd64", 1, None),
     ("mistral_window_hd64", 1, None),
 ])
