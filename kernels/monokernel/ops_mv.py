@@ -425,6 +425,7 @@ def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl
              TP2: tl.constexpr = 1, part=None, PART: tl.constexpr = False):
     """x[t, n0:n1] += W[layer, n0:n1] @ src[t] (+ bias): O-proj (src = attn) or down (act).
     PART (down, Plan.oproj_merge): the residual is round(x + part), part's rows zeroed."""
+    tl.static_assert(not PART or ((T == 1) and (BK >= K)), "PART: T = 1 whole-row tiles only")
     w = w_all + layer.to(tl.int64) * (H * K)
     if (T == 1) & (BK >= K):
         return mv_tiles(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, BN, BK,
@@ -445,6 +446,7 @@ def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
                TP2: tl.constexpr = 1, part=None, PART: tl.constexpr = False):
     """act[t, n0:n1] = silu(Wg @ n(x)) * (Wu @ n(x)), Wg/Wu rows of the fused [2I, H]. PART
     (Plan.oproj_merge): x is round(x + part)."""
+    tl.static_assert(not PART or ((T == 1) and (BK >= H)), "PART: T = 1 whole-row tiles only")
     w = w_gu + layer.to(tl.int64) * (2 * FF * H)
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, sy,
