@@ -211,20 +211,13 @@ def _monokernel(
                                  NW, USE_PTX, FT_QKV, TP2)
             elif op == OPROJ_M:  # one-position steps: the attention splits merged here
                 if OM:
-                    if T > 1:
-                        if oc == 1:
-                            ok = oproj_merge_run(layer, a, b, tl.load(rec + 5), p, window,
-                                                 att_acc, att_ml, attn, part, w_o, b_o, sy, H,
-                                                 NH, NKV, HD, S, SP, BT1, BN_OM, BK_OM,
-                                                 HAS_O_BIAS, HAS_WINDOW, NS_OM, NW, USE_PTX,
-                                                 T)
-                        else:  # (OPROJ runs, waiting for ATTN itself)
-                            ok = 1
-                    else:
+                    if (T == 1) | (oc == 1):
                         ok = oproj_merge_run(layer, a, b, tl.load(rec + 5), p, window, att_acc,
                                              att_ml, attn, part, w_o, b_o, sy, H, NH, NKV, HD,
-                                             S, SP, BT, BN_OM, BK_OM, HAS_O_BIAS, HAS_WINDOW,
-                                             NS_OM, NW, USE_PTX)
+                                             S, SP, BT1, BN_OM, BK_OM, HAS_O_BIAS, HAS_WINDOW,
+                                             NS_OM, NW, USE_PTX, T)
+                    else:  # (OPROJ runs, waiting for ATTN itself)
+                        ok = 1
             elif op == OPROJ:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
@@ -423,7 +416,7 @@ class Monokernel:
             HAS_O_BIAS=w.b_o is not None, QK_NORM=w.q_norm is not None,
             HAS_WINDOW=bool(c.sliding_window), USE_PTX=use_ptx, AFOLD=plan.tiling.attn_fold,
             AMH=plan.merge_heads, M1=max(16, triton.next_power_of_2(g)),
-            BT1=P.attn_block(c.head_dim, 1, plan.wbytes),
+            BT1=plan.block_one,
             BT0=plan.block_t0(), MR=plan.merge_round,
             **self._narrow_consts(plan), OM=plan.oproj_merge,
             OM0=plan.oproj_merge and plan.T == 1,

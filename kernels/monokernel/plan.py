@@ -381,6 +381,14 @@ class Plan:
             return self.tiling.merge_elems
         return 16384 if self.T > 1 and self.cfg.head_dim <= 64 else 8192
 
+    @property
+    def block_one(self) -> int:
+        """Keys per attention block of a one-position step: the plan's at T = 1, else the
+        T = 1 default (a T > 1 kernel's one-position steps attend as a T = 1 kernel does)."""
+        if self.T == 1:
+            return self.tiling.attn_block
+        return attn_block(self.cfg.head_dim, 1, self.wbytes)
+
     def block_t0(self, T: int | None = None) -> int:
         """Tiling.attn_block_t0 resolved for steps of T positions (default: the plan's; 0 at
         T = 1: attn_block)."""
@@ -579,10 +587,12 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
         """rank_rows(r) -> row ranges [(lo, hi)]; make(r, lo, hi) -> extra fields."""
         seq = len(ops)
         for r in range(R):
-            tiles = [(lo + t * bn, min(hi, lo + (t + 1) * bn)) for lo, hi in rank_rows(r)
-                     for t in range(math.ceil((hi - lo) / bn))]
-            rng = [i for i, (lo, hi) in enumerate(rank_rows(r))
-                   for _ in range(math.ceil((hi - lo) / bn))]  # each tile's range
+            # tiles, and the range each comes from (a run of tiles never spans two ranges)
+            tiles, rng = [], []
+            for i, (lo, hi) in enumerate(rank_rows(r)):
+                for t in range(math.ceil((hi - lo) / bn)):
+                    tiles.append((lo + t * bn, min(hi, lo + (t + 1) * bn)))
+                    rng.append(i)
             if r == 0:
                 ops.append(OpInfo(seq, opcode, layer, len(tiles)))
             prev = ops[seq - 1] if seq else None

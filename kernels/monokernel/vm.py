@@ -147,7 +147,7 @@ class VM:
         T, G, hd, S, SR = self.t, c.group_size, c.head_dim, pl.splits, pl.split_ratio
         block = pl.tiling.attn_block
         if self.one:  # the T = 1 kernel's splits and blocks (kernel.py BT1)
-            SR, block = 1, P.attn_block(hd, 1, pl.wbytes)
+            SR, block = 1, pl.block_one
         pos = self.pos0
         lo, n, chunk = live_range(pos, T, c.sliding_window, S // SR, block)
         qpos = torch.arange(pos, pos + T, device=b.x.device)
@@ -237,8 +237,7 @@ class VM:
         G, H = c.group_size, c.hidden_size
         kvh = ins.start // H
         rows = slice(ins.start - kvh * H, ins.end - kvh * H)
-        block = pl.tiling.attn_block if pl.T == 1 else P.attn_block(c.head_dim, 1, pl.wbytes)
-        lo, n, chunk = live_range(self.pos0, 1, c.sliding_window, pl.splits, block)
+        lo, n, chunk = live_range(self.pos0, 1, c.sliding_window, pl.splits, pl.block_one)
         self._merge(b, range(kvh * G, (kvh + 1) * G), math.ceil((n - lo) / chunk))
         cols = slice(ins.k0, ins.k1)
         y = b.attn[:1, cols].float() @ self.w.w_o[ins.layer][rows, cols].float().T
