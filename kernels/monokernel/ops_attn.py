@@ -80,6 +80,31 @@ def _online(s, vals, ok, m_i, l_i, acc, IEEE: tl.constexpr, dt: tl.constexpr):
     return m_new, l_i, acc
 
 
+@triton.jit
+def _merge_round(h0, live, att_acc, att_ml, NH: tl.constexpr, HD: tl.constexpr,
+                 T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, SP: tl.constexpr,
+                 G: tl.constexpr, GP: tl.constexpr, TL: tl.constexpr):
+    """The G heads [h0, h0 + G)'s `live` split partials of T positions merged, fp32 [GP, TP2,
+    HD] (rows past G, positions past T: zero), in one round of loads: each split's running max
+    and denominator, then its accumulator, weighted by exp2(max - the heads' max)."""
+    t = tl.arange(0, TP2)
+    d = tl.arange(0, HD)
+    hh = tl.arange(0, GP)
+    sp = tl.arange(0, SP)
+    sm = (hh < G)[:, None, None] & (sp < live)[None, :, None] & (t < T)[None, None, :]
+    slot = ((h0 + hh[:, None, None]) * S + sp[None, :, None]) * TL + t[None, None, :]
+    m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
+    l_s = tl.load(att_ml + NH * S * TL + slot, mask=sm, other=0.0, cache_modifier=".cg")
+    a = tl.load(att_acc + slot[:, :, :, None] * HD + d[None, None, None, :],
+                mask=sm[:, :, :, None], other=0.0, cache_modifier=".cg")  # [GP, SP, TP2, HD]
+    mx = tl.max(m, axis=1)  # [GP, TP2]
+    m_safe = tl.where(mx == float("-inf"), 0.0, mx)
+    wgt = tl.where(sm, tl.exp2(m - m_safe[:, None, :]), 0.0)
+    den = tl.sum(l_s * wgt, axis=1)  # [GP, TP2]
+    acc = tl.sum(a * wgt[:, :, :, None], axis=1)  # [GP, TP2, HD]
+    return acc / tl.where(den > 0, den, 1.0)[:, :, None]
+
+
 @triton.jit(noinline=NOINLINE)
 def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
            T: tl.constexpr, TP2: tl.constexpr, S: tl.constexpr, SP: tl.constexpr,
@@ -97,19 +122,7 @@ def _merge(h0, live, att_acc, att_ml, attn, NH: tl.constexpr, HD: tl.constexpr,
     TC: tl.constexpr = min(TP2, max(1, MR // (SP * HD)))  # (powers of two: SP, HD, TP2)
     if GP * SP * TP2 * HD <= MR:
         hh = tl.arange(0, GP)
-        sp = tl.arange(0, SP)
-        sm = (hh < G)[:, None, None] & (sp < live)[None, :, None] & tv[None, None, :]
-        slot = ((h0 + hh[:, None, None]) * S + sp[None, :, None]) * TL + t[None, None, :]
-        m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
-        l_s = tl.load(att_ml + NH * S * TL + slot, mask=sm, other=0.0, cache_modifier=".cg")
-        a = tl.load(att_acc + slot[:, :, :, None] * HD + d[None, None, None, :],
-                    mask=sm[:, :, :, None], other=0.0, cache_modifier=".cg")  # [GP, SP, TP2, HD]
-        mx = tl.max(m, axis=1)  # [GP, TP2]
-        m_safe = tl.where(mx == float("-inf"), 0.0, mx)
-        wgt = tl.where(sm, tl.exp2(m - m_safe[:, None, :]), 0.0)
-        den = tl.sum(l_s * wgt, axis=1)  # [GP, TP2]
-        acc = tl.sum(a * wgt[:, :, :, None], axis=1)  # [GP, TP2, HD]
-        out = acc / tl.where(den > 0, den, 1.0)[:, :, None]
+        out = _merge_round(h0, live, att_acc, att_ml, NH, HD, T, TP2, S, SP, G, GP, TL)
         om = (hh < G)[:, None, None] & tv[None, :, None]
         tl.store(attn + t[None, :, None] * (NH * HD) + (h0 + hh[:, None, None]) * HD
                  + d[None, None, :], out.to(attn.dtype.element_ty), mask=om)
@@ -347,20 +360,9 @@ def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part,
         if c == 0:
             ok = wait_args(sy, NW, USE_PTX)
             hh = tl.arange(0, GP)
-            sp = tl.arange(0, SP)
             d = tl.arange(0, HD)
-            sm = (hh < G)[:, None] & (sp < live)[None, :]  # [GP, SP]
-            slot = ((kvh * G + hh[:, None]) * S + sp[None, :]) * TL
-            m = tl.load(att_ml + slot, mask=sm, other=float("-inf"), cache_modifier=".cg")
-            l_s = tl.load(att_ml + NH * S * TL + slot, mask=sm, other=0.0, cache_modifier=".cg")
-            a = tl.load(att_acc + slot[:, :, None] * HD + d[None, None, :], mask=sm[:, :, None],
-                        other=0.0, cache_modifier=".cg")  # [GP, SP, HD]
-            mx = tl.max(m, axis=1)
-            m_safe = tl.where(mx == float("-inf"), 0.0, mx)
-            wgt = tl.where(sm, tl.exp2(m - m_safe[:, None]), 0.0)
-            den = tl.sum(l_s * wgt, axis=1)  # [GP]
-            out = tl.sum(a * wgt[:, :, None], axis=1) / tl.where(den > 0, den, 1.0)[:, None]
-            out = out.to(attn.dtype.element_ty)  # [GP, HD]
+            out = _merge_round(kvh * G, live, att_acc, att_ml, NH, HD, 1, 1, S, SP, G, GP, TL)
+            out = tl.reshape(out, (GP, HD)).to(attn.dtype.element_ty)
             heads = tl.where(m0 == 0, G, 0)  # (the run from row 0 writes attn)
             tl.store(attn + (kvh * G + hh[:, None]) * HD + d[None, :], out,
                      mask=(hh < heads)[:, None] & (d < HD)[None, :])
