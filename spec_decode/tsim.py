@@ -21,7 +21,10 @@ policies, per trace kind, as speedups over plain decode:
 - with `--mtp [PATH]` (the MTP module's greedy drafts at every position, mtp_hits), "by match
   + MTP k=K": the switching kernel's rule where the n-gram lookup drafts, and a step of K + 1
   positions verifying K MTP drafts (each costing --mtp-cost plain steps) where it does not:
-  what drafting with the module inside the kernel, as the lookup's fallback, would give.
+  what drafting with the module inside the kernel, as the lookup's fallback, would give;
+- with `--tree`, "T=t chain" / "T=t tree": every step at T = t positions (one position where the
+  lookup has nothing) verifying the lookup's chain, or a tree of t - 1 nodes merged from the
+  continuations of every earlier occurrence of its match (ngram_tree): whether a tree pays.
 
 The costs are a table {T: cost} (relative, or us per step) interpolated linearly
 (policy.StepCost); "small" and "large" are the monokernel's H200 tables (SmolLM2-135M, and
@@ -79,6 +82,72 @@ def match_lengths(drafter: Drafter, prompt: list[int], output: list[int],
         P.append(len(props))
         S.append(span)
     return L, P, S
+
+
+TREE_T = (4, 8, 16)  # step widths the tree drafts are priced at (budget T - 1 nodes)
+
+
+def ngram_occurrences(seq: list[int], min_ngram: int, max_ngram: int) -> list[tuple[int, int]]:
+    """Every earlier occurrence of a suffix of `seq` with a token after it, as (n, e): n the
+    occurrence's match with the end of seq (min_ngram..max_ngram tokens), e its last
+    position; longest first, then latest (the first is NgramDrafter's, sampling.ngram_match)."""
+    import numpy as np
+
+    a = np.asarray(seq)
+    size = len(a)
+    if size <= min_ngram:
+        return []
+    e = np.nonzero(a[:size - 1] == a[-1])[0]
+    n = np.ones(len(e), dtype=np.int64)
+    alive = np.ones(len(e), dtype=bool)
+    for j in range(1, max_ngram):  # extend every candidate back while it agrees
+        i = e - j
+        ok = alive & (i >= 0)
+        ok[ok] = a[i[ok]] == a[size - 1 - j]
+        n += ok
+        alive = ok
+    keep = n >= min_ngram
+    e, n = e[keep], n[keep]
+    return [(int(n[i]), int(e[i])) for i in np.lexsort((-e, -n))]
+
+
+def ngram_tree(seq: list[int], budget: int, min_ngram: int = 1,
+               max_ngram: int = 8) -> set[tuple[int, ...]]:
+    """A draft tree of up to `budget` nodes from the n-gram lookup (nodes as token paths from
+    the step's last token): the continuations, `budget` tokens each, after every earlier
+    occurrence of the longest suffix the lookup matches, merged into a trie; its nodes that
+    the most occurrences pass through (a child never outnumbers its parent, so they form a
+    tree; ties to the shallower, then to the latest occurrence's). NgramDrafter's chain is
+    the latest occurrence's continuation alone."""
+    occ = ngram_occurrences(seq, min_ngram, max_ngram)
+    if not occ or budget <= 0:
+        return set()
+    n0 = occ[0][0]
+    count: dict[tuple[int, ...], float] = {}
+    for r, e in enumerate(e for n, e in occ if n == n0):
+        cont = tuple(seq[e + 1:e + 1 + budget])
+        for d in range(1, len(cont) + 1):
+            count[cont[:d]] = count.get(cont[:d], 0.0) + 1.0 + 1e-3 / (1 + r)
+    return set(sorted(count, key=lambda k: (-count[k], len(k)))[:budget])
+
+
+def tree_lengths(drafter: Drafter, prompt: list[int], output: list[int],
+                 budgets: tuple[int, ...] = tuple(t - 1 for t in TREE_T)) -> dict[int, list[int]]:
+    """Per budget b and position p of `output`: the longest path of ngram_tree(b) after
+    prompt + output[:p] (the NgramDrafter's corpus: its view, then the history) that equals
+    output[p:], what a step verifying the tree (b + 1 positions, each attending to its
+    ancestors) would keep."""
+    drafter.begin(prompt)
+    out: dict[int, list[int]] = {b: [] for b in budgets}
+    for p in range(len(output)):
+        seq = drafter.corpus(prompt + output[:p])
+        for b in budgets:
+            tree = ngram_tree(seq, b, drafter.min_ngram, drafter.max_ngram)
+            m = 0
+            while p + m < len(output) and tuple(output[p:p + m + 1]) in tree:
+                m += 1
+            out[b].append(m)
+    return out
 
 
 def mtp_hits(drafter, model, prompt: list[int], output: list[int], k: int = 2) -> list[int]:
@@ -293,9 +362,10 @@ def parse_costs(text: str) -> dict[int, float]:
 
 
 def collect(engine: Engine, traces: list[dict], max_tokens: int, mtp=None,
-            mtp_k: int = 2) -> dict[str, dict]:
+            mtp_k: int = 2, tree: bool = False) -> dict[str, dict]:
     """Per trace: its kind and, per assistant turn, (L, P, S) along the engine's greedy output
-    (match_lengths), and M (mtp_hits, up to mtp_k) with an MTP drafter `mtp`."""
+    (match_lengths), and M (mtp_hits, up to mtp_k) with an MTP drafter `mtp`; with `tree`,
+    "trees": per turn the n-gram tree's kept lengths by budget (tree_lengths)."""
     from agentfast.engine import SamplingParams
 
     from .replay import _assistant_turns, trace_kind
@@ -303,7 +373,7 @@ def collect(engine: Engine, traces: list[dict], max_tokens: int, mtp=None,
     assert engine.drafter is not None, "collect needs an engine made with drafter="
     out = {}
     for tr in traces:
-        turns = []
+        turns, trees = [], []
         for i in _assistant_turns(tr):
             prompt = engine.encode_chat(tr["messages"][:i])
             r = engine.generate(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0))
@@ -312,7 +382,27 @@ def collect(engine: Engine, traces: list[dict], max_tokens: int, mtp=None,
             if mtp is not None:
                 t = (*t, mtp_hits(mtp, engine.backend.model, prompt, out_ids, mtp_k))
             turns.append(t)
-        out[tr["name"]] = {"kind": trace_kind(tr), "turns": turns}
+            if tree:
+                trees.append(tree_lengths(engine.drafter, prompt, out_ids))
+        out[tr["name"]] = {"kind": trace_kind(tr), "turns": turns,
+                           **({"trees": trees} if tree else {})}
+    return out
+
+
+def tree_speedups(turns: list[tuple[list[int], ...]], trees: list[dict[int, list[int]]],
+                  cost: StepCost) -> dict[str, float]:
+    """Speedups over plain decode of every step at T positions verifying the lookup's chain
+    of T - 1 drafts ("T=t chain", tsim's "T=t/plain") or its tree of T - 1 nodes ("T=t tree"),
+    a one-position step where the lookup has nothing, at the same step costs (a tree step
+    costs what a chain step of as many positions does)."""
+    plain = sum(max(len(L) - 1, 0) for L, *_ in turns)
+    out: dict[str, float] = {}
+    for T in TREE_T:
+        c_chain = sum(steps_cost(L, cost, T, P) for L, P, *_ in turns)
+        c_tree = sum(steps_cost(tr[T - 1], cost, T, P) for (_, P, *_), tr in zip(
+            turns, trees, strict=True))
+        out[f"T={T} chain"] = round(plain / c_chain, 3) if c_chain else 1.0
+        out[f"T={T} tree"] = round(plain / c_tree, 3) if c_tree else 1.0
     return out
 
 
@@ -344,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mtp-cost", type=float, default=0.09,
                     help="an MTP draft in the kernel, in T = 1 steps (one decoder layer, "
                          "eh_proj and the LM head: ~0.09 on the SmolLM2 shape)")
+    ap.add_argument("--tree", action="store_true",
+                    help="also price a draft tree of the lookup's continuations (T - 1 nodes: "
+                         "ngram_tree) against its chain, at T = 4, 8, 16")
     ap.add_argument("-n", "--max-tokens", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="reference")
@@ -364,11 +457,16 @@ def main(argv: list[str] | None = None) -> int:
             mtp = make_drafter("mtp:" + args.mtp if args.mtp else "mtp", eng.model, eng.backend)
         except AgentfastError as e:
             ap.error(f"--mtp: {e}")
-    data = collect(eng, traces, args.max_tokens, mtp)
+    if args.tree and args.drafter != "ngram":
+        ap.error("--tree prices the n-gram lookup's tree: --drafter ngram")
+    data = collect(eng, traces, args.max_tokens, mtp, tree=args.tree)
     kinds: dict[str, list] = {}
+    trees: dict[str, list] = {}
     for d in data.values():
         kinds.setdefault(d["kind"], []).extend(d["turns"])
+        trees.setdefault(d["kind"], []).extend(d.get("trees", []))
     kinds["all"] = [t for d in data.values() for t in d["turns"]]
+    trees["all"] = [t for d in data.values() for t in d.get("trees", [])]
     records = []
     for table in tables:
         cost = StepCost(table)
@@ -376,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{ {T: round(cost(T), 3) for T in sorted({*table, *POLICY_T})} }")
         for kind, turns in kinds.items():
             sp = simulate(turns, cost, args.launch, args.one, args.mtp_cost)
+            if args.tree:
+                sp.update(tree_speedups(turns, trees[kind], cost))
             tokens = sum(len(L) for L, *_ in turns)
             print(f"  {kind}: {tokens} tokens, "
                   + ", ".join(f"{k} {v:.2f}x" for k, v in sp.items()))

@@ -12,11 +12,15 @@ from agentfast.spec_decode.policy import StepCost
 from agentfast.spec_decode.tsim import (
     main,
     match_lengths,
+    ngram_occurrences,
+    ngram_tree,
     oracle_cost,
     parse_costs,
     simulate,
     steps_cost,
     switch_cost,
+    tree_lengths,
+    tree_speedups,
 )
 
 COST = StepCost({1: 1.0, 4: 1.5, 16: 2.0})
@@ -94,6 +98,42 @@ def test_match_lengths_follow_a_copy():
     d2 = NgramDrafter(max_ngram=2)
     _, _, S2 = match_lengths(d2, [7, 9, 1, 2, 3, 4, 5, 8, 9, 1, 2, 3], [4, 0], k=4)
     assert S2 == [4, 5]
+
+
+def test_ngram_occurrences_start_with_the_lookups_match():
+    from agentfast.kernels.monokernel.sampling import ngram_match
+
+    g = torch.Generator().manual_seed(3)
+    for _ in range(200):
+        seq = torch.randint(0, 4, (int(torch.randint(1, 40, (1,), generator=g)),),
+                            generator=g).tolist()
+        occ = ngram_occurrences(seq, 1, 3)
+        assert (occ[0] if occ else (0, -1)) == ngram_match(seq, 1, 3)
+        for n, e in occ:  # each: n tokens ending at e equal the end, a token after e
+            assert 1 <= n <= 3 and e <= len(seq) - 2 and seq[e - n + 1:e + 1] == seq[-n:]
+        assert occ == sorted(occ, key=lambda o: (-o[0], -o[1]))
+
+
+def test_ngram_tree_takes_the_continuations_most_occurrences_share():
+    # "1 2" occurs three times before the end: followed by "3 1 2", "4 1 2", "3 1 2"
+    seq = [1, 2, 3, 1, 2, 4, 1, 2, 3, 1, 2]
+    assert ngram_tree(seq, 3, 1, 2) == {(3,), (3, 1), (3, 1, 2)}
+    assert ngram_tree(seq, 4, 1, 2) == {(3,), (3, 1), (3, 1, 2), (4,)}  # the branch next
+    assert ngram_tree(seq, 0, 1, 2) == set() and ngram_tree([7, 8], 4, 1, 2) == set()
+    # the kept length: the tree's longest path equal to the output; the chain (the latest
+    # occurrence's "3 1 2") keeps nothing where the output goes "4 1"
+    d = NgramDrafter(max_ngram=2)
+    out = [9, 4, 1, 7]  # the lookup runs after prompt + out[:p]
+    trees = tree_lengths(d, seq, out, budgets=(1, 4))
+    L, P, _ = match_lengths(d, seq, out, k=4)
+    assert trees[4][0] == 0 and L[0] == 0  # "9" follows no occurrence of "1 2"
+    prompt = seq[:-1] + [2]  # the same history
+    trees = tree_lengths(d, prompt, [4, 1, 7], budgets=(1, 4))
+    L, P, _ = match_lengths(d, prompt, [4, 1, 7], k=4)
+    assert L[0] == 0 and trees[1][0] == 0 and trees[4][0] == 1
+    cost = StepCost({1: 1.0, 16: 1.0})  # free steps: the tree can only gain here
+    sp = tree_speedups([(L, P)], [{3: trees[4], 7: trees[4], 15: trees[4]}], cost)
+    assert sp["T=4 tree"] >= sp["T=4 chain"] > 0
 
 
 def test_switch_cost_widths_by_match():
@@ -193,6 +233,15 @@ def test_cli_on_the_tiny_model(llama_dir, tmp_path, capsys):
     sp = kinds["all"]["speedup"]
     assert sp["oracle"] >= sp["T=4"] > 0 and "T=16/plain" in sp
     assert "repeat_tool_output:" in capsys.readouterr().out
+    assert main(["-m", str(llama_dir), "--trace", "repeat_tool_output", "-n", "8", "--costs",
+                 "1:1,4:1.5,16:2", "--tree", "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    sp = {r["kind"]: r["speedup"] for r in rec["records"]}["all"]
+    assert all(sp[f"T={T} {w}"] > 0 for T in (4, 8, 16) for w in ("chain", "tree"))
+    trees = [t for d in rec["traces"].values() for t in d["trees"]]
+    turns = [t for d in rec["traces"].values() for t in d["turns"]]
+    assert len(trees) == len(turns) and all(
+        len(tr["15"]) == len(t[0]) for tr, t in zip(trees, turns, strict=True))
     assert main(["-m", str(llama_dir), "--trace", "repeat", "-n", "4", "--costs", "small",
                  "--costs", "large", "--json", str(out)]) == 0
     assert len(json.loads(out.read_text())["records"]) == 4  # 2 tables x (the kind, all)
