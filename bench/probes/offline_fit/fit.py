@@ -5,8 +5,10 @@ With triton 3.6 installed here (its wheel bundles ptxas), the same kernel compil
 stack frame matches the device's spill count (BENCH.md, session 18):
     python bench/probes/offline_fit/fit.py --shape smollm2-135m --T 16 \
         --variants "narrow=2;narrow=2,oproj_merge=1"
-prints per variant the registers per thread, the stack frame (spill space, bytes) and the SASS
-local loads / stores (spill traffic). Variants take tune's keys (Tiling fields); greedy, bf16.
+prints per variant the registers per thread, the stack frame (spill space, bytes), the SASS
+local loads / stores (spill traffic) and the functions that hold them (`functions`: the kernel's
+body first, then the noinline ops, told apart by what they contain: HMMA and MUFU.EX2 in the
+attention, atomics). Variants take tune's keys (Tiling fields); greedy, bf16.
 FIT_SASS=path saves the machine code (the noinline ops are functions inside the one SASS section
 _monokernel: find them by their RET and what they contain).
 """
@@ -23,6 +25,27 @@ import tempfile
 from types import SimpleNamespace
 
 os.environ["TRITON_INTERPRET"] = "0"
+
+
+def functions(sass: str) -> list[dict]:
+    """The machine code cut into its functions (the kernel's body, then each noinline op, each
+    ending with RET): per function its first address, instructions, local loads / stores
+    (spill traffic), HMMA (tensor-core dots), MUFU.EX2 (softmax), atomics and reductions."""
+    out, cur = [], None
+    for addr, ins in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass):
+        if cur is None:
+            cur = {"at": addr, "instructions": 0, "ldl": 0, "stl": 0, "hmma": 0, "ex2": 0,
+                   "atomics": 0}
+        cur["instructions"] += 1
+        cur["ldl"] += bool(re.search(r"\bLDL\b", ins))
+        cur["stl"] += bool(re.search(r"\bSTL\b", ins))
+        cur["hmma"] += "HMMA" in ins
+        cur["ex2"] += "MUFU.EX2" in ins
+        cur["atomics"] += bool(re.search(r"\b(ATOM|ATOMG|RED)\b", ins))
+        if re.search(r"\bRET\b", ins):
+            out.append(cur)
+            cur = None
+    return out + ([cur] if cur else [])
 
 
 def compile_fit(shape: str, T: int, variant: dict, programs: int = 264) -> dict:
@@ -78,7 +101,10 @@ def compile_fit(shape: str, T: int, variant: dict, programs: int = 264) -> dict:
             "local_stores": len(re.findall(r"\bSTL\b", sass)),
             "code_bytes": max((int(a, 16) for a in re.findall(r"/\*([0-9a-f]{4,})\*/", sass)),
                               default=0),
-            "shared": k.metadata.shared}
+            "shared": k.metadata.shared,
+            # where the spill traffic is: the functions with local loads or stores
+            "spilling_functions": [f for f in functions(sass) if f["ldl"] or f["stl"]],
+            "functions": len(functions(sass))}
 
 
 def main() -> None:
