@@ -496,16 +496,16 @@ class MonokernelBackend(ReferencePrefill):
                     b.state[W.D_PROBE] = int(probe)
                     steps0 = int(b.state[W.STEPS])
                 seen = yield from self._follow(kern, b, n, sampling, seen, hist)
-                done = int(b.state[W.DONE])
+                st = b.state.tolist()  # (one read of the device state per launch)
+                done = st[W.DONE]
                 if not plain:
-                    policy.step_accepted = int(b.state[W.D_EWMA]) / W.Q16
+                    policy.step_accepted = st[W.D_EWMA] / W.Q16
                     if pausing:
-                        policy.launch_ended(done == W.DONE_PAUSE, probe,
-                                            int(b.state[W.STEPS]) - steps0)
+                        policy.launch_ended(done == W.DONE_PAUSE, probe, st[W.STEPS] - steps0)
                 if done == W.DONE_PAUSE:
                     b.state[W.DONE] = 0
                 elif (done == W.DONE_CAPACITY and kern is spec
-                      and int(b.state[W.POS]) < int(b.state[W.CAPACITY])):
+                      and st[W.POS] < st[W.CAPACITY]):
                     b.state[W.DONE] = 0  # room for fewer than T positions: the rest plainly
                     b.host[W.H_DONE] = 0
                     yield from self._stream(b, max_new, sampling, seen)
@@ -513,13 +513,13 @@ class MonokernelBackend(ReferencePrefill):
                 elif done:
                     return
         finally:
-            by = [int(v) for v in b.state[W.D_BY_WIDTH:W.D_BY_WIDTH + 3]]
-            drafter.observe_counts(int(b.state[W.D_STEPS]), int(b.state[W.D_DRAFTED]),
-                                   int(b.state[W.D_ACCEPTED]),
+            st = b.state.tolist()
+            by = st[W.D_BY_WIDTH:W.D_BY_WIDTH + 3]
+            drafter.observe_counts(st[W.D_STEPS], st[W.D_DRAFTED], st[W.D_ACCEPTED],
                                    {T: by[0], 1: by[1], **({narrow: by[2]} if narrow else {})})
             if mtp:  # the module's steps (one draft each); its K/V now covers these tokens
-                drafter.observe_mtp(int(b.state[W.M_STEPS]), int(b.state[W.M_ACCEPTED]))
-                self._mtp_tokens[cache] = list(hist[:int(b.state[W.M_KV]) + 1])
+                drafter.observe_mtp(st[W.M_STEPS], st[W.M_ACCEPTED])
+                self._mtp_tokens[cache] = list(hist[:st[W.M_KV] + 1])
                 fb = self._fill_bufs.get(cache)
                 if fb is not None:  # (a fill that stalled: its recorded error)
                     self._fill_kernel().check(fb)

@@ -367,8 +367,15 @@ def match_rule(st: torch.Tensor, nd: int, guessed: int, conf: int) -> tuple[bool
     nd drafts, `guessed` of them the lookup's: (weak: all are its guesses and the match is
     shorter than D_MATCH_MIN, so the step runs as one position (forced drafts are sure);
     wide: the match reaches D_MATCH_WIDE)."""
-    weak = conf < int(st[D_MATCH_MIN]) and guessed >= nd
-    return weak, 0 < int(st[D_MATCH_WIDE]) <= conf
+    match_min, match_wide = st[D_MATCH_MIN:D_MATCH_WIDE + 1].tolist()  # (one read)
+    return conf < match_min and guessed >= nd, 0 < match_wide <= conf
+
+
+def put_slots(t: torch.Tensor, vals: dict[int, int]) -> None:
+    """t[slot] = value for every item of `vals`, in one indexed store (on a GPU a kernel per
+    slot otherwise, each with its launch on the host)."""
+    idx = torch.tensor(list(vals), dtype=torch.long).to(t.device)
+    t[idx] = torch.tensor(list(vals.values()), dtype=t.dtype).to(t.device)
 
 
 def q16(v: float) -> int:
@@ -414,8 +421,7 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
             D_WIDE: int(narrow > 0), D_NEED: need or max(narrow - 1, 1), D_CONF: 0,
             D_MATCH_MIN: match_min, D_MATCH_WIDE: match_wide if narrow else 0,
             D_BY_WIDTH: 0, D_BY_WIDTH + 1: 0, D_BY_WIDTH + 2: 0}
-    for slot, v in vals.items():
-        st[slot] = v
+    put_slots(st, vals)
 
 
 def start_mtp(bufs: Buffers, floor: float = 0.0, lazy: bool = True) -> None:
