@@ -5,8 +5,9 @@ Measured on an H200 (shared/probes/barrier2.py): thread 0 polling with inline PT
 `ld.acquire.gpu` (+ nanosleep) and then a CTA barrier is the cheapest wait (~1 us per grid-wide
 sync); all threads polling with volatile loads costs 1.2-2.4 us. That path needs CUDA; HIP and
 the CPU interpreter take the portable path (an acquire atomic in a loop). Every wait is bounded
-by `cap` iterations and gives up early once another program has recorded an error; on expiry
-it records [ERR_WAIT, record, seq, wait_seq, target, seen, program, step] (first error wins).
+by `cap` iterations and gives up early once another program has recorded an error (CUDA: seen
+within 32 polls); on expiry it records [ERR_WAIT, record, seq, wait_seq, target, seen, program,
+step] (first error wins).
 Knows nothing about what the counters guard.
 """
 
@@ -20,9 +21,13 @@ from . import weights as W
 ERR_WAIT = tl.constexpr(W.ERR_WAIT)
 NSTAMP = tl.constexpr(8)  # timeline slots per record: start, waited, marks 2-6, released
 
+# One poll of the counter per iteration (an L2 round trip); the error word, which only ends a
+# wait early once another program has failed, every 32nd poll (reading it each time made
+# every poll two dependent round trips: the median waiter saw a release 0.5-0.65 us after it,
+# 0.3 at best, H200 timeline of session 13, BENCH.md session 19)
 _SPIN = tl.constexpr("""{
     .reg .pred p, q;
-    .reg .u32 t, n;
+    .reg .u32 t, n, m;
     .reg .s32 v, e;
     mov.b32 $0, 1;
     mov.u32 t, %tid.x;
@@ -33,12 +38,16 @@ _SPIN = tl.constexpr("""{
     ld.acquire.gpu.global.s32 v, [$1];
     setp.ge.s32 q, v, $2;
     @q bra DONE${:uid};
-    ld.volatile.global.s32 e, [$3];
-    setp.ne.s32 q, e, 0;
-    @q bra FAIL${:uid};
     add.u32 n, n, 1;
     setp.ge.u32 q, n, $4;
     @q bra FAIL${:uid};
+    and.b32 m, n, 31;
+    setp.ne.u32 q, m, 0;
+    @q bra SLEEP${:uid};
+    ld.relaxed.gpu.global.s32 e, [$3];
+    setp.ne.s32 q, e, 0;
+    @q bra FAIL${:uid};
+    SLEEP${:uid}:
     nanosleep.u32 20;
     bra SPIN${:uid};
     FAIL${:uid}:
