@@ -4,9 +4,10 @@
         [--trace edit_file] [--costs "1:573,2:697,16:1301"] [--json FILE]
 
 Replays the agent trace set (spec_decode/traces) as `spec_decode.replay` does, greedy, on the
-monokernel backend, with every kernel launch timed on the device (a CUDA event before the
-launch's counter zeroing and one after the kernel; on CPU, host clocks around the call) and
-counted. Per turn: the decode time the engine reports (first token to last), the launches' device
+monokernel backend, with every kernel launch timed on the device (a CUDA event recorded before
+the launch call, one after it: the device time from there to the kernel's end, which also holds
+what the launch call itself takes on the host while the device waits; on CPU, host clocks around
+the call) and counted. Per turn: the decode time the engine reports (first token to last), the launches' device
 time, the rest (host: setup, drafting, polling, reads of the device state; and the gaps between
 launches), the launches, and the steps by width (the drafter's counts); with --costs (us per
 step by positions: one-position, narrow, wide, as `tune` measures them), the decode those steps
