@@ -103,7 +103,9 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
     """Per op kind, from one traced step (tr: int64 [programs, records, sync.NSTAMP] = start,
     waited, phase marks 2.., released in ns): critical-path span (last release minus the
     producer's last release), sync latency (first waiter's wake-up minus the producer's last
-    release), median and max busy time (release minus wake-up) over the op's records, and per
+    release; `wake_med_us` / `wake_max_us`: the median and the last waiter's, over the records
+    that waited after that release), median and max busy time (release minus wake-up) over the
+    op's records, and per
     phase mark the median time from wake-up to the mark (`phase<k>_us`, records that have it;
     marks: ops_mv x loaded / first tile / last tile, ops_attn q k v ready / softmax done /
     ticket / merged), summed/averaged over layers."""
@@ -127,6 +129,11 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
         k["n"] += 1
         k["span_us"] += (done[op.seq] - ready) / 1e3
         k["sync_us"] += (min(r[1] for r in recs) - ready) / 1e3
+        wake = sorted(r[1] - ready for r in recs if r[1] >= ready)
+        if wake:
+            k["wake_med_us"] = k.get("wake_med_us", 0.0) + wake[len(wake) // 2] / 1e3
+            k["wake_max_us"] = k.get("wake_max_us", 0.0) + wake[-1] / 1e3
+            k["n_wake"] = k.get("n_wake", 0) + 1
         k["busy_med_us"] += busy[len(busy) // 2] / 1e3
         k["busy_max_us"] += busy[-1] / 1e3
         for m in range(3, len(recs[0])):  # phase marks present in this op's records
@@ -135,8 +142,9 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
                 f = f"phase{m - 1}_us"
                 k[f] = k.get(f, 0.0) + got[len(got) // 2] / 1e3
     for k in kinds.values():  # per op: averages over its layers; span stays a sum
+        nw = k.pop("n_wake", 0)
         for f in [f for f in k if f.endswith("_us") and f != "span_us"]:
-            k[f] = round(k[f] / k["n"], 3)
+            k[f] = round(k[f] / (nw if f.startswith("wake_") else k["n"]), 3)
         k["span_us"] = round(k["span_us"], 1)
     return {"step_us": round((done[plan.ops[-1].seq] - t0) / 1e3, 1), "ops": kinds}
 

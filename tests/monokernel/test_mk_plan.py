@@ -215,6 +215,11 @@ def test_timeline_summary_of_a_synthetic_trace():
     assert sum(k["span_us"] for k in s["ops"].values()) == pytest.approx(s["step_us"])
     qkv = s["ops"]["QKV"]
     assert qkv["n"] == c.num_layers and qkv["sync_us"] == pytest.approx(1.0, abs=0.6)
+    # every record wakes 1 us after its producer's last release (the step's first op: after
+    # the step's first start, 0.5 us earlier)
+    down = s["ops"]["DOWN"]
+    assert down["wake_med_us"] == pytest.approx(1.0) and down["wake_max_us"] == pytest.approx(1.0)
+    assert qkv["wake_max_us"] == pytest.approx(1.0 + 0.5 / c.num_layers)
     assert s["ops"]["SAMPLE"]["busy_max_us"] == pytest.approx(3.0)  # the last program samples
     assert qkv["busy_max_us"] >= qkv["busy_med_us"] >= 2.0
     assert "phase2_us" not in qkv  # no marks: no phases
