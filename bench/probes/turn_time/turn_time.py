@@ -7,14 +7,14 @@ Replays the agent trace set (spec_decode/traces) as `spec_decode.replay` does, g
 monokernel backend, with every kernel launch timed on the device (a CUDA event recorded before
 the launch call, one after it: the device time from there to the kernel's end, which also holds
 what the launch call itself takes on the host while the device waits; on CPU, host clocks around
-the call) and counted. Per turn: the decode time the engine reports (first token to last), the launches' device
-time, the rest (host: setup, drafting, polling, reads of the device state; and the gaps between
-launches), the launches, and the steps by width (the drafter's counts); with --costs (us per
-step by positions: one-position, narrow, wide, as `tune` measures them), the decode those steps
-would take at those costs, so that kernel time above it is what switching widths costs in a real
-sequence (cold code paths, the first step of a launch) and decode time above the kernel's is the
-host's. The question it answers: session 18's replay decoded 5% slower than its steps at tune's
-costs (BENCH.md, session 19).
+the call) and counted. Per turn: the decode time the engine reports (first token to last), the
+launches' device time, the rest (host: setup, drafting, polling, reads of the device state; and
+the gaps between launches), the launches, and the steps by width (the drafter's counts); with
+--costs (us per step by positions: one-position, narrow, wide, as `tune` measures them), the
+decode those steps would take at those costs, so that kernel time above it is what switching
+widths costs in a real sequence (cold code paths, the first step of a launch) and decode time
+above the kernel's is the host's. The question it answers: session 18's replay decoded 5% slower
+than its steps at tune's costs (BENCH.md, session 19).
 """
 
 from __future__ import annotations
