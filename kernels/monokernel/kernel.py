@@ -333,9 +333,8 @@ def _monokernel(
                 elif op == FILL_NEXT:
                     if MTP:
                         fill_next(state, pos, T)
-                elif (op == NOP) | (op == ALLREDUCE) | ((op > TOP) & (op != OPROJ_M)):  # ALLREDUCE
-                    # (ranks > 1),
-                    # garbage: not here
+                elif (op == NOP) | (op == ALLREDUCE) | ((op > TOP) & (op != OPROJ_M)):
+                    # ALLREDUCE (ranks > 1), garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
             if ok == 1:
@@ -420,8 +419,7 @@ class Monokernel:
             BT0=plan.block_t0(), MR=plan.merge_round,
             **self._narrow_consts(plan), OM=plan.oproj_merge,
             OM0=plan.oproj_merge and plan.T == 1,
-            BN_OM=bl[P.OPROJ_M][0] if plan.oproj_merge else 1,
-            BK_OM=bl[P.OPROJ_M][1] if plan.oproj_merge else 1,
+            BN_OM=bl.get(P.OPROJ_M, (1, 1))[0], BK_OM=bl.get(P.OPROJ_M, (1, 1))[1],
             NS_OM=plan.op_stages(P.OPROJ_M) if plan.oproj_merge else 1,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
 

@@ -92,6 +92,7 @@ def compile_fit(shape: str, T: int, variant: dict, programs: int = 264) -> dict:
                              text=True).stdout
         sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
     m = re.search(r"REG:(\d+) STACK:(\d+)", res)
+    funcs = functions(sass)
     if os.environ.get("FIT_SASS"):  # the machine code, for reading where the spills are
         with open(os.environ["FIT_SASS"], "w") as f:
             f.write(sass)
@@ -103,8 +104,8 @@ def compile_fit(shape: str, T: int, variant: dict, programs: int = 264) -> dict:
                               default=0),
             "shared": k.metadata.shared,
             # where the spill traffic is: the functions with local loads or stores
-            "spilling_functions": [f for f in functions(sass) if f["ldl"] or f["stl"]],
-            "functions": len(functions(sass))}
+            "spilling_functions": [f for f in funcs if f["ldl"] or f["stl"]],
+            "functions": len(funcs)}
 
 
 def main() -> None:
