@@ -36,6 +36,12 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
+    try:
+        costs = ({int(t): float(c) for t, c in (kv.split(":") for kv in args.costs.split(","))}
+                 if args.costs else None)
+    except ValueError:
+        ap.error(f"--costs {args.costs!r}: positions:us pairs, e.g. 1:573,2:697,16:1301")
+
     import torch
 
     from agentfast.engine import Engine
@@ -61,8 +67,6 @@ def main() -> None:
     K.Monokernel.launch = timed
     drafter = None if args.drafter == "none" else args.drafter
     eng = Engine.load(args.model, device=args.device, backend="monokernel", drafter=drafter)
-    costs = ({int(t): float(c) for t, c in (kv.split(":") for kv in args.costs.split(","))}
-             if args.costs else None)
     traces = [t for t in load_traces()
               if not args.trace or any(t["name"].startswith(p) for p in args.trace)]
     rows = []
@@ -87,6 +91,9 @@ def main() -> None:
                    "host_ms": round((r.decode_s - kernel_s) * 1e3, 3), "launches": len(spans),
                    "widths": widths}
             if costs:
+                missing = sorted(set(widths) - set(costs))
+                if missing:
+                    raise SystemExit(f"--costs has no cost for steps of {missing} positions")
                 row["steps_ms"] = round(sum(costs[w] * n for w, n in widths.items()) / 1e3, 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
