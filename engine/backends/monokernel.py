@@ -594,10 +594,9 @@ def _confidence(drafter: Any, hist: list[int], props: list[int], guessed: int) -
     """What the device drafter stores in weights.D_CONF with its drafts, for the host's
     proposal of a launch's first step: the lookup's match length (extended back) when it
     proposed, or the automaton-forced drafts if more."""
-    from ...kernels.monokernel.sampling import match_span, ngram_match
+    from ...kernels.monokernel.sampling import match_span
 
     span = 0
     if guessed:
-        seq = drafter.corpus(hist)
-        span = match_span(seq, *ngram_match(seq, drafter.min_ngram, drafter.max_ngram))
+        span = match_span(*drafter.match(hist))
     return max(span, len(props) - guessed)

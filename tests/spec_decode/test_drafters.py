@@ -32,6 +32,35 @@ def test_min_ngram_and_copy_of_a_tool_output():
     assert NgramDrafter().propose(h, 6) == tool[5:11]
 
 
+def test_suffix_match_is_the_device_lookups_rule():
+    """The host's one-pass lookup (drafters.suffix_match, what propose and the monokernel's
+    first-step confidence run) against the scan per suffix length that mirrors the kernel's
+    lookup (kernels/monokernel/sampling.ngram_match), on random histories over small and large
+    vocabularies (long runs of repeats, no match at all) and every n-gram range."""
+    import random
+
+    from agentfast.kernels.monokernel.sampling import ngram_match
+    from agentfast.spec_decode.drafters import suffix_match
+
+    rng = random.Random(0)
+    found = 0
+    for trial in range(3000):
+        vocab = rng.choice([1, 2, 3, 5, 50])
+        seq = [rng.randrange(vocab) for _ in range(rng.randrange(0, 60))]
+        if trial % 3 == 0 and len(seq) > 8:  # a copy of an earlier stretch at the end
+            a = rng.randrange(len(seq) - 4)
+            seq += seq[a:a + rng.randrange(1, 12)]
+        lo = rng.randrange(1, 4)
+        hi = lo + rng.randrange(0, 8)
+        want = ngram_match(seq, lo, hi)
+        assert suffix_match(seq, lo, hi) == want, (seq, lo, hi)
+        found += want[0] > 0
+    assert 1000 < found < 2900  # both outcomes exercised
+    d = NgramDrafter(max_ngram=4)
+    h = [1, 2, 3, 5, 9, 1, 2, 7, 8, 6, 9, 1, 2]
+    assert d.match(h) == (h, 3, 6)
+
+
 def test_observe_counts_verification_steps():
     d = NgramDrafter()
     d.observe([1, 2, 3], 2)
