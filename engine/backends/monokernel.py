@@ -377,7 +377,7 @@ class MonokernelBackend(ReferencePrefill):
                 props, guessed = propose_drafts(drafter, hist, k, k, automaton, cs, stop_ids)
             t1 = clock()
             if props:
-                W.set_step_inputs(b, self.w, T, props, automaton)
+                W.set_step_inputs(b, self.w, T, props, automaton, last=hist[-1])
                 toks = self._run(spec, b, 1, sampling, seen)
                 if policy.timed:
                     policy.observe_time("draft", t1 - t0, guessed)
@@ -467,18 +467,21 @@ class MonokernelBackend(ReferencePrefill):
             acc0 = expected_tokens(policy.rate, k) - 1
         # the device looks up what the host drafter would (its view, then the history), in
         # the history buffer with room for the sequence's own tokens
+        rule = (self.switch_match_min if switch else 0,
+                self.switch_match_wide if narrow else 0)  # state[D_MATCH_MIN], [D_MATCH_WIDE]
         W.start_drafting(b, drafter.corpus(hist, b.hist.numel() - max_new - T),
                          min_ngram=drafter.min_ngram,
                          max_ngram=drafter.max_ngram, k=k, accepted=acc0, alpha=policy.ewma,
                          floor=floor, switch=switch, probe_every=policy.probe_every,
                          max_probe_every=policy.max_probe_every, narrow=narrow,
                          need=(self.switch_need or T) if narrow else 0,
-                         match_min=self.switch_match_min if switch else 0,
-                         match_wide=self.switch_match_wide)
+                         match_min=rule[0], match_wide=self.switch_match_wide)
         if mtp:
             self._fill_module(cache, hist)
             W.start_mtp(b, drafter.floor, lazy=self.mtp_lazy)
         seen = 1
+        steps_now = 0  # state[STEPS] as the last launch left it (start_sequence: 0)
+        launches = 0
         try:
             while seen < max_new:
                 plain = pausing and policy.next_k() == 0
@@ -492,11 +495,15 @@ class MonokernelBackend(ReferencePrefill):
                                                     k, k, automaton, cs, stop_ids)
                     W.set_step_inputs(b, self.w, T, props, automaton, guessed=guessed,
                                       switch=switch, narrow=bool(narrow),
-                                      conf=_confidence(drafter, hist, props, guessed))
-                    b.state[W.D_PROBE] = int(probe)
-                    steps0 = int(b.state[W.STEPS])
+                                      conf=_confidence(drafter, hist, props, guessed),
+                                      last=hist[-1], rule=rule)
+                    if pausing or launches:  # (start_drafting set it for the first launch)
+                        b.state[W.D_PROBE] = int(probe)
+                    steps0 = steps_now
                 seen = yield from self._follow(kern, b, n, sampling, seen, hist)
+                launches += 1
                 st = b.state.tolist()  # (one read of the device state per launch)
+                steps_now = st[W.STEPS]
                 done = st[W.DONE]
                 if not plain:
                     policy.step_accepted = st[W.D_EWMA] / W.Q16

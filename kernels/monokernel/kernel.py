@@ -467,7 +467,8 @@ class Monokernel:
         program, sync.NSTAMP], see trace_rows): in step `trace_step`, each record's global-timer
         ns when it started, when its wait ended, the ops' phase marks (sync.mark; 0 where an op
         has none) and when it released (tune.py --timeline)."""
-        assert sampling or int(b.state[W.MODE]) == W.GREEDY, "sampling state needs sampling=True"
+        mode = int(b.state[W.MODE]) if b.mode is None else b.mode
+        assert sampling or mode == W.GREEDY, "sampling state needs sampling=True"
         assert b.k_cache.shape[2] <= self.w.cos.shape[0], "KV capacity beyond the RoPE table"
         if self.w.w_qkv.is_cuda and sampling not in self._fits:
             try:

@@ -38,10 +38,7 @@ C_ON, C_WORDS, C_EOS, C_START, C_STATE = 12, 13, 14, 15, 16
 # accepted ones, since start_drafting
 (D_ON, N_HIST, HIST_CAP, D_NMIN, D_NMAX, D_K, D_GUESSED, D_EWMA, D_ALPHA, D_FLOOR, D_PROBE,
  D_STEPS, D_DRAFTED, D_ACCEPTED) = range(32, 46)
-# KEEP_HIDDEN 1: SAMPLE copies the residual stream x (the final hidden state before the final
-# norm) of each position whose K/V the step keeps, pos .. pos + emitted - 1, to `hidden` at that
-# position (the KV cache's KVCache.hidden: what MTP drafters read; start_sequence(keep_hidden=))
-KEEP_HIDDEN = 46
+# slot 46: unused (start_drafting writes D_ON .. D_BY_WIDTH + 2 as one slice)
 # per-step switching (a kernel of T > 1 positions): STEP_ONE 1 runs the coming step as a T = 1
 # step (one position, on the T = 1 code paths of the same tiles), 0 on all T positions; with
 # D_SWITCH set, SAMPLE sets STEP_ONE after each step: 1 when the device drafter proposes
@@ -87,7 +84,11 @@ M_FILL, FILL_END = 66, 67
 # none), over the kept positions since M_KV (at most T: older ones keep stale K/V, which only
 # lowers its drafts' acceptance); 0: after every step, over the step's kept positions
 M_KV, M_POS, M_W, M_LAZY = 68, 69, 70, 71
-STATE_SIZE = 72
+# KEEP_HIDDEN 1: SAMPLE copies the residual stream x (the final hidden state before the final
+# norm) of each position whose K/V the step keeps, pos .. pos + emitted - 1, to `hidden` at that
+# position (the KV cache's KVCache.hidden: what MTP drafters read; start_sequence(keep_hidden=))
+KEEP_HIDDEN = 72
+STATE_SIZE = 73
 Q16 = 1 << 16
 TEMP, TOP_P = 0, 1  # fp32 `fparams` slots
 H_PROGRESS, H_CANCEL, H_DONE, HOST_HDR = 0, 1, 2, 4  # host-visible int32 buffer, then the ring
@@ -246,6 +247,9 @@ class Buffers:
     # [2, n_lm_tiles] fp32: the MTP head's per-tile max and sum of exp(l - max) (mtp; [2, 1]
     # otherwise)
     m_stat: torch.Tensor = None  # type: ignore[assignment]
+    # (not a field) state[MODE] as start_sequence / start_fill wrote it, so that a launch checks
+    # it without reading the device; None: unknown (read it)
+    mode = None
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -321,16 +325,22 @@ def constraint_states(automaton, state: int, tokens: list[int]) -> list[int]:
 
 
 def _write_inputs(bufs: Buffers, w: MonoWeights, toks: list[int]) -> None:
-    """A step's input tokens (the first len(toks) positions) and x, their embedding rows."""
-    ids = torch.tensor(toks, dtype=torch.int32)
-    bufs.tokens[:len(toks)] = ids.to(bufs.tokens.device)
-    bufs.x[:len(toks)] = w.embed[ids.to(device=w.embed.device, dtype=torch.long)]
+    """A step's input tokens (the first len(toks) positions) and x, their embedding rows (one
+    copy to the device and one gather there: each tensor op costs the host 20-40 us on CUDA)."""
+    n = len(toks)
+    ids = bufs.tokens[:n]
+    ids.copy_(torch.tensor(toks, dtype=torch.int32))
+    if w.embed.device == ids.device and w.embed.dtype == bufs.x.dtype:
+        torch.index_select(w.embed, 0, ids, out=bufs.x[:n])
+    else:
+        bufs.x[:n] = w.embed[ids.to(device=w.embed.device, dtype=torch.long)]
 
 
 def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
                     automaton=None, guessed: int | None = None,
                     switch: bool = False, narrow: bool = False,
-                    conf: int | None = None) -> list[int]:
+                    conf: int | None = None, last: int | None = None,
+                    rule: tuple[int, int] | None = None) -> list[int]:
     """Before a launch of a T-position kernel on running buffers (speculative decoding with a
     host drafter, one verification step per launch; the first step of a launch of the device
     drafter): the step's inputs become the last emitted token (tokens[0], as the previous
@@ -342,9 +352,12 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
     drafts the step runs as one position (STEP_ONE), with them at T positions, or narrow with
     `narrow` (start_drafting(narrow=)); `conf` (the lookup's confidence, weights.D_CONF; None:
     the rule by match lengths left out) below D_MATCH_MIN: one position; at D_MATCH_WIDE or
-    more: all T positions. Returns the step's input tokens."""
+    more: all T positions. `last` (the host knows it): tokens[0], `rule`: (D_MATCH_MIN,
+    D_MATCH_WIDE) as start_drafting set them; read from the device when None. Returns the
+    step's input tokens."""
     assert len(drafts) <= T - 1 <= bufs.tokens.shape[0] - 1, "drafts past the step's positions"
-    last = int(bufs.tokens[0])
+    if last is None:
+        last = int(bufs.tokens[0])
     toks = [last] + list(drafts) + [last] * (T - 1 - len(drafts))
     _write_inputs(bufs, w, toks)
     if automaton is not None:
@@ -357,17 +370,18 @@ def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
         weak, wide = False, False
         if conf is not None:
             weak, wide = match_rule(bufs.state, len(drafts),
-                                    len(drafts) if guessed is None else guessed, conf)
+                                    len(drafts) if guessed is None else guessed, conf, rule)
         bufs.state[STEP_ONE] = 1 if not drafts or weak else 2 if narrow and not wide else 0
     return toks
 
 
-def match_rule(st: torch.Tensor, nd: int, guessed: int, conf: int) -> tuple[bool, bool]:
+def match_rule(st: torch.Tensor, nd: int, guessed: int, conf: int,
+               rule: tuple[int, int] | None = None) -> tuple[bool, bool]:
     """ops_sample.sample_run's width rule by the lookup's match (conf: D_CONF) for a step of
     nd drafts, `guessed` of them the lookup's: (weak: all are its guesses and the match is
     shorter than D_MATCH_MIN, so the step runs as one position (forced drafts are sure);
-    wide: the match reaches D_MATCH_WIDE)."""
-    match_min, match_wide = st[D_MATCH_MIN:D_MATCH_WIDE + 1].tolist()  # (one read)
+    wide: the match reaches D_MATCH_WIDE). `rule`: those two slots' values (None: read)."""
+    match_min, match_wide = rule or st[D_MATCH_MIN:D_MATCH_WIDE + 1].tolist()  # (one read)
     return conf < match_min and guessed >= nd, 0 < match_wide <= conf
 
 
@@ -410,8 +424,7 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
     assert 1 <= min_ngram <= max_ngram and k >= 0, (min_ngram, max_ngram, k)
     assert match_min >= 0 and match_wide >= 0, (match_min, match_wide)
     assert switch or not match_min, "match_min: switching only (match_wide: with narrow steps)"
-    bufs.hist[:n] = torch.tensor(history, dtype=torch.int32).to(bufs.hist.device)
-    st = bufs.state
+    bufs.hist[:n].copy_(torch.tensor(history, dtype=torch.int32))
     vals = {D_ON: 1, N_HIST: n, HIST_CAP: bufs.hist.numel(), D_NMIN: min_ngram,
             D_NMAX: max_ngram, D_K: k, D_GUESSED: 0, D_EWMA: q16(max(accepted, 0.0)),
             D_ALPHA: q16(alpha), D_FLOOR: -1 if floor is None else max(q16(floor), 0),
@@ -421,7 +434,11 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
             D_WIDE: int(narrow > 0), D_NEED: need or max(narrow - 1, 1), D_CONF: 0,
             D_MATCH_MIN: match_min, D_MATCH_WIDE: match_wide if narrow else 0,
             D_BY_WIDTH: 0, D_BY_WIDTH + 1: 0, D_BY_WIDTH + 2: 0}
-    put_slots(st, vals)
+    # every slot from D_ON to D_BY_WIDTH + 2 (46 is unused): one copy to the device
+    assert sorted(vals) == [i for i in range(D_ON, D_BY_WIDTH + 3) if i != 46]
+    vals[46] = 0
+    bufs.state[D_ON:D_BY_WIDTH + 3].copy_(
+        torch.tensor([vals[i] for i in range(D_ON, D_BY_WIDTH + 3)], dtype=torch.int32))
 
 
 def start_mtp(bufs: Buffers, floor: float = 0.0, lazy: bool = True) -> None:
@@ -455,7 +472,23 @@ def start_fill(bufs: Buffers, tokens: list[int], start: int, end: int) -> int:
     st = [0] * STATE_SIZE
     st[POS], st[N_HIST], st[M_FILL], st[FILL_END] = start, n, 1, end
     bufs.state.copy_(torch.tensor(st, dtype=torch.int32))
+    bufs.mode = GREEDY
     return -(-(end - start) // T)
+
+
+_STOP_IDS: dict[tuple, torch.Tensor] = {}
+
+
+def _stop_tensor(stop_ids: list[int], device) -> torch.Tensor:
+    """The stop ids as a device tensor ([-1] for none), made once per set and device (a copy to
+    the device per sequence otherwise; the kernel only reads it)."""
+    key = (str(torch.device(device)), tuple(stop_ids or [-1]))
+    t = _STOP_IDS.get(key)
+    if t is None:
+        if len(_STOP_IDS) >= 64:
+            _STOP_IDS.clear()
+        t = _STOP_IDS[key] = torch.tensor(key[1], dtype=torch.int32, device=device)
+    return t
 
 
 def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_new: int,
@@ -476,8 +509,7 @@ def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_n
     bufs.drafts.zero_()
     if drafts:
         bufs.drafts[: len(drafts)] = torch.tensor(drafts, dtype=torch.int32, device=dev)
-    ids = stop_ids or [-1]
-    bufs.stop_ids = torch.tensor(ids, dtype=torch.int32, device=dev)
+    bufs.stop_ids = _stop_tensor(stop_ids, dev)
     # position j proposes output index j (the kernel's SAMPLE reads drafts[n_out - 1 + j] for
     # the later steps; here n_out = 1)
     toks = [token] + [drafts[i] if i < len(drafts) else token for i in range(1, T)]
@@ -506,5 +538,5 @@ def start_sequence(bufs: Buffers, w: MonoWeights, *, token: int, pos: int, max_n
     bufs.host.zero_()
     bufs.host[HOST_HDR] = token
     bufs.host[H_PROGRESS] = 1
-    bufs.ctr.zero_()
-    bufs.err.zero_()
+    bufs.err.zero_()  # (the counters: zeroed by every launch)
+    bufs.mode = mode

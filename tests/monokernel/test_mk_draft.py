@@ -239,6 +239,38 @@ def _conf(hist: list[int], d: NgramDrafter) -> int:
     return match_span(hist, *ngram_match(hist, d.min_ngram, d.max_ngram))
 
 
+def test_host_setup_writes_what_the_device_reads():
+    """start_drafting writes its slots as one slice (D_ON .. D_BY_WIDTH + 2) and leaves the
+    rest of the state alone (KEEP_HIDDEN, past it); set_step_inputs given the last token and
+    the match rule by the host (no device reads) leaves the buffers as reading them does."""
+    h = harness("llama_gqa_tied_hd64", T=4)
+    first = h.start(PROMPT, 12, stop_ids=(7,))
+    st0 = h.bufs.state.clone()
+    h.bufs.state[W.KEEP_HIDDEN] = 1
+    history = PROMPT + [first]
+    W.start_drafting(h.bufs, history, min_ngram=1, max_ngram=4, k=3, accepted=1.5,
+                     switch=True, narrow=2, match_min=2, match_wide=4)
+    st = h.bufs.state
+    assert int(st[W.KEEP_HIDDEN]) == 1 and int(st[46]) == 0
+    assert torch.equal(st[:W.D_ON], st0[:W.D_ON]) and torch.equal(st[W.M_ON:W.KEEP_HIDDEN],
+                                                                  st0[W.M_ON:W.KEEP_HIDDEN])
+    assert (int(st[W.N_HIST]), int(st[W.D_K]), int(st[W.D_EWMA]), int(st[W.D_NEED]),
+            int(st[W.D_MATCH_MIN]), int(st[W.D_MATCH_WIDE])) == (len(history), 3, 3 << 15, 1, 2,
+                                                                4)
+    assert h.bufs.hist[:len(history)].tolist() == history
+    assert h.bufs.stop_ids.tolist() == [7] and h.bufs.mode == W.GREEDY
+    for drafts, conf in (([5, 9], 3), ([5], 1), ([], 0), ([5, 9, 4], 6)):
+        read, told = h.bufs.clone(), h.bufs.clone()
+        a = W.set_step_inputs(read, h.w, 4, drafts, guessed=len(drafts), switch=True,
+                              narrow=True, conf=conf)
+        b = W.set_step_inputs(told, h.w, 4, drafts, guessed=len(drafts), switch=True,
+                              narrow=True, conf=conf, last=first, rule=(2, 4))
+        assert a == b == [first, *drafts] + [first] * (3 - len(drafts))
+        assert compare(read, told) is None and torch.equal(read.state, told.state)
+        assert torch.equal(told.x[:4], h.w.embed[torch.tensor(b)])
+    assert int(told.state[W.STEP_ONE]) == 0  # a match of 6 >= match_wide: all positions
+
+
 @interpreted
 @pytest.mark.parametrize("name,seed_history", [("qwen3_qknorm_hd128", "copy"),
                                                ("llama_gqa_tied_hd64", "prompt")])
