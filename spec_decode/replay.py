@@ -14,6 +14,7 @@ required), as a coding agent's tool turn is on the engine. Two measures, both on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentfast.engine.backends.monokernel import H200_STEP_COSTS
+from agentfast.engine.errors import RequestError
 
 from .drafters import Drafter
 from .policy import DraftPolicy, StepCost
@@ -56,7 +58,8 @@ class ReplayReport:
     widths: dict[int, int] = field(default_factory=dict)
     # --check: where the output differs from plain decode (divergence_gap), per trace
     divergences: list[dict] = field(default_factory=list)
-    # per turn: tokens, ttft_s, decode_s, widths (and plain_decode_s with --check)
+    # per turn: tokens, wall_s (the engine call), ttft_s, decode_s, widths (and with --check
+    # plain_decode_s, plain_ttft_s, plain_wall_s)
     turns: list[dict] = field(default_factory=list)
 
     def add(self, r: ReplayReport) -> None:
@@ -150,13 +153,17 @@ def warm_up(engine: Engine, policy: Callable[[], DraftPolicy | None] = lambda: N
     trace's time; and one under the tool-call grammar of each of `tool_sets` (the constrained
     kernels, and each grammar's tables: compiled once per tokenizer, so without this the
     first engine to meet a trace's tools pays for them in its time: 65-540 ms per tool set
-    on the 2-core CPU machine). The drafter's counts and policy start afresh afterwards."""
+    on the 2-core CPU machine); and the chat template rendered once (its first render compiles
+    it: 5-7 ms on the H200 machine's host, which the first timed turn of the first engine paid,
+    session 20). The drafter's counts and policy start afresh afterwards."""
     from agentfast.engine import SamplingParams
     from agentfast.engine.constraints import tool_call
 
     d = engine.drafter
     if d is not None:
         d.policy = policy()
+    with contextlib.suppress(RequestError):  # (a model without a chat template)
+        engine.encode_chat([{"role": "user", "content": "Hi"}])
     engine.generate("1 2 3 4 1 2 3 4 1 2 3 4 1 2 3 4", SamplingParams(max_tokens=24,
                                                                        temperature=0.0))
     for tools in tool_sets:
@@ -240,12 +247,14 @@ def replay(engine: Engine, trace: dict, max_tokens: int = 48,
     for i in _assistant_turns(trace):
         params = turn_params(trace, i, max_tokens, tools)
         w0 = dict(getattr(d, "widths", {}))
+        c0 = time.perf_counter()
         r = engine.chat(trace["messages"][:i], params, session=f"replay-{trace['name']}")
+        wall = time.perf_counter() - c0
         tokens += len(r.token_ids)
         outputs.append(r.token_ids)
         turns.append({"trace": trace["name"], "turn": i, "tokens": len(r.token_ids),
-                      "ttft_s": round(r.ttft_s, 6), "decode_s": round(r.decode_s, 6),
-                      "widths": _widths_since(d, w0)})
+                      "wall_s": round(wall, 6), "ttft_s": round(r.ttft_s, 6),
+                      "decode_s": round(r.decode_s, 6), "widths": _widths_since(d, w0)})
     seconds = time.perf_counter() - t0
     engine.sessions.drop(f"replay-{trace['name']}")
     return ReplayReport(trace["name"], tokens, d.steps - before[0], d.drafted - before[1],
@@ -452,17 +461,22 @@ def main(argv: list[str] | None = None) -> int:
                 if trace["name"] not in plain_runs:  # once for all drafters
                     msgs = trace["messages"]
                     t0 = time.perf_counter()
-                    res = [plain.chat(msgs[:i], turn_params(trace, i, args.max_tokens,
-                                                            args.tools), session="plain")
-                           for i in _assistant_turns(trace)]
+                    res, walls = [], []
+                    for i in _assistant_turns(trace):
+                        c0 = time.perf_counter()
+                        res.append(plain.chat(msgs[:i], turn_params(trace, i, args.max_tokens,
+                                                                    args.tools), session="plain"))
+                        walls.append(time.perf_counter() - c0)
                     plain_runs[trace["name"]] = ([x.token_ids for x in res],
                                                  time.perf_counter() - t0,
-                                                 [x.decode_s for x in res])
+                                                 [(x.decode_s, x.ttft_s, w)
+                                                  for x, w in zip(res, walls, strict=True)])
                     plain.sessions.drop("plain")
                 want, r.plain_seconds, pdec = plain_runs[trace["name"]]
-                r.plain_decode_seconds = sum(pdec)
-                for t, ps in zip(r.turns, pdec, strict=True):
-                    t["plain_decode_s"] = round(ps, 6)
+                r.plain_decode_seconds = sum(p[0] for p in pdec)
+                for t, (ps, pt, pw) in zip(r.turns, pdec, strict=True):
+                    t["plain_decode_s"], t["plain_ttft_s"], t["plain_wall_s"] = (
+                        round(ps, 6), round(pt, 6), round(pw, 6))
                 ok = r.outputs == want  # both in one session per trace
                 line += f", equal to plain decode: {ok}"
                 if not ok:
