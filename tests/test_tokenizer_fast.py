@@ -64,6 +64,38 @@ def test_fast_path_equals_library_on_embedded(smol):
         assert tok.encode(s) == hf.encode(s, add_special_tokens=False).ids, repr(s)
 
 
+def test_long_pieces_are_kept_and_still_equal_the_library():
+    """Text between added tokens of PIECE_MIN characters or more is kept with its ids (a chat is
+    rendered whole every turn): encoding the same conversation again, grown by a message, with
+    an earlier message edited, or past the character bound (oldest pieces dropped first)
+    gives the library's ids every time."""
+    hf = _byte_level_tokenizer(True)
+    fast = _FastByteLevel.of(hf)
+    rng = random.Random(3)
+    msgs = ["".join(rng.choice(PIECES + ["abc", " def", "12"]) for _ in range(rng.randint(
+        1, 200))) for _ in range(40)]
+
+    def render(ms):
+        return "".join(f"<|im_start|>user\n{m}<|im_end|>\n" for m in ms)
+
+    for n in (5, 6, 20, 40, 40):
+        text = render(msgs[:n])
+        assert fast.encode(text) == hf.encode(text, add_special_tokens=False).ids
+    long = [m for m in msgs if len(m) >= fast.PIECE_MIN]
+    assert len(long) > 5 and all("user\n" + m in fast.pieces for m in long)
+    assert sum(len(p) for p in fast.pieces) == fast.piece_chars > 0
+    msgs[3] = msgs[3] + " edited 7"
+    text = render(msgs)
+    assert fast.encode(text) == hf.encode(text, add_special_tokens=False).ids
+    fast.PIECE_CHARS = 3 * fast.PIECE_MIN  # (instance attribute: this tokenizer only)
+    fast.pieces.clear()
+    fast.piece_chars = 0
+    for n in (10, 40):
+        text = render(msgs[:n])
+        assert fast.encode(text) == hf.encode(text, add_special_tokens=False).ids
+        assert fast.piece_chars == sum(len(p) for p in fast.pieces) <= fast.PIECE_CHARS
+
+
 def test_fast_path_only_for_pipelines_it_reproduces():
     hf = _byte_level_tokenizer(False)
     hf.normalizer = normalizers.NFC()
