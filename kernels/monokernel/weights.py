@@ -385,13 +385,6 @@ def match_rule(st: torch.Tensor, nd: int, guessed: int, conf: int,
     return conf < match_min and guessed >= nd, 0 < match_wide <= conf
 
 
-def put_slots(t: torch.Tensor, vals: dict[int, int]) -> None:
-    """t[slot] = value for every item of `vals`, in one indexed store (on a GPU a kernel per
-    slot otherwise, each with its launch on the host)."""
-    idx = torch.tensor(list(vals), dtype=torch.long).to(t.device)
-    t[idx] = torch.tensor(list(vals.values()), dtype=t.dtype).to(t.device)
-
-
 def q16(v: float) -> int:
     """A real number as the state's Q16 fixed point (int32, saturated)."""
     return max(-(1 << 31), min((1 << 31) - 1, round(v * Q16)))
