@@ -144,8 +144,9 @@ class _FastByteLevel:
         self.spell = str.maketrans(_ascii_spelling())
         self.cache: dict[str, list[int]] = {}  # pre-token -> its ids
         # text between added tokens -> its ids: a chat is rendered whole every turn and its
-        # earlier messages come back as the same pieces (a 20k-token conversation: 5.9 -> ~0.5
-        # ms a turn on a 2-core VM). Bounded by characters; the oldest pieces go first.
+        # earlier messages come back as the same pieces (19k tokens on a 2-core VM: 5.4 -> 0.3
+        # ms a turn, bench/results/host-cpu-20261201-s20). Bounded by characters; the oldest
+        # pieces go first.
         self.pieces: dict[str, list[int]] = {}
         self.piece_chars = 0
 
