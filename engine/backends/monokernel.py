@@ -467,15 +467,15 @@ class MonokernelBackend(ReferencePrefill):
             acc0 = expected_tokens(policy.rate, k) - 1
         # the device looks up what the host drafter would (its view, then the history), in
         # the history buffer with room for the sequence's own tokens
-        rule = (self.switch_match_min if switch else 0,
-                self.switch_match_wide if narrow else 0)  # state[D_MATCH_MIN], [D_MATCH_WIDE]
-        W.start_drafting(b, drafter.corpus(hist, b.hist.numel() - max_new - T),
-                         min_ngram=drafter.min_ngram,
-                         max_ngram=drafter.max_ngram, k=k, accepted=acc0, alpha=policy.ewma,
-                         floor=floor, switch=switch, probe_every=policy.probe_every,
-                         max_probe_every=policy.max_probe_every, narrow=narrow,
-                         need=(self.switch_need or T) if narrow else 0,
-                         match_min=rule[0], match_wide=self.switch_match_wide)
+        rule = W.start_drafting(b, drafter.corpus(hist, b.hist.numel() - max_new - T),
+                                min_ngram=drafter.min_ngram,
+                                max_ngram=drafter.max_ngram, k=k, accepted=acc0,
+                                alpha=policy.ewma, floor=floor, switch=switch,
+                                probe_every=policy.probe_every,
+                                max_probe_every=policy.max_probe_every, narrow=narrow,
+                                need=(self.switch_need or T) if narrow else 0,
+                                match_min=self.switch_match_min if switch else 0,
+                                match_wide=self.switch_match_wide)
         if mtp:
             self._fill_module(cache, hist)
             W.start_mtp(b, drafter.floor, lazy=self.mtp_lazy)

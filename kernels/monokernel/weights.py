@@ -330,10 +330,7 @@ def _write_inputs(bufs: Buffers, w: MonoWeights, toks: list[int]) -> None:
     n = len(toks)
     ids = bufs.tokens[:n]
     ids.copy_(torch.tensor(toks, dtype=torch.int32))
-    if w.embed.device == ids.device and w.embed.dtype == bufs.x.dtype:
-        torch.index_select(w.embed, 0, ids, out=bufs.x[:n])
-    else:
-        bufs.x[:n] = w.embed[ids.to(device=w.embed.device, dtype=torch.long)]
+    torch.index_select(w.embed, 0, ids, out=bufs.x[:n])
 
 
 def set_step_inputs(bufs: Buffers, w: MonoWeights, T: int, drafts: list[int],
@@ -394,7 +391,7 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
                    accepted: float = 0.0, alpha: float = 0.15, floor: float | None = None,
                    probe: bool = False, switch: bool = False, probe_every: int = 8,
                    max_probe_every: int = 64, narrow: int = 0, need: int = 0,
-                   match_min: int = 0, match_wide: int = 0) -> None:
+                   match_min: int = 0, match_wide: int = 0) -> tuple[int, int]:
     """After start_sequence: the device n-gram drafter runs on these buffers. `history`: the
     sequence so far (prompt and emitted tokens, the last one the input of the next step) goes
     to `hist`; SAMPLE appends every token it emits; a kernel of T > 1 positions drafts up to
@@ -410,7 +407,8 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
     many positions): the steps with drafts run narrow, and at T positions after a narrow or
     wide step that kept `need` drafts (default narrow - 1: all of a narrow step's; more than
     T - 1: never), or where the lookup's match (D_CONF) reaches `match_wide` (0: not by it);
-    `match_min` (switching): a step whose drafts rest on a shorter match runs as one position."""
+    `match_min` (switching): a step whose drafts rest on a shorter match runs as one position.
+    Returns (state[D_MATCH_MIN], state[D_MATCH_WIDE]) as written: set_step_inputs' `rule`."""
     n = len(history)
     assert narrow == 0 or (switch and narrow >= 2), "narrow steps: switching, >= 2 positions"
     assert 1 <= n <= bufs.hist.numel(), f"a history of {n} tokens in {bufs.hist.numel()}"
@@ -432,6 +430,7 @@ def start_drafting(bufs: Buffers, history: list[int], *, min_ngram: int, max_ngr
     vals[46] = 0
     bufs.state[D_ON:D_BY_WIDTH + 3].copy_(
         torch.tensor([vals[i] for i in range(D_ON, D_BY_WIDTH + 3)], dtype=torch.int32))
+    return vals[D_MATCH_MIN], vals[D_MATCH_WIDE]
 
 
 def start_mtp(bufs: Buffers, floor: float = 0.0, lazy: bool = True) -> None:
