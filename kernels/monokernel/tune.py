@@ -14,9 +14,11 @@ weights' last layer; its head runs where the next step is one position, as where
 drafts nothing, and its draft is never used, so every step keeps its width)
 and launch knobs (warps, per_sm, programs: a total program count instead of per_sm x SMs, e.g.
 fewer than one per SM for small models, maxnreg: a register cap, red=1: matvec chunks reduced as
-they arrive; unset: the backend's defaults, 4 warps, 2 per SM, registers uncapped). The breakdown
-times the best variant with each op's compute skipped (its waits and releases kept): op cost
-= full - skipped; "sync only" skips them all. Copy bandwidth is measured in the same run.
+they arrive; unset: the backend's defaults, 4 warps, 2 per SM, registers uncapped). --breakdown
+times every variant with each op kind's compute skipped (its waits and releases kept; its
+weight loads too on the one-position and narrow paths, not in a T-step's tl.dot matvecs), in
+its own kernel and step kind (T, one): op cost = full - skipped; "sync only" skips them all.
+Copy bandwidth is measured in the same run.
 Prints a table; JSON to $OUT/tune.json. --timeline: one step of every variant traced
 (global-timer stamps per record: start, wait ended, released; kernel.Monokernel.launch(trace=))
 and summed per op kind: the op's span on the critical path (its last release minus its
@@ -166,6 +168,23 @@ def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str, one: int = 0) -> di
     return timeline_summary(h.plan, raw)
 
 
+def breakdown(h: Harness, mk: Monokernel, ctx: int, steps: int, full: float,
+              one: int = 0) -> dict:
+    """us per step saved by skipping one op kind's compute (its loads, waits and releases
+    kept; the LM head's loads go with its compute), and every op's ("sync_only_us"), in the
+    variant's own kernel and step kind (T, one)."""
+    bd = {"full_us": round(full, 2)}
+    ops = [op for op in SKIPPABLE if any(o.opcode == op for o in h.plan.ops)]
+    for name, mask in [(P.OP_NAMES[op], 1 << op) for op in ops] + [
+            ("sync_only_us", sum(1 << op for op in ops))]:
+        try:
+            us = time_steps(h, mk, ctx, steps, skip=mask, one=one)
+            bd[name] = round(us if name == "sync_only_us" else full - us, 2)
+        except Exception as e:  # a variant whose skipped op leaves a wait unmet: say so
+            bd[name] = f"{type(e).__name__}: {e}"[:200]
+    return bd
+
+
 def build(base: Harness, v: dict, sms: int, T: int, ctx: int) -> tuple[Harness, Monokernel]:
     tiling = P.Tiling(**{k: v[k] for k in TILING_KEYS if k in v})
     programs = v.get("programs") or v.get("per_sm", 2) * sms
@@ -234,24 +253,15 @@ def main() -> None:
                 if args.timeline:
                     r["timeline"] = timeline(h, mk, args.ctx, f"{name}-{len(rows)}",
                                              v.get("one", 0))
+                if args.breakdown:
+                    r["breakdown"] = breakdown(h, mk, args.ctx, args.steps, us,
+                                               v.get("one", 0))
                 if best is None or us < best[0]:
                     best = (us, v)
             except Exception as e:
                 r["error"] = f"{type(e).__name__}: {e}"[:400]
             rows.append(r)
             print(json.dumps(r, default=str), flush=True)
-        if best is not None and args.breakdown:
-            v = best[1]
-            h, mk = build(base, v, sms, 1, args.ctx)
-            full = time_steps(h, mk, args.ctx, args.steps)
-            bd = {"full_us": round(full, 2)}
-            for op in SKIPPABLE:
-                bd[P.OP_NAMES[op]] = round(full - time_steps(h, mk, args.ctx, args.steps,
-                                                             skip=1 << op), 2)
-            allmask = sum(1 << op for op in SKIPPABLE)
-            bd["sync_only_us"] = round(time_steps(h, mk, args.ctx, args.steps, skip=allmask), 2)
-            rows.append({"breakdown": bd, "variant": v})
-            print(json.dumps({"breakdown": bd}), flush=True)
         if best is not None:
             v = best[1]
             for T in tsteps:

@@ -10,7 +10,8 @@ local loads / stores (spill traffic) and the functions that hold them (`function
 body first, then the noinline ops, told apart by what they contain: HMMA and MUFU.EX2 in the
 attention, atomics). Variants take tune's keys (Tiling fields); greedy, bf16.
 FIT_SASS=path saves the machine code (the noinline ops are functions inside the one SASS section
-_monokernel: find them by their RET and what they contain).
+_monokernel: find them by their RET and what they contain); FIT_TTGIR=path saves Triton's GPU IR
+(async_copy_global_to_local: the loads the pipeliner turned into copies ahead).
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def compile_fit(shape: str, T: int, variant: dict, programs: int = 264) -> dict:
     if os.environ.get("FIT_SASS"):  # the machine code, for reading where the spills are
         with open(os.environ["FIT_SASS"], "w") as f:
             f.write(sass)
+    if os.environ.get("FIT_TTGIR"):  # Triton's GPU IR: which loads the pipeliner made copies
+        with open(os.environ["FIT_TTGIR"], "w") as f:
+            f.write(k.asm["ttgir"])
     return {"triton": triton.__version__, "shape": shape, "T": T, "variant": variant,
             "registers": int(m.group(1)) if m else None, "stack": int(m.group(2)) if m else None,
             "local_loads": len(re.findall(r"\bLDL\b", sass)),
