@@ -12,9 +12,11 @@ the code paths of that width, and a fill plan (plan(fill=True)) runs them alone 
 step's positions, ending each step with FILL_NEXT; per
 record it requests what the op reads that no other op of the step writes (weights, cached
 keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
-ops_sample) and releases its own counter. Counters past the ops' (plan.ticket_base) are the
+ops_sample) and releases its own counter (a record that does nothing in the step, as OPROJ
+in a one-position step where OPROJ_M merged, adds to it without the release's fence:
+sync.release_idle). Counters past the ops' (plan.ticket_base) are the
 attention merge tickets (unused where OPROJ_M merges: Plan.oproj_merge, a T = 1 kernel's steps,
-a T > 1 kernel's one-position steps when enabled, `part` then zeroed per launch too). Counters
+a T > 1 kernel's one-position steps, `part` then zeroed per launch too). Counters
 are zeroed per launch by the
 host, so epochs restart at 1. With one program (the CPU interpreter runs programs one after
 another) every wait is satisfied by the program itself. Only ranks == 1 runs here (ALLREDUCE
@@ -40,7 +42,7 @@ from . import weights as W
 from .ops_attn import attn_run, oproj_merge_run
 from .ops_mv import eh_run, gateup_run, proj_run, qkv_run
 from .ops_sample import _positions, fill_next, lm_run, mtp_head_run, mtp_sample_run, sample_run
-from .sync import NSTAMP, release, stamp, wait
+from .sync import NSTAMP, release, release_idle, stamp, wait
 
 RECORD = tl.constexpr(P.RECORD)
 QKV = tl.constexpr(P.QKV)
@@ -192,8 +194,10 @@ def _monokernel(
             # matvec ops request their first weights and ATTN its first cached keys, then they
             # wait (ops_mv, ops_attn); SAMPLE waits here
             ok = 0
+            idle = 0  # 1: the record does nothing in this step (released without a fence)
             if mskip == 1:  # a module op on a step without it: its counter released at once
                 ok = mok
+                idle = 1
             elif op == QKV:
                 if T > 1:  # noqa: SIM102 (constexpr, then runtime)
                     if oc == 1:
@@ -218,11 +222,13 @@ def _monokernel(
                                              NS_OM, NW, USE_PTX, T)
                     else:  # (OPROJ runs, waiting for ATTN itself)
                         ok = 1
+                        idle = 1
             elif op == OPROJ:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
                         if OM:  # OPROJ_M ran: released at once
                             ok = 1
+                            idle = 1
                         else:
                             ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, 1, 1,
                                           BN_O, BK_O, HAS_O_BIAS, IEEE, RED, NS_O, NW, USE_PTX,
@@ -338,7 +344,10 @@ def _monokernel(
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
             if ok == 1:
-                release(ctr + seq, tl.load(rec + 11))
+                if idle == 1:
+                    release_idle(ctr + seq, tl.load(rec + 11))
+                else:
+                    release(ctr + seq, tl.load(rec + 11))
                 if TRACE:
                     stamp(slot + NSTAMP - 1, tracing, USE_PTX)
             go = ok

@@ -259,13 +259,15 @@ class Tiling:
     # tiles are (kv head, rows), each over that head group's columns of Wo, summed into `part`
     # by fp32 atomics; GATEUP reads round(x + part), DOWN adds it into the residual and zeroes
     # it. One ticket, one merging program's round trips and one release per layer fewer on the
-    # critical path. None: on at T = 1 with whole-row tiles (bk 0), off at T > 1. H200, ctx
-    # 1024, us per T = 1 step, off -> on: Llama-3.2-1B 844 -> 822, Qwen3-1.7B 1,354 -> 1,321,
-    # SmolLM2 573 -> 544, Qwen3-8B 4,100 -> 4,085. True at T > 1 (records in T = 1 tiles):
-    # OPROJ_M runs in the one-position steps, OPROJ in the others (waiting for ATTN itself);
-    # a T = 16 kernel with narrow 2, one / narrow / T-step: SmolLM2 574 / 697 / 1,301 ->
-    # 573 / 745 / 1,372 (spills 20 -> 36), Qwen3-1.7B 1,503 / 1,836 / 2,974 -> 1,494 / 1,842 /
-    # 2,991 (bench/results/monokernel-20261201-s18, runs 3 and 9)
+    # critical path. None: on with whole-row tiles (bk 0) on one rank, at T = 1 and at T > 1
+    # (records in T = 1 tiles). H200, ctx 1024, us per T = 1 step, off -> on: Llama-3.2-1B
+    # 844 -> 822, Qwen3-1.7B 1,354 -> 1,321, SmolLM2 573 -> 544, Qwen3-8B 4,100 -> 4,085. At
+    # T > 1 OPROJ_M runs in the one-position steps, OPROJ in the others (waiting for ATTN
+    # itself), each released without a fence where it does nothing (sync.release_idle); a
+    # T = 16 kernel with narrow 2, SmolLM2, one / narrow / T-step, off -> on: 571.5 / 701.3 /
+    # 1,298.6 -> 545.3 / 726.4 / 1,334.2 (bench/results/monokernel-20261201-s21, run 5; with
+    # the fenced release of the idle records, session 18: 574 / 697 / 1,301 -> 573 / 745 /
+    # 1,372, off by default then)
     oproj_merge: bool | None = None
 
 
@@ -524,7 +526,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     assert not mtp or R == 1, "an MTP module runs on one rank"
     assert not fill or (mtp and T > 1), "a module fill: mtp=True, T > 1 positions a step"
     om_ok = R == 1 and not tl_.bk and (T == 1 or tl_.one_tiles)
-    om = (om_ok and T == 1) if tl_.oproj_merge is None else bool(tl_.oproj_merge)
+    om = om_ok if tl_.oproj_merge is None else bool(tl_.oproj_merge)
     assert not om or om_ok, "oproj_merge: one rank, whole-row tiles (bk 0), T = 1 tiles"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
     if not tl_.attn_block:

@@ -135,3 +135,13 @@ def release(ctr_ptr, n):
     """After this program's stores: counter += n (release, one thread after a CTA barrier)."""
     tl.debug_barrier()
     tl.atomic_add(ctr_ptr, n, sem="release", scope="gpu")
+
+
+@triton.jit
+def release_idle(ctr_ptr, n):
+    """counter += n for a record that did nothing this step (an op that does not run in this
+    step kind: OPROJ in a one-position step where OPROJ_M merged, OPROJ_M in the others, an
+    MTP module's ops in a step without it): it stored nothing, so nothing needs ordering before
+    the add: relaxed, no CTA barrier, no fence (a release's fence waits for the program's
+    memory operations to complete: ~1 us on the program's path to its next record)."""
+    tl.atomic_add(ctr_ptr, n, sem="relaxed", scope="gpu")

@@ -450,13 +450,14 @@ def test_kernel_switches_among_three_widths(name, match, om):
     """Tiling.narrow: a T = 8 kernel with 2-position steps; its drafting steps run narrow and
     widen to 8 after a step that kept its draft (the device history: the reference's
     continuation, so long copies come up); with `match` (2, 4, 8) by the lookup's match
-    length instead: one position below 2, wide from 4 on. `om` (Tiling.oproj_merge, off by
-    default at T > 1): one-position steps run OPROJ_M, the others OPROJ."""
+    length instead: one position below 2, wide from 4 on. `om` (Tiling.oproj_merge, the
+    default): one-position steps run OPROJ_M, the others OPROJ; off: every step OPROJ (the
+    last split of each kv head merges)."""
     from dataclasses import replace
 
     from mk_utils import FAST
 
-    h = harness(name, T=8, tiling=replace(FAST, narrow=2, oproj_merge=om or None))
+    h = harness(name, T=8, tiling=replace(FAST, narrow=2, oproj_merge=None if om else False))
     assert h.plan.oproj_merge == om
     ref, _ = h.reference_greedy(PROMPT, 24)
     _switching(h, 16, 1e-4, history=PROMPT + ref[:4] + [9, 9] + ref[4:9], match=match)

@@ -45,7 +45,7 @@ def test_oproj_merge_tiles(programs):
     fixed K steps, T-step tiles as records)."""
     c = cfg("llama_gqa_tied_hd64")
     h, gh = c.hidden_size, c.group_size * c.head_dim
-    assert not P.plan(c, programs, 4, 64).oproj_merge  # off by default at T > 1
+    assert P.plan(c, programs, 4, 64).oproj_merge  # on by default at T > 1 too
     for T in (1, 4):
         p = P.plan(c, programs, T, 64, tiling=P.Tiling(oproj_merge=True if T > 1 else None))
         seq = next(o.seq for o in p.ops if o.opcode == P.OPROJ_M)
