@@ -14,7 +14,9 @@ record it requests what the op reads that no other op of the step writes (weight
 keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
 ops_sample) and releases its own counter (a record that does nothing in the step, as OPROJ
 in a one-position step where OPROJ_M merged, adds to it without the release's fence:
-sync.release_idle). Counters past the ops' (plan.ticket_base) are the
+sync.release_idle; with Tiling.kind_tables each step kind walks its own records, those idle in it
+dropped but one per op that adds their count: Plan.kind_programs). Counters past the ops'
+(plan.ticket_base) are the
 attention merge tickets (unused where OPROJ_M merges: Plan.oproj_merge, a T = 1 kernel's steps,
 a T > 1 kernel's one-position steps, `part` then zeroed per launch too). Counters
 are zeroed per launch by the
@@ -109,6 +111,7 @@ def _monokernel(
     NS_QKV_N: tl.constexpr, NS_O_N: tl.constexpr, NS_GU_N: tl.constexpr, NS_DN_N: tl.constexpr,
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
+    KT: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -131,6 +134,10 @@ def _monokernel(
         width = 1  # the step's positions (MTP_EH)
         if T > 1:
             width = _positions(one, TB, T)
+        if KT:  # the step kind's own records (Plan.kind_tables): one position, or the others
+            kb = (one != 1).to(tl.int32) * (tl.num_programs(0) + 1)
+            i0 = tl.load(offs + kb + pid)
+            i1 = tl.load(offs + kb + pid + 1)
         if go == 1:
             go = (tl.load(state + DONE, cache_modifier=".cg") == 0).to(tl.int32)
         epoch = step + 1
@@ -430,7 +437,7 @@ class Monokernel:
             OM0=plan.oproj_merge and plan.T == 1,
             BN_OM=bl.get(P.OPROJ_M, (1, 1))[0], BK_OM=bl.get(P.OPROJ_M, (1, 1))[1],
             NS_OM=plan.op_stages(P.OPROJ_M) if plan.oproj_merge else 1,
-            IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu")
+            IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu", KT=plan.kind_tables)
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:
@@ -495,7 +502,7 @@ class Monokernel:
 
     def trace_rows(self) -> int:
         """Records of the busiest program: the middle dimension of a timeline trace."""
-        return max(len(p) for p in self.plan.programs[0])
+        return max(len(p) for one in (True, False) for p in self.plan.kind_programs(one))
 
     def resident_per_sm(self, b: W.Buffers, sampling: bool) -> int:
         """Compile without launching; programs of this kernel that fit on one SM at once."""

@@ -269,6 +269,13 @@ class Tiling:
     # the fenced release of the idle records, session 18: 574 / 697 / 1,301 -> 573 / 745 /
     # 1,372, off by default then)
     oproj_merge: bool | None = None
+    # T > 1: each step kind walks its own record table (Plan.kind_programs), without the records
+    # that do nothing in it (OPROJ in one-position steps where OPROJ_M merges, OPROJ_M in the
+    # others, ATTN tiles past a T-step's splits): one record per layer and idle op keeps its
+    # place and adds their whole count to the op's counter (targets stay epoch x count).
+    # Not measured yet on a GPU (session 21: the drafting kernel's narrow and wide steps were
+    # 25-36 us slower with OPROJ_M's ~25 idle records a program, released without a fence)
+    kind_tables: bool = False
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:
@@ -462,13 +469,65 @@ class Plan:
     def instructions(self, rank: int = 0) -> list[Instr]:
         return [i for p in self.programs[rank] for i in p]
 
+    @property
+    def kind_tables(self) -> bool:
+        """Tiling.kind_tables in effect: a decode plan of T > 1 positions (no MTP module) with
+        records idle in one of its step kinds."""
+        return (self.tiling.kind_tables and self.T > 1 and not self.mtp and not self.fill
+                and (self.oproj_merge or self.split_ratio > 1))
+
+    def _idle(self, ins: Instr, one: bool) -> bool:
+        """Whether the record does nothing in a one-position step (`one`) or in the others."""
+        if ins.opcode == OPROJ:
+            return one and self.oproj_merge
+        if ins.opcode == OPROJ_M:
+            return not one
+        if ins.opcode == ATTN and not one and self.split_ratio > 1:
+            se = self.splits // self.split_ratio  # a T-step attends in tiles split < se
+            return all(t % self.splits >= se for t in range(ins.start, ins.end))
+        return False
+
+    def kind_programs(self, one: bool, rank: int = 0) -> list[list[Instr]]:
+        """The programs' records for one-position steps (`one`) or the others (narrow and
+        T-steps), Tiling.kind_tables: the records idle in that kind dropped, except one per op
+        (its first, in program order) that adds their whole count to the op's counter. The
+        plan's own records where kind tables are off."""
+        progs = self.programs[rank]
+        if not self.kind_tables:
+            return progs
+        total: dict[int, int] = {}
+        first: dict[int, tuple[int, int]] = {}
+        for p, prog in enumerate(progs):
+            for j, ins in enumerate(prog):
+                if self._idle(ins, one):
+                    total[ins.seq] = total.get(ins.seq, 0) + ins.signal
+                    first.setdefault(ins.seq, (p, j))
+        keep = {pj: seq for seq, pj in first.items()}
+        out = []
+        for p, prog in enumerate(progs):
+            row = []
+            for j, ins in enumerate(prog):
+                if not self._idle(ins, one):
+                    row.append(ins)
+                elif (p, j) in keep:
+                    row.append(replace(ins, signal=total[ins.seq]))
+            out.append(row)
+        return out
+
     def table(self, rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(records int32 [N, RECORD], offsets int32 [P + 1]): program p runs records
-        offsets[p]:offsets[p + 1] every step."""
-        progs = self.programs[rank]
-        recs = [i.serialize() for p in progs for i in p] or [[NOP] + [0] * (RECORD - 1)]
-        offs = np.cumsum([0] + [len(p) for p in progs])
-        return np.asarray(recs, dtype=np.int32), offs.astype(np.int32)
+        offsets[p]:offsets[p + 1] every step. With kind tables (Plan.kind_tables) two tables
+        one after the other, offsets [2 (P + 1)]: the one-position steps' first, then the
+        others' (kind_programs)."""
+        kinds = [self.kind_programs(True, rank), self.kind_programs(False, rank)] \
+            if self.kind_tables else [self.programs[rank]]
+        recs, offs, base = [], [], 0
+        for progs in kinds:
+            recs += [i.serialize() for p in progs for i in p]
+            offs.append(base + np.cumsum([0] + [len(p) for p in progs]))
+            base = len(recs)
+        recs = recs or [[NOP] + [0] * (RECORD - 1)]
+        return np.asarray(recs, dtype=np.int32), np.concatenate(offs).astype(np.int32)
 
     def last_seq_of_layer(self, layer: int) -> int:
         """Op number of layer `layer`'s last op (DOWN, or its ALLREDUCE): stop there."""

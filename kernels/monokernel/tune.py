@@ -48,7 +48,7 @@ from .sync import NSTAMP
 TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_splits_t",
                "attn_block", "attn_stages", "tiles", "attn_fold", "fma_t", "fma_t_max",
                "fma_t_elems", "merge_heads", "attn_block_t0", "merge_elems", "one_tiles",
-               "narrow", "oproj_merge"}
+               "narrow", "oproj_merge", "kind_tables"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.OPROJ_M, P.GATEUP, P.DOWN, P.LMHEAD]
 
 
@@ -101,7 +101,7 @@ def time_steps(h: Harness, mk: Monokernel, ctx: int, steps: int, skip: int = 0,
     return best
 
 
-def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
+def timeline_summary(plan: P.Plan, tr: np.ndarray, one: int = 0) -> dict:
     """Per op kind, from one traced step (tr: int64 [programs, records, sync.NSTAMP] = start,
     waited, phase marks 2.., released in ns): critical-path span (last release minus the
     producer's last release), sync latency (first waiter's wake-up minus the producer's last
@@ -112,7 +112,7 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray) -> dict:
     marks: ops_mv x loaded / first tile / last tile, ops_attn q k v ready / softmax done /
     ticket / merged), summed/averaged over layers."""
     by_seq: dict[int, list[tuple[int, ...]]] = {}
-    for p, prog in enumerate(plan.programs[0]):
+    for p, prog in enumerate(plan.kind_programs(one == 1)):  # (the traced step's records)
         for j, ins in enumerate(prog):
             r = [int(v) for v in tr[p, j]]
             waited = r[1] or r[0]  # (ATTN runs of empty tiles do not wait)
@@ -165,7 +165,7 @@ def timeline(h: Harness, mk: Monokernel, ctx: int, tag: str, one: int = 0) -> di
         recs, offs = h.plan.table()
         np.savez_compressed(os.path.join(os.environ["OUT"], f"timeline-{tag}.npz"), trace=raw,
                             table=recs, offs=offs)
-    return timeline_summary(h.plan, raw)
+    return timeline_summary(h.plan, raw, one)
 
 
 def breakdown(h: Harness, mk: Monokernel, ctx: int, steps: int, full: float,

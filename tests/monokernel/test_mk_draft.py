@@ -441,24 +441,26 @@ def test_kernel_switches_per_step(name, T, one_tiles):
 
 
 @interpreted
-@pytest.mark.parametrize("name,match,om", [("llama_obias_hd64", (0, 0, 0), False),
-                                           ("qwen3_qknorm_hd128", (0, 0, 0), False),
-                                           ("llama_obias_hd64", (2, 4, 8), False),
-                                           ("llama_obias_hd64", (0, 0, 0), True)],
-                         ids=["llama-kept", "qwen3-kept", "llama-match", "llama-kept-om"])
-def test_kernel_switches_among_three_widths(name, match, om):
+@pytest.mark.parametrize("name,match,om,kinds", [
+    ("llama_obias_hd64", (0, 0, 0), False, False), ("qwen3_qknorm_hd128", (0, 0, 0), False, False),
+    ("llama_obias_hd64", (2, 4, 8), False, False), ("llama_obias_hd64", (0, 0, 0), True, False),
+    ("qwen3_qknorm_hd128", (2, 4, 8), True, True)],
+    ids=["llama-kept", "qwen3-kept", "llama-match", "llama-kept-om", "qwen3-match-om-kinds"])
+def test_kernel_switches_among_three_widths(name, match, om, kinds):
     """Tiling.narrow: a T = 8 kernel with 2-position steps; its drafting steps run narrow and
     widen to 8 after a step that kept its draft (the device history: the reference's
     continuation, so long copies come up); with `match` (2, 4, 8) by the lookup's match
     length instead: one position below 2, wide from 4 on. `om` (Tiling.oproj_merge, the
     default): one-position steps run OPROJ_M, the others OPROJ; off: every step OPROJ (the
-    last split of each kv head merges)."""
+    last split of each kv head merges). `kinds` (Tiling.kind_tables): each step kind walks
+    its own records, those idle in it dropped."""
     from dataclasses import replace
 
     from mk_utils import FAST
 
-    h = harness(name, T=8, tiling=replace(FAST, narrow=2, oproj_merge=None if om else False))
-    assert h.plan.oproj_merge == om
+    h = harness(name, T=8, tiling=replace(FAST, narrow=2, oproj_merge=None if om else False,
+                                          kind_tables=kinds))
+    assert h.plan.oproj_merge == om and h.plan.kind_tables == kinds
     ref, _ = h.reference_greedy(PROMPT, 24)
     _switching(h, 16, 1e-4, history=PROMPT + ref[:4] + [9, 9] + ref[4:9], match=match)
 
@@ -626,16 +628,19 @@ def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
 
 
 @gpu
-@pytest.mark.parametrize("match", [(0, 0, 0), (2, 4, 16)], ids=["kept", "match"])
-def test_gpu_kernel_switches_among_three_widths(match):
+@pytest.mark.parametrize("match,kinds", [((0, 0, 0), False), ((2, 4, 16), False),
+                                         ((2, 4, 16), True)], ids=["kept", "match", "match-kinds"])
+def test_gpu_kernel_switches_among_three_widths(match, kinds):
     """The same on the H200 with 264 programs: a T = 16 kernel with 2-position steps (fp32);
-    widths by the kept drafts, and by the lookup's match (the backend's default rule)."""
+    widths by the kept drafts, and by the lookup's match (the backend's default rule); with
+    each step kind's own records (Tiling.kind_tables)."""
     from agentfast.kernels.monokernel.harness import Harness
     from agentfast.kernels.monokernel.plan import Tiling
 
     torch.manual_seed(0)
     h = Harness.build(cfg("llama_obias_hd64"), 264, 16, 64, device="cuda", dtype=torch.float32,
-                      tiling=Tiling(narrow=2))
+                      tiling=Tiling(narrow=2, kind_tables=kinds))
+    assert h.plan.kind_tables == kinds
     ref, _ = h.reference_greedy(PROMPT, 28)
     _switching(h, 16, 1e-3, history=PROMPT + ref[:4] + [9, 9] + ref[4:9], match=match)
 

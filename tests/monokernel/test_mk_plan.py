@@ -224,3 +224,47 @@ def test_timeline_summary_of_a_synthetic_trace():
     assert qkv["busy_max_us"] >= qkv["busy_med_us"] >= 2.0
     assert "phase2_us" not in qkv  # no marks: no phases
     assert s["ops"]["ATTN"]["phase2_us"] == pytest.approx(0.9)  # median of 0.3 and 0.9 us
+
+
+@pytest.mark.parametrize("programs", [1, 3, 7])
+def test_kind_tables_drop_idle_records_and_keep_counts(programs):
+    """Tiling.kind_tables: the one-position steps' records hold no OPROJ but one per layer,
+    the others' no OPROJ_M and no ATTN run wholly past a T-step's splits but one per layer,
+    and every op's counter still gets the plan's whole count a step (the waits' targets);
+    the table holds both kinds, the one-position steps' first."""
+    import collections
+
+    c = cfg("llama_gqa_tied_hd64")
+    p = P.plan(c, programs, 8, 64, tiling=P.Tiling(attn_splits=4, attn_splits_t=2,
+                                                  kind_tables=True))
+    assert p.kind_tables and p.oproj_merge and p.split_ratio == 2
+    full = collections.Counter()
+    for i in p.instructions():
+        full[i.seq] += i.signal
+    for one, idle in ((True, P.OPROJ), (False, P.OPROJ_M)):
+        progs = p.kind_programs(one)
+        got = collections.Counter()
+        for i in (i for q in progs for i in q):
+            got[i.seq] += i.signal
+        assert got == full
+        assert sum(i.opcode == idle for q in progs for i in q) == c.num_layers
+        def past_splits(ins):  # an ATTN run whose tiles a T-step leaves alone
+            return ins.opcode == P.ATTN and all(t % p.splits >= 2 for t in range(ins.start,
+                                                                                  ins.end))
+
+        n_past = sum(past_splits(i) for q in progs for i in q)
+        full_past = sum(past_splits(i) for i in p.instructions())  # (7 programs: some)
+        assert full_past > 0 or programs < 7
+        if one:  # (a one-position step attends in all of them)
+            assert n_past == full_past
+        else:
+            assert n_past <= min(full_past, c.num_layers)
+        for q, full_q in zip(progs, p.programs[0], strict=True):  # op order kept
+            assert [i.seq for i in q] == sorted(i.seq for i in q)
+            assert len(q) <= len(full_q)
+    recs, offs = p.table()
+    n_one = sum(len(q) for q in p.kind_programs(True))
+    assert len(offs) == 2 * (programs + 1) and offs[programs] == n_one == offs[programs + 1]
+    assert offs[-1] == len(recs)
+    assert not P.plan(c, programs, 8, 64).kind_tables  # off by default
+    assert not P.plan(c, programs, 1, 64, tiling=P.Tiling(kind_tables=True)).kind_tables
