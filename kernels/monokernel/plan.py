@@ -273,9 +273,10 @@ class Tiling:
     # that do nothing in it (OPROJ in one-position steps where OPROJ_M merges, OPROJ_M in the
     # others, ATTN tiles past a T-step's splits): one record per layer and idle op keeps its
     # place and adds their whole count to the op's counter (targets stay epoch x count).
-    # Not measured yet on a GPU (session 21: the drafting kernel's narrow and wide steps were
-    # 25-36 us slower with OPROJ_M's ~25 idle records a program, released without a fence)
-    kind_tables: bool = False
+    # H200, T = 16 narrow 2, one / narrow / wide step, off -> on, same call: SmolLM2 544.9 /
+    # 728.3 / 1,342.4 -> 543.7 / 712.0 / 1,309.9 us; Qwen3-1.7B 1,472.2 / 1,828.7 / 3,091.4 ->
+    # 1,460.5 / 1,809.9 / 3,066.4 (bench/results/monokernel-20261201-s22, run 1)
+    kind_tables: bool = True
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:

