@@ -18,7 +18,8 @@ sync.release_idle; with Tiling.kind_tables each step kind walks its own records,
 dropped but one per op that adds their count: Plan.kind_programs). Counters past the ops'
 (plan.ticket_base) are the
 attention merge tickets (unused where OPROJ_M merges: Plan.oproj_merge, a T = 1 kernel's steps,
-a T > 1 kernel's one-position steps, `part` then zeroed per launch too). Counters
+a T > 1 kernel's one-position steps and with Plan.narrow_merge its narrow steps, `part` then
+zeroed per launch too). Counters
 are zeroed per launch by the
 host, so epochs restart at 1. With one program (the CPU interpreter runs programs one after
 another) every wait is satisfied by the program itself. Only ranks == 1 runs here (ALLREDUCE
@@ -111,7 +112,7 @@ def _monokernel(
     NS_QKV_N: tl.constexpr, NS_O_N: tl.constexpr, NS_GU_N: tl.constexpr, NS_DN_N: tl.constexpr,
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
-    KT: tl.constexpr,
+    KT: tl.constexpr, NM: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -134,8 +135,12 @@ def _monokernel(
         width = 1  # the step's positions (MTP_EH)
         if T > 1:
             width = _positions(one, TB, T)
-        if KT:  # the step kind's own records (Plan.kind_tables): one position, or the others
-            kb = (one != 1).to(tl.int32) * (tl.num_programs(0) + 1)
+        if KT > 0:  # the step kind's own records (Plan.kinds): one position, then the others
+            # (KT 2), or narrow and wide each (KT 3, Plan.narrow_merge)
+            if KT == 3:
+                kb = tl.where(one == 1, 0, tl.where(one == 2, 1, 2)) * (tl.num_programs(0) + 1)
+            else:
+                kb = (one != 1).to(tl.int32) * (tl.num_programs(0) + 1)
             i0 = tl.load(offs + kb + pid)
             i1 = tl.load(offs + kb + pid + 1)
         if go == 1:
@@ -185,11 +190,15 @@ def _monokernel(
             if op == SAMPLE:  # host memory: read before the wait, off the critical path
                 cancel = tl.load(host + H_CANCEL, volatile=True)
             target = (epoch + tl.load(rec + 10)) * tl.load(rec + 9)
-            if OM and (T > 1):  # OPROJ_M runs in one-position steps, OPROJ in the others
-                if (op == GATEUP) & (oc == 1):  # waits for OPROJ_M
+            if OM and (T > 1):  # OPROJ_M runs in one-position steps (and with NM in the
+                # narrow ones), OPROJ in the others
+                om_step = oc == 1
+                if NM:
+                    om_step = (oc == 1) | (oc == 2)
+                if (op == GATEUP) & om_step:  # waits for OPROJ_M
                     wseq = tl.load(rec + 5)
                     target = epoch * tl.load(rec + 6)
-                if (op == OPROJ) & (oc != 1):  # waits for ATTN (OPROJ_M released at once)
+                if (op == OPROJ) & (om_step == 0):  # waits for ATTN (OPROJ_M released at once)
                     wseq = wseq - 1
                     target = epoch * (NKV * S)
             run = (((skip >> op) & 1) == 0).to(tl.int32)  # skip: timing variants (tune.py)
@@ -230,6 +239,14 @@ def _monokernel(
                     else:  # (OPROJ runs, waiting for ATTN itself)
                         ok = 1
                         idle = 1
+                        if NM:  # noqa: SIM102 (constexpr, then runtime)
+                            if oc == 2:  # the narrow steps' splits (Plan.narrow_merge)
+                                ok = oproj_merge_run(layer, a, b, tl.load(rec + 5), p, window,
+                                                     att_acc, att_ml, attn, part, w_o, b_o, sy,
+                                                     H, NH, NKV, HD, S, SPT, BT, BN_OM, BK_OM,
+                                                     HAS_O_BIAS, HAS_WINDOW, NS_OM, NW, USE_PTX,
+                                                     T, TB, TP2B, SR)
+                                idle = 0
             elif op == OPROJ:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
@@ -242,9 +259,13 @@ def _monokernel(
                                           False, 1)
                 if TB > 1:  # noqa: SIM102
                     if oc == 2:
-                        ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, TB, TP,
-                                      BN_O_N, BK_O_N, HAS_O_BIAS, IEEE, RED, NS_O_N, NW, USE_PTX,
-                                      FN_O, TP2B)
+                        if NM:  # OPROJ_M ran: released at once
+                            ok = 1
+                            idle = 1
+                        else:
+                            ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, TB,
+                                          TP, BN_O_N, BK_O_N, HAS_O_BIAS, IEEE, RED, NS_O_N, NW,
+                                          USE_PTX, FN_O, TP2B)
                 if oc == 0:
                     ok = proj_run(layer, a, b, attn, xl, w_o, b_o, eps, sy, H, Q, T, TP, BN_O_T,
                                   BK_O_T, HAS_O_BIAS, IEEE, RED, NS_O_T, NW, USE_PTX, FT_O, TP2)
@@ -258,7 +279,7 @@ def _monokernel(
                     if oc == 2:
                         ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, TB,
                                         TP, BN_GU_N, BK_GU_N, IEEE, RED, NS_GU_N, NW, USE_PTX,
-                                        FN_GU, TP2B)
+                                        FN_GU, TP2B, part, NM)
                 if oc == 0:
                     ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
                                     BN_GU_T, BK_GU_T, IEEE, RED, NS_GU_T, NW, USE_PTX, FT_GU,
@@ -273,7 +294,7 @@ def _monokernel(
                     if oc == 2:
                         ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, TB, TP,
                                       BN_DN_N, BK_DN_N, False, IEEE, RED, NS_DN_N, NW, USE_PTX,
-                                      FN_DN, TP2B)
+                                      FN_DN, TP2B, part, NM)
                 if oc == 0:
                     ok = proj_run(layer, a, b, act, xl, w_down, b_o, eps, sy, H, FF, T, TP,
                                   BN_DN_T, BK_DN_T, False, IEEE, RED, NS_DN_T, NW, USE_PTX, FT_DN,
@@ -292,7 +313,7 @@ def _monokernel(
                                       ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                       v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, TB,
                                       S, SPT, BT, MB, TP2B, TNB, QK_NORM, HAS_WINDOW, IEEE, NSA,
-                                      NW, USE_PTX, AFOLD, AMH, SR, T, BT0B, MR)
+                                      NW, USE_PTX, AFOLD, AMH, SR, T, BT0B, MR, NM)
                 if oc == 0:
                     ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
                                   ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
@@ -437,7 +458,8 @@ class Monokernel:
             OM0=plan.oproj_merge and plan.T == 1,
             BN_OM=bl.get(P.OPROJ_M, (1, 1))[0], BK_OM=bl.get(P.OPROJ_M, (1, 1))[1],
             NS_OM=plan.op_stages(P.OPROJ_M) if plan.oproj_merge else 1,
-            IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu", KT=plan.kind_tables)
+            IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu",
+            KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge)
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:
@@ -502,7 +524,7 @@ class Monokernel:
 
     def trace_rows(self) -> int:
         """Records of the busiest program: the middle dimension of a timeline trace."""
-        return max(len(p) for one in (True, False) for p in self.plan.kind_programs(one))
+        return max(len(p) for k in (1, 2, 0) for p in self.plan.kind_programs(k))
 
     def resident_per_sm(self, b: W.Buffers, sampling: bool) -> int:
         """Compile without launching; programs of this kernel that fit on one SM at once."""

@@ -14,8 +14,9 @@ blocks, with the causal and sliding-window masks of each query position, and app
 K/V to the cache for later steps. It stores its partials and takes a ticket (acq_rel atomic)
 on its kv head's counter: the split that takes the last ticket merges the live splits'
 partials of the group's heads into `attn` and resets the counter, so no separate merge op (and
-no grid-wide wait) follows; or, at T = 1 (Plan.oproj_merge), O-proj's tiles of the kv head merge
-them themselves (oproj_merge_run: one ticket, one merging program and one release fewer on a
+no grid-wide wait) follows; or, at T = 1 (Plan.oproj_merge; a T > 1 kernel's one-position
+steps, and with Plan.narrow_merge its narrow ones), O-proj's tiles of the kv head merge them
+themselves (oproj_merge_run: one ticket, one merging program and one release fewer on a
 layer's critical path). Knows nothing about weights other than Wo there.
 """
 
@@ -332,15 +333,18 @@ def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part,
                     S: tl.constexpr, SP: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,
                     BK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_WINDOW: tl.constexpr,
                     NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
-                    TL: tl.constexpr = 1):
-    """O-proj that merges attention (Plan.oproj_merge, T = 1): rows [n0, n1) of kv head k's
-    slice (numbered k * H + row), columns [k0, k0 + G x HD) of Wo. Its weight tiles stream
-    through the pipeliner as mv_tiles' do, requested before the wait for ATTN; after it the
-    head group's live split partials are merged in one round of loads (the plan's split
-    count keeps GP x SP x HD within ops_attn._merge's one round), rounded to attn's type (the
-    value attention stores, written to `attn` by the run that starts at row 0: the VM and
-    diff.py read it), and each tile's W @ attn (+ bias, kv head 0) is added into part[rows] by
-    fp32 atomics. BK = GP x HD; TL: the partials' positions per split in memory (attn_run)."""
+                    TL: tl.constexpr = 1, T: tl.constexpr = 1, TP2: tl.constexpr = 1,
+                    SR: tl.constexpr = 1):
+    """O-proj that merges attention (Plan.oproj_merge: a T = 1 step, or with T > 1 positions
+    the narrow steps of Plan.narrow_merge): rows [n0, n1) of kv head k's slice (numbered
+    k * H + row), columns [k0, k0 + G x HD) of Wo. Its weight tiles stream through the
+    pipeliner as mv_tiles' do, requested before the wait for ATTN; after it the head group's
+    live split partials of the T positions are merged in one round of loads (the plan keeps
+    GP x SP x TP2 x HD within ops_attn._merge's one round), rounded to attn's type (the value
+    attention stores, written to `attn` by the run that starts at row 0: the VM and diff.py
+    read it), and each tile's W @ attn[t] (+ bias, kv head 0) is added into part[t, rows] by
+    fp32 atomics. BK = GP x HD; TL: the partials' positions per split in memory (attn_run);
+    S // SR: the step's splits, SP covering them; BT: the step's key blocks."""
     G: tl.constexpr = NH // NKV
     GP: tl.constexpr = triton.next_power_of_2(G)
     Q: tl.constexpr = NH * HD
@@ -348,12 +352,15 @@ def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part,
     kvh = k0 // (G * HD)
     m0 = n0 - kvh * H
     m1 = n1 - kvh * H
-    lo, n, chunk = live_range(pos, window, 1, S, BT, HAS_WINDOW)
+    lo, n, chunk = live_range(pos, window, T, S // SR, BT, HAS_WINDOW)
     live = tl.cdiv(n - lo, chunk)
     cols = tl.arange(0, BK)
     cm = cols < G * HD
+    tt = tl.arange(0, TP2)
     w = w_o + layer.to(tl.int64) * (H * Q) + kvh * (G * HD)  # (k0: 16-byte loads known)
-    xin = tl.zeros((BK,), tl.float32)
+    tl.static_assert(T <= 2, "oproj_merge_run: one position, or the two of a narrow step")
+    xin = tl.zeros((BK,), tl.float32)  # position 0's merged heads, and position 1's (T = 2)
+    xin1 = xin
     ok = 0
     for c in tl.range(0, (m1 - m0 + BN - 1) // BN, num_stages=NS):
         rows, rm, wt, _ = _row_tile(w, w, m0, m1, c, Q, BN, cols, cm, False)
@@ -361,21 +368,38 @@ def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part,
             ok = wait_args(sy, NW, USE_PTX)
             hh = tl.arange(0, GP)
             d = tl.arange(0, HD)
-            out = _merge_round(kvh * G, live, att_acc, att_ml, NH, HD, 1, 1, S, SP, G, GP, TL)
-            out = tl.reshape(out, (GP, HD)).to(attn.dtype.element_ty)
+            out = _merge_round(kvh * G, live, att_acc, att_ml, NH, HD, T, TP2, S, SP, G, GP, TL)
             heads = tl.where(m0 == 0, G, 0)  # (the run from row 0 writes attn)
-            tl.store(attn + (kvh * G + hh[:, None]) * HD + d[None, :], out,
-                     mask=(hh < heads)[:, None] & (d < HD)[None, :])
-            xin = tl.reshape(out.to(tl.float32), (BK,))
+            if T == 1:
+                out = tl.reshape(out, (GP, HD)).to(attn.dtype.element_ty)
+                tl.store(attn + (kvh * G + hh[:, None]) * HD + d[None, :], out,
+                         mask=(hh < heads)[:, None] & (d < HD)[None, :])
+                xin = tl.reshape(out.to(tl.float32), (BK,))
+            else:
+                out = out.to(attn.dtype.element_ty)  # [GP, TP2, HD]
+                tl.store(attn + tt[None, :, None] * Q + (kvh * G + hh[:, None, None]) * HD
+                         + d[None, None, :], out,
+                         mask=(hh < heads)[:, None, None] & (tt < T)[None, :, None])
+                of = out.to(tl.float32)
+                xin = tl.reshape(tl.sum(tl.where((tt == 0)[None, :, None], of, 0.0), axis=1),
+                                 (BK,))
+                xin1 = tl.reshape(tl.sum(tl.where((tt == 1)[None, :, None], of, 0.0), axis=1),
+                                  (BK,))
             mark(sy, 2, tl.sum(xin, axis=0), USE_PTX)  # timeline: merged
         if (ok == 1) & (sy[9] == 1):
             y = tl.sum(wt.to(tl.float32) * xin[None, :], axis=1)  # [BN]
+            y1 = y
+            if T == 2:  # the second position's, as the first's (one [BN, BK] product each)
+                y1 = tl.sum(wt.to(tl.float32) * xin1[None, :], axis=1)
             if HAS_BIAS:
-                y += tl.load(b_o + layer * H + rows, mask=rows < tl.where(kvh == 0, m1, 0),
-                             other=0.0)
+                bias = tl.load(b_o + layer * H + rows, mask=rows < tl.where(kvh == 0, m1, 0),
+                               other=0.0)
+                y += bias
+                y1 += bias
             tl.atomic_add(part + rows, y, mask=rm, sem="relaxed", scope="gpu")
+            if T == 2:
+                tl.atomic_add(part + H + rows, y1, mask=rm, sem="relaxed", scope="gpu")
             if c == 0:  # timeline: the first tile done, then the last
                 mark(sy, 3, tl.sum(y, axis=0), USE_PTX)
             mark(sy, 4, tl.sum(y, axis=0), USE_PTX)
     return ok
-

@@ -360,12 +360,14 @@ def mv_tiles_t(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.
                OUT_LD: tl.constexpr, T: tl.constexpr, TP2: tl.constexpr, BN: tl.constexpr,
                BK: tl.constexpr, HAS_NORM: tl.constexpr, GATED: tl.constexpr,
                HAS_BIAS: tl.constexpr, EPI: tl.constexpr, NS: tl.constexpr, NW: tl.constexpr,
-               USE_PTX: tl.constexpr):
+               USE_PTX: tl.constexpr, part=None, PART: tl.constexpr = False):
     """T > 1, BK >= K (Plan.fma_t): mv_tiles for the step's T positions. Tiles of BN whole
     rows, as at T = 1 (every program has some; tl.dot needs 16 rows a tile), weights through
     the pipeliner; the inputs x [TP2, BK] loaded (and normalized) once after the wait; each
     tile's [BN, TP2, BK] fp32 products reduced along K (plan.fma_t_blocks keeps them within
-    Tiling.fma_t_elems)."""
+    Tiling.fma_t_elems). RESID: a run of up to 128 rows loads its residual with x, after the
+    wait (one round trip, not one per tile). PART (Plan.narrow_merge): as mv_tiles', part
+    [T, H]."""
     cols = tl.arange(0, BK)
     cm = cols < K
     t = tl.arange(0, TP2)
@@ -373,23 +375,56 @@ def mv_tiles_t(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.
     x = tl.zeros((TP2, BK), tl.float32)
     rstd = tl.full((TP2,), 1.0, tl.float32)
     ok = 0
+    RR: tl.constexpr = 128  # RESID: runs of up to RR rows load their residual once
+    rr = tl.arange(0, RR)
+    res_all = tl.zeros((RR, TP2), tl.float32)
+    pre = (n1 - n0 <= RR).to(tl.int32)  # (read by RESID epilogues only)
     for c in tl.range(0, (n1 - n0 + BN - 1) // BN, num_stages=NS):
         rows, rm, w, wu = _row_tile(w_ptr, wu_ptr, n0, n1, c, K, BN, cols, cm, GATED)
         if c == 0:
             ok = wait_args(sy, NW, USE_PTX)
             x = tl.load(x_ptr + t[:, None] * K + cols[None, :], mask=tv[:, None] & cm[None, :],
                         other=0.0, cache_modifier=".cg").to(tl.float32)
+            if PART and (EPI != E_RESID):  # the residual O-proj left in part
+                x = (x + tl.load(part + t[:, None] * K + cols[None, :],
+                                 mask=tv[:, None] & cm[None, :], other=0.0,
+                                 cache_modifier=".cg")).to(x_ptr.dtype.element_ty).to(tl.float32)
             if HAS_NORM:
                 rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / K + eps)
                 x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)[None, :]
             mark(sy, 2, tl.sum(tl.sum(x, axis=1), axis=0), USE_PTX)  # timeline: x loaded
+            if EPI == E_RESID:  # with x: one round trip, not one per tile in the epilogues
+                lim = tl.where(n1 - n0 <= RR, n1 - n0, 0)  # rows to load (0: tile by tile)
+                ro = t[None, :] * OUT_LD + (n0 + rr)[:, None]  # [RR, TP2]
+                r2 = (rr < lim)[:, None] & tv[None, :]
+                res_all = tl.load(out + ro, mask=r2, other=0.0,
+                                  cache_modifier=".cg").to(tl.float32)
+                if PART:  # round(x + part); the run's rows of part zeroed
+                    res_all = (res_all + tl.load(part + ro, mask=r2, other=0.0,
+                                                 cache_modifier=".cg")).to(
+                        out.dtype.element_ty).to(tl.float32)
+                    tl.store(part + ro, tl.zeros((RR, TP2), tl.float32), mask=r2)
         if (ok == 1) & (sy[9] == 1):
             y = tl.sum(w.to(tl.float32)[:, None, :] * x[None, :, :], axis=2) * rstd[None, :]
             yu = y
             if GATED:
                 yu = tl.sum(wu.to(tl.float32)[:, None, :] * x[None, :, :], axis=2) * rstd[None, :]
-            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, out, 0, 1.0, 0, y, 0, OUT_LD,
-                      T, TP2, HAS_BIAS, EPI, False, 1)
+            res = y
+            pre_t = pre
+            if EPI == E_RESID:  # this tile's rows of the run's residual
+                sel = rr[None, :] == (rows - n0)[:, None]  # [BN, RR]
+                res = tl.sum(tl.where(sel[:, :, None], res_all[None, :, :], 0.0), axis=1)
+                if PART:  # noqa: SIM102 (constexpr, then runtime)
+                    if pre == 0:  # a long run: this tile's residual, x + part, here
+                        po = t[None, :] * OUT_LD + rows[:, None]
+                        pm = rm[:, None] & tv[None, :]
+                        xr = tl.load(out + po, mask=pm, other=0.0, cache_modifier=".cg")
+                        pr = tl.load(part + po, mask=pm, other=0.0, cache_modifier=".cg")
+                        res = (xr.to(tl.float32) + pr).to(out.dtype.element_ty).to(tl.float32)
+                        pre_t = 1
+                        tl.store(part + po, tl.zeros((BN, TP2), tl.float32), mask=pm)
+            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, out, 0, 1.0, 0, res, pre_t,
+                      OUT_LD, T, TP2, HAS_BIAS, EPI, False, 1)
             if c == 0:  # timeline: the first tile done, then the last
                 mark(sy, 3, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
             mark(sy, 4, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
@@ -425,14 +460,15 @@ def proj_run(layer, n0, n1, src, x, w_all, bias, eps, sy, H: tl.constexpr, K: tl
              TP2: tl.constexpr = 1, part=None, PART: tl.constexpr = False):
     """x[t, n0:n1] += W[layer, n0:n1] @ src[t] (+ bias): O-proj (src = attn) or down (act).
     PART (down, Plan.oproj_merge): the residual is round(x + part), part's rows zeroed."""
-    tl.static_assert(not PART or ((T == 1) and (BK >= K)), "PART: T = 1 whole-row tiles only")
+    tl.static_assert(not PART or (BK >= K), "PART: whole-row tiles only")
+    tl.static_assert(not PART or (T == 1) or FT, "PART: T = 1, or the FMA path")
     w = w_all + layer.to(tl.int64) * (H * K)
     if (T == 1) & (BK >= K):
         return mv_tiles(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, BN, BK,
                         False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX, part, PART)
     if FT:
         return mv_tiles_t(w, w, n0, n1, src, src, eps, x, bias + layer * H, sy, K, H, T, TP2,
-                          BN, BK, False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX)
+                          BN, BK, False, False, HAS_BIAS, E_RESID, NS, NW, USE_PTX, part, PART)
     return mv_stream(w, w, n0, n1, src, src, eps, x, bias + layer * H, x, x, x, x, 0, 1.0, 0, sy,
                      K, H, T, TP, BN, BK, False, False, HAS_BIAS, E_RESID, False, 1, IEEE, RED,
                      NS, NW, USE_PTX)
@@ -446,7 +482,8 @@ def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
                TP2: tl.constexpr = 1, part=None, PART: tl.constexpr = False):
     """act[t, n0:n1] = silu(Wg @ n(x)) * (Wu @ n(x)), Wg/Wu rows of the fused [2I, H]. PART
     (Plan.oproj_merge): x is round(x + part)."""
-    tl.static_assert(not PART or ((T == 1) and (BK >= H)), "PART: T = 1 whole-row tiles only")
+    tl.static_assert(not PART or (BK >= H), "PART: whole-row tiles only")
+    tl.static_assert(not PART or (T == 1) or FT, "PART: T = 1, or the FMA path")
     w = w_gu + layer.to(tl.int64) * (2 * FF * H)
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, sy,
@@ -454,7 +491,7 @@ def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
     if FT:
         return mv_tiles_t(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm,
                           sy, H, FF, T, TP2, BN, BK, True, True, False, E_GATEUP, NS, NW,
-                          USE_PTX)
+                          USE_PTX, part, PART)
     return mv_stream(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, act,
                      act, act, act, 0, 1.0, 0, sy, H, FF, T, TP, BN, BK, True, True, False,
                      E_GATEUP, False, 1, IEEE, RED, NS, NW, USE_PTX)

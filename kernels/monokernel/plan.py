@@ -7,7 +7,8 @@ DOWN on its own rows of x), its LMHEAD (layer L) over the last kept position, MT
 ATTN's splits merge themselves (the last split of a kv head to finish, by a ticket counter per
 layer and kv head), or in one-position steps OPROJ_M merges them (Tiling.oproj_merge: O-proj's
 tiles are (kv head, rows), summed into `part`; a T > 1 plan has both OPROJ_M, run in its
-one-position steps, and OPROJ, run in the others, GATEUP waiting for the one that ran).
+one-position steps (with Tiling.narrow_merge its narrow ones too), and OPROJ, run in the
+others, GATEUP waiting for the one that ran).
 Op number `seq` in that sequence is also the index of its dependency counter. Each op is cut
 into tiles (rows of a weight, or (kv head, KV split) pairs); each program gets one contiguous
 run of tiles per op, runs balanced by bytes read, in op order. A run waits until the counter of
@@ -277,6 +278,15 @@ class Tiling:
     # 728.3 / 1,342.4 -> 543.7 / 712.0 / 1,309.9 us; Qwen3-1.7B 1,472.2 / 1,828.7 / 3,091.4 ->
     # 1,460.5 / 1,809.9 / 3,066.4 (bench/results/monokernel-20261201-s22, run 1)
     kind_tables: bool = True
+    # T > 1 with narrow steps of 2 positions and oproj_merge: O-proj merges the narrow steps'
+    # attention splits too (OPROJ_M over both positions, `part` [2, H]; GATEUP and DOWN on
+    # the FMA path read it as in one-position steps), the narrow steps walking a record table
+    # of their own (kind tables: one position, narrow, wide). None: on where the narrow steps'
+    # gate/up and down run the FMA path and the merge's partials fit one round. H200, T = 16
+    # narrow 2, narrow step, same call, off -> on: SmolLM2 702.3 -> 674.5 us, Qwen3-1.7B
+    # 1,739.6 -> 1,698.8; one-position and wide steps unchanged
+    # (bench/results/monokernel-20261202-s23, run 3)
+    narrow_merge: bool | None = None
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:
@@ -374,6 +384,8 @@ class Plan:
     fill: bool = False  # the module's ops alone, T positions a step (plan(fill=True))
     # O-proj merges the attention splits in one-position steps (Tiling.oproj_merge: OPROJ_M)
     oproj_merge: bool = False
+    # ... and in the narrow steps (Tiling.narrow_merge)
+    narrow_merge: bool = False
 
     @property
     def split_ratio(self) -> int:
@@ -477,22 +489,40 @@ class Plan:
         return (self.tiling.kind_tables and self.T > 1 and not self.mtp and not self.fill
                 and (self.oproj_merge or self.split_ratio > 1))
 
-    def _idle(self, ins: Instr, one: bool) -> bool:
-        """Whether the record does nothing in a one-position step (`one`) or in the others."""
+    def merges(self, kind: int) -> bool:
+        """OPROJ_M merges the attention splits in steps of width code `kind` (weights.STEP_ONE:
+        1 one position, 2 narrow, 0 all T; a T = 1 plan's steps: any)."""
+        if not self.oproj_merge:
+            return False
+        return self.T == 1 or kind == 1 or (kind == 2 and self.narrow_merge)
+
+    @property
+    def kinds(self) -> list[int]:
+        """The step kinds (width codes) with a record table each, in table order
+        (Plan.kind_tables): one position, then the others; with narrow_merge one position,
+        narrow, wide. [0] (every step the plan's records) where kind tables are off."""
+        if not self.kind_tables:
+            return [0]
+        return [1, 2, 0] if self.narrow_merge else [1, 0]
+
+    def _idle(self, ins: Instr, kind: int) -> bool:
+        """Whether the record does nothing in steps of width code `kind` (1 one position, 2
+        narrow, 0 wide)."""
         if ins.opcode == OPROJ:
-            return one and self.oproj_merge
+            return self.merges(kind)
         if ins.opcode == OPROJ_M:
-            return not one
-        if ins.opcode == ATTN and not one and self.split_ratio > 1:
+            return not self.merges(kind)
+        if ins.opcode == ATTN and kind != 1 and self.split_ratio > 1:
             se = self.splits // self.split_ratio  # a T-step attends in tiles split < se
             return all(t % self.splits >= se for t in range(ins.start, ins.end))
         return False
 
-    def kind_programs(self, one: bool, rank: int = 0) -> list[list[Instr]]:
-        """The programs' records for one-position steps (`one`) or the others (narrow and
-        T-steps), Tiling.kind_tables: the records idle in that kind dropped, except one per op
-        (its first, in program order) that adds their whole count to the op's counter. The
-        plan's own records where kind tables are off."""
+    def kind_programs(self, kind: int, rank: int = 0) -> list[list[Instr]]:
+        """The programs' records for steps of width code `kind` (1 one position, 2 narrow, 0
+        wide; without narrow_merge the narrow and wide steps share one table, that of kind 0),
+        Tiling.kind_tables: the records idle in that kind dropped, except one per op (its
+        first, in program order) that adds their whole count to the op's counter. The plan's
+        own records where kind tables are off."""
         progs = self.programs[rank]
         if not self.kind_tables:
             return progs
@@ -500,7 +530,7 @@ class Plan:
         first: dict[int, tuple[int, int]] = {}
         for p, prog in enumerate(progs):
             for j, ins in enumerate(prog):
-                if self._idle(ins, one):
+                if self._idle(ins, kind):
                     total[ins.seq] = total.get(ins.seq, 0) + ins.signal
                     first.setdefault(ins.seq, (p, j))
         keep = {pj: seq for seq, pj in first.items()}
@@ -508,7 +538,7 @@ class Plan:
         for p, prog in enumerate(progs):
             row = []
             for j, ins in enumerate(prog):
-                if not self._idle(ins, one):
+                if not self._idle(ins, kind):
                     row.append(ins)
                 elif (p, j) in keep:
                     row.append(replace(ins, signal=total[ins.seq]))
@@ -517,11 +547,10 @@ class Plan:
 
     def table(self, rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(records int32 [N, RECORD], offsets int32 [P + 1]): program p runs records
-        offsets[p]:offsets[p + 1] every step. With kind tables (Plan.kind_tables) two tables
-        one after the other, offsets [2 (P + 1)]: the one-position steps' first, then the
-        others' (kind_programs)."""
-        kinds = [self.kind_programs(True, rank), self.kind_programs(False, rank)] \
-            if self.kind_tables else [self.programs[rank]]
+        offsets[p]:offsets[p + 1] every step. With kind tables (Plan.kind_tables) one table
+        per step kind one after the other (Plan.kinds), offsets [kinds x (P + 1)]: the
+        one-position steps' first, then the others' (kind_programs)."""
+        kinds = [self.kind_programs(k, rank) for k in self.kinds]
         recs, offs, base = [], [], 0
         for progs in kinds:
             recs += [i.serialize() for p in progs for i in p]
@@ -641,6 +670,15 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     nw = tl_.narrow
     assert nw == 0 or 1 < nw < T, f"narrow steps of {nw} positions in a T = {T} plan"
     fma_n, blocks_n = mv_blocks(nw) if nw else ({}, {})
+    # O-proj merging the narrow steps' splits: their gate/up and down on the FMA path (which
+    # reads `part`), the partials of a kv head's group and the narrow positions in one round
+    one_t = _pow2_ceil(g) * _pow2_ceil(t_splits) * _pow2_ceil(max(nw, 1)) * hd
+    mr = tl_.merge_elems or (16384 if hd <= 64 else 8192)
+    nm_ok = (om and T > 1 and nw == 2 and fma_n.get(GATEUP) is not None
+             and fma_n.get(DOWN) is not None and one_t <= mr)
+    nm = nm_ok if tl_.narrow_merge is None else bool(tl_.narrow_merge)
+    assert not nm or nm_ok, ("narrow_merge: oproj_merge, narrow steps of 2 positions with "
+                             "gate/up and down on the FMA path, a kv head's partials in one round")
 
     ops: list[OpInfo] = []
     progs: list[list[list[Instr]]] = [[[] for _ in range(P)] for _ in range(R)]
@@ -760,7 +798,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
             p[:] = [replace(i, wait_seq=end, wait_count=1, wait_prev=True) if i.seq == 0 else i
                     for i in p]
     return Plan(cfg, P, T, max_len, R, tl_, splits, ops, progs, blocks, blocks_t, wbytes,
-                last_seq=end, mtp=mtp, fill=fill, oproj_merge=om,
+                last_seq=end, mtp=mtp, fill=fill, oproj_merge=om, narrow_merge=nm,
                 fma_t=frozenset(op for op, b in fma_t.items() if b is not None),
                 t_splits=t_splits, blocks_n=blocks_n,
                 fma_n=frozenset(op for op, b in fma_n.items() if b is not None))

@@ -48,7 +48,7 @@ from .sync import NSTAMP
 TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_splits_t",
                "attn_block", "attn_stages", "tiles", "attn_fold", "fma_t", "fma_t_max",
                "fma_t_elems", "merge_heads", "attn_block_t0", "merge_elems", "one_tiles",
-               "narrow", "oproj_merge", "kind_tables"}
+               "narrow", "oproj_merge", "kind_tables", "narrow_merge"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.OPROJ_M, P.GATEUP, P.DOWN, P.LMHEAD]
 
 
@@ -112,7 +112,7 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray, one: int = 0) -> dict:
     marks: ops_mv x loaded / first tile / last tile, ops_attn q k v ready / softmax done /
     ticket / merged), summed/averaged over layers."""
     by_seq: dict[int, list[tuple[int, ...]]] = {}
-    for p, prog in enumerate(plan.kind_programs(one == 1)):  # (the traced step's records)
+    for p, prog in enumerate(plan.kind_programs(one)):  # (the traced step's records)
         for j, ins in enumerate(prog):
             r = [int(v) for v in tr[p, j]]
             waited = r[1] or r[0]  # (ATTN runs of empty tiles do not wait)

@@ -73,9 +73,10 @@ class VM:
 
     @property
     def merging(self) -> bool:
-        """OPROJ_M merges the attention splits in this step (Plan.oproj_merge: a T = 1 plan's
-        steps, a T > 1 plan's one-position steps); O-proj's sum then waits in `part`."""
-        return self.plan.oproj_merge and (self.plan.T == 1 or self.one)
+        """OPROJ_M merges the attention splits in this step (Plan.merges: a T = 1 plan's steps,
+        a T > 1 plan's one-position steps, with Plan.narrow_merge its narrow ones); O-proj's
+        sum then waits in `part`."""
+        return self.plan.merges(self.code)
 
     def run(self, nsteps: int, stop_after: int | None = None,
             stop_after_layer: int | None = None) -> int:
@@ -228,8 +229,9 @@ class VM:
 
     def oproj_m(self, ins, b, step):
         """(kv head k, rows) tiles, rows numbered k * H + row: merge the group's partials,
-        W[rows, k's columns] @ them (+ bias at k = 0) summed into part; in the steps of a
-        T > 1 plan that are not one position, nothing (OPROJ runs)."""
+        W[rows, k's columns] @ them (+ bias at k = 0) summed into part[:t]; in the steps
+        where it does not merge (Plan.merges: a T > 1 plan's wide steps, its narrow ones
+        without narrow_merge), nothing (OPROJ runs)."""
         if not self.merging:
             return
         bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
@@ -237,13 +239,18 @@ class VM:
         G, H = c.group_size, c.hidden_size
         kvh = ins.start // H
         rows = slice(ins.start - kvh * H, ins.end - kvh * H)
-        lo, n, chunk = live_range(self.pos0, 1, c.sliding_window, pl.splits, pl.block_one)
+        t = self.t
+        if t == 1:  # (the T = 1 kernel's splits and blocks)
+            splits, block = pl.splits, pl.block_one
+        else:  # a narrow step's (Plan.narrow_merge)
+            splits, block = pl.splits // pl.split_ratio, pl.tiling.attn_block
+        lo, n, chunk = live_range(self.pos0, t, c.sliding_window, splits, block)
         self._merge(b, range(kvh * G, (kvh + 1) * G), math.ceil((n - lo) / chunk))
         cols = slice(ins.k0, ins.k1)
-        y = b.attn[:1, cols].float() @ self.w.w_o[ins.layer][rows, cols].float().T
+        y = b.attn[:t, cols].float() @ self.w.w_o[ins.layer][rows, cols].float().T
         if bo is not None and kvh == 0:
             y = y + bo[rows]
-        b.part[:1, rows] += y
+        b.part[:t, rows] += y
 
     def down(self, ins, b, step):
         self._project(ins, b, self.w.w_down[ins.layer], b.act, None)

@@ -441,26 +441,34 @@ def test_kernel_switches_per_step(name, T, one_tiles):
 
 
 @interpreted
-@pytest.mark.parametrize("name,match,om,kinds", [
-    ("llama_obias_hd64", (0, 0, 0), False, False), ("qwen3_qknorm_hd128", (0, 0, 0), False, False),
-    ("llama_obias_hd64", (2, 4, 8), False, False), ("llama_obias_hd64", (0, 0, 0), True, False),
-    ("qwen3_qknorm_hd128", (2, 4, 8), True, True)],
-    ids=["llama-kept", "qwen3-kept", "llama-match", "llama-kept-om", "qwen3-match-om-kinds"])
-def test_kernel_switches_among_three_widths(name, match, om, kinds):
+@pytest.mark.parametrize("name,match,om,kinds,nm", [
+    ("llama_obias_hd64", (0, 0, 0), False, False, False),
+    ("qwen3_qknorm_hd128", (0, 0, 0), False, False, False),
+    ("llama_obias_hd64", (2, 4, 8), False, False, False),
+    ("llama_obias_hd64", (0, 0, 0), True, False, False),
+    ("qwen3_qknorm_hd128", (2, 4, 8), True, True, False),
+    ("llama_obias_hd64", (2, 4, 8), True, True, True),
+    ("qwen3_qknorm_hd128", (0, 0, 0), True, False, True)],
+    ids=["llama-kept", "qwen3-kept", "llama-match", "llama-kept-om", "qwen3-match-om-kinds",
+         "llama-match-nm-kinds", "qwen3-kept-nm"])
+def test_kernel_switches_among_three_widths(name, match, om, kinds, nm):
     """Tiling.narrow: a T = 8 kernel with 2-position steps; its drafting steps run narrow and
     widen to 8 after a step that kept its draft (the device history: the reference's
     continuation, so long copies come up); with `match` (2, 4, 8) by the lookup's match
     length instead: one position below 2, wide from 4 on. `om` (Tiling.oproj_merge, the
     default): one-position steps run OPROJ_M, the others OPROJ; off: every step OPROJ (the
     last split of each kv head merges). `kinds` (Tiling.kind_tables): each step kind walks
-    its own records, those idle in it dropped."""
+    its own records, those idle in it dropped. `nm` (Tiling.narrow_merge): the narrow steps
+    run OPROJ_M too (over their 2 positions; with kind tables, a table of their own)."""
     from dataclasses import replace
 
     from mk_utils import FAST
 
     h = harness(name, T=8, tiling=replace(FAST, narrow=2, oproj_merge=None if om else False,
-                                          kind_tables=kinds))
+                                          kind_tables=kinds, narrow_merge=nm))
     assert h.plan.oproj_merge == om and h.plan.kind_tables == kinds
+    assert h.plan.narrow_merge == nm and len(h.plan.kinds) == (3 if kinds and nm else
+                                                               2 if kinds else 1)
     ref, _ = h.reference_greedy(PROMPT, 24)
     _switching(h, 16, 1e-4, history=PROMPT + ref[:4] + [9, 9] + ref[4:9], match=match)
 
@@ -628,19 +636,22 @@ def test_gpu_kernel_drafts_on_the_device_equals_vm(dtype):
 
 
 @gpu
-@pytest.mark.parametrize("match,kinds", [((0, 0, 0), False), ((2, 4, 16), False),
-                                         ((2, 4, 16), True)], ids=["kept", "match", "match-kinds"])
-def test_gpu_kernel_switches_among_three_widths(match, kinds):
+@pytest.mark.parametrize("match,kinds,nm", [((0, 0, 0), False, False), ((2, 4, 16), False, False),
+                                            ((2, 4, 16), True, False), ((2, 4, 16), True, True),
+                                            ((0, 0, 0), False, True)],
+                         ids=["kept", "match", "match-kinds", "match-kinds-nm", "kept-nm"])
+def test_gpu_kernel_switches_among_three_widths(match, kinds, nm):
     """The same on the H200 with 264 programs: a T = 16 kernel with 2-position steps (fp32);
     widths by the kept drafts, and by the lookup's match (the backend's default rule); with
-    each step kind's own records (Tiling.kind_tables)."""
+    each step kind's own records (Tiling.kind_tables); with O-proj merging the narrow steps'
+    attention (Tiling.narrow_merge)."""
     from agentfast.kernels.monokernel.harness import Harness
     from agentfast.kernels.monokernel.plan import Tiling
 
     torch.manual_seed(0)
     h = Harness.build(cfg("llama_obias_hd64"), 264, 16, 64, device="cuda", dtype=torch.float32,
-                      tiling=Tiling(narrow=2, kind_tables=kinds))
-    assert h.plan.kind_tables == kinds
+                      tiling=Tiling(narrow=2, kind_tables=kinds, narrow_merge=nm))
+    assert h.plan.kind_tables == kinds and h.plan.narrow_merge == nm
     ref, _ = h.reference_greedy(PROMPT, 28)
     _switching(h, 16, 1e-3, history=PROMPT + ref[:4] + [9, 9] + ref[4:9], match=match)
 

@@ -268,3 +268,43 @@ def test_kind_tables_drop_idle_records_and_keep_counts(programs):
     assert offs[-1] == len(recs)
     assert P.plan(c, programs, 8, 64).kind_tables  # on by default at T > 1
     assert not P.plan(c, programs, 1, 64, tiling=P.Tiling(kind_tables=True)).kind_tables
+
+
+@pytest.mark.parametrize("programs", [1, 5])
+def test_narrow_merge_walks_three_tables(programs):
+    """Tiling.narrow_merge: OPROJ_M merges the narrow steps' splits too; the narrow steps then
+    walk a table of their own, with no OPROJ but one per layer (as the one-position steps'),
+    the wide steps' no OPROJ_M but one per layer; each kind keeps every op's whole count; off
+    where the narrow steps' gate/up and down are not on the FMA path, an error when asked."""
+    import collections
+
+    c = cfg("llama_gqa_tied_hd64")
+    p = P.plan(c, programs, 8, 64, tiling=P.Tiling(narrow=2, narrow_merge=True))
+    assert p.narrow_merge and p.kinds == [1, 2, 0]
+    assert p.merges(1) and p.merges(2) and not p.merges(0)
+    full = collections.Counter()
+    for i in p.instructions():
+        full[i.seq] += i.signal
+    tables = {k: p.kind_programs(k) for k in p.kinds}
+    for kind, idle in ((1, P.OPROJ), (2, P.OPROJ), (0, P.OPROJ_M)):
+        got = collections.Counter()
+        for i in (i for q in tables[kind] for i in q):
+            got[i.seq] += i.signal
+        assert got == full
+        assert sum(i.opcode == idle for q in tables[kind] for i in q) == c.num_layers
+    recs, offs = p.table()
+    assert len(offs) == 3 * (programs + 1) and offs[-1] == len(recs)
+    n1, n2 = (sum(len(q) for q in tables[k]) for k in (1, 2))
+    assert offs[programs] == n1 == offs[programs + 1]
+    assert offs[2 * programs + 1] == n1 + n2 == offs[2 * programs + 2]
+    # without it the narrow steps share the wide steps' table (kind 2's records are kind 0's)
+    q = P.plan(c, programs, 8, 64, tiling=P.Tiling(narrow=2, narrow_merge=False))
+    assert not q.narrow_merge and q.kinds == [1, 0] and q.kind_programs(2) == q.kind_programs(0)
+    # None (the default): on where the narrow gate/up and down run the FMA path
+    assert P.plan(c, programs, 8, 64, tiling=P.Tiling(narrow=2)).narrow_merge
+    no_fma = P.Tiling(narrow=2, narrow_merge=None, fma_t=False)
+    assert not P.plan(c, programs, 8, 64, tiling=no_fma).narrow_merge
+    with pytest.raises(AssertionError, match="narrow_merge"):
+        P.plan(c, programs, 8, 64, tiling=P.Tiling(narrow=2, narrow_merge=True, fma_t=False))
+    with pytest.raises(AssertionError, match="narrow_merge"):
+        P.plan(c, programs, 8, 64, tiling=P.Tiling(narrow_merge=True))  # no narrow steps
