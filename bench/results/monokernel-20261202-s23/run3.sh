@@ -4,6 +4,8 @@
 # the new code (narrow steps without / with narrow_merge, one-position and wide steps with it, a
 # T = 4 kernel's T-step), then ops_mv.py as before this session (run3-ops_mv_before.py: the
 # residual per tile) for the narrow step without narrow_merge and the T = 4 step; GPU tests.
+# (run3-ops_mv_before.py was `git show 734d829:kernels/monokernel/ops_mv.py`, byte for byte; not kept
+# in the results since that commit holds it.)
 mkdir -p .whl && cp .whl_core/*.whl .whl/; source bench/device_setup.sh >/dev/null 2>&1
 S=smollm2-135m,qwen3-1.7b
 show() { python3 - "$1" <<'PY'
