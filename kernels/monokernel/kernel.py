@@ -524,7 +524,7 @@ class Monokernel:
 
     def trace_rows(self) -> int:
         """Records of the busiest program: the middle dimension of a timeline trace."""
-        return max(len(p) for k in (1, 2, 0) for p in self.plan.kind_programs(k))
+        return max(len(p) for k in self.plan.kinds for p in self.plan.kind_programs(k))
 
     def resident_per_sm(self, b: W.Buffers, sampling: bool) -> int:
         """Compile without launching; programs of this kernel that fit on one SM at once."""

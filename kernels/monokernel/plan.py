@@ -295,6 +295,14 @@ def attn_block(head_dim: int, T: int, wbytes: int) -> int:
     return min(64, max(16, 4096 // head_dim)) if T == 1 and wbytes <= 2 else 32
 
 
+def merge_round(tiling: Tiling, T: int, head_dim: int) -> int:
+    """Tiling.merge_elems resolved for steps of T positions: 16384 at T > 1 with head_dim <= 64,
+    else 8192."""
+    if tiling.merge_elems:
+        return tiling.merge_elems
+    return 16384 if T > 1 and head_dim <= 64 else 8192
+
+
 def _pow2_floor(n: int) -> int:
     return 1 << max(0, int(n).bit_length() - 1)
 
@@ -399,9 +407,7 @@ class Plan:
 
     @property
     def merge_round(self) -> int:  # Tiling.merge_elems resolved for this plan's T
-        if self.tiling.merge_elems:
-            return self.tiling.merge_elems
-        return 16384 if self.T > 1 and self.cfg.head_dim <= 64 else 8192
+        return merge_round(self.tiling, self.T, self.cfg.head_dim)
 
     @property
     def block_one(self) -> int:
@@ -673,9 +679,8 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     # O-proj merging the narrow steps' splits: their gate/up and down on the FMA path (which
     # reads `part`), the partials of a kv head's group and the narrow positions in one round
     one_t = _pow2_ceil(g) * _pow2_ceil(t_splits) * _pow2_ceil(max(nw, 1)) * hd
-    mr = tl_.merge_elems or (16384 if hd <= 64 else 8192)
     nm_ok = (om and T > 1 and nw == 2 and fma_n.get(GATEUP) is not None
-             and fma_n.get(DOWN) is not None and one_t <= mr)
+             and fma_n.get(DOWN) is not None and one_t <= merge_round(tl_, T, hd))
     nm = nm_ok if tl_.narrow_merge is None else bool(tl_.narrow_merge)
     assert not nm or nm_ok, ("narrow_merge: oproj_merge, narrow steps of 2 positions with "
                              "gate/up and down on the FMA path, a kv head's partials in one round")

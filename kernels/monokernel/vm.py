@@ -78,6 +78,14 @@ class VM:
         sum then waits in `part`."""
         return self.plan.merges(self.code)
 
+    def _splits_block(self) -> tuple[int, int]:
+        """This step's KV splits and keys per block: a one-position step's (the T = 1 kernel's,
+        kernel.py BT1), else the plan's splits of a T-position step (Plan.split_ratio)."""
+        pl = self.plan
+        if self.one:
+            return pl.splits, pl.block_one
+        return pl.splits // pl.split_ratio, pl.tiling.attn_block
+
     def run(self, nsteps: int, stop_after: int | None = None,
             stop_after_layer: int | None = None) -> int:
         """Up to `nsteps` steps (fewer when the sequence ends); with `stop_after` (an op
@@ -145,18 +153,16 @@ class VM:
 
     def attn(self, ins, b, step):
         c, w, pl, li = self.cfg, self.w, self.plan, ins.layer
-        T, G, hd, S, SR = self.t, c.group_size, c.head_dim, pl.splits, pl.split_ratio
-        block = pl.tiling.attn_block
-        if self.one:  # the T = 1 kernel's splits and blocks (kernel.py BT1)
-            SR, block = 1, pl.block_one
+        T, G, hd, S = self.t, c.group_size, c.head_dim, pl.splits
+        splits, block = self._splits_block()
         pos = self.pos0
-        lo, n, chunk = live_range(pos, T, c.sliding_window, S // SR, block)
+        lo, n, chunk = live_range(pos, T, c.sliding_window, splits, block)
         qpos = torch.arange(pos, pos + T, device=b.x.device)
         cos, sin = w.cos[pos:pos + T], w.sin[pos:pos + T]  # [T, hd]
         live = math.ceil((n - lo) / chunk)
         for tile in range(ins.start, ins.end):
             kvh, split = divmod(tile, S)
-            if split >= S // SR:  # past the step's splits (Plan.split_ratio)
+            if split >= splits:  # past the step's splits (Plan.split_ratio)
                 continue
             s0 = lo + split * chunk
             s1 = min(s0 + chunk, n)
@@ -235,16 +241,12 @@ class VM:
         if not self.merging:
             return
         bo = None if self.w.b_o is None else self.w.b_o[ins.layer]
-        c, pl = self.cfg, self.plan
+        c = self.cfg
         G, H = c.group_size, c.hidden_size
         kvh = ins.start // H
         rows = slice(ins.start - kvh * H, ins.end - kvh * H)
         t = self.t
-        if t == 1:  # (the T = 1 kernel's splits and blocks)
-            splits, block = pl.splits, pl.block_one
-        else:  # a narrow step's (Plan.narrow_merge)
-            splits, block = pl.splits // pl.split_ratio, pl.tiling.attn_block
-        lo, n, chunk = live_range(self.pos0, t, c.sliding_window, splits, block)
+        lo, n, chunk = live_range(self.pos0, t, c.sliding_window, *self._splits_block())
         self._merge(b, range(kvh * G, (kvh + 1) * G), math.ceil((n - lo) / chunk))
         cols = slice(ins.k0, ins.k1)
         y = b.attn[:t, cols].float() @ self.w.w_o[ins.layer][rows, cols].float().T
