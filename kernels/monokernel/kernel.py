@@ -42,7 +42,7 @@ from agentfast.engine.errors import AgentfastError, RequestError
 
 from . import plan as P
 from . import weights as W
-from .ops_attn import attn_run, oproj_merge_run
+from .ops_attn import attn_run, attn_run_one, oproj_merge_run
 from .ops_mv import eh_run, gateup_run, proj_run, qkv_run
 from .ops_sample import _positions, fill_next, lm_run, mtp_head_run, mtp_sample_run, sample_run
 from .sync import NSTAMP, release, release_idle, stamp, wait
@@ -112,7 +112,7 @@ def _monokernel(
     NS_QKV_N: tl.constexpr, NS_O_N: tl.constexpr, NS_GU_N: tl.constexpr, NS_DN_N: tl.constexpr,
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
-    KT: tl.constexpr, NM: tl.constexpr,
+    KT: tl.constexpr, NM: tl.constexpr, ALW: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -302,11 +302,18 @@ def _monokernel(
             elif op == ATTN:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
-                        ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
-                                      ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
-                                      v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, 1,
-                                      S, SP, BT1, M1, 1, 1, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                      USE_PTX, AFOLD, True, 1, T, 0, MR, OM)
+                        if ALW:
+                            ok = attn_run_one(layer, a, b, p, qkv, att_acc, att_ml, attn, q_norm,
+                                              k_norm, cos, sin, k_cache, v_cache, kv_cap, window,
+                                              eps, qk_scale, sy, NH, NKV, HD, S, BT1, M1,
+                                              QK_NORM, HAS_WINDOW, IEEE, NSA, NW, USE_PTX, T)
+                        else:
+                            ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
+                                          ctr + TK + layer * NKV, q_norm, k_norm, cos, sin,
+                                          k_cache, v_cache, kv_cap, window, eps, qk_scale, sy,
+                                          NH, NKV, HD, 1, S, SP, BT1, M1, 1, 1, QK_NORM,
+                                          HAS_WINDOW, IEEE, NSA, NW, USE_PTX, AFOLD, True, 1, T,
+                                          0, MR, OM)
                 if TB > 1:  # noqa: SIM102
                     if oc == 2:
                         ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
@@ -315,11 +322,17 @@ def _monokernel(
                                       S, SPT, BT, MB, TP2B, TNB, QK_NORM, HAS_WINDOW, IEEE, NSA,
                                       NW, USE_PTX, AFOLD, AMH, SR, T, BT0B, MR, NM)
                 if oc == 0:
-                    ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
-                                  ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
-                                  v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T, S,
-                                  SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                  USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM0)
+                    if ALW and (T == 1):
+                        ok = attn_run_one(layer, a, b, p, qkv, att_acc, att_ml, attn, q_norm,
+                                          k_norm, cos, sin, k_cache, v_cache, kv_cap, window,
+                                          eps, qk_scale, sy, NH, NKV, HD, S, BT, M, QK_NORM,
+                                          HAS_WINDOW, IEEE, NSA, NW, USE_PTX)
+                    else:
+                        ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
+                                      ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
+                                      v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T,
+                                      S, SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
+                                      USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM0)
             elif (op == LMHEAD) & (layer >= 0):  # the MTP module's head
                 if MTP:
                     ok = mtp_head_run(a, b, p, x, logits, lm_val, lm_idx, m_stat, lm_head,
@@ -459,7 +472,8 @@ class Monokernel:
             BN_OM=bl.get(P.OPROJ_M, (1, 1))[0], BK_OM=bl.get(P.OPROJ_M, (1, 1))[1],
             NS_OM=plan.op_stages(P.OPROJ_M) if plan.oproj_merge else 1,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu",
-            KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge)
+            KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge,
+            ALW=plan.attn_wait_loop)
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:

@@ -328,6 +328,105 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
 
 
 @triton.jit(noinline=NOINLINE)
+def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm, cos, sin,
+                 k_cache, v_cache, cap, window, eps, qk_scale, sy, NH: tl.constexpr,
+                 NKV: tl.constexpr, HD: tl.constexpr, S: tl.constexpr, BT: tl.constexpr,
+                 M: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                 IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr,
+                 USE_PTX: tl.constexpr, TL: tl.constexpr = 1):
+    """attn_run for one position (a T = 1 step, or a T > 1 kernel's one-position step) where
+    O-proj merges the splits (Plan.oproj_merge) and the new key folds in (Tiling.attn_fold),
+    with the wait for QKV inside the key-block loop's first iteration
+    (Tiling.attn_wait_loop): the pipeliner's prologue requests the chunk's first NSA - 1
+    blocks of cached keys and values (cp.async) before it, so a chunk of more than one block
+    (head_dim 128 past 32 x 32 keys: 64-key chunks at ctx 1024 on Qwen3-1.7B) reads no cached
+    block after the wait. Same splits, same partials as attn_run; the new key and value,
+    computed after the wait, are patched into the block that holds their position (that
+    block's cp.async masks the position out)."""
+    G: tl.constexpr = NH // NKV
+    HALF: tl.constexpr = HD // 2
+    dt = k_cache.dtype.element_ty
+    r = tl.arange(0, M)
+    g = r  # query rows: the group's heads (padded to M for tl.dot)
+    rv = g < G
+    d = tl.arange(0, HD)
+    dr = (d + HALF) % HD
+    sgn = tl.where(d < HALF, -1.0, 1.0)
+    lo, n, chunk = live_range(pos, window, 1, S, BT, HAS_WINDOW)
+    lk = k_cache + layer.to(tl.int64) * (NKV * cap * HD)
+    lv = v_cache + layer.to(tl.int64) * (NKV * cap * HD)
+    qw = d * 0.0
+    qwr = qw
+    kw = qw
+    kwr = qw
+    if QK_NORM:  # constant weights: requested before the wait, not after a reduction
+        qw = tl.load(q_norm + layer * HD + d)
+        qwr = tl.load(q_norm + layer * HD + dr)
+        kw = tl.load(k_norm + layer * HD + d)
+        kwr = tl.load(k_norm + layer * HD + dr)
+    one = tl.arange(0, 1)
+    ck = tl.load(cos + pos * HD + one[:, None] * 0 + d[None, :])  # the position's RoPE row
+    sk = tl.load(sin + pos * HD + one[:, None] * 0 + d[None, :])
+    ok = 1
+    first = 1
+    for tile in range(t0, t1):
+        kvh = tile // S
+        split = tile % S
+        start = lo + split * chunk
+        end = tl.minimum(start + chunk, n)
+        cached = tl.minimum(end, pos)  # keys [start, cached) are in the cache already
+        heads = kvh * G + g
+        q = tl.zeros((M, HD), tl.float32)
+        k = tl.zeros((1, HD), dt)
+        v = tl.zeros((1, HD), dt)
+        m_i = tl.full((M,), float("-inf"), tl.float32)
+        l_i = tl.zeros((M,), tl.float32)
+        acc = tl.zeros((M, HD), tl.float32)
+        # blocks [start, end) (0 for a tile past the live range: no wait, nothing stored)
+        for ib in tl.range(0, tl.cdiv(end - start, BT), num_stages=NSA):
+            kk = start + ib * BT + tl.arange(0, BT)
+            km = kk < cached
+            offs = kvh * cap * HD + kk[:, None] * HD + d[None, :]
+            kb = tl.load(lk + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
+            vb = tl.load(lv + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
+            if ib == 0:
+                if first == 1:
+                    ok = wait_args(sy, NW, USE_PTX)
+                    first = 0
+                if (ok == 1) & (sy[9] == 1):
+                    q = _norm_rope(qkv + heads * HD, rv, d, dr, sgn, qw, qwr, ck, sk, eps, HD,
+                                   QK_NORM) * qk_scale  # [M, HD]
+                    k = _norm_rope(qkv + NH * HD + kvh * HD + one, one >= 0, d, dr, sgn, kw,
+                                   kwr, ck, sk, eps, HD, QK_NORM).to(dt)  # [1, HD]
+                    v = tl.load(qkv + (NH + NKV) * HD + kvh * HD + one[:, None] * 0
+                                + d[None, :], cache_modifier=".cg").to(dt)
+                    dep = tl.sum(tl.sum(q, axis=1), axis=0) + tl.sum(tl.sum(
+                        v.to(tl.float32), axis=1), axis=0)
+                    mark(sy, 2, dep, USE_PTX)  # timeline: q, k, v ready
+                    kpos = pos + one[:, None] * 0 + d[None, :] * 0  # [1, HD]
+                    mm = (kpos >= start) & (kpos < end)  # the new position is in this chunk
+                    dst = kvh * cap * HD + kpos * HD + d[None, :]
+                    tl.store(lk + dst, k, mask=mm)  # for later steps
+                    tl.store(lv + dst, v, mask=mm)
+            if (ok == 1) & (sy[9] == 1):
+                newrow = (kk == pos) & (kk < end)  # the new key: from registers
+                kb = tl.where(newrow[:, None], k, kb)
+                vb = tl.where(newrow[:, None], v, vb)
+                okb = (km | newrow)[None, :]
+                if HAS_WINDOW:
+                    okb = okb & (kk[None, :] > pos - window)
+                m_i, l_i, acc = _online(_dot(q, tl.trans(kb), IEEE, dt), vb, okb, m_i, l_i,
+                                        acc, IEEE, dt)
+        if (ok == 1) & (sy[9] == 1) & (start < end):
+            mark(sy, 3, tl.sum(tl.sum(acc, axis=1), axis=0), USE_PTX)  # timeline: softmax done
+            slot = (heads * S + split) * TL
+            tl.store(att_acc + slot[:, None] * HD + d[None, :], acc, mask=rv[:, None])
+            tl.store(att_ml + slot, m_i, mask=rv)
+            tl.store(att_ml + NH * S * TL + slot, l_i, mask=rv)
+    return ok
+
+
+@triton.jit(noinline=NOINLINE)
 def oproj_merge_run(layer, n0, n1, k0, pos, window, att_acc, att_ml, attn, part, w_o, b_o, sy,
                     H: tl.constexpr, NH: tl.constexpr, NKV: tl.constexpr, HD: tl.constexpr,
                     S: tl.constexpr, SP: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr,

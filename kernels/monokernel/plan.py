@@ -191,6 +191,18 @@ class Tiling:
     stages: int = 3  # matvec pipeline stages at most (cp.async to shared memory, stages - 1 in
     # flight), per op fewer where its runs are shorter or its tiles would take more than `smem`
     smem: int = 96 * 1024  # shared memory per program for the matvec stages (2 fit an H200 SM)
+    # per-op caps on `stages` (0: stages): the tiles QKV, O-proj with the merge, gate/up and
+    # down request before their waits. The wait's poll returns behind the data in flight
+    # (Llama-3.2-1B, gate/up's wake-up 1.83 -> 1.05 us with stages_gu=2) but the op then
+    # streams slower (busy 16.4 -> 17.5 us). H200, ctx 1024, T = 1, us per step, default /
+    # stages_gu=2 / + stages_qkv=2 / stages_dn=2 + stages_om=2 / stages=2 / default: Llama
+    # 807.8 / 813.9 / 813.5 / 827.3 / 850.9 / 812.4, Qwen3-1.7B 1,308.5 / 1,309.1 / 1,317.2 /
+    # 1,330.6 / 1,363.3 / 1,305.0, SmolLM2 533.4 / 531.2 / 533.1 / 532.4 / 533.3 / 531.6
+    # (bench/results/monokernel-20261202-s24, run 4)
+    stages_qkv: int = 0
+    stages_om: int = 0
+    stages_gu: int = 0
+    stages_dn: int = 0
     bn_lm: int = 16  # vocabulary rows per LM-head tile (the granularity of the LM partials)
     bn_lm_t: int = 32  # the same when T > 1 (H200, T = 4, 16 / 32 / 64 rows: 318 / 255 / 288 us)
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
@@ -213,6 +225,17 @@ class Tiling:
     attn_block_t0: int = 0
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
     attn_fold: bool = True
+    # one-position steps whose O-proj merges the splits, new key folded in: the wait for QKV
+    # inside the key-block loop's first iteration (ops_attn.attn_run_one: the blocks stream
+    # through shared memory, up to attn_stages - 1 requested before the wait, the new key
+    # patched in from registers) instead of the first block held in registers across it and
+    # the rest loaded after it (ops_attn.attn_run). None: on at head_dim <= 64. H200, ctx 1024,
+    # T = 1, us per step, off / on / off, two calls: Llama-3.2-1B 824.4 / 815.4 / 822.5 and
+    # 821.8 / 814.5 / 819.1, SmolLM2 540.3 / 532.8 / 537.1 and 539.5 / 533.0 / 542.1; head_dim
+    # 128 (two 32-key blocks a chunk from ctx 1024): Qwen3-1.7B 1,311.4 / 1,314.3 / 1,309.8,
+    # Qwen3-8B 4,093 / 4,141 / 4,077 (10 spill words); 64-key blocks through the loop spill
+    # (Qwen3-1.7B 1,399-1,426) (bench/results/monokernel-20261202-s24, runs 1-2)
+    attn_wait_loop: bool | None = None
     # the merge of a kv head's split partials, when the whole group's are too many for one
     # round of loads (G x splits x T x head_dim > 8192: Qwen3-8B at T = 1, every T > 1 shape):
     # False, split by split (a dependent L2 round trip per split and head); True, every split
@@ -447,7 +470,10 @@ class Plan:
         chunk_bytes = bn * bk * self.wbytes * (2 if opcode == GATEUP else 1)
         runs = [i.end - i.start for i in self.instructions() if i.opcode == opcode] or [bn]
         chunks = -(-max(runs) // bn) * -(-k // bk)
-        return max(2, min(self.tiling.stages, chunks + 1, self.tiling.smem // chunk_bytes))
+        t = self.tiling
+        cap = {QKV: t.stages_qkv, OPROJ_M: t.stages_om, GATEUP: t.stages_gu,
+               DOWN: t.stages_dn}.get(opcode, 0) or t.stages
+        return max(2, min(cap, chunks + 1, t.smem // chunk_bytes))
 
     @property
     def bn_lm(self) -> int:
@@ -487,6 +513,15 @@ class Plan:
 
     def instructions(self, rank: int = 0) -> list[Instr]:
         return [i for p in self.programs[rank] for i in p]
+
+    @property
+    def attn_wait_loop(self) -> bool:
+        """Tiling.attn_wait_loop resolved (None: head_dim <= 64): the one-position steps'
+        attention waits inside its key-block loop (needs OPROJ_M's merge, the new key folded)."""
+        on = self.tiling.attn_wait_loop
+        if on is None:
+            on = self.cfg.head_dim <= 64
+        return bool(on) and self.oproj_merge and self.tiling.attn_fold
 
     @property
     def kind_tables(self) -> bool:

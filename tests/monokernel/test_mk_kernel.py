@@ -47,18 +47,22 @@ def test_kernel_equals_vm_and_reference(name, T, drafts):
 @interpreted
 @pytest.mark.parametrize("name", ["qwen3_qknorm_hd128", "mistral_window_hd64",
                                   "llama_gqa_tied_hd64"])
-@pytest.mark.parametrize("splits,block,fold", [(2, 8, True), (1, 4, True), (2, 8, False)])
-def test_new_key_folded_into_its_block(name, splits, block, fold):
+@pytest.mark.parametrize("splits,block,fold,loop", [(2, 8, True, True), (1, 4, True, True),
+                                                    (1, 4, True, False), (2, 8, False, True)])
+def test_new_key_folded_into_its_block(name, splits, block, fold, loop):
     """Tiling.attn_fold (T = 1, the default): the new key and value join the cached keys
     instead of a separate online-softmax step: patched into the first block's registers (2
-    splits of 8-key blocks: the new position is in its split's first block) or read back from
-    the cache in a later block (1 split of 4-key blocks). Unfolded (attn_fold=False), its own
-    step from registers first. Buffers equal the VM's, tokens the reference's."""
+    splits of 8-key blocks: the new position is in its split's first block) or, in a later
+    block, patched from registers too where the wait sits in the key-block loop
+    (Tiling.attn_wait_loop, ops_attn.attn_run_one; 1 split of 4-key blocks: many blocks a
+    chunk), else read back from the cache. Unfolded (attn_fold=False), its own step from
+    registers first (attn_run). Buffers equal the VM's, tokens the reference's."""
     from mk_utils import FAST
 
     h = harness(name, tiling=dataclasses.replace(FAST, attn_splits=splits, attn_block=block,
-                                                 attn_fold=fold))
+                                                 attn_fold=fold, attn_wait_loop=loop))
     assert h.plan.tiling.attn_fold == fold and h.plan.splits == splits
+    assert h.plan.attn_wait_loop == (fold and loop)
     ref, _ = h.reference_greedy(PROMPT, N)
     h.start(PROMPT, N)
     b = run_both(h, N)

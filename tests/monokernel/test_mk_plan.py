@@ -308,3 +308,31 @@ def test_narrow_merge_walks_three_tables(programs):
         P.plan(c, programs, 8, 64, tiling=P.Tiling(narrow=2, narrow_merge=True, fma_t=False))
     with pytest.raises(AssertionError, match="narrow_merge"):
         P.plan(c, programs, 8, 64, tiling=P.Tiling(narrow_merge=True))  # no narrow steps
+
+
+def test_attn_wait_loop_resolves_by_head_dim():
+    """Tiling.attn_wait_loop None: on at head_dim <= 64 (H200: 1-1.7% there, none or slower at
+    128); it needs OPROJ_M's merge and the folded new key, whatever it says."""
+    hd64, hd128 = cfg("llama_gqa_tied_hd64"), cfg("qwen3_qknorm_hd128")
+    assert P.plan(hd64, 2, 1, 64).attn_wait_loop
+    assert not P.plan(hd128, 2, 1, 64).attn_wait_loop
+    assert P.plan(hd128, 2, 1, 64, tiling=P.Tiling(attn_wait_loop=True)).attn_wait_loop
+    assert not P.plan(hd64, 2, 1, 64, tiling=P.Tiling(attn_wait_loop=False)).attn_wait_loop
+    assert not P.plan(hd64, 2, 1, 64, tiling=P.Tiling(attn_fold=False)).attn_wait_loop
+    assert not P.plan(hd64, 2, 1, 64, tiling=P.Tiling(oproj_merge=False)).attn_wait_loop
+    assert P.plan(hd64, 2, 4, 64).attn_wait_loop  # a T > 1 kernel's one-position steps
+
+
+def test_per_op_stage_caps():
+    """Tiling.stages_qkv / stages_om / stages_gu / stages_dn cap one op's pipeline depth each
+    (0: Tiling.stages); the other ops and the floor of 2 stages stay."""
+    c = SHAPES["llama-3.2-1b"]
+    base = P.plan(c, 264, 1, 2048)
+    assert all(base.op_stages(o) == 3 for o in (P.QKV, P.OPROJ_M, P.GATEUP, P.DOWN, P.LMHEAD))
+    caps = {P.QKV: "stages_qkv", P.OPROJ_M: "stages_om", P.GATEUP: "stages_gu",
+            P.DOWN: "stages_dn"}
+    for op, key in caps.items():
+        p = P.plan(c, 264, 1, 2048, tiling=P.Tiling(**{key: 2}))
+        assert p.op_stages(op) == 2
+        assert all(p.op_stages(o) == 3 for o in (*caps, P.LMHEAD) if o != op)
+    assert P.plan(c, 264, 1, 2048, tiling=P.Tiling(stages_gu=1)).op_stages(P.GATEUP) == 2
