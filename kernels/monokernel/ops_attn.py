@@ -65,6 +65,22 @@ def _norm_rope(ptr, rows_ok, d, dr, sgn, nw, nwr, c, s, eps, HD: tl.constexpr,
 
 
 @triton.jit
+def _qk_norm_weights(q_norm, k_norm, layer, d, dr, HD: tl.constexpr, QK_NORM: tl.constexpr):
+    """The layer's q and k RMSNorm weights at d and at the rotate_half partner dr (zeros
+    without QK_NORM): constant, so requested before the wait, not after a reduction."""
+    qw = d * 0.0
+    qwr = qw
+    kw = qw
+    kwr = qw
+    if QK_NORM:
+        qw = tl.load(q_norm + layer * HD + d)
+        qwr = tl.load(q_norm + layer * HD + dr)
+        kw = tl.load(k_norm + layer * HD + d)
+        kwr = tl.load(k_norm + layer * HD + dr)
+    return qw, qwr, kw, kwr
+
+
+@triton.jit
 def _online(s, vals, ok, m_i, l_i, acc, IEEE: tl.constexpr, dt: tl.constexpr):
     """One block of the online softmax: scores s [M, B] (log2 units), mask ok, values [B, HD];
     B == 1 (the one new key of a T = 1 step) without tl.dot."""
@@ -217,15 +233,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
     jv = j < T
     lk = k_cache + layer.to(tl.int64) * (NKV * cap * HD)
     lv = v_cache + layer.to(tl.int64) * (NKV * cap * HD)
-    qw = d * 0.0
-    qwr = qw
-    kw = qw
-    kwr = qw
-    if QK_NORM:  # constant weights: requested before the wait, not after a reduction
-        qw = tl.load(q_norm + layer * HD + d)
-        qwr = tl.load(q_norm + layer * HD + dr)
-        kw = tl.load(k_norm + layer * HD + d)
-        kwr = tl.load(k_norm + layer * HD + dr)
+    qw, qwr, kw, kwr = _qk_norm_weights(q_norm, k_norm, layer, d, dr, HD, QK_NORM)
     ok = 1
     first = 1
     for tile in range(t0, t1):
@@ -355,15 +363,7 @@ def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm,
     lo, n, chunk = live_range(pos, window, 1, S, BT, HAS_WINDOW)
     lk = k_cache + layer.to(tl.int64) * (NKV * cap * HD)
     lv = v_cache + layer.to(tl.int64) * (NKV * cap * HD)
-    qw = d * 0.0
-    qwr = qw
-    kw = qw
-    kwr = qw
-    if QK_NORM:  # constant weights: requested before the wait, not after a reduction
-        qw = tl.load(q_norm + layer * HD + d)
-        qwr = tl.load(q_norm + layer * HD + dr)
-        kw = tl.load(k_norm + layer * HD + d)
-        kwr = tl.load(k_norm + layer * HD + dr)
+    qw, qwr, kw, kwr = _qk_norm_weights(q_norm, k_norm, layer, d, dr, HD, QK_NORM)
     one = tl.arange(0, 1)
     ck = tl.load(cos + pos * HD + one[:, None] * 0 + d[None, :])  # the position's RoPE row
     sk = tl.load(sin + pos * HD + one[:, None] * 0 + d[None, :])
