@@ -653,6 +653,8 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     b0 = tl_.attn_block_t0
     assert b0 == 0 or (b0 >= 16 and b0 & (b0 - 1) == 0), "attn_block_t0: 0 or a power of 2 >= 16"
     assert tl_.merge_elems == 0 or tl_.merge_elems >= 1024, "merge_elems: 0 or >= 1024"
+    assert tl_.stages >= 1 and min(tl_.stages_qkv, tl_.stages_om, tl_.stages_gu,
+                                   tl_.stages_dn) >= 0, "stages >= 1; per-op stage caps 0 or >= 1"
     assert not mtp or R == 1, "an MTP module runs on one rank"
     assert not fill or (mtp and T > 1), "a module fill: mtp=True, T > 1 positions a step"
     om_ok = R == 1 and not tl_.bk and (T == 1 or tl_.one_tiles)

@@ -336,3 +336,5 @@ def test_per_op_stage_caps():
         assert p.op_stages(op) == 2
         assert all(p.op_stages(o) == 3 for o in (*caps, P.LMHEAD) if o != op)
     assert P.plan(c, 264, 1, 2048, tiling=P.Tiling(stages_gu=1)).op_stages(P.GATEUP) == 2
+    with pytest.raises(AssertionError, match="stage caps"):
+        P.plan(c, 264, 1, 2048, tiling=P.Tiling(stages_gu=-1))
