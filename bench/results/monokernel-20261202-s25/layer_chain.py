@@ -1,6 +1,7 @@
 """Per-layer op chain of a traced step (tune --timeline npz): per op kind, medians over the
 layers of its last wake, median and last release (each relative to the previous op's last
-release) and its median busy time (wake to release), us. Usage: python layer_chain.py
+release) and its median busy time (wake to release), us; then the record dispatch (a
+program's release of one record to the start of its next). Usage: python layer_chain.py
 timeline.npz NUM_LAYERS (numpy and agentfast installed)."""
 import sys
 
@@ -32,3 +33,12 @@ for k, o in enumerate(ops):
     print(f"{P.OP_NAMES[o]:8s} last wake {last_wake:6.2f} median release {med_rel:6.2f} "
           f"last release {last_rel:6.2f} busy median {np.median(rows[:, k, 3]):6.2f}")
 print("layer period (median)", float(np.median(np.diff(rows[:, -1, 2]))))
+# the record dispatch: a program's release of one record to the start of its next
+gap: dict = {}
+for p in range(len(offs) - 1):
+    for j in range(offs[p + 1] - offs[p] - 1):
+        if tr[p, j, -1] > 0 and tr[p, j + 1, 0] > 0:
+            name = P.OP_NAMES[int(table[offs[p] + j + 1][0])]
+            gap.setdefault(name, []).append((tr[p, j + 1, 0] - tr[p, j, -1]) / 1e3)
+for name, g in gap.items():
+    print(f"dispatch before {name:8s} median {np.median(g):.3f} p90 {np.percentile(g, 90):.3f} us")
