@@ -156,6 +156,23 @@ __global__ void __launch_bounds__(256) hog_read(const float4* buf, size_t n4,
 
 __global__ void set_flag(int* f) { *(volatile int*)f = 1; }
 
+// `clusters` clusters of n CTAs (128 threads, 2 x H floats of shared memory each), stream 0;
+// `a` (one attribute) must outlive the returned configuration
+static cudaLaunchConfig_t launch_config(int n, int clusters, int H, cudaLaunchAttribute* a) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(n * clusters);
+  cfg.blockDim = dim3(128);
+  cfg.dynamicSmemBytes = (size_t)2 * H * sizeof(float);
+  a[0].id = cudaLaunchAttributeClusterDimension;
+  a[0].val.clusterDim.x = n;
+  a[0].val.clusterDim.y = 1;
+  a[0].val.clusterDim.z = 1;
+  cfg.attrs = a;
+  cfg.numAttrs = 1;
+  cfg.stream = 0;
+  return cfg;
+}
+
 struct Hog {
   float4* buf;
   size_t n4;
@@ -176,18 +193,8 @@ static double run(int n, int clusters, int mode, int H, int iters, float* gx, un
                                           hog->stopped);
     CK(cudaGetLastError());
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(n * clusters);
-  cfg.blockDim = dim3(128);
-  cfg.dynamicSmemBytes = (size_t)2 * H * sizeof(float);
   cudaLaunchAttribute a[1];
-  a[0].id = cudaLaunchAttributeClusterDimension;
-  a[0].val.clusterDim.x = n;
-  a[0].val.clusterDim.y = 1;
-  a[0].val.clusterDim.z = 1;
-  cfg.attrs = a;
-  cfg.numAttrs = 1;
-  cfg.stream = 0;
+  cudaLaunchConfig_t cfg = launch_config(n, clusters, H, a);
   CK(cudaLaunchKernelEx(&cfg, probe, iters, mode, H, gx, ctr, sink, ns));
   if (hog) set_flag<<<1, 1, 0, 0>>>(hog->stop);
   CK(cudaDeviceSynchronize());
@@ -221,20 +228,9 @@ int main(int argc, char** argv) {
   bool first = true;
   for (int n = 2; n <= 16; n *= 2) {
     int maxc = 0;
-    {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(n);
-      cfg.blockDim = dim3(128);
-      cfg.dynamicSmemBytes = (size_t)2 * H * sizeof(float);
-      cudaLaunchAttribute a[1];
-      a[0].id = cudaLaunchAttributeClusterDimension;
-      a[0].val.clusterDim.x = n;
-      a[0].val.clusterDim.y = 1;
-      a[0].val.clusterDim.z = 1;
-      cfg.attrs = a;
-      cfg.numAttrs = 1;
-      CK(cudaOccupancyMaxActiveClusters(&maxc, probe, &cfg));
-    }
+    cudaLaunchAttribute a[1];
+    const cudaLaunchConfig_t one = launch_config(n, 1, H, a);
+    CK(cudaOccupancyMaxActiveClusters(&maxc, probe, &one));
     // one cluster per GPC at most keeps the clusters on distinct SMs (one CTA per SM)
     const int many = maxc < 1 ? 1 : (maxc * n > 132 ? 132 / n : maxc);
     for (int clusters : {1, many}) {
