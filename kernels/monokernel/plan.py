@@ -198,7 +198,10 @@ class Tiling:
     # stages_gu=2 / + stages_qkv=2 / stages_dn=2 + stages_om=2 / stages=2 / default: Llama
     # 807.8 / 813.9 / 813.5 / 827.3 / 850.9 / 812.4, Qwen3-1.7B 1,308.5 / 1,309.1 / 1,317.2 /
     # 1,330.6 / 1,363.3 / 1,305.0, SmolLM2 533.4 / 531.2 / 533.1 / 532.4 / 533.3 / 531.6
-    # (bench/results/monokernel-20261202-s24, run 4)
+    # (bench/results/monokernel-20261202-s24, run 4). Above 3 it is slower the other way: the
+    # wake comes later (gate/up 1.80 -> 3.10 us with 5). Default / stages_gu 4 / 5 / 6 /
+    # default: Llama 813.4 / 817.5 / 825.2 / 840.4 / 818.1, Qwen3-1.7B 1,304.2 / 1,324.9 /
+    # 1,354.8 / 1,378.0 / 1,305.9 (bench/results/monokernel-20261202-s25, run 1)
     stages_qkv: int = 0
     stages_om: int = 0
     stages_gu: int = 0
