@@ -71,6 +71,11 @@ async def _run(agent: Agent):
 
 async def test_inline_turns_equal_the_worker_turns(tiny_engine, stream_threads):
     loop_thread = threading.get_ident()
+    sched = scheduler_for(tiny_engine)
+    # the session's engine: an earlier test's worker may not have given it back yet (on a
+    # loaded machine it then ran this test's first turn on the worker: CI, session 25)
+    await _given_back(sched)
+    sched.release()
     here = await _run(_agent(tiny_engine, inline=True))
     n = len(stream_threads)
     assert n >= 2 and all(t == loop_thread for t in stream_threads)
@@ -79,7 +84,6 @@ async def test_inline_turns_equal_the_worker_turns(tiny_engine, stream_threads):
     assert _plain(here.messages) == _plain(worker.messages)
     assert [(t.prompt_tokens, t.cached_tokens, t.completion_tokens) for t in here.trace.turns] \
         == [(t.prompt_tokens, t.cached_tokens, t.completion_tokens) for t in worker.trace.turns]
-    sched = scheduler_for(tiny_engine)
     await _given_back(sched)  # the engine was given back
     sched.release()
 
