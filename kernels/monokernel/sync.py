@@ -4,7 +4,12 @@ dependency counters, release, error records.
 Measured on an H200 (shared/probes/barrier2.py): thread 0 polling with inline PTX
 `ld.acquire.gpu` (+ nanosleep) and then a CTA barrier is the cheapest wait (~1 us per grid-wide
 sync); all threads polling with volatile loads costs 1.2-2.4 us. That path needs CUDA; HIP and
-the CPU interpreter take the portable path (an acquire atomic in a loop). Every wait is bounded
+the CPU interpreter take the portable path (an acquire atomic in a loop). An acquire completes
+only after the cp.async copies its warp has in flight (bench/probes/poll_behind, H200: 1.38 us
+with 64 KB per SM in flight, 0.45 us for a relaxed load), so a matvec's wait answers once the
+tiles requested before it have landed. Not avoidable here: a relaxed poll leaves the data loads
+unordered (a GPU test failed), a fence after it waits the same, TMA tiles (which the acquire does
+not wait for) stream slower in Triton (BENCH.md, session 26). Every wait is bounded
 by `cap` iterations and gives up early once another program has recorded an error (CUDA: seen
 within 32 polls); on expiry it records [ERR_WAIT, record, seq, wait_seq, target, seen, program,
 step] (first error wins).
