@@ -192,10 +192,10 @@ class Tiling:
     # flight), per op fewer where its runs are shorter or its tiles would take more than `smem`
     smem: int = 96 * 1024  # shared memory per program for the matvec stages (2 fit an H200 SM)
     # per-op caps on `stages` (0: stages): the tiles QKV, O-proj with the merge, gate/up and
-    # down request before their waits. The wait's poll returns behind the data in flight (its
-    # acquire completes after the warp's copies: sync.py) (Llama-3.2-1B, gate/up's wake-up
-    # 1.83 -> 1.05 us with stages_gu=2) but the op then
-    # streams slower (busy 16.4 -> 17.5 us). H200, ctx 1024, T = 1, us per step, default /
+    # down request before their waits. The wait's poll returns behind the data in flight, as
+    # its acquire completes after the warp's copies (sync.py): Llama-3.2-1B, gate/up's wake-up
+    # 1.83 -> 1.05 us with stages_gu=2, but the op then streams slower (busy 16.4 -> 17.5
+    # us). H200, ctx 1024, T = 1, us per step, default /
     # stages_gu=2 / + stages_qkv=2 / stages_dn=2 + stages_om=2 / stages=2 / default: Llama
     # 807.8 / 813.9 / 813.5 / 827.3 / 850.9 / 812.4, Qwen3-1.7B 1,308.5 / 1,309.1 / 1,317.2 /
     # 1,330.6 / 1,363.3 / 1,305.0, SmolLM2 533.4 / 531.2 / 533.1 / 532.4 / 533.3 / 531.6
