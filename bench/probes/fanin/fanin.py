@@ -104,7 +104,8 @@ def main():
             res[f"p{nprog}_C{C}_us"] = round(best, 3)
             print(f"programs {nprog} counters {C}: {best:.3f} us per barrier", flush=True)
     out = os.environ.get("OUT", ".")
-    json.dump(res, open(os.path.join(out, "fanin.json"), "w"), indent=1)
+    with open(os.path.join(out, "fanin.json"), "w") as f:
+        json.dump(res, f, indent=1)
 
 
 if __name__ == "__main__":

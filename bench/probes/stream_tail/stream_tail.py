@@ -96,8 +96,8 @@ def main():
                  tail_frac=round(med(maxs) / med(meds) - 1, 4), sums_ok=bool(ok))
         res[name] = r
         print(name, r, flush=True)
-    json.dump(res, open(os.path.join(os.environ.get("OUT", "."), "stream_tail.json"), "w"),
-              indent=1)
+    with open(os.path.join(os.environ.get("OUT", "."), "stream_tail.json"), "w") as f:
+        json.dump(res, f, indent=1)
 
 
 if __name__ == "__main__":
