@@ -202,7 +202,10 @@ class Tiling:
     # (bench/results/monokernel-20261202-s24, run 4). Above 3 it is slower the other way: the
     # wake comes later (gate/up 1.80 -> 3.10 us with 5). Default / stages_gu 4 / 5 / 6 /
     # default: Llama 813.4 / 817.5 / 825.2 / 840.4 / 818.1, Qwen3-1.7B 1,304.2 / 1,324.9 /
-    # 1,354.8 / 1,378.0 / 1,305.9 (bench/results/monokernel-20261202-s25, run 1)
+    # 1,354.8 / 1,378.0 / 1,305.9 (bench/results/monokernel-20261202-s25, run 1). QKV's and
+    # O-proj's whole runs before the wait, the same: stages_qkv=4 Llama 812.7 -> 821.1, Qwen3
+    # 1,310.5 -> 1,327.9; stages_om 4 / 5 Llama 810.0 -> 812.7 / 816.5 (bench/results/
+    # monokernel-20261203-s28, runs 7 and 5)
     stages_qkv: int = 0
     stages_om: int = 0
     stages_gu: int = 0
