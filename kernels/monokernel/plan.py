@@ -221,7 +221,9 @@ class Tiling:
     # per SM), and T = 1's new key folded into the cached blocks (ops_attn FOLD). H200, ctx
     # 1024, us/step, 32-key blocks unfolded -> folded -> 64-key blocks folded: Qwen3-1.7B 1,372
     # -> 1,348 -> 1,364, Llama-3.2-1B 856 -> 853 -> 846, SmolLM2 588 -> 584 -> 570
-    # (bench/results/monokernel-20261129-s6)
+    # (bench/results/monokernel-20261129-s6). Again with today's kernel, Qwen3-1.7B 32 -> 64:
+    # 1,311.5 -> 1,330.2 us (255 registers), 1,427.8 through shared memory (attn_wait_loop,
+    # spilling) (bench/results/monokernel-20261203-s28, run 8)
     attn_block: int = 0
     # keys of a T > 1 split's first block, requested before the wait and held in registers
     # across it; the blocks after it stream through the cp.async loop. 0: 128 where the
