@@ -305,8 +305,15 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
             okb = km[None, :]
             if HAS_WINDOW:
                 okb = okb & (kk[None, :] > qp[:, None] - window)
-            m_i, l_i, acc = _online(_dot(q, tl.trans(kb), IEEE, dt), vb, okb, m_i, l_i, acc,
-                                    IEEE, dt)
+            if OM:  # timeline (marks 4-6 are the ticket's otherwise): the first block here
+                mark(sy, 4, tl.sum(tl.sum(kb.to(tl.float32), axis=1), axis=0)
+                     + tl.sum(tl.sum(vb.to(tl.float32), axis=1), axis=0), USE_PTX)
+            s0 = _dot(q, tl.trans(kb), IEEE, dt)
+            if OM:  # timeline: its scores
+                mark(sy, 5, tl.sum(tl.sum(s0, axis=1), axis=0), USE_PTX)
+            m_i, l_i, acc = _online(s0, vb, okb, m_i, l_i, acc, IEEE, dt)
+            if OM:  # timeline: its online step (P V) done
+                mark(sy, 6, tl.sum(tl.sum(acc, axis=1), axis=0), USE_PTX)
             for b0 in tl.range(start + B0, upto, BT, num_stages=NSA):  # the rest: cp.async
                 kk2 = b0 + tl.arange(0, BT)
                 km2 = kk2 < upto

@@ -49,7 +49,8 @@ TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits",
                "attn_block", "attn_stages", "tiles", "attn_fold", "fma_t", "fma_t_max",
                "fma_t_elems", "merge_heads", "attn_block_t0", "merge_elems", "one_tiles",
                "narrow", "oproj_merge", "kind_tables", "narrow_merge",
-               "attn_wait_loop", "stages_qkv", "stages_om", "stages_gu", "stages_dn"}
+               "attn_wait_loop", "stages_qkv", "stages_om", "stages_gu", "stages_dn",
+               "kv_prefetch"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.OPROJ_M, P.GATEUP, P.DOWN, P.LMHEAD]
 
 
@@ -111,7 +112,8 @@ def timeline_summary(plan: P.Plan, tr: np.ndarray, one: int = 0) -> dict:
     op's records, and per
     phase mark the median time from wake-up to the mark (`phase<k>_us`, records that have it;
     marks: ops_mv x loaded / first tile / last tile, ops_attn q k v ready / softmax done /
-    ticket / merged), summed/averaged over layers."""
+    ticket / merged, or where O-proj merges (attn_run) the first block's keys and values in
+    registers / its scores / its online step), summed/averaged over layers."""
     by_seq: dict[int, list[tuple[int, ...]]] = {}
     for p, prog in enumerate(plan.kind_programs(one)):  # (the traced step's records)
         for j, ins in enumerate(prog):
