@@ -46,18 +46,25 @@ constexpr int XCH = 6;               // float4 chunks of the input per consumer 
 
 struct Model {
   int H, Q, KV, I, L, V, nb, steps, attn_ns, first_token, stages, maxk, maxpart, stage, nodeps, hint, mode;
+  int fuse, cl;  // fuse: gate/up + down as one op (MLP); cl: cluster size of its fan-in (1: none)
   const bf16 *wqkv, *wo, *wgu, *wd, *wlm, *emb;
+  const bf16* wdf;  // fuse: Wdown per layer as [I / 16 groups][H rows][16 columns] (a group contiguous)
   float *h, *qkv, *attn, *gu, *best_val;
+  float* hm;  // fuse: the MLP's input copy of the residual (O-proj writes h and hm; the MLP adds into h)
   int *best_idx, *flags, *tokens;
   unsigned long long* phases;  // [6 kinds][4 phases] ns summed by block 0's thread 0; [24] clocks, [25] ns
 };
 
-enum { QKV = 0, ATTN = 1, OPROJ = 2, GATEUP = 3, DOWN = 4, LMHEAD = 5 };
+enum { QKV = 0, ATTN = 1, OPROJ = 2, GATEUP = 3, DOWN = 4, LMHEAD = 5, MLP = 6 };
 
 struct Op { int kind, layer, R, K; const bf16* W; };
 
+__host__ __device__ __forceinline__ int per_layer(const Model& m) { return m.fuse ? 4 : 5; }
+
 __device__ __forceinline__ Op op_of(const Model& m, int o) {
-  Op op; op.layer = o / 5; op.kind = (o == 5 * m.L) ? LMHEAD : o % 5;
+  const int per = per_layer(m);
+  Op op; op.layer = o / per; op.kind = (o == per * m.L) ? LMHEAD : o % per;
+  if (m.fuse && op.kind == 3) op.kind = MLP;
   long l = op.layer;
   switch (op.kind) {
     case QKV: op.R = m.Q + 2 * m.KV; op.K = m.H; op.W = m.wqkv + l * op.R * op.K; break;
@@ -65,6 +72,7 @@ __device__ __forceinline__ Op op_of(const Model& m, int o) {
     case OPROJ: op.R = m.H; op.K = m.Q; op.W = m.wo + l * op.R * op.K; break;
     case GATEUP: op.R = 2 * m.I; op.K = m.H; op.W = m.wgu + l * op.R * op.K; break;
     case DOWN: op.R = m.H; op.K = m.I; op.W = m.wd + l * op.R * op.K; break;
+    case MLP: op.R = 2 * m.I; op.K = m.H; op.W = m.wgu + l * op.R * op.K; break;
     default: op.R = m.V; op.K = m.H; op.W = m.wlm; break;
   }
   return op;
@@ -163,6 +171,28 @@ __device__ __forceinline__ int ld_acquire(const int* p) {
   asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r; asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r)); return r;
+}
+__device__ __forceinline__ uint32_t mapa(uint32_t a, uint32_t rank) {  // own smem address -> rank's
+  uint32_t r; asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(rank)); return r;
+}
+__device__ __forceinline__ void st_cluster(uint32_t a, float v) {
+  asm volatile("st.shared::cluster.f32 [%0], %1;" :: "r"(a), "f"(v) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t a) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" :: "r"(a) : "memory");
+}
+__device__ __forceinline__ bool mbar_try_cluster(uint64_t* b, uint32_t parity) {
+  uint32_t ok;
+  asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
+               "selp.u32 %0, 1, 0, p;\n}" : "=r"(ok) : "r"(s32(b)), "r"(parity) : "memory");
+  return ok;
+}
+__device__ __forceinline__ void red_add_v4(float* p, float4 v) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};"
+               :: "l"(p), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w) : "memory");
+}
 __device__ __forceinline__ void cons_sync() {
   asm volatile("bar.sync 1, %0;" :: "r"(NCONS * 32) : "memory");
 }
@@ -188,36 +218,56 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   float* red = part + m.maxpart;                          // [64]
   int* ired = reinterpret_cast<int*>(red + 64);           // [64]
   float* rbuf = reinterpret_cast<float*>(ired + 64);      // [NCONS * 32] residual rows
+  float* recv = rbuf + NCONS * 32;                        // [H] fuse, cl > 1: the cluster's partials
+  uint64_t* cbar = reinterpret_cast<uint64_t*>(recv + ((m.H + 3) & ~3));  // their arrival
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, b = blockIdx.x, nb = m.nb;
-  const int nops = 5 * m.L + 1;
+  const int nops = per_layer(m) * m.L + 1;
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) { mbar_init(&full[s], 1); mbar_init(&empty[s], NCONS); }
+    mbar_init(cbar, m.cl > 1 ? m.cl : 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
+  if (m.cl > 1) {  // every CTA's barrier initialized before any peer arrives on it
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+  }
 
   if (warp == NCONS) {  // producer: every tile of every op, in order, as slots free up
     if (lane != 0) return;
     uint64_t policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     uint32_t it = 0;
+    auto issue = [&](const bf16* src, uint32_t bytes) {
+      int slot = it % S;
+      mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
+      ++it;
+      if (m.mode >= 2) { mbar_arrive(&full[slot]); return; }  // timing: no loads (3: nor compute)
+      mbar_expect_tx(&full[slot], bytes);
+      if (m.hint) bulk_load(ring + (size_t)slot * m.stage, src, bytes, &full[slot], policy);
+      else bulk_load_plain(ring + (size_t)slot * m.stage, src, bytes, &full[slot]);
+    };
     for (int step = 0; step < m.steps; ++step)
       for (int o = 0; o < nops; ++o) {
         Op op = op_of(m, o);
         if (op.kind == ATTN) continue;
-        int G = op.R / GR, g0 = (int)((long)b * G / nb), g1 = (int)((long)(b + 1) * G / nb);
         int nc = (op.K + CW - 1) / CW;
+        if (op.kind == MLP) {  // gate and up tiles of the block's 16-row groups, then their down columns
+          int GI = m.I / GR, j0 = (int)((long)b * GI / nb), j1 = (int)((long)(b + 1) * GI / nb);
+          for (int j = j0; j < j1; ++j)
+            for (int half = 0; half < 2; ++half)
+              for (int c = 0; c < nc; ++c)
+                issue(op.W + (long)(j + half * GI) * GR * op.K + (long)c * GR * CW,
+                      (uint32_t)GR * min(CW, op.K - c * CW) * 2);
+          const bf16* wd = m.wdf + (long)op.layer * m.I * m.H;
+          for (int j = j0; j < j1; ++j)
+            for (int s0 = 0; s0 < m.H; s0 += 1024)
+              issue(wd + (long)j * GR * m.H + (long)s0 * GR, (uint32_t)min(1024, m.H - s0) * GR * 2);
+          continue;
+        }
+        int G = op.R / GR, g0 = (int)((long)b * G / nb), g1 = (int)((long)(b + 1) * G / nb);
         for (int g = g0; g < g1; ++g)
-          for (int c = 0; c < nc; ++c, ++it) {
-            int slot = it % S, cw = min(CW, op.K - c * CW);
-            mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
-            uint32_t bytes = (uint32_t)GR * cw * 2;
-            if (m.mode >= 2) { mbar_arrive(&full[slot]); continue; }  // timing: no loads (3: nor compute)
-            mbar_expect_tx(&full[slot], bytes);
-            const bf16* src = op.W + (long)g * GR * op.K + (long)c * GR * CW;
-            if (m.hint) bulk_load(ring + (size_t)slot * m.stage, src, bytes, &full[slot], policy);
-            else bulk_load_plain(ring + (size_t)slot * m.stage, src, bytes, &full[slot]);
-          }
+          for (int c = 0; c < nc; ++c)
+            issue(op.W + (long)g * GR * op.K + (long)c * GR * CW, (uint32_t)GR * min(CW, op.K - c * CW) * 2);
       }
     return;
   }
@@ -225,7 +275,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   // consumers
   const int tid = threadIdx.x;  // 0 .. NCONS*32-1
   const long long clk0 = clock64(); const unsigned long long ns0 = gtime();
-  uint32_t it = 0;
+  uint32_t it = 0, mlp_phase = 0;
   int tok = m.first_token;
   const int hr0 = (int)((long)b * m.H / nb), hr1 = (int)((long)(b + 1) * m.H / nb);
   for (int step = 0; step < m.steps; ++step) {
@@ -279,7 +329,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         const int G = op.R / GR, g0 = (int)((long)b * G / nb), g1 = (int)((long)(b + 1) * G / nb);
         const int r0 = g0 * GR, r1 = g1 * GR;
         uint32_t* xfw = reinterpret_cast<uint32_t*>(xs);
-        const bool norm = op.kind == QKV || op.kind == GATEUP || op.kind == LMHEAD;
+        const bool norm = op.kind == QKV || op.kind == GATEUP || op.kind == LMHEAD || op.kind == MLP;
         const bool resid = op.kind == OPROJ || op.kind == DOWN;
         float rv = 0.f;
         if (resid && tid < r1 - r0) rv = __ldcg(&m.h[r0 + tid]);
@@ -316,7 +366,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               v[j].w = v[j].w / (1.f + __expf(-v[j].w)) * u[j].w;
             }
           } else {
-            const float4* src = reinterpret_cast<const float4*>(op.kind == OPROJ ? m.attn : m.h);
+            const float4* src = reinterpret_cast<const float4*>(
+                op.kind == OPROJ ? m.attn : op.kind == MLP ? m.hm : m.h);
 #pragma unroll
             for (int j = 0; j < XCH; ++j) {
               int c = c0 + tid + j * NCONS * 32;
@@ -333,7 +384,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           }
         }
         float scale = 1.f;
-        if (op.kind == QKV || op.kind == GATEUP || op.kind == LMHEAD) {  // RMSNorm (weight 1)
+        if (norm) {  // RMSNorm (weight 1)
           for (int d = 16; d; d >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, d);
           if (lane == 0) red[warp] = ss;
           cons_sync();
@@ -348,6 +399,118 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         }
         if (resid && tid < r1 - r0) rbuf[tid] = rv;
         cons_sync();
+        if (op.kind == MLP) {
+          // gate/up tiles of the block's 16-row groups j0..j1 (as GATEUP's: warp (rs, ks) takes
+          // rows rs*8.. of each group over k quarter ks), act = silu(g) * u, then the down
+          // columns of those groups: thread t adds act . Wd[n][group] for n = t + 256 rr
+          const uint4* xf4 = reinterpret_cast<const uint4*>(xs);
+          const int rs = warp >> 2, ks = warp & 3, q = lane & 3, nc = (K + CW - 1) / CW;
+          const int GI = m.I / GR, j0 = (int)((long)b * GI / nb), j1 = (int)((long)(b + 1) * GI / nb);
+          ts2 = gtime();
+          for (int j = j0; j < j1; ++j)
+            for (int half = 0; half < 2; ++half) {
+              float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
+              for (int c = 0; c < nc; ++c, ++it) {
+                int slot = it % S, cw = min(CW, K - c * CW), kw = cw >> 2, nkb = kw >> 4;
+                mbar_wait(&full[slot], (it / S) & 1);
+                const int n = lane & 7, mi = lane >> 3;
+                const uint32_t rowaddr = s32(ring + (size_t)slot * m.stage) + (rs * 8 + n) * cw * 2;
+                const int u0 = (ks * kw) >> 3;
+                const uint4* af = xf4 + ((c * CW + ks * kw) >> 4) * 4 + q;
+                int kb = 0;
+                for (; kb + 2 <= nkb; kb += 2) {
+                  uint32_t b0, b1, b2, b3;
+                  ldsm_x4(rowaddr + (((u0 + kb * 2 + mi) ^ n) << 4), b0, b1, b2, b3);
+                  uint4 a0 = af[kb * 4], a1 = af[(kb + 1) * 4];
+                  mma16816(c0, c1, c2, c3, a0, b0, b1);
+                  mma16816(c0, c1, c2, c3, a1, b2, b3);
+                }
+                if (kb < nkb) {
+                  uint32_t b0, b1;
+                  ldsm_x2(rowaddr + (((u0 + kb * 2 + (mi & 1)) ^ n) << 4), b0, b1);
+                  mma16816(c0, c1, c2, c3, af[kb * 4], b0, b1);
+                }
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[slot]);
+              }
+              if (lane < 4) {
+                int rl = ((j - j0) * 2 + half) * GR + rs * 8 + 2 * q;
+                part[rl * 4 + ks] = c0 + c2; part[(rl + 1) * 4 + ks] = c1 + c3;
+              }
+            }
+          cons_sync();
+          float* act = xs;  // (the input fragments are no longer read)
+          for (int i = tid; i < (j1 - j0) * GR; i += NCONS * 32) {
+            const float* pg = part + ((i / GR) * 2 * GR + i % GR) * 4;
+            const float* pu = pg + GR * 4;
+            float g = (pg[0] + pg[1]) + (pg[2] + pg[3]), u = (pu[0] + pu[1]) + (pu[2] + pu[3]);
+            act[i] = g / (1.f + __expf(-g)) * u;
+          }
+          cons_sync();
+          constexpr int RN = 16;  // H <= 4096
+          float dacc[RN];
+#pragma unroll
+          for (int rr = 0; rr < RN; ++rr) dacc[rr] = 0.f;
+          for (int j = j0; j < j1; ++j) {
+            float a[16];
+#pragma unroll
+            for (int e = 0; e < 16; ++e) a[e] = act[(j - j0) * GR + e];
+            for (int s0 = 0; s0 < m.H; s0 += 1024, ++it) {
+              int slot = it % S, cnt = min(1024, m.H - s0);
+              mbar_wait(&full[slot], (it / S) & 1);
+              const uint4* wt = reinterpret_cast<const uint4*>(ring + (size_t)slot * m.stage);
+#pragma unroll
+              for (int rr = 0; rr < RN; ++rr) {
+                int nl = rr * 256 + tid - s0;
+                if (nl >= 0 && nl < cnt) {
+                  uint4 w0 = wt[nl * 2], w1 = wt[nl * 2 + 1];
+                  const __nv_bfloat162* p0 = reinterpret_cast<const __nv_bfloat162*>(&w0);
+                  const __nv_bfloat162* p1 = reinterpret_cast<const __nv_bfloat162*>(&w1);
+                  float sum = 0.f;
+#pragma unroll
+                  for (int e = 0; e < 4; ++e) {
+                    float2 f = __bfloat1622float2(p0[e]), g = __bfloat1622float2(p1[e]);
+                    sum += f.x * a[2 * e] + f.y * a[2 * e + 1] + g.x * a[8 + 2 * e] + g.y * a[9 + 2 * e];
+                  }
+                  dacc[rr] += sum;
+                }
+              }
+              __syncwarp();
+              if (lane == 0) mbar_arrive(&empty[slot]);
+            }
+          }
+          // ---- fan-in of the down partial sums into the residual h ----
+          if (m.cl <= 1) {
+#pragma unroll
+            for (int rr = 0; rr < RN; ++rr) {
+              int n = rr * 256 + tid;
+              if (n < m.H) atomicAdd(&m.h[n], dacc[rr]);
+            }
+          } else {  // through the cluster: rank q sums slice q of every CTA's partial, then adds it
+            const int C = m.cl, slice = m.H / C;
+            const uint32_t rank = cluster_rank(), rbase = s32(recv);
+#pragma unroll
+            for (int rr = 0; rr < RN; ++rr) {
+              int n = rr * 256 + tid;
+              if (n < m.H) {
+                int owner = n / slice;
+                st_cluster(mapa(rbase + 4u * (rank * slice + (n - owner * slice)), owner), dacc[rr]);
+              }
+            }
+            cons_sync();
+            if (tid < C) mbar_arrive_remote(mapa(s32(cbar), tid));
+            while (!mbar_try_cluster(cbar, mlp_phase & 1)) {}
+            for (int i = tid * 4; i < slice; i += NCONS * 32 * 4) {
+              float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+              for (int qq = 0; qq < C; ++qq) {
+                float4 w = *reinterpret_cast<const float4*>(recv + qq * slice + i);
+                v.x += w.x; v.y += w.y; v.z += w.z; v.w += w.w;
+              }
+              red_add_v4(m.h + rank * slice + i, v);
+            }
+          }
+          ++mlp_phase;
+        } else {
         // ---- the tiles: warp (rs, ks) computes rows rs*8.. +8 of each 16-row group over the
         // k quarter ks of each chunk; partial sums per (row, quarter) reduced at the op's end
         const uint4* xf4 = reinterpret_cast<const uint4*>(xs);
@@ -393,7 +556,10 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           if (op.kind == QKV) m.qkv[gr] = acc;
           else if (op.kind == GATEUP) m.gu[gr] = acc;
           else if (op.kind == LMHEAD) { if (acc > bv || (acc == bv && gr < bi)) { bv = acc; bi = gr; } }
-          else m.h[gr] = rbuf[gr - r0] + acc;
+          else {
+            m.h[gr] = rbuf[gr - r0] + acc;
+            if (m.fuse) m.hm[gr] = rbuf[gr - r0] + acc;
+          }
         }
         if (op.kind == LMHEAD) {
           for (int d = 16; d; d >>= 1) {
@@ -410,6 +576,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             m.best_val[b] = bv; m.best_idx[b] = bi;
           }
         }
+        }  // (not MLP)
       }
       // ---- release ----
       ts3 = gtime();
@@ -421,7 +588,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(&m.flags[o]) : "memory");
         if (b == 0 && m.phases) {
           unsigned long long ts4 = gtime();
-          int kd = op.kind;
+          int kd = op.kind == MLP ? GATEUP : op.kind;
           atomicAdd(&m.phases[kd * 4 + 0], ts1 - ts0); atomicAdd(&m.phases[kd * 4 + 1], ts2 - ts1);
           atomicAdd(&m.phases[kd * 4 + 2], ts3 - ts2); atomicAdd(&m.phases[kd * 4 + 3], ts4 - ts3);
         }
@@ -492,6 +659,15 @@ __global__ void ref_argmax(const float* logits, int V, int* tok, float* gap) {  
     *tok = bi; *gap = bv - second;
   }
 }
+// Wdown (tiled, H x I) -> [L][I / 16][H][16]: the 16 columns of a group contiguous per row
+__global__ void make_wdf(const bf16* wd, bf16* wdf, int H, int I, int L) {
+  long total = (long)L * H * I, per = (long)H * I;
+  for (long x = blockIdx.x * (long)blockDim.x + threadIdx.x; x < total; x += (long)gridDim.x * blockDim.x) {
+    long l = x / per, r = x % per;
+    int j = (int)(r / (16L * H)), n = (int)((r / 16) % H), e = (int)(r % 16);
+    wdf[x] = wd[l * per + tiled(n, j * 16 + e, I)];
+  }
+}
 __global__ void fill_random(bf16* w, long n, uint32_t seed, float scale) {
   for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
     uint32_t x = (uint32_t)((unsigned long long)i * 2654435761ull) ^ seed; x ^= x >> 13; x *= 0x5bd1e995; x ^= x >> 15;
@@ -506,6 +682,7 @@ int main(int argc, char** argv) {
   int steps = argc > 2 ? atoi(argv[2]) : 100, attn_ns = argc > 3 ? atoi(argv[3]) : 0;
   int stages = argc > 4 ? atoi(argv[4]) : 6;
   int stage_kb = argc > 5 ? atoi(argv[5]) : 32, nodeps = argc > 6 ? atoi(argv[6]) : 0, hint = argc > 7 ? atoi(argv[7]) : 1, mode = argc > 8 ? atoi(argv[8]) : 0;
+  const int fuse = argc > 9 ? atoi(argv[9]) : 0, cl = argc > 10 ? atoi(argv[10]) : 1;
   Model m{};
   if (name == "qwen3-1.7b") { m.H = 2048; m.Q = 2048; m.KV = 1024; m.I = 6144; m.L = 28; m.V = 151936; }
   else if (name == "llama-3.2-1b") { m.H = 2048; m.Q = 2048; m.KV = 512; m.I = 8192; m.L = 16; m.V = 128256; }
@@ -513,6 +690,7 @@ int main(int argc, char** argv) {
   else if (name == "qwen3-8b") { m.H = 4096; m.Q = 4096; m.KV = 1024; m.I = 12288; m.L = 36; m.V = 151936; }
   else { fprintf(stderr, "unknown shape %s\n", name.c_str()); return 2; }
   cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
+  m.fuse = fuse; m.cl = fuse ? cl : 1;
   m.nb = prop.multiProcessorCount; m.steps = steps; m.attn_ns = attn_ns; m.first_token = 17;
   (void)stage_kb;
   m.stages = stages; m.stage = GR * CW * 2; m.nodeps = 0; m.hint = hint;
@@ -525,9 +703,16 @@ int main(int argc, char** argv) {
   fill_random<<<1024, 256>>>(w + nw, nlm, 999u, 1.0f);  // embedding (plain layout)
   CK(cudaGetLastError());
   m.wqkv = w; m.wo = w + nqkv; m.wgu = m.wo + no; m.wd = m.wgu + ngu; m.wlm = m.wd + nd; m.emb = w + nw;
-  float* fbuf; CK(cudaMalloc(&fbuf, sizeof(float) * (m.H + m.Q + 2 * m.KV + m.Q + 2 * m.I + m.nb + 2 * 16384 + m.V + 8)));
+  if (fuse) {
+    bf16* wdf; CK(cudaMalloc(&wdf, nd * 2));
+    make_wdf<<<1024, 256>>>(m.wd, wdf, m.H, m.I, m.L);
+    CK(cudaGetLastError());
+    m.wdf = wdf;
+  }
+  float* fbuf; CK(cudaMalloc(&fbuf, sizeof(float) * (m.H + m.Q + 2 * m.KV + m.Q + 2 * m.I + m.nb + 2 * 16384 + m.V + 8 + m.H)));
   m.h = fbuf; m.qkv = m.h + m.H; m.attn = m.qkv + m.Q + 2 * m.KV; m.gu = m.attn + m.Q; m.best_val = m.gu + 2 * m.I;
   float* rx = m.best_val + m.nb; float* rlog = rx + 2 * 16384; float* rgap = rlog + m.V;
+  m.hm = rgap + 8;
   int* ibuf; CK(cudaMalloc(&ibuf, sizeof(int) * (m.nb + 8 * m.L + 8 + 2 * steps + 4)));
   m.best_idx = ibuf; m.flags = ibuf + m.nb; m.tokens = m.flags + 5 * m.L + 1;
   int* rtok = m.tokens + steps;
@@ -540,14 +725,33 @@ int main(int argc, char** argv) {
       if (rows * 4 > m.maxpart) m.maxpart = rows * 4;
       if (R % GR) { fprintf(stderr, "rows %d not a multiple of %d\n", R, GR); return 2; }
     }
+    int GI = m.I / GR, mrows = (GI + m.nb - 1) / m.nb * 2 * GR;  // MLP: gate + up rows per block
+    if (fuse && mrows * 4 > m.maxpart) m.maxpart = mrows * 4;
+    if (fuse && (m.H > 4096 || m.H % (4 * m.cl) || (m.nb % m.cl))) { fprintf(stderr, "fuse: bad H / cluster\n"); return 2; }
     (void)Ks;
   }
-  size_t smem = (size_t)stages * m.stage + 2 * stages * 8 + sizeof(float) * (m.maxk + m.maxpart + 64) + 64 * 4 + NCONS * 32 * 4;
+  size_t smem = (size_t)stages * m.stage + 2 * stages * 8 + sizeof(float) * (m.maxk + m.maxpart + 64) + 64 * 4 + NCONS * 32 * 4
+                + sizeof(float) * ((m.H + 3) & ~3) + 16;
   if (smem > (size_t)prop.sharedMemPerBlockOptin) {
     fprintf(stderr, "shared memory %zu > %zu: use fewer stages\n", smem, (size_t)prop.sharedMemPerBlockOptin);
     return 2;
   }
   CK(cudaFuncSetAttribute(stream_chain, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  cudaLaunchConfig_t lc = {};
+  cudaLaunchAttribute la[1];
+  lc.gridDim = dim3(m.nb); lc.blockDim = dim3(NTHREADS); lc.dynamicSmemBytes = smem; lc.stream = 0;
+  la[0].id = cudaLaunchAttributeClusterDimension;
+  la[0].val.clusterDim.x = m.cl; la[0].val.clusterDim.y = 1; la[0].val.clusterDim.z = 1;
+  lc.attrs = la; lc.numAttrs = 1;
+  if (m.cl > 1) {  // a persistent kernel needs every cluster resident at once
+    int maxc = 0;
+    CK(cudaOccupancyMaxActiveClusters(&maxc, stream_chain, &lc));
+    if (maxc * m.cl < m.nb) {
+      fprintf(stderr, "clusters of %d: %d resident, %d blocks -> %d\n", m.cl, maxc, m.nb, maxc * m.cl);
+      m.nb = maxc * m.cl; lc.gridDim = dim3(m.nb);
+    }
+  }
+  auto launch = [&](Model mm) { CK(cudaLaunchKernelEx(&lc, stream_chain, mm)); };
 
   // ---- reference: `steps` greedy steps with naive kernels ----
   int ref_steps = steps < 16 ? steps : 16;
@@ -579,7 +783,7 @@ int main(int argc, char** argv) {
   // ---- the kernel: one step to check the residual, then all steps ----
   Model one = m; one.steps = 1;
   CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1)));
-  stream_chain<<<m.nb, NTHREADS, smem>>>(one);
+  launch(one);
   CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
   std::vector<float> h1(m.H);
   CK(cudaMemcpy(h1.data(), m.h, 4 * m.H, cudaMemcpyDeviceToHost));
@@ -591,7 +795,7 @@ int main(int argc, char** argv) {
   for (int rep = 0; rep < 3; ++rep) {
     CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1)));
     CK(cudaEventRecord(e0));
-    stream_chain<<<m.nb, NTHREADS, smem>>>(m);
+    launch(m);
     CK(cudaEventRecord(e1)); CK(cudaGetLastError()); CK(cudaEventSynchronize(e1));
     float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (ms < best) best = ms;
   }
@@ -599,7 +803,7 @@ int main(int argc, char** argv) {
   {
     Model tm = m; tm.phases = ph;
     CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1)));
-    stream_chain<<<m.nb, NTHREADS, smem>>>(tm);
+    launch(tm);
     CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
   }
   unsigned long long hph[26]; CK(cudaMemcpy(hph, ph, 26 * 8, cudaMemcpyDeviceToHost));
@@ -623,11 +827,11 @@ int main(int argc, char** argv) {
   double copy_bw = 2.0 * cb / (cbest * 1e-3);
   double bytes = nw * 2.0, us = best * 1e3 / steps;
   double roof_us = bytes / copy_bw * 1e6;
-  printf("{\"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
+  printf("{\"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
          "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
          "\"roofline_us\": %.1f, \"frac_roofline\": %.3f, \"resid_rel_err_step1\": %.2e, "
          "\"tokens_equal\": \"%d/%d\", \"first_diff\": %d, \"gap_at_first_diff\": %.4f, \"smem\": %zu}\n",
-         name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, bytes, copy_bw / 1e12, roof_us,
+         fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, bytes, copy_bw / 1e12, roof_us,
          roof_us / us, sqrt(num / den), same, ref_steps, first_diff,
          first_diff >= 0 ? gaps[first_diff] : 0.f, smem);
   return 0;
