@@ -51,6 +51,16 @@ struct Model {
   const bf16* wdf;  // fuse: Wdown per layer as [I / 16 groups][H rows][16 columns] (a group contiguous)
   float *h, *qkv, *attn, *gu, *best_val;
   float* hm;  // fuse: the MLP's input copy of the residual (O-proj writes h and hm; the MLP adds into h)
+  // real attention (ctx > 0; else the stand-in): T = 1 over a bf16 KV cache [L][nKV][maxlen][D]
+  // holding ctx positions at step 0 (random), the step's key and value appended at pos = ctx +
+  // step (no RoPE, no q/k norm); item (g, s) of nKV x S (S = nb / nKV) takes kv head g's
+  // split s of the cached keys, in sub-chunks of ck keys per ring slot (K at 0, V at 16 KB),
+  // online softmax; split S - 1 also the new key; the last split of a head to finish (a ticket)
+  // merges the head's splits into attn
+  int ctx, D, nKV, G, S_split, ck, maxlen;
+  bf16 *kc, *vc;
+  float *apart, *aml;
+  int* hcnt;
   int *best_idx, *flags, *tokens;
   unsigned long long* phases;  // [6 kinds][4 phases] ns summed by block 0's thread 0; [24] clocks, [25] ns
 };
@@ -249,7 +259,27 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
     for (int step = 0; step < m.steps; ++step)
       for (int o = 0; o < nops; ++o) {
         Op op = op_of(m, o);
-        if (op.kind == ATTN) continue;
+        if (op.kind == ATTN) {
+          if (!m.ctx || b >= m.nKV * m.S_split) continue;
+          const int g = b / m.S_split, sp = b % m.S_split, pos = m.ctx + step;
+          const int c = (pos + m.S_split - 1) / m.S_split, k0 = sp * c, k1 = min(k0 + c, pos);
+          if (k1 <= k0) continue;
+          if (step > 0) {  // the previous step's new key and value are in the cache
+            while (ld_acquire(&m.flags[o]) < step * nb) {}
+            asm volatile("fence.proxy.async.global;" ::: "memory");
+          }
+          const long base = ((long)op.layer * m.nKV + g) * m.maxlen;
+          for (int j0 = k0; j0 < k1; j0 += m.ck) {
+            const uint32_t nbytes = (uint32_t)min(m.ck, k1 - j0) * m.D * 2;
+            int slot = it % S;
+            mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
+            ++it;
+            mbar_expect_tx(&full[slot], 2 * nbytes);
+            bulk_load_plain(ring + (size_t)slot * m.stage, m.kc + (base + j0) * m.D, nbytes, &full[slot]);
+            bulk_load_plain(ring + (size_t)slot * m.stage + 16384, m.vc + (base + j0) * m.D, nbytes, &full[slot]);
+          }
+          continue;
+        }
         int nc = (op.K + CW - 1) / CW;
         if (op.kind == MLP) {  // gate and up tiles of the block's 16-row groups, then their down columns
           int GI = m.I / GR, j0 = (int)((long)b * GI / nb), j1 = (int)((long)(b + 1) * GI / nb);
@@ -315,7 +345,175 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       const bf16* emb = m.emb + (long)tok * m.H;
       if (o == 0)  // the residual starts as the token's embedding (this block's rows)
         for (int r = hr0 + tid; r < hr1; r += NCONS * 32) m.h[r] = bf2f(emb[r]);
-      if (op.kind == ATTN) {  // stand-in: attention output = q (this block's slice)
+      if (op.kind == ATTN && m.ctx) {
+        if (b < m.nKV * m.S_split) {
+          const int D = m.D, G = m.G, GD = G * D, dpl = D / 32;
+          const int g = b / m.S_split, sp = b % m.S_split, pos = m.ctx + step;
+          const int c = (pos + m.S_split - 1) / m.S_split, k0 = sp * c, k1 = min(k0 + c, pos);
+          const int nk = max(k1 - k0, 0);
+          const bool last = sp == m.S_split - 1;
+          float* qs = part;                 // [G * D] q * 1/sqrt(D)
+          float* kn = qs + GD;              // [D] the new key (bf16-rounded)
+          float* vn = kn + D;               // [D]
+          float* mrun = vn + D;             // [G] running max, [G] sum, [G] rescale
+          float* lrun = mrun + G;
+          float* alpha = lrun + G;
+          float* sc = alpha + G;            // [G][ck + 1] scores, then weights
+          const int SCW = m.ck + 1;
+          const float qscale = rsqrtf((float)D);
+          for (int i = tid; i < GD; i += NCONS * 32) qs[i] = __ldcg(&m.qkv[g * GD + i]) * qscale;
+          const long cbase = ((long)op.layer * m.nKV + g) * m.maxlen;
+          if (last)
+            for (int d = tid; d < D; d += NCONS * 32) {
+              bf16 kb = __float2bfloat16(__ldcg(&m.qkv[m.Q + g * D + d]));
+              bf16 vb = __float2bfloat16(__ldcg(&m.qkv[m.Q + m.KV + g * D + d]));
+              m.kc[(cbase + pos) * D + d] = kb; m.vc[(cbase + pos) * D + d] = vb;
+              kn[d] = bf2f(kb); vn[d] = bf2f(vb);
+            }
+          if (tid < G) { mrun[tid] = -1e30f; lrun[tid] = 0.f; }
+          float oacc[2] = {0.f, 0.f};  // thread's (gq, d) = tid, tid + 256 (G * D <= 512)
+          cons_sync();
+          // sub-chunks of <= ck cached keys (one ring slot each); the last split's new key rides
+          // along with its last sub-chunk (or alone where the split has no cached keys)
+          const int nsub = max((nk + m.ck - 1) / m.ck, last ? 1 : 0);
+          const int nch = D / 8;  // 16-byte chunks of a key row
+          for (int sub = 0; sub < nsub; ++sub) {
+            const int njc = min(m.ck, nk - sub * m.ck) > 0 ? min(m.ck, nk - sub * m.ck) : 0;
+            const bool withnew = last && sub == nsub - 1;
+            const int nj = njc + (withnew ? 1 : 0);
+            int slot = it % S;
+            const bf16* kt = reinterpret_cast<const bf16*>(ring + (size_t)slot * m.stage);
+            const bf16* vt = reinterpret_cast<const bf16*>(ring + (size_t)slot * m.stage + 16384);
+            if (njc) mbar_wait(&full[slot], (it / S) & 1);
+            // scores: TPP threads per (head, key) pair, each over D / TPP of the row, 16-byte
+            // chunks started at a per-key rotation (no bank conflicts between adjacent keys)
+            const int npair = G * nj;
+            int tpp = 1;
+            while (tpp < 8 && npair * tpp * 2 <= NCONS * 32) tpp *= 2;
+            for (int pidx = tid / tpp; pidx < npair; pidx += NCONS * 32 / tpp) {
+              const int gq = pidx / nj, j = pidx % nj, sub_t = tid % tpp;
+              const float* qv = qs + gq * D;
+              float s0 = 0.f, s1 = 0.f;
+              if (j < njc) {
+                const uint4* kr = reinterpret_cast<const uint4*>(kt + j * D);
+                for (int c = sub_t; c < nch; c += tpp) {
+                  const int cc = (c + j) % nch;
+                  uint4 w = kr[cc];
+                  const __nv_bfloat162* pw = reinterpret_cast<const __nv_bfloat162*>(&w);
+                  float4 qa = *reinterpret_cast<const float4*>(qv + cc * 8);
+                  float4 qb = *reinterpret_cast<const float4*>(qv + cc * 8 + 4);
+                  float2 f0 = __bfloat1622float2(pw[0]), f1 = __bfloat1622float2(pw[1]);
+                  float2 f2 = __bfloat1622float2(pw[2]), f3 = __bfloat1622float2(pw[3]);
+                  s0 += f0.x * qa.x + f0.y * qa.y + f1.x * qa.z + f1.y * qa.w;
+                  s1 += f2.x * qb.x + f2.y * qb.y + f3.x * qb.z + f3.y * qb.w;
+                }
+              } else {
+                for (int d = sub_t; d < D; d += tpp) s0 += kn[d] * qv[d];
+              }
+              float sv = s0 + s1;
+              for (int dd = 1; dd < tpp; dd <<= 1) sv += __shfl_xor_sync(0xffffffff, sv, dd);
+              if (sub_t == 0) sc[gq * SCW + j] = sv;
+            }
+            cons_sync();
+            if (warp < G) {  // head warp: the online softmax step
+              float mx = -1e30f;
+              for (int j = lane; j < nj; j += 32) mx = fmaxf(mx, sc[warp * SCW + j]);
+              for (int dd = 16; dd; dd >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, dd));
+              const float mnew = fmaxf(mrun[warp], mx);
+              float ps = 0.f;
+              for (int j = lane; j < nj; j += 32) {
+                float pj = __expf(sc[warp * SCW + j] - mnew);
+                sc[warp * SCW + j] = pj; ps += pj;
+              }
+              for (int dd = 16; dd; dd >>= 1) ps += __shfl_xor_sync(0xffffffff, ps, dd);
+              __syncwarp();
+              if (lane == 0) {
+                const float a = __expf(mrun[warp] - mnew);
+                alpha[warp] = a; lrun[warp] = lrun[warp] * a + ps; mrun[warp] = mnew;
+              }
+            }
+            cons_sync();
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const int i = tid + r * NCONS * 32;
+              if (i < GD) {
+                const int gq = i / D, d = i % D;
+                const float* pr = sc + gq * SCW;
+                float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+                int j = 0;
+                for (; j + 4 <= njc; j += 4) {
+                  a0 += pr[j] * bf2f(vt[j * D + d]);
+                  a1 += pr[j + 1] * bf2f(vt[(j + 1) * D + d]);
+                  a2 += pr[j + 2] * bf2f(vt[(j + 2) * D + d]);
+                  a3 += pr[j + 3] * bf2f(vt[(j + 3) * D + d]);
+                }
+                for (; j < njc; ++j) a0 += pr[j] * bf2f(vt[j * D + d]);
+                if (withnew) a1 += pr[njc] * vn[d];
+                oacc[r] = oacc[r] * alpha[gq] + ((a0 + a1) + (a2 + a3));
+              }
+            }
+            if (njc) {
+              __syncwarp();
+              if (lane == 0) mbar_arrive(&empty[slot]);
+              ++it;
+            }
+            cons_sync();
+          }
+          const int item = g * m.S_split + sp;
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int i = tid + r * NCONS * 32;
+            if (i < GD) m.apart[(long)item * GD + i] = oacc[r];
+          }
+          if (tid < G) { m.aml[item * G * 2 + tid * 2] = mrun[tid]; m.aml[item * G * 2 + tid * 2 + 1] = lrun[tid]; }
+          cons_sync();
+          if (tid == 0) {
+            __threadfence();
+            int old = atomicAdd(&m.hcnt[op.layer * m.nKV + g], 1);
+            ired[0] = (old + 1 == (step + 1) * m.S_split);
+          }
+          cons_sync();
+          if (ired[0]) {  // the head's last split: merge its S splits
+            __threadfence();
+            float* wsp = sc;  // [S][G] split weights exp(m_s - M) / L, all loads issued at once
+            const int SG = m.S_split * G;
+            for (int i = tid; i < SG; i += NCONS * 32) {
+              const int q2 = i / G, gq = i % G;
+              wsp[i] = __ldcg(&m.aml[(g * m.S_split + q2) * G * 2 + gq * 2]);
+              wsp[SG + i] = __ldcg(&m.aml[(g * m.S_split + q2) * G * 2 + gq * 2 + 1]);
+            }
+            cons_sync();
+            if (warp < G) {
+              float M = -1e30f;
+              for (int q2 = lane; q2 < m.S_split; q2 += 32) M = fmaxf(M, wsp[q2 * G + warp]);
+              for (int dd = 16; dd; dd >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffff, M, dd));
+              float L = 0.f;
+              for (int q2 = lane; q2 < m.S_split; q2 += 32) L += __expf(wsp[q2 * G + warp] - M) * wsp[SG + q2 * G + warp];
+              for (int dd = 16; dd; dd >>= 1) L += __shfl_xor_sync(0xffffffff, L, dd);
+              __syncwarp();
+              for (int q2 = lane; q2 < m.S_split; q2 += 32) wsp[2 * SG + q2 * G + warp] = __expf(wsp[q2 * G + warp] - M) / L;
+            }
+            cons_sync();
+            for (int i = tid; i < GD; i += NCONS * 32) {
+              const int gq = i / D;
+              float o0 = 0.f, o1 = 0.f;
+              int q2 = 0;
+              for (; q2 + 8 <= m.S_split; q2 += 8) {
+                float v[8];
+#pragma unroll
+                for (int e = 0; e < 8; ++e) v[e] = __ldcg(&m.apart[(long)(g * m.S_split + q2 + e) * GD + i]);
+#pragma unroll
+                for (int e = 0; e < 8; e += 2) {
+                  o0 += wsp[2 * SG + (q2 + e) * G + gq] * v[e];
+                  o1 += wsp[2 * SG + (q2 + e + 1) * G + gq] * v[e + 1];
+                }
+              }
+              for (; q2 < m.S_split; ++q2) o0 += wsp[2 * SG + q2 * G + gq] * __ldcg(&m.apart[(long)(g * m.S_split + q2) * GD + i]);
+              m.attn[g * GD + i] = o0 + o1;
+            }
+          }
+        }
+      } else if (op.kind == ATTN) {  // stand-in: attention output = q (this block's slice)
         int a0 = (int)((long)b * m.Q / nb), a1 = (int)((long)(b + 1) * m.Q / nb);
         for (int i = a0 + tid; i < a1; i += NCONS * 32) m.attn[i] = __ldcg(&m.qkv[i]);
         if (m.attn_ns && tid == 0) {
@@ -659,6 +857,40 @@ __global__ void ref_argmax(const float* logits, int V, int* tok, float* gap) {  
     *tok = bi; *gap = bv - second;
   }
 }
+__global__ void ref_append(const float* qkv, bf16* kc, bf16* vc, int Q, int KV, int D, int nKV, int maxlen,
+                           int l, int pos) {
+  for (int i = threadIdx.x; i < KV; i += blockDim.x) {
+    long off = (((long)l * nKV + i / D) * maxlen + pos) * D + i % D;
+    kc[off] = __float2bfloat16(qkv[Q + i]); vc[off] = __float2bfloat16(qkv[Q + KV + i]);
+  }
+}
+__global__ void ref_attn(const float* qkv, const bf16* kc, const bf16* vc, float* out, int D, int G, int nKV,
+                         int maxlen, int l, int pos) {  // one block per q head, keys 0..pos
+  extern __shared__ float rsc[];
+  __shared__ float rmx, rsum;
+  const int hq = blockIdx.x, g = hq / G;
+  const float* q = qkv + (long)hq * D;
+  const long base = ((long)l * nKV + g) * maxlen;
+  const float scale = rsqrtf((float)D);
+  for (int j = threadIdx.x; j <= pos; j += blockDim.x) {
+    float a = 0.f;
+    for (int d = 0; d < D; ++d) a += q[d] * scale * bf2f(kc[(base + j) * D + d]);
+    rsc[j] = a;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float M = -1e30f, S = 0.f;
+    for (int j = 0; j <= pos; ++j) M = fmaxf(M, rsc[j]);
+    for (int j = 0; j <= pos; ++j) S += __expf(rsc[j] - M);
+    rmx = M; rsum = S;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float o = 0.f;
+    for (int j = 0; j <= pos; ++j) o += __expf(rsc[j] - rmx) * bf2f(vc[(base + j) * D + d]);
+    out[(long)hq * D + d] = o / rsum;
+  }
+}
 // Wdown (tiled, H x I) -> [L][I / 16][H][16]: the 16 columns of a group contiguous per row
 __global__ void make_wdf(const bf16* wd, bf16* wdf, int H, int I, int L) {
   long total = (long)L * H * I, per = (long)H * I;
@@ -683,7 +915,9 @@ int main(int argc, char** argv) {
   int stages = argc > 4 ? atoi(argv[4]) : 6;
   int stage_kb = argc > 5 ? atoi(argv[5]) : 32, nodeps = argc > 6 ? atoi(argv[6]) : 0, hint = argc > 7 ? atoi(argv[7]) : 1, mode = argc > 8 ? atoi(argv[8]) : 0;
   const int fuse = argc > 9 ? atoi(argv[9]) : 0, cl = argc > 10 ? atoi(argv[10]) : 1;
+  const int ctx = argc > 11 ? atoi(argv[11]) : 0;
   Model m{};
+  m.D = (name == "qwen3-1.7b" || name == "qwen3-8b") ? 128 : 64;
   if (name == "qwen3-1.7b") { m.H = 2048; m.Q = 2048; m.KV = 1024; m.I = 6144; m.L = 28; m.V = 151936; }
   else if (name == "llama-3.2-1b") { m.H = 2048; m.Q = 2048; m.KV = 512; m.I = 8192; m.L = 16; m.V = 128256; }
   else if (name == "smollm2-135m") { m.H = 576; m.Q = 576; m.KV = 192; m.I = 1536; m.L = 30; m.V = 49152; }
@@ -691,6 +925,8 @@ int main(int argc, char** argv) {
   else { fprintf(stderr, "unknown shape %s\n", name.c_str()); return 2; }
   cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
   m.fuse = fuse; m.cl = fuse ? cl : 1;
+  m.ctx = ctx; m.nKV = m.KV / m.D; m.G = m.Q / m.D / m.nKV; m.ck = 16384 / (2 * m.D); m.maxlen = ctx + steps + 1;
+  if (ctx && m.G * m.D > 2 * NCONS * 32) { fprintf(stderr, "attention: G * D > 512\n"); return 2; }
   m.nb = prop.multiProcessorCount; m.steps = steps; m.attn_ns = attn_ns; m.first_token = 17;
   (void)stage_kb;
   m.stages = stages; m.stage = GR * CW * 2; m.nodeps = 0; m.hint = hint;
@@ -714,12 +950,20 @@ int main(int argc, char** argv) {
   float* rx = m.best_val + m.nb; float* rlog = rx + 2 * 16384; float* rgap = rlog + m.V;
   m.hm = rgap + 8;
   int* ibuf; CK(cudaMalloc(&ibuf, sizeof(int) * (m.nb + 8 * m.L + 8 + 2 * steps + 4)));
+  long nkv = ctx ? (long)m.L * m.nKV * m.maxlen * m.D : 8;
+  bf16* kvbuf; CK(cudaMalloc(&kvbuf, 2 * nkv * 2));
+  m.kc = kvbuf; m.vc = kvbuf + nkv;
+  fill_random<<<1024, 256>>>(kvbuf, 2 * nkv, 4242u, 1.0f);
+  float* abuf; CK(cudaMalloc(&abuf, sizeof(float) * (long)m.nb * m.G * (m.D + 2) + 64));
+  m.apart = abuf; m.aml = abuf + (long)m.nb * m.G * m.D;
+  CK(cudaMalloc(&m.hcnt, sizeof(int) * m.L * m.nKV));
   m.best_idx = ibuf; m.flags = ibuf + m.nb; m.tokens = m.flags + 5 * m.L + 1;
   int* rtok = m.tokens + steps;
   {  // shared memory: the input vector and the split rows' partial sums, per op
     int Rs[4] = {m.Q + 2 * m.KV, m.H, 2 * m.I, m.V}, Ks[4] = {m.H, m.Q, m.H, m.H};
     m.maxk = m.I > m.H ? m.I : m.H; if (m.Q > m.maxk) m.maxk = m.Q;
     m.maxpart = 64;
+    if (ctx) m.maxpart = m.G * m.D + 2 * m.D + 3 * m.G + m.G * (m.ck + 1) + 3 * m.G * (m.nb / m.nKV) + 8;
     for (int j = 0; j < 5; ++j) {
       int R = j < 4 ? Rs[j] : m.H, G = R / GR, rows = (G + m.nb - 1) / m.nb * GR;
       if (rows * 4 > m.maxpart) m.maxpart = rows * 4;
@@ -751,7 +995,12 @@ int main(int argc, char** argv) {
       m.nb = maxc * m.cl; lc.gridDim = dim3(m.nb);
     }
   }
-  auto launch = [&](Model mm) { CK(cudaLaunchKernelEx(&lc, stream_chain, mm)); };
+  m.S_split = m.nb / m.nKV;
+  auto launch = [&](Model mm) {
+    mm.S_split = m.S_split; mm.nb = m.nb;
+    CK(cudaMemset(m.hcnt, 0, sizeof(int) * m.L * m.nKV));
+    CK(cudaLaunchKernelEx(&lc, stream_chain, mm));
+  };
 
   // ---- reference: `steps` greedy steps with naive kernels ----
   int ref_steps = steps < 16 ? steps : 16;
@@ -764,7 +1013,12 @@ int main(int argc, char** argv) {
       int R = m.Q + 2 * m.KV;
       ref_norm<<<1, 256>>>(m.h, rx, m.H);
       ref_matvec<<<(R + 7) / 8, 256>>>(m.wqkv + (long)l * R * m.H, rx, m.qkv, R, m.H, 0);
-      ref_copy<<<16, 256>>>(m.qkv, m.attn, m.Q);
+      if (ctx) {
+        ref_append<<<1, 256>>>(m.qkv, m.kc, m.vc, m.Q, m.KV, m.D, m.nKV, m.maxlen, l, ctx + s);
+        ref_attn<<<m.Q / m.D, 128, (ctx + s + 1) * 4>>>(m.qkv, m.kc, m.vc, m.attn, m.D, m.G, m.nKV, m.maxlen, l, ctx + s);
+      } else {
+        ref_copy<<<16, 256>>>(m.qkv, m.attn, m.Q);
+      }
       ref_matvec<<<(m.H + 7) / 8, 256>>>(m.wo + (long)l * m.H * m.Q, m.attn, m.h, m.H, m.Q, 1);
       ref_norm<<<1, 256>>>(m.h, rx, m.H);
       ref_matvec<<<(2 * m.I + 7) / 8, 256>>>(m.wgu + (long)l * 2 * m.I * m.H, rx, m.gu, 2 * m.I, m.H, 0);
@@ -825,13 +1079,14 @@ int main(int argc, char** argv) {
     CK(cudaEventSynchronize(e1)); float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (ms < cbest) cbest = ms;
   }
   double copy_bw = 2.0 * cb / (cbest * 1e-3);
-  double bytes = nw * 2.0, us = best * 1e3 / steps;
+  double kv_bytes = ctx ? 2.0 * m.L * m.nKV * (ctx + (steps - 1) / 2.0) * m.D * 2 : 0.0;
+  double bytes = nw * 2.0 + kv_bytes, us = best * 1e3 / steps;
   double roof_us = bytes / copy_bw * 1e6;
   printf("{\"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
-         "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
+         "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"ctx\": %d, \"kv_bytes\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
          "\"roofline_us\": %.1f, \"frac_roofline\": %.3f, \"resid_rel_err_step1\": %.2e, "
          "\"tokens_equal\": \"%d/%d\", \"first_diff\": %d, \"gap_at_first_diff\": %.4f, \"smem\": %zu}\n",
-         fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, bytes, copy_bw / 1e12, roof_us,
+         fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
          roof_us / us, sqrt(num / den), same, ref_steps, first_diff,
          first_diff >= 0 ? gaps[first_diff] : 0.f, smem);
   return 0;
