@@ -8,9 +8,13 @@
 // ATTN, O-proj (+ residual), gate/up (RMSNorm'd input), down (silu(g) * u input, + residual),
 // then the LM head with a greedy argmax whose per-block bests every block reads to embed the
 // next token (tied embedding). Every block owns a contiguous row range of every op, and an op
-// waits until all blocks have released the op before it. ATTN is a STAND-IN: it copies q to
-// the attention output and optionally spins `attn_ns` (no KV cache is read), so the figures
-// bound what the matvec chain and the syncs cost, not attention.
+// waits until all blocks have released the op before it. ATTN is a STAND-IN by default: it
+// copies q to the attention output and optionally spins `attn_ns` (no KV cache is read), so the
+// figures bound what the matvec chain and the syncs cost, not attention. With ctx > 0 it is a
+// real T = 1 attention (session 30; Model's ctx fields say how). With fuse = 1 gate/up and down
+// are one op, MLP (session 30): a block's gate/up groups, act in shared memory, then those
+// groups' columns of Wdown (a re-laid copy) into an [H] partial sum added to the residual by
+// atomics or, with cluster > 1, summed through the cluster's shared memory first.
 //
 // This variant (stream_mma.cu) computes the matvecs on the tensor cores: weights laid out in
 // tiles of 16 rows x 1024 columns (contiguous: one bulk copy per ring slot; the 16-byte units of
@@ -58,7 +62,8 @@ struct Model {
   // online softmax; split S - 1 also the new key; the last split of a head to finish (a ticket)
   // merges the head's splits into attn
   int ctx, D, nKV, G, S_split, ck, maxlen;
-  int amode;  // 1: no ticket and no merge (attn not written: a timing variant, wrong by construction)
+  int amode;  // timing variants, wrong by construction: 1 no ticket and no merge (attn not written),
+              // 2 also no scores / softmax / weighted sum (the K/V slots still waited for and freed)
   bf16 *kc, *vc;
   float *apart, *aml;
   int* hcnt;
@@ -386,6 +391,10 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             const bf16* kt = reinterpret_cast<const bf16*>(ring + (size_t)slot * m.stage);
             const bf16* vt = reinterpret_cast<const bf16*>(ring + (size_t)slot * m.stage + 16384);
             if (njc) mbar_wait(&full[slot], (it / S) & 1);
+            if (m.amode == 2) {
+              if (njc) { __syncwarp(); if (lane == 0) mbar_arrive(&empty[slot]); ++it; }
+              continue;
+            }
             // scores: TPP threads per (head, key) pair, each over D / TPP of the row, 16-byte
             // chunks started at a per-key rotation (no bank conflicts between adjacent keys)
             const int npair = G * nj;
@@ -471,7 +480,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           }
           if (tid < G) { m.aml[item * G * 2 + tid * 2] = mrun[tid]; m.aml[item * G * 2 + tid * 2 + 1] = lrun[tid]; }
           cons_sync();
-          if (m.amode == 1) {
+          if (m.amode >= 1) {
             if (tid == 0) ired[0] = 0;
           } else if (tid == 0) {
             __threadfence();
