@@ -68,7 +68,8 @@ struct Model {
   float *apart, *aml;
   int* hcnt;
   int *best_idx, *flags, *tokens;
-  unsigned long long* phases;  // [6 kinds][4 phases] ns summed by block 0's thread 0; [24] clocks, [25] ns
+  unsigned long long* phases;  // [6 kinds][4 phases] ns summed by block 0's thread 0; [24] clocks, [25] ns;
+                               // [26..30] real attention's parts (q staging, slot wait, scores, softmax, sum)
 };
 
 enum { QKV = 0, ATTN = 1, OPROJ = 2, GATEUP = 3, DOWN = 4, LMHEAD = 5, MLP = 6 };
@@ -352,6 +353,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       if (o == 0)  // the residual starts as the token's embedding (this block's rows)
         for (int r = hr0 + tid; r < hr1; r += NCONS * 32) m.h[r] = bf2f(emb[r]);
       if (op.kind == ATTN && m.ctx) {
+        const long long tq = clock64();
         if (b < m.nKV * m.S_split) {
           const int D = m.D, G = m.G, GD = G * D, dpl = D / 32;
           const int g = b / m.S_split, sp = b % m.S_split, pos = m.ctx + step;
@@ -379,6 +381,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           if (tid < G) { mrun[tid] = -1e30f; lrun[tid] = 0.f; }
           float oacc[2] = {0.f, 0.f};  // thread's (gq, d) = tid, tid + 256 (G * D <= 512)
           cons_sync();
+          const bool tr = m.phases && b == 0 && tid == 0;  // block 0's attention parts
+          unsigned long long ta = tr ? clock64() : 0;
+          if (tr) atomicAdd(&m.phases[26], ta - tq);
           // sub-chunks of <= ck cached keys (one ring slot each); the last split's new key rides
           // along with its last sub-chunk (or alone where the split has no cached keys)
           const int nsub = max((nk + m.ck - 1) / m.ck, last ? 1 : 0);
@@ -391,6 +396,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             const bf16* kt = reinterpret_cast<const bf16*>(ring + (size_t)slot * m.stage);
             const bf16* vt = reinterpret_cast<const bf16*>(ring + (size_t)slot * m.stage + 16384);
             if (njc) mbar_wait(&full[slot], (it / S) & 1);
+            if (tr) { unsigned long long t = clock64(); atomicAdd(&m.phases[27], t - ta); ta = t; }
             if (m.amode == 2) {
               if (njc) { __syncwarp(); if (lane == 0) mbar_arrive(&empty[slot]); ++it; }
               continue;
@@ -428,6 +434,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               if (act && sub_t == 0) sc[gq * SCW + j] = sv;
             }
             cons_sync();
+            if (tr) { unsigned long long t = clock64(); atomicAdd(&m.phases[28], t - ta); ta = t; }
             if (warp < G) {  // head warp: the online softmax step
               float mx = -1e30f;
               for (int j = lane; j < nj; j += 32) mx = fmaxf(mx, sc[warp * SCW + j]);
@@ -446,6 +453,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               }
             }
             cons_sync();
+            if (tr) { unsigned long long t = clock64(); atomicAdd(&m.phases[29], t - ta); ta = t; }
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
               const int i = tid + r * NCONS * 32;
@@ -471,6 +479,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               ++it;
             }
             cons_sync();
+            if (tr) { unsigned long long t = clock64(); atomicAdd(&m.phases[30], t - ta); ta = t; }
           }
           const int item = g * m.S_split + sp;
 #pragma unroll
@@ -1069,14 +1078,19 @@ int main(int argc, char** argv) {
     CK(cudaEventRecord(e1)); CK(cudaGetLastError()); CK(cudaEventSynchronize(e1));
     float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (ms < best) best = ms;
   }
-  unsigned long long* ph; CK(cudaMalloc(&ph, 26 * 8)); CK(cudaMemset(ph, 0, 26 * 8));
+  unsigned long long* ph; CK(cudaMalloc(&ph, 32 * 8)); CK(cudaMemset(ph, 0, 32 * 8));
   {
     Model tm = m; tm.phases = ph;
     CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1)));
     launch(tm);
     CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
   }
-  unsigned long long hph[26]; CK(cudaMemcpy(hph, ph, 26 * 8, cudaMemcpyDeviceToHost));
+  unsigned long long hph[32]; CK(cudaMemcpy(hph, ph, 32 * 8, cudaMemcpyDeviceToHost));
+  const double cps = hph[25] ? (double)hph[24] / hph[25] : 1.8;  // SM cycles per ns
+  if (ctx)
+    fprintf(stderr, "attention, block 0 (SM clock), us per step summed over layers: q staging %.1f / slot wait "
+            "%.1f / scores %.1f / softmax %.1f / sum %.1f\n", hph[26] / cps / 1e3 / steps, hph[27] / cps / 1e3 / steps,
+            hph[28] / cps / 1e3 / steps, hph[29] / cps / 1e3 / steps, hph[30] / cps / 1e3 / steps);
   fprintf(stderr, "SM clock during the traced run: %.0f MHz\n", hph[24] * 1e3 / (double)hph[25]);
   const char* kn[6] = {"QKV", "ATTN", "OPROJ", "GATEUP", "DOWN", "LMHEAD"};
   fprintf(stderr, "phases, us per step summed over layers (block 0): wait / input / tiles / release\n");
