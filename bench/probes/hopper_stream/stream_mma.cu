@@ -224,6 +224,30 @@ __device__ __forceinline__ float dot8(uint4 w, const float* x) {
          f3.x * b.z + f3.y * b.w;
 }
 
+// One ring slot's tile (16 rows x cw columns, chunk c of the row) into warp (rs, ks)'s
+// accumulators: rows rs*8.. +8 over the k quarter ks (see the tiles' comment in the kernel)
+__device__ __forceinline__ void tile_mma(uint32_t tile, int cw, int c, int rs, int ks, int lane,
+                                         const uint4* xf4, float& c0, float& c1, float& c2, float& c3) {
+  const int kw = cw >> 2, nkb = kw >> 4, q = lane & 3;
+  const int n = lane & 7, mi = lane >> 3;
+  const uint32_t rowaddr = tile + (rs * 8 + n) * cw * 2;
+  const int u0 = (ks * kw) >> 3;
+  const uint4* af = xf4 + ((c * CW + ks * kw) >> 4) * 4 + q;
+  int kb = 0;
+  for (; kb + 2 <= nkb; kb += 2) {
+    uint32_t b0, b1, b2, b3;
+    ldsm_x4(rowaddr + (((u0 + kb * 2 + mi) ^ n) << 4), b0, b1, b2, b3);
+    uint4 a0 = af[kb * 4], a1 = af[(kb + 1) * 4];
+    mma16816(c0, c1, c2, c3, a0, b0, b1);
+    mma16816(c0, c1, c2, c3, a1, b2, b3);
+  }
+  if (kb < nkb) {
+    uint32_t b0, b1;
+    ldsm_x2(rowaddr + (((u0 + kb * 2 + (mi & 1)) ^ n) << 4), b0, b1);
+    mma16816(c0, c1, c2, c3, af[kb * 4], b0, b1);
+  }
+}
+
 __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   extern __shared__ __align__(128) unsigned char smem[];
   const int S = m.stages;
@@ -633,25 +657,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             for (int half = 0; half < 2; ++half) {
               float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
               for (int c = 0; c < nc; ++c, ++it) {
-                int slot = it % S, cw = min(CW, K - c * CW), kw = cw >> 2, nkb = kw >> 4;
+                int slot = it % S, cw = min(CW, K - c * CW);
                 mbar_wait(&full[slot], (it / S) & 1);
-                const int n = lane & 7, mi = lane >> 3;
-                const uint32_t rowaddr = s32(ring + (size_t)slot * m.stage) + (rs * 8 + n) * cw * 2;
-                const int u0 = (ks * kw) >> 3;
-                const uint4* af = xf4 + ((c * CW + ks * kw) >> 4) * 4 + q;
-                int kb = 0;
-                for (; kb + 2 <= nkb; kb += 2) {
-                  uint32_t b0, b1, b2, b3;
-                  ldsm_x4(rowaddr + (((u0 + kb * 2 + mi) ^ n) << 4), b0, b1, b2, b3);
-                  uint4 a0 = af[kb * 4], a1 = af[(kb + 1) * 4];
-                  mma16816(c0, c1, c2, c3, a0, b0, b1);
-                  mma16816(c0, c1, c2, c3, a1, b2, b3);
-                }
-                if (kb < nkb) {
-                  uint32_t b0, b1;
-                  ldsm_x2(rowaddr + (((u0 + kb * 2 + (mi & 1)) ^ n) << 4), b0, b1);
-                  mma16816(c0, c1, c2, c3, af[kb * 4], b0, b1);
-                }
+                tile_mma(s32(ring + (size_t)slot * m.stage), cw, c, rs, ks, lane, xf4, c0, c1, c2, c3);
                 __syncwarp();
                 if (lane == 0) mbar_arrive(&empty[slot]);
               }
@@ -742,26 +750,10 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         for (int g = g0; g < g1; ++g) {
           float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
           for (int c = 0; c < nc; ++c, ++it) {
-            int slot = it % S, cw = min(CW, K - c * CW), kw = cw >> 2, nkb = kw >> 4;
+            int slot = it % S, cw = min(CW, K - c * CW);
             mbar_wait(&full[slot], (it / S) & 1);
             if (m.mode != 1 && m.mode != 3) {
-              const int n = lane & 7, mi = lane >> 3;
-              const uint32_t rowaddr = s32(ring + (size_t)slot * m.stage) + (rs * 8 + n) * cw * 2;
-              const int u0 = (ks * kw) >> 3;
-              const uint4* af = xf4 + ((c * CW + ks * kw) >> 4) * 4 + q;
-              int kb = 0;
-              for (; kb + 2 <= nkb; kb += 2) {
-                uint32_t b0, b1, b2, b3;
-                ldsm_x4(rowaddr + (((u0 + kb * 2 + mi) ^ n) << 4), b0, b1, b2, b3);
-                uint4 a0 = af[kb * 4], a1 = af[(kb + 1) * 4];
-                mma16816(c0, c1, c2, c3, a0, b0, b1);
-                mma16816(c0, c1, c2, c3, a1, b2, b3);
-              }
-              if (kb < nkb) {
-                uint32_t b0, b1;
-                ldsm_x2(rowaddr + (((u0 + kb * 2 + (mi & 1)) ^ n) << 4), b0, b1);
-                mma16816(c0, c1, c2, c3, af[kb * 4], b0, b1);
-              }
+              tile_mma(s32(ring + (size_t)slot * m.stage), cw, c, rs, ks, lane, xf4, c0, c1, c2, c3);
             }
             __syncwarp();
             if (lane == 0) mbar_arrive(&empty[slot]);
