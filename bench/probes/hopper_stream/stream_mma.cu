@@ -47,6 +47,9 @@ typedef __nv_bfloat16 bf16;
 constexpr int NCONS = 8;             // consumer warps
 constexpr int NTHREADS = (NCONS + 1) * 32;
 constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
+#ifndef AIMPL  // attention compute: 0 as session 30 measured it, 1 reworked (attn_scores_v2 / attn_sum_v2,
+#define AIMPL 0  // build with -DAIMPL=1; not yet timed; a separate binary: it spills 20 bytes at 168 registers)
+#endif
 
 struct Model {
   int H, Q, KV, I, L, V, nb, steps, attn_ns, first_token, stages, maxk, maxpart, stage, nodeps, hint, mode;
@@ -248,6 +251,79 @@ __device__ __forceinline__ void tile_mma(uint32_t tile, int cw, int c, int rs, i
   }
 }
 
+// Attention compute, version 2 (aimpl = 1; written after session 30's run 7, not yet timed).
+// Scores: one thread per (head, key) pair; D known at compile time, the key's 16-byte chunks
+// rotated by a mask (no bank conflicts between adjacent keys) and all of them loaded before use.
+template <int D>
+__device__ __forceinline__ void attn_scores_v2(const bf16* kt, const float* qs, const float* kn, float* sc,
+                                               int SCW, int G, int nj, int njc, int tid) {
+  constexpr int NCH = D / 8;
+  const int npair = G * nj;
+  for (int pidx = tid; pidx < npair; pidx += NCONS * 32) {  // (no shuffles: any subset may loop)
+    const int gq = pidx / nj, j = pidx - gq * nj;
+    const float* qv = qs + gq * D;
+    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+    if (j < njc) {
+      const uint4* kr = reinterpret_cast<const uint4*>(kt + j * D);
+      constexpr int PB = NCH < 8 ? NCH : 8;  // chunks loaded together (registers: 4 a chunk)
+#pragma unroll
+      for (int h = 0; h < NCH; h += PB) {
+      uint4 w[PB];
+#pragma unroll
+      for (int c = 0; c < PB; ++c) w[c] = kr[(h + c + j) & (NCH - 1)];
+#pragma unroll
+      for (int c = 0; c < PB; ++c) {
+        const int cc = (h + c + j) & (NCH - 1);
+        const float4 qa = *reinterpret_cast<const float4*>(qv + cc * 8);
+        const float4 qb = *reinterpret_cast<const float4*>(qv + cc * 8 + 4);
+        const __nv_bfloat162* pw = reinterpret_cast<const __nv_bfloat162*>(&w[c]);
+        const float2 f0 = __bfloat1622float2(pw[0]), f1 = __bfloat1622float2(pw[1]);
+        const float2 f2 = __bfloat1622float2(pw[2]), f3 = __bfloat1622float2(pw[3]);
+        a0 += f0.x * qa.x + f0.y * qa.y;
+        a1 += f1.x * qa.z + f1.y * qa.w;
+        a2 += f2.x * qb.x + f2.y * qb.y;
+        a3 += f3.x * qb.z + f3.y * qb.w;
+      }
+      }
+    } else {  // the new key (fp32 in shared memory)
+#pragma unroll
+      for (int d = 0; d < D; d += 4) {
+        a0 += kn[d] * qv[d]; a1 += kn[d + 1] * qv[d + 1];
+        a2 += kn[d + 2] * qv[d + 2]; a3 += kn[d + 3] * qv[d + 3];
+      }
+    }
+    sc[gq * SCW + j] = (a0 + a1) + (a2 + a3);
+  }
+}
+// Weighted sum of V: thread (key group kg, column pair dp) reads each of its keys' two values once
+// for all G (<= 4) heads; the KG groups' sums are added through shared memory (red, KG x G x D)
+// by the caller after a barrier.
+template <int D>
+__device__ __forceinline__ void attn_sum_v2(const bf16* vt, const float* vn, const float* sc, float* red,
+                                            int SCW, int G, int njc, bool withnew, int tid) {
+  constexpr int DP = D / 2, KG = NCONS * 32 / DP;
+  const int dp = tid % DP, kg = tid / DP;
+  float a[4][2] = {{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}};
+  for (int j = kg; j < njc; j += KG) {
+    const __nv_bfloat162 v2 = *reinterpret_cast<const __nv_bfloat162*>(vt + j * D + 2 * dp);
+    const float2 v = __bfloat1622float2(v2);
+#pragma unroll
+    for (int gq = 0; gq < 4; ++gq)
+      if (gq < G) { const float p = sc[gq * SCW + j]; a[gq][0] += p * v.x; a[gq][1] += p * v.y; }
+  }
+  if (withnew && kg == 0) {
+#pragma unroll
+    for (int gq = 0; gq < 4; ++gq)
+      if (gq < G) {
+        const float p = sc[gq * SCW + njc];
+        a[gq][0] += p * vn[2 * dp]; a[gq][1] += p * vn[2 * dp + 1];
+      }
+  }
+#pragma unroll
+  for (int gq = 0; gq < 4; ++gq)
+    if (gq < G) *reinterpret_cast<float2*>(red + (kg * G + gq) * D + 2 * dp) = make_float2(a[gq][0], a[gq][1]);
+}
+
 __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   extern __shared__ __align__(128) unsigned char smem[];
   const int S = m.stages;
@@ -427,6 +503,13 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             }
             // scores: TPP threads per (head, key) pair, each over D / TPP of the row, 16-byte
             // chunks started at a per-key rotation (no bank conflicts between adjacent keys)
+#if AIMPL == 1
+            {
+              if (D == 64) attn_scores_v2<64>(kt, qs, kn, sc, SCW, G, nj, njc, tid);
+              else attn_scores_v2<128>(kt, qs, kn, sc, SCW, G, nj, njc, tid);
+            }
+#else
+            {
             const int npair = G * nj;
             int tpp = 1;
             while (tpp < 8 && npair * tpp * 2 <= NCONS * 32) tpp *= 2;
@@ -457,6 +540,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               for (int dd = 1; dd < tpp; dd <<= 1) sv += __shfl_xor_sync(0xffffffff, sv, dd);
               if (act && sub_t == 0) sc[gq * SCW + j] = sv;
             }
+            }
+#endif
             cons_sync();
             if (tr) { unsigned long long t = clock64(); atomicAdd(&m.phases[28], t - ta); ta = t; }
             if (warp < G) {  // head warp: the online softmax step
@@ -478,6 +563,25 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             }
             cons_sync();
             if (tr) { unsigned long long t = clock64(); atomicAdd(&m.phases[29], t - ta); ta = t; }
+#if AIMPL == 1
+            {
+              float* red2 = part + ((GD + 2 * D + 3 * G + G * SCW + 3) & ~3);  // [KG][G][D], after sc
+              if (D == 64) attn_sum_v2<64>(vt, vn, sc, red2, SCW, G, njc, withnew, tid);
+              else attn_sum_v2<128>(vt, vn, sc, red2, SCW, G, njc, withnew, tid);
+              cons_sync();
+              const int KG = NCONS * 32 / (D / 2);
+#pragma unroll
+              for (int r = 0; r < 2; ++r) {
+                const int i = tid + r * NCONS * 32;
+                if (i < GD) {
+                  const int gq = i / D, d = i % D;
+                  float o = 0.f;
+                  for (int k2 = 0; k2 < KG; ++k2) o += red2[(k2 * G + gq) * D + d];
+                  oacc[r] = oacc[r] * alpha[gq] + o;
+                }
+              }
+            }
+#else
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
               const int i = tid + r * NCONS * 32;
@@ -497,6 +601,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
                 oacc[r] = oacc[r] * alpha[gq] + ((a0 + a1) + (a2 + a3));
               }
             }
+#endif
             if (njc) {
               __syncwarp();
               if (lane == 0) mbar_arrive(&empty[slot]);
@@ -933,6 +1038,7 @@ int main(int argc, char** argv) {
   const int fuse = argc > 9 ? atoi(argv[9]) : 0, cl = argc > 10 ? atoi(argv[10]) : 1;
   const int ctx = argc > 11 ? atoi(argv[11]) : 0;
   const int asplit = argc > 12 ? atoi(argv[12]) : 0, amode = argc > 13 ? atoi(argv[13]) : 0;
+  const int aimpl = argc > 14 ? atoi(argv[14]) : 0;
   Model m{};
   m.D = (name == "qwen3-1.7b" || name == "qwen3-8b") ? 128 : 64;
   if (name == "qwen3-1.7b") { m.H = 2048; m.Q = 2048; m.KV = 1024; m.I = 6144; m.L = 28; m.V = 151936; }
@@ -942,6 +1048,8 @@ int main(int argc, char** argv) {
   else { fprintf(stderr, "unknown shape %s\n", name.c_str()); return 2; }
   cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
   m.fuse = fuse; m.cl = fuse ? cl : 1;
+  if (aimpl != AIMPL) { fprintf(stderr, "aimpl %d: this binary was built with -DAIMPL=%d\n", aimpl, AIMPL); return 2; }
+  if (aimpl && (m.G > 4 || (m.D != 64 && m.D != 128))) { fprintf(stderr, "aimpl 1: G <= 4, D 64 or 128\n"); return 2; }
   m.ctx = ctx; m.nKV = m.KV / m.D; m.G = m.Q / m.D / m.nKV; m.ck = 16384 / (2 * m.D); m.maxlen = ctx + steps + 1;
   if (ctx && m.G * m.D > 2 * NCONS * 32) { fprintf(stderr, "attention: G * D > 512\n"); return 2; }
   m.nb = prop.multiProcessorCount; m.steps = steps; m.attn_ns = attn_ns; m.first_token = 17;
@@ -980,7 +1088,8 @@ int main(int argc, char** argv) {
     int Rs[4] = {m.Q + 2 * m.KV, m.H, 2 * m.I, m.V}, Ks[4] = {m.H, m.Q, m.H, m.H};
     m.maxk = m.I > m.H ? m.I : m.H; if (m.Q > m.maxk) m.maxk = m.Q;
     m.maxpart = 64;
-    if (ctx) m.maxpart = m.G * m.D + 2 * m.D + 3 * m.G + m.G * (m.ck + 1) + 3 * m.G * (m.nb / m.nKV) + 8;
+    if (ctx) m.maxpart = m.G * m.D + 2 * m.D + 3 * m.G + m.G * (m.ck + 1) + 3 * m.G * (m.nb / m.nKV)
+                         + 2 * NCONS * 32 * m.G + 8;  // (+ attn_sum_v2's KG x G x D)
     for (int j = 0; j < 5; ++j) {
       int R = j < 4 ? Rs[j] : m.H, G = R / GR, rows = (G + m.nb - 1) / m.nb * GR;
       if (rows * 4 > m.maxpart) m.maxpart = rows * 4;
@@ -1104,11 +1213,11 @@ int main(int argc, char** argv) {
   double kv_bytes = ctx ? 2.0 * m.L * m.nKV * (ctx + (steps - 1) / 2.0) * m.D * 2 : 0.0;
   double bytes = nw * 2.0 + kv_bytes, us = best * 1e3 / steps;
   double roof_us = bytes / copy_bw * 1e6;
-  printf("{\"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
+  printf("{\"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
          "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"ctx\": %d, \"kv_bytes\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
          "\"roofline_us\": %.1f, \"frac_roofline\": %.3f, \"resid_rel_err_step1\": %.2e, "
          "\"tokens_equal\": \"%d/%d\", \"first_diff\": %d, \"gap_at_first_diff\": %.4f, \"smem\": %zu}\n",
-         m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
+         aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
          roof_us / us, sqrt(num / den), same, ref_steps, first_diff,
          first_diff >= 0 ? gaps[first_diff] : 0.f, smem);
   return 0;
