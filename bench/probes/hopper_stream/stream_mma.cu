@@ -227,6 +227,14 @@ __device__ __forceinline__ float dot8(uint4 w, const float* x) {
          f3.x * b.z + f3.y * b.w;
 }
 
+// Attention item b's kv head g, split sp and cached keys [k0, k1) at `step` (producer and
+// consumers both walk it: their ring slots must agree)
+struct Split { int g, sp, k0, k1; };
+__device__ __forceinline__ Split split_of(const Model& m, int b, int step) {
+  const int pos = m.ctx + step, c = (pos + m.S_split - 1) / m.S_split, sp = b % m.S_split;
+  return {b / m.S_split, sp, sp * c, min(sp * c + c, pos)};
+}
+
 // One ring slot's tile (16 rows x cw columns, chunk c of the row) into warp (rs, ks)'s
 // accumulators: rows rs*8.. +8 over the k quarter ks (see the tiles' comment in the kernel)
 __device__ __forceinline__ void tile_mma(uint32_t tile, int cw, int c, int rs, int ks, int lane,
@@ -354,10 +362,14 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
     uint64_t policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     uint32_t it = 0;
-    auto issue = [&](const bf16* src, uint32_t bytes) {
+    auto next_slot = [&]() {  // the next ring slot, once its consumers have freed it
       int slot = it % S;
       mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
       ++it;
+      return slot;
+    };
+    auto issue = [&](const bf16* src, uint32_t bytes) {
+      int slot = next_slot();
       if (m.mode >= 2) { mbar_arrive(&full[slot]); return; }  // timing: no loads (3: nor compute)
       mbar_expect_tx(&full[slot], bytes);
       if (m.hint) bulk_load(ring + (size_t)slot * m.stage, src, bytes, &full[slot], policy);
@@ -368,8 +380,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         Op op = op_of(m, o);
         if (op.kind == ATTN) {
           if (!m.ctx || b >= m.nKV * m.S_split) continue;
-          const int g = b / m.S_split, sp = b % m.S_split, pos = m.ctx + step;
-          const int c = (pos + m.S_split - 1) / m.S_split, k0 = sp * c, k1 = min(k0 + c, pos);
+          const Split sl = split_of(m, b, step);
+          const int g = sl.g, k0 = sl.k0, k1 = sl.k1;
           if (k1 <= k0) continue;
           if (step > 0) {  // the previous step's new key and value are in the cache
             while (ld_acquire(&m.flags[o]) < step * nb) {}
@@ -378,9 +390,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           const long base = ((long)op.layer * m.nKV + g) * m.maxlen;
           for (int j0 = k0; j0 < k1; j0 += m.ck) {
             const uint32_t nbytes = (uint32_t)min(m.ck, k1 - j0) * m.D * 2;
-            int slot = it % S;
-            mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
-            ++it;
+            int slot = next_slot();
             mbar_expect_tx(&full[slot], 2 * nbytes);
             bulk_load_plain(ring + (size_t)slot * m.stage, m.kc + (base + j0) * m.D, nbytes, &full[slot]);
             bulk_load_plain(ring + (size_t)slot * m.stage + 16384, m.vc + (base + j0) * m.D, nbytes, &full[slot]);
@@ -455,9 +465,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       if (op.kind == ATTN && m.ctx) {
         const long long tq = clock64();
         if (b < m.nKV * m.S_split) {
-          const int D = m.D, G = m.G, GD = G * D, dpl = D / 32;
-          const int g = b / m.S_split, sp = b % m.S_split, pos = m.ctx + step;
-          const int c = (pos + m.S_split - 1) / m.S_split, k0 = sp * c, k1 = min(k0 + c, pos);
+          const int D = m.D, G = m.G, GD = G * D, pos = m.ctx + step;
+          const Split sl = split_of(m, b, step);
+          const int g = sl.g, sp = sl.sp, k0 = sl.k0, k1 = sl.k1;
           const int nk = max(k1 - k0, 0);
           const bool last = sp == m.S_split - 1;
           float* qs = part;                 // [G * D] q * 1/sqrt(D)
@@ -487,7 +497,6 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           // sub-chunks of <= ck cached keys (one ring slot each); the last split's new key rides
           // along with its last sub-chunk (or alone where the split has no cached keys)
           const int nsub = max((nk + m.ck - 1) / m.ck, last ? 1 : 0);
-          const int nch = D / 8;  // 16-byte chunks of a key row
           for (int sub = 0; sub < nsub; ++sub) {
             const int njc = min(m.ck, nk - sub * m.ck) > 0 ? min(m.ck, nk - sub * m.ck) : 0;
             const bool withnew = last && sub == nsub - 1;
@@ -510,6 +519,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             }
 #else
             {
+            const int nch = D / 8;  // 16-byte chunks of a key row
             const int npair = G * nj;
             int tpp = 1;
             while (tpp < 8 && npair * tpp * 2 <= NCONS * 32) tpp *= 2;
@@ -1123,7 +1133,6 @@ int main(int argc, char** argv) {
   }
   m.S_split = asplit > 0 && asplit <= m.nb / m.nKV ? asplit : m.nb / m.nKV;
   auto launch = [&](Model mm) {
-    mm.S_split = m.S_split; mm.nb = m.nb;
     CK(cudaMemset(m.hcnt, 0, sizeof(int) * m.L * m.nKV));
     CK(cudaLaunchKernelEx(&lc, stream_chain, mm));
   };
