@@ -37,6 +37,7 @@
 #include <cstring>
 #include <cstdint>
 #include <vector>
+#include <algorithm>
 #include <string>
 
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { \
@@ -70,7 +71,19 @@ struct Model {
   bf16 *kc, *vc;
   float *apart, *aml;
   int* hcnt;
+  // omerge (session 31; needs fuse and ctx): O-proj merges attention per kv head, as the Triton
+  // kernel's Plan.oproj_merge. Its tiles are (kv head g, 16 rows) of Wo's columns of g (wof, a
+  // re-laid copy [L][nKV * H rows][G * D], tiled); a block waits only for its kv heads' splits
+  // (hcnt, a release add per split, no ticket), merges their partials into its input and adds its
+  // rows' sums into h by atomics. The MLP then adds into hd (not h), which the next O-proj's row
+  // owners fold into h; QKV and the LM head read h + hd.
+  int omerge;
+  const bf16* wof;
+  float* hd;
   int *best_idx, *flags, *tokens;
+  unsigned long long* trace;   // [nb][16] globaltimer ns at one layer's events (step steps / 2, layer L / 2): 0 attention
+                               // starts, 1 split released (ticket taken), 2 merge done, 3 O-proj's wait done, 4 its input
+                               // ready, 5 its tiles done, 6 its release, 7 the MLP's wait done, 8 its release
   unsigned long long* phases;  // [6 kinds][4 phases] ns summed by block 0's thread 0; [24] clocks, [25] ns;
                                // [26..30] real attention's parts (q staging, slot wait, scores, softmax, sum)
 };
@@ -235,6 +248,23 @@ __device__ __forceinline__ Split split_of(const Model& m, int b, int step) {
   return {b / m.S_split, sp, sp * c, min(sp * c + c, pos)};
 }
 
+// omerge: O-proj tiles in the ring slot that starts at tile t (block's tiles end at t1): up to a
+// slot's worth, all of one kv head (producer and consumers both walk it)
+__device__ __forceinline__ int oproj_chunk(const Model& m, int t, int t1) {
+  const int RG = m.H / GR, tps = m.stage / (GR * m.G * m.D * 2);
+  return min(min(tps, t1 - t), (t / RG + 1) * RG - t);
+}
+
+// omerge: block b's O-proj tiles [x, y): the nb / nKV blocks of kv head g = b * nKV / nb share
+// its H / 16 tiles (no block waits for, or merges, two heads)
+__device__ __forceinline__ int2 oproj_range(const Model& m, int b) {
+  const int RG = m.H / GR, g = (int)((long)b * m.nKV / m.nb);
+  const int fb0 = (int)(((long)g * m.nb + m.nKV - 1) / m.nKV);
+  const int fb1 = (int)(((long)(g + 1) * m.nb + m.nKV - 1) / m.nKV);
+  const int nbg = fb1 - fb0, lb = b - fb0;
+  return make_int2(g * RG + (int)((long)lb * RG / nbg), g * RG + (int)((long)(lb + 1) * RG / nbg));
+}
+
 // One ring slot's tile (16 rows x cw columns, chunk c of the row) into warp (rs, ks)'s
 // accumulators: rows rs*8.. +8 over the k quarter ks (see the tiles' comment in the kernel)
 __device__ __forceinline__ void tile_mma(uint32_t tile, int cw, int c, int rs, int ks, int lane,
@@ -397,6 +427,17 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           }
           continue;
         }
+        if (op.kind == OPROJ && m.omerge) {  // (kv head, 16 rows) tiles, a slot's run at a time
+          const int2 tr = oproj_range(m, b);
+          const int t0 = tr.x, t1 = tr.y;
+          const long GD = (long)m.G * m.D;
+          for (int t = t0; t < t1;) {
+            const int n = oproj_chunk(m, t, t1);
+            issue(m.wof + (long)op.layer * m.H * m.Q + (long)t * GR * GD, (uint32_t)(n * GR * GD * 2));
+            t += n;
+          }
+          continue;
+        }
         int nc = (op.K + CW - 1) / CW;
         if (op.kind == MLP) {  // gate and up tiles of the block's 16-row groups, then their down columns
           int GI = m.I / GR, j0 = (int)((long)b * GI / nb), j1 = (int)((long)(b + 1) * GI / nb);
@@ -430,13 +471,18 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       Op op = op_of(m, o);
       unsigned long long ts0 = gtime();
       // ---- wait for the op before (all blocks) ----
-      if (tid == 0 && !m.nodeps) {
+      if (tid == 0 && !m.nodeps && !(m.omerge && op.kind == OPROJ)) {  // (omerge: per kv head below)
         const int* f = (o == 0) ? &m.flags[nops - 1] : &m.flags[o - 1];
         int target = (o == 0) ? step * nb : (step + 1) * nb;
         while (ld_acquire(f) < target) {}
       }
       cons_sync();
       unsigned long long ts1 = gtime(), ts2 = ts1, ts3 = ts1;
+      const bool tmk = m.trace && step == m.steps / 2 && op.layer == m.L / 2 && tid == 0;
+      auto tmark = [&](int e) { if (tmk) m.trace[b * 16 + e] = gtime(); };
+      if (op.kind == ATTN) tmark(0);
+      if (op.kind == OPROJ && !m.omerge) tmark(3);
+      if (op.kind == MLP) tmark(7);
       if (o == 0 && step > 0) {  // the previous step's token from every block's best
         if (warp == 0) {
           float bv = -INFINITY; int bi = 0x7fffffff;
@@ -461,7 +507,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       }
       const bf16* emb = m.emb + (long)tok * m.H;
       if (o == 0)  // the residual starts as the token's embedding (this block's rows)
-        for (int r = hr0 + tid; r < hr1; r += NCONS * 32) m.h[r] = bf2f(emb[r]);
+        for (int r = hr0 + tid; r < hr1; r += NCONS * 32) { m.h[r] = bf2f(emb[r]); if (m.omerge) m.hd[r] = 0.f; }
       if (op.kind == ATTN && m.ctx) {
         const long long tq = clock64();
         if (b < m.nKV * m.S_split) {
@@ -628,7 +674,13 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           }
           if (tid < G) { m.aml[item * G * 2 + tid * 2] = mrun[tid]; m.aml[item * G * 2 + tid * 2 + 1] = lrun[tid]; }
           cons_sync();
-          if (m.amode >= 1) {
+          if (m.omerge) {  // O-proj merges: the split's partials released to its kv head's counter
+            if (tid == 0) {
+              __threadfence();
+              asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(&m.hcnt[op.layer * m.nKV + g]) : "memory");
+              ired[0] = 0;
+            }
+          } else if (m.amode >= 1) {
             if (tid == 0) ired[0] = 0;
           } else if (tid == 0) {
             __threadfence();
@@ -636,6 +688,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             ired[0] = (old + 1 == (step + 1) * m.S_split);
           }
           cons_sync();
+          tmark(1);
           if (ired[0]) {  // the head's last split: merge its S splits
             __threadfence();
             float* wsp = sc;  // [S][G] split weights exp(m_s - M) / L, all loads issued at once
@@ -674,6 +727,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               for (; q2 < m.S_split; ++q2) o0 += wsp[2 * SG + q2 * G + gq] * __ldcg(&m.apart[(long)(g * m.S_split + q2) * GD + i]);
               m.attn[g * GD + i] = o0 + o1;
             }
+            tmark(2);
           }
         }
       } else if (op.kind == ATTN) {  // stand-in: attention output = q (this block's slice)
@@ -683,6 +737,106 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           uint64_t t0, t1;
           asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
           do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1)); } while (t1 - t0 < (uint64_t)m.attn_ns);
+        }
+      } else if (op.kind == OPROJ && m.omerge) {
+        // wait for kv head g's splits, merge their partials into the input fragments in one
+        // round of loads (thread (sg, c): chunk c = elements 4c .. 4c+3 of the G x D, splits
+        // sg, sg + NSG, ..; the NSG groups combined through shared memory), the tiles, then the
+        // rows' sums into h by atomics; the block's rows of hd (loaded before the wait) too
+        const int D = m.D, G = m.G, GD = G * D, S2 = m.S_split, RG = m.H / GR, NCH = GD / 4;
+        const int NSG = NCONS * 32 / NCH, sg = tid / NCH, cc = tid % NCH;
+        const int2 tr = oproj_range(m, b);
+        const int ts = tr.x, te = tr.y, g = ts / RG;  // (no tiles: g unused)
+        const int rs = warp >> 2, ks = warp & 3, q = lane & 3;
+        const uint4* xf4 = reinterpret_cast<const uint4*>(xs);
+        uint32_t* xfw = reinterpret_cast<uint32_t*>(xs);
+        float hdv[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const int r = hr0 + tid + k * NCONS * 32;
+          hdv[k] = r < hr1 ? __ldcg(&m.hd[r]) : 0.f;
+        }
+        ts2 = gtime();
+        if (ts < te) {
+          if (tid == 0) while (ld_acquire(&m.hcnt[op.layer * m.nKV + g]) < (step + 1) * S2) {}
+          tmark(3);
+          cons_sync();
+          float* mrg = part;  // [NSG][6][NCH]: group max, sum, acc x4
+          if (sg < NSG) {
+            constexpr int MI = 8;
+            float M = -1e30f, L = 0.f;
+            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int s0 = sg; s0 < S2; s0 += MI * NSG) {
+              float2 mlv[MI]; float4 av[MI];
+#pragma unroll
+              for (int i = 0; i < MI; ++i) {
+                const int s2 = s0 + i * NSG;
+                const int item = g * S2 + (s2 < S2 ? s2 : 0);
+                const int gq = 4 * cc / D;
+                mlv[i] = __ldcg(reinterpret_cast<const float2*>(m.aml + (long)item * G * 2 + gq * 2));
+                av[i] = __ldcg(reinterpret_cast<const float4*>(m.apart + (long)item * GD) + cc);
+                if (s2 >= S2) mlv[i].x = -1e30f;
+              }
+              float Mn = M;
+#pragma unroll
+              for (int i = 0; i < MI; ++i) Mn = fmaxf(Mn, mlv[i].x);
+              const float r = __expf(M - Mn);
+              L *= r; acc.x *= r; acc.y *= r; acc.z *= r; acc.w *= r;
+#pragma unroll
+              for (int i = 0; i < MI; ++i) {
+                const float w = (s0 + i * NSG < S2) ? __expf(mlv[i].x - Mn) : 0.f;
+                L += w * mlv[i].y;
+                acc.x += w * av[i].x; acc.y += w * av[i].y; acc.z += w * av[i].z; acc.w += w * av[i].w;
+              }
+              M = Mn;
+            }
+            float* mr = mrg + sg * 6 * NCH + cc;
+            mr[0] = M; mr[NCH] = L; mr[2 * NCH] = acc.x; mr[3 * NCH] = acc.y; mr[4 * NCH] = acc.z; mr[5 * NCH] = acc.w;
+          }
+          cons_sync();
+          if (tid < NCH) {
+            float M = -1e30f;
+            for (int k = 0; k < NSG; ++k) M = fmaxf(M, mrg[k * 6 * NCH + tid]);
+            float L = 0.f;
+            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int k = 0; k < NSG; ++k) {
+              const float* mr = mrg + k * 6 * NCH + tid;
+              const float w = __expf(mr[0] - M);
+              L += w * mr[NCH];
+              acc.x += w * mr[2 * NCH]; acc.y += w * mr[3 * NCH]; acc.z += w * mr[4 * NCH]; acc.w += w * mr[5 * NCH];
+            }
+            store_frag(xfw, acc, tid, 1.f / L);
+          }
+          cons_sync();
+          tmark(4);
+          for (int t = ts; t < te;) {
+            const int n = oproj_chunk(m, t, te);
+            const int slot = it % S;
+            mbar_wait(&full[slot], (it / S) & 1);
+            for (int i = 0; i < n; ++i) {
+              float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
+              tile_mma(s32(ring + (size_t)slot * m.stage + (size_t)i * GR * GD * 2), GD, 0, rs, ks, lane, xf4, c0, c1, c2, c3);
+              if (lane < 4) {
+                const int rl = (t + i - ts) * GR + rs * 8 + 2 * q;
+                part[rl * 4 + ks] = c0 + c2; part[(rl + 1) * 4 + ks] = c1 + c3;
+              }
+            }
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&empty[slot]);
+            ++it;
+            t += n;
+          }
+          cons_sync();
+          for (int i = tid; i < (te - ts) * GR; i += NCONS * 32) {
+            const float* pp = part + i * 4;
+            atomicAdd(&m.h[((ts + i / GR) % RG) * GR + i % GR], (pp[0] + pp[1]) + (pp[2] + pp[3]));
+          }
+        }
+        tmark(5);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {  // the last MLP's sums into h (the block's rows)
+          const int r = hr0 + tid + k * NCONS * 32;
+          if (r < hr1) { atomicAdd(&m.h[r], hdv[k]); m.hd[r] = 0.f; }
         }
       } else {
         // ---- the op's input, in shared memory as fp32: every load issued before any is used
@@ -728,11 +882,22 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             }
           } else {
             const float4* src = reinterpret_cast<const float4*>(
-                op.kind == OPROJ ? m.attn : op.kind == MLP ? m.hm : m.h);
+                op.kind == OPROJ ? m.attn : (op.kind == MLP && !m.omerge) ? m.hm : m.h);
 #pragma unroll
             for (int j = 0; j < XCH; ++j) {
               int c = c0 + tid + j * NCONS * 32;
               if (c < nch) v[j] = __ldcg(src + c);
+            }
+            if (m.omerge && (op.kind == QKV || op.kind == LMHEAD)) {  // the residual is h + hd
+              const float4* hd4 = reinterpret_cast<const float4*>(m.hd);
+#pragma unroll
+              for (int j = 0; j < XCH; ++j) {
+                int c = c0 + tid + j * NCONS * 32;
+                if (c < nch) {
+                  const float4 e = __ldcg(hd4 + c);
+                  v[j].x += e.x; v[j].y += e.y; v[j].z += e.z; v[j].w += e.w;
+                }
+              }
             }
           }
 #pragma unroll
@@ -824,12 +989,13 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               if (lane == 0) mbar_arrive(&empty[slot]);
             }
           }
-          // ---- fan-in of the down partial sums into the residual h ----
+          // ---- fan-in of the down partial sums into the residual h (omerge: hd) ----
+          float* mlp_out = m.omerge ? m.hd : m.h;
           if (m.cl <= 1) {
 #pragma unroll
             for (int rr = 0; rr < RN; ++rr) {
               int n = rr * 256 + tid;
-              if (n < m.H) atomicAdd(&m.h[n], dacc[rr]);
+              if (n < m.H) atomicAdd(&mlp_out[n], dacc[rr]);
             }
           } else {  // through the cluster: rank q sums slice q of every CTA's partial, then adds it
             const int C = m.cl, slice = m.H / C;
@@ -851,7 +1017,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
                 float4 w = *reinterpret_cast<const float4*>(recv + qq * slice + i);
                 v.x += w.x; v.y += w.y; v.z += w.z; v.w += w.w;
               }
-              red_add_v4(m.h + rank * slice + i, v);
+              red_add_v4(mlp_out + rank * slice + i, v);
             }
           }
           ++mlp_phase;
@@ -862,6 +1028,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         const int rs = warp >> 2, ks = warp & 3, q = lane & 3, nc = (K + CW - 1) / CW;
         float bv = -INFINITY; int bi = 0x7fffffff;
         ts2 = gtime();
+        if (op.kind == OPROJ) tmark(4);
         for (int g = g0; g < g1; ++g) {
           float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
           for (int c = 0; c < nc; ++c, ++it) {
@@ -909,12 +1076,15 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       }
       // ---- release ----
       ts3 = gtime();
+      if (op.kind == OPROJ && !m.omerge) tmark(5);
       cons_sync();
       if (tid == 0) {
 #ifndef NO_FENCE  // (the release add is cumulative over the block's writes seen through bar.sync)
         __threadfence();
 #endif
         asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(&m.flags[o]) : "memory");
+        if (op.kind == OPROJ) tmark(6);
+        if (op.kind == MLP) tmark(8);
         if (b == 0 && m.phases) {
           unsigned long long ts4 = gtime();
           int kd = op.kind == MLP ? GATEUP : op.kind;
@@ -1031,6 +1201,15 @@ __global__ void make_wdf(const bf16* wd, bf16* wdf, int H, int I, int L) {
     wdf[x] = wd[l * per + tiled(n, j * 16 + e, I)];
   }
 }
+// omerge: Wo (tiled, H x Q) -> [L][nKV * H][GD] tiled: row g * H + n holds Wo[n][g * GD .. + GD]
+__global__ void make_wof(const bf16* wo, bf16* wof, int H, int Q, int GD, int L) {
+  long total = (long)L * H * Q, per = (long)H * Q;
+  for (long x = blockIdx.x * (long)blockDim.x + threadIdx.x; x < total; x += (long)gridDim.x * blockDim.x) {
+    long l = x / per, r = x % per;
+    int row = (int)(r / GD), k = (int)(r % GD), g = row / H, n = row % H;
+    wof[l * per + tiled(row, k, GD)] = wo[l * per + tiled(n, g * GD + k, Q)];
+  }
+}
 __global__ void fill_random(bf16* w, long n, uint32_t seed, float scale) {
   for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
     uint32_t x = (uint32_t)((unsigned long long)i * 2654435761ull) ^ seed; x ^= x >> 13; x *= 0x5bd1e995; x ^= x >> 15;
@@ -1048,7 +1227,7 @@ int main(int argc, char** argv) {
   const int fuse = argc > 9 ? atoi(argv[9]) : 0, cl = argc > 10 ? atoi(argv[10]) : 1;
   const int ctx = argc > 11 ? atoi(argv[11]) : 0;
   const int asplit = argc > 12 ? atoi(argv[12]) : 0, amode = argc > 13 ? atoi(argv[13]) : 0;
-  const int aimpl = argc > 14 ? atoi(argv[14]) : 0;
+  const int aimpl = argc > 14 ? atoi(argv[14]) : 0, omerge = argc > 15 ? atoi(argv[15]) : 0;
   Model m{};
   m.D = (name == "qwen3-1.7b" || name == "qwen3-8b") ? 128 : 64;
   if (name == "qwen3-1.7b") { m.H = 2048; m.Q = 2048; m.KV = 1024; m.I = 6144; m.L = 28; m.V = 151936; }
@@ -1062,6 +1241,10 @@ int main(int argc, char** argv) {
   if (aimpl && (m.G > 4 || (m.D != 64 && m.D != 128))) { fprintf(stderr, "aimpl 1: G <= 4, D 64 or 128\n"); return 2; }
   m.ctx = ctx; m.nKV = m.KV / m.D; m.G = m.Q / m.D / m.nKV; m.ck = 16384 / (2 * m.D); m.maxlen = ctx + steps + 1;
   if (ctx && m.G * m.D > 2 * NCONS * 32) { fprintf(stderr, "attention: G * D > 512\n"); return 2; }
+  m.omerge = omerge;
+  if (omerge && (!fuse || !ctx || (m.G * m.D) % 64 || m.G * m.D > 1024)) {
+    fprintf(stderr, "omerge: needs fuse, ctx > 0 and G * D a multiple of 64 up to 1024\n"); return 2;
+  }
   m.nb = prop.multiProcessorCount; m.steps = steps; m.attn_ns = attn_ns; m.first_token = 17;
   (void)stage_kb;
   m.stages = stages; m.stage = GR * CW * 2; m.nodeps = 0; m.hint = hint;
@@ -1079,6 +1262,14 @@ int main(int argc, char** argv) {
     make_wdf<<<1024, 256>>>(m.wd, wdf, m.H, m.I, m.L);
     CK(cudaGetLastError());
     m.wdf = wdf;
+  }
+  if (omerge) {
+    bf16* wof; CK(cudaMalloc(&wof, no * 2));
+    make_wof<<<1024, 256>>>(m.wo, wof, m.H, m.Q, m.G * m.D, m.L);
+    CK(cudaGetLastError());
+    m.wof = wof;
+    CK(cudaMalloc(&m.hd, sizeof(float) * m.H));
+    CK(cudaMemset(m.hd, 0, sizeof(float) * m.H));
   }
   float* fbuf; CK(cudaMalloc(&fbuf, sizeof(float) * (m.H + m.Q + 2 * m.KV + m.Q + 2 * m.I + m.nb + 2 * 16384 + m.V + 8 + m.H)));
   m.h = fbuf; m.qkv = m.h + m.H; m.attn = m.qkv + m.Q + 2 * m.KV; m.gu = m.attn + m.Q; m.best_val = m.gu + 2 * m.I;
@@ -1107,6 +1298,10 @@ int main(int argc, char** argv) {
     }
     int GI = m.I / GR, mrows = (GI + m.nb - 1) / m.nb * 2 * GR;  // MLP: gate + up rows per block
     if (fuse && mrows * 4 > m.maxpart) m.maxpart = mrows * 4;
+    int orows = ((m.H / GR) * m.nKV / m.nb + 2) * GR;  // omerge: O-proj rows per block (>= oproj_range's)
+    if (omerge && orows * 4 > m.maxpart) m.maxpart = orows * 4;
+    if (omerge && 6 * NCONS * 32 > m.maxpart) m.maxpart = 6 * NCONS * 32;  // the merge's groups
+    if (omerge && (m.H + m.nb - 1) / m.nb > 4 * NCONS * 32) { fprintf(stderr, "omerge: H / blocks > 1024\n"); return 2; }
     if (fuse && (m.H > 4096 || m.H % (4 * m.cl) || (m.nb % m.cl))) { fprintf(stderr, "fuse: bad H / cluster\n"); return 2; }
     (void)Ks;
   }
@@ -1176,6 +1371,11 @@ int main(int argc, char** argv) {
   CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
   std::vector<float> h1(m.H);
   CK(cudaMemcpy(h1.data(), m.h, 4 * m.H, cudaMemcpyDeviceToHost));
+  if (omerge) {  // the residual is h + hd
+    std::vector<float> hd1(m.H);
+    CK(cudaMemcpy(hd1.data(), m.hd, 4 * m.H, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < m.H; ++i) h1[i] += hd1[i];
+  }
   double num = 0, den = 0;
   for (int i = 0; i < m.H; ++i) { num += (h1[i] - h_ref[i]) * (double)(h1[i] - h_ref[i]); den += (double)h_ref[i] * h_ref[i]; }
   cudaEvent_t e0, e1; CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
@@ -1189,8 +1389,9 @@ int main(int argc, char** argv) {
     float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (ms < best) best = ms;
   }
   unsigned long long* ph; CK(cudaMalloc(&ph, 32 * 8)); CK(cudaMemset(ph, 0, 32 * 8));
+  unsigned long long* trb; CK(cudaMalloc(&trb, (size_t)m.nb * 16 * 8)); CK(cudaMemset(trb, 0, (size_t)m.nb * 16 * 8));
   {
-    Model tm = m; tm.phases = ph;
+    Model tm = m; tm.phases = ph; tm.trace = trb;
     CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1)));
     launch(tm);
     CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
@@ -1202,6 +1403,23 @@ int main(int argc, char** argv) {
             "%.1f / scores %.1f / softmax %.1f / sum %.1f\n", hph[26] / cps / 1e3 / steps, hph[27] / cps / 1e3 / steps,
             hph[28] / cps / 1e3 / steps, hph[29] / cps / 1e3 / steps, hph[30] / cps / 1e3 / steps);
   fprintf(stderr, "SM clock during the traced run: %.0f MHz\n", hph[24] * 1e3 / (double)hph[25]);
+  {  // one layer's events over the blocks, us after the first block's attention start
+    std::vector<unsigned long long> tv((size_t)m.nb * 16);
+    CK(cudaMemcpy(tv.data(), trb, tv.size() * 8, cudaMemcpyDeviceToHost));
+    unsigned long long t0 = ~0ull;
+    for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16] && tv[bb * 16] < t0) t0 = tv[bb * 16];
+    const char* en[9] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
+                         "oproj tiles", "oproj release", "mlp waited", "mlp release"};
+    fprintf(stderr, "one layer's events (step %d, layer %d), us after the first attention start: blocks min / median / max\n",
+            m.steps / 2, m.L / 2);
+    for (int e = 0; e < 9; ++e) {
+      std::vector<double> x;
+      for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16 + e]) x.push_back((double)(tv[bb * 16 + e] - t0) / 1e3);
+      if (x.empty()) continue;
+      std::sort(x.begin(), x.end());
+      fprintf(stderr, "  %-15s %4zu %8.2f %8.2f %8.2f\n", en[e], x.size(), x[0], x[x.size() / 2], x.back());
+    }
+  }
   const char* kn[6] = {"QKV", "ATTN", "OPROJ", "GATEUP", "DOWN", "LMHEAD"};
   fprintf(stderr, "phases, us per step summed over layers (block 0): wait / input / tiles / release\n");
   for (int k = 0; k < 6; ++k)
@@ -1222,11 +1440,11 @@ int main(int argc, char** argv) {
   double kv_bytes = ctx ? 2.0 * m.L * m.nKV * (ctx + (steps - 1) / 2.0) * m.D * 2 : 0.0;
   double bytes = nw * 2.0 + kv_bytes, us = best * 1e3 / steps;
   double roof_us = bytes / copy_bw * 1e6;
-  printf("{\"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
+  printf("{\"omerge\": %d, \"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
          "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"ctx\": %d, \"kv_bytes\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
          "\"roofline_us\": %.1f, \"frac_roofline\": %.3f, \"resid_rel_err_step1\": %.2e, "
          "\"tokens_equal\": \"%d/%d\", \"first_diff\": %d, \"gap_at_first_diff\": %.4f, \"smem\": %zu}\n",
-         aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
+         omerge, aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
          roof_us / us, sqrt(num / den), same, ref_steps, first_diff,
          first_diff >= 0 ? gaps[first_diff] : 0.f, smem);
   return 0;
