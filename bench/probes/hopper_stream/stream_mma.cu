@@ -49,7 +49,7 @@ constexpr int NCONS = 8;             // consumer warps
 constexpr int NTHREADS = (NCONS + 1) * 32;
 constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
 #ifndef AIMPL  // attention compute: 0 as session 30 measured it, 1 reworked (attn_scores_v2 / attn_sum_v2,
-#define AIMPL 0  // build with -DAIMPL=1; not yet timed; a separate binary: it spills 20 bytes at 168 registers)
+#define AIMPL 0  // build with -DAIMPL=1; session 31 run 8: no faster), 2 on the tensor cores (attn_mma, session 31)
 #endif
 
 struct Model {
@@ -78,6 +78,8 @@ struct Model {
   // rows' sums into h by atomics. The MLP then adds into hd (not h), which the next O-proj's row
   // owners fold into h; QKV and the LM head read h + hd.
   int omerge;
+  int pkv;  // the producer's wait for the previous step's K/V: 0 ld.acquire polls; 1 relaxed polls then
+            // fence.acq_rel (does an acquire wait for the producer's own bulk copies in flight?); 2 no wait (timing)
   const bf16* wof;
   float* hd;
   int *best_idx, *flags, *tokens;
@@ -130,6 +132,20 @@ __host__ __device__ __forceinline__ long tiled(int row, int k, int K) {
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+// Element d of cache position pos's key / value row: AIMPL 2 stores a row's 16-byte units XOR-swizzled by
+// pos & 7 (ldmatrix reads 8 consecutive positions without bank conflicts); the reference reads it the same way
+__host__ __device__ __forceinline__ int kv_col(int pos, int d) {
+#if AIMPL == 2
+  return (((d >> 3) ^ (pos & 7)) << 3) | (d & 7);
+#else
+  (void)pos;
+  return d;
+#endif
 }
 __device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(addr));
@@ -202,6 +218,11 @@ __device__ __forceinline__ unsigned long long gtime() {
 __device__ __forceinline__ int ld_acquire(const int* p) {
   int v;
   asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ int ld_relaxed(const int* p) {
+  int v;
+  asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
 __device__ __forceinline__ uint32_t cluster_rank() {
@@ -362,6 +383,107 @@ __device__ __forceinline__ void attn_sum_v2(const bf16* vt, const float* vn, con
     if (gq < G) *reinterpret_cast<float2*>(red + (kg * G + gq) * D + 2 * dp) = make_float2(a[gq][0], a[gq][1]);
 }
 
+// Attention compute on the tensor cores (aimpl = 2), one split: every consumer warp keeps its own
+// online softmax over the 16-key tiles it takes (tile i of a ring slot: warp i % NCONS; the last
+// split's new key is one more tile, from knb / vnb, masked to one row), so no block barrier per
+// slot; the warps' (max, sum, output) go to wml / wst for the caller to combine. Scores: mma with
+// q as the m operand (rows 0-7 bf16 hi of head row, 8-15 lo, as the matvecs' x), K rows as n (ldmatrix
+// of the swizzled cache rows, kv_col); P @ V: p (hi / lo rows) as m, V through ldmatrix.trans.
+// DH: the output columns a warp keeps (registers): with DH < D, D / DH warps take each tile, all
+// computing its scores and each P @ V for its DH columns
+template <int D, int DH>
+__device__ __forceinline__ void attn_mma(const Model& m, unsigned char* ring, uint64_t* full, uint64_t* empty,
+                                         uint32_t& it, int S, const float* qs, const bf16* knb, const bf16* vnb,
+                                         float* wml, float* wst, uint4* qf, int G, int k0, int nk, bool last, int warp,
+                                         int lane) {
+  constexpr int KB = D / 16;
+  const int gr = lane >> 2, t = lane & 3, mi = lane >> 3, r8 = lane & 7;
+  // q's fragments, qf[kb][lane] in shared memory (registers are short at D = 128); made by warp kb % NCONS
+  for (int kb = warp; kb < KB; kb += NCONS) {
+    const float* qv = qs + gr * D + kb * 16 + 2 * t;
+    const float x0 = gr < G ? qv[0] : 0.f, x1 = gr < G ? qv[1] : 0.f;
+    const float x8 = gr < G ? qv[8] : 0.f, x9 = gr < G ? qv[9] : 0.f;
+    const uint32_t h01 = pack2(x0, x1), h89 = pack2(x8, x9);
+    const float2 f01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&h01));
+    const float2 f89 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&h89));
+    qf[kb * 32 + lane] = make_uint4(h01, pack2(x0 - f01.x, x1 - f01.y), h89, pack2(x8 - f89.x, x9 - f89.y));
+  }
+  cons_sync();
+  constexpr int NS = D / DH, NW = NCONS / NS;
+  const int half = warp % NS;
+  float mr = -1e30f, lr = 0.f;
+  float o[DH / 8][4];
+#pragma unroll
+  for (int n = 0; n < DH / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  const int ck = m.ck, nsub = max((nk + ck - 1) / ck, last ? 1 : 0);
+  for (int sub = 0; sub < nsub; ++sub) {
+    const int njc = max(min(ck, nk - sub * ck), 0);
+    const bool withnew = last && sub == nsub - 1;
+    const int ntc = (njc + 15) / 16, nt = ntc + (withnew ? 1 : 0);
+    const int slot = it % S;
+    if (njc) mbar_wait(&full[slot], (it / S) & 1);
+    const uint32_t kbase = s32(ring + (size_t)slot * m.stage), vbase = kbase + 16384;
+    for (int tt = warp / NS; tt < nt; tt += NW) {
+      const bool isnew = tt == ntc;
+      const int nvalid = isnew ? 1 : min(16, njc - tt * 16);
+      const int kr = min(r8 + (mi >> 1) * 8, nvalid - 1), vr = min(r8 + (mi & 1) * 8, nvalid - 1);
+      uint32_t ka, va; int ksw, vsw;
+      if (isnew) { ka = s32(knb); va = s32(vnb); ksw = 0; vsw = 0; }
+      else {
+        const int jk = tt * 16 + kr, jv = tt * 16 + vr;
+        ka = kbase + jk * D * 2; ksw = (k0 + sub * ck + jk) & 7;
+        va = vbase + jv * D * 2; vsw = (k0 + sub * ck + jv) & 7;
+      }
+      float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int kb = 0; kb < KB; ++kb) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4(ka + (((kb * 2 + (mi & 1)) ^ ksw) << 4), b0, b1, b2, b3);
+        const uint4 qa = qf[kb * 32 + lane];
+        mma16816(s0[0], s0[1], s0[2], s0[3], qa, b0, b1);
+        mma16816(s1[0], s1[1], s1[2], s1[3], qa, b2, b3);
+      }
+      float sc[4] = {s0[0] + s0[2], s0[1] + s0[3], s1[0] + s1[2], s1[1] + s1[3]};  // keys 2t, 2t+1, 2t+8, 2t+9
+      if (2 * t >= nvalid) sc[0] = -1e30f;
+      if (2 * t + 1 >= nvalid) sc[1] = -1e30f;
+      if (2 * t + 8 >= nvalid) sc[2] = -1e30f;
+      if (2 * t + 9 >= nvalid) sc[3] = -1e30f;
+      float mx = fmaxf(fmaxf(sc[0], sc[1]), fmaxf(sc[2], sc[3]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+      const float mn = fmaxf(mr, mx), al = __expf(mr - mn);
+      float p[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) p[e] = __expf(sc[e] - mn);
+      lr = lr * al + ((p[0] + p[1]) + (p[2] + p[3]));
+      mr = mn;
+#pragma unroll
+      for (int n = 0; n < DH / 8; ++n) { o[n][0] *= al; o[n][1] *= al; o[n][2] *= al; o[n][3] *= al; }
+      const uint32_t h01 = pack2(p[0], p[1]), h89 = pack2(p[2], p[3]);
+      const float2 f01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&h01));
+      const float2 f89 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&h89));
+      const uint4 pa = make_uint4(h01, pack2(p[0] - f01.x, p[1] - f01.y), h89, pack2(p[2] - f89.x, p[3] - f89.y));
+#pragma unroll
+      for (int dp = 0; dp < DH / 16; ++dp) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4_t(va + (((half * DH / 8 + dp * 2 + (mi >> 1)) ^ vsw) << 4), b0, b1, b2, b3);
+        mma16816(o[2 * dp][0], o[2 * dp][1], o[2 * dp][2], o[2 * dp][3], pa, b0, b1);
+        mma16816(o[2 * dp + 1][0], o[2 * dp + 1][1], o[2 * dp + 1][2], o[2 * dp + 1][3], pa, b2, b3);
+      }
+    }
+    if (njc) { __syncwarp(); if (lane == 0) mbar_arrive(&empty[slot]); ++it; }
+  }
+  lr += __shfl_xor_sync(0xffffffff, lr, 1);
+  lr += __shfl_xor_sync(0xffffffff, lr, 2);
+  if (gr < G) {
+    if (t == 0) { wml[(warp * G + gr) * 2] = mr; wml[(warp * G + gr) * 2 + 1] = lr; }
+    float* w = wst + (warp * G + gr) * D + half * DH + 2 * t;
+#pragma unroll
+    for (int n = 0; n < DH / 8; ++n)
+      *reinterpret_cast<float2*>(w + n * 8) = make_float2(o[n][0] + o[n][2], o[n][1] + o[n][3]);
+  }
+}
+
 __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   extern __shared__ __align__(128) unsigned char smem[];
   const int S = m.stages;
@@ -413,10 +535,16 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           const Split sl = split_of(m, b, step);
           const int g = sl.g, k0 = sl.k0, k1 = sl.k1;
           if (k1 <= k0) continue;
-          if (step > 0) {  // the previous step's new key and value are in the cache
+          const bool ptr = m.trace && step == m.steps / 2 && op.layer == m.L / 2;
+          if (ptr) m.trace[b * 16 + 9] = gtime();
+          if (step > 0 && m.pkv == 0) {  // the previous step's new key and value are in the cache
             while (ld_acquire(&m.flags[o]) < step * nb) {}
             asm volatile("fence.proxy.async.global;" ::: "memory");
+          } else if (step > 0 && m.pkv == 1) {
+            while (ld_relaxed(&m.flags[o]) < step * nb) {}
+            asm volatile("fence.acq_rel.gpu;\n\tfence.proxy.async.global;" ::: "memory");
           }
+          if (ptr) m.trace[b * 16 + 10] = gtime();
           const long base = ((long)op.layer * m.nKV + g) * m.maxlen;
           for (int j0 = k0; j0 < k1; j0 += m.ck) {
             const uint32_t nbytes = (uint32_t)min(m.ck, k1 - j0) * m.D * 2;
@@ -427,6 +555,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           }
           continue;
         }
+        if (m.trace && step == m.steps / 2 && op.layer == m.L / 2 && (op.kind == OPROJ || op.kind == MLP))
+          m.trace[b * 16 + (op.kind == OPROJ ? 11 : 12)] = gtime();  // (before its first slot is free)
         if (op.kind == OPROJ && m.omerge) {  // (kv head, 16 rows) tiles, a slot's run at a time
           const int2 tr = oproj_range(m, b);
           const int t0 = tr.x, t1 = tr.y;
@@ -524,6 +654,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           float* alpha = lrun + G;
           float* sc = alpha + G;            // [G][ck + 1] scores, then weights
           const int SCW = m.ck + 1;
+          bf16* knb = reinterpret_cast<bf16*>(part + ((GD + 2 * D + 3 * G + 3) & ~3));  // aimpl 2: [2][D] (16-byte aligned)
           const float qscale = rsqrtf((float)D);
           for (int i = tid; i < GD; i += NCONS * 32) qs[i] = __ldcg(&m.qkv[g * GD + i]) * qscale;
           const long cbase = ((long)op.layer * m.nKV + g) * m.maxlen;
@@ -531,8 +662,11 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             for (int d = tid; d < D; d += NCONS * 32) {
               bf16 kb = __float2bfloat16(__ldcg(&m.qkv[m.Q + g * D + d]));
               bf16 vb = __float2bfloat16(__ldcg(&m.qkv[m.Q + m.KV + g * D + d]));
-              m.kc[(cbase + pos) * D + d] = kb; m.vc[(cbase + pos) * D + d] = vb;
+              m.kc[(cbase + pos) * D + kv_col(pos, d)] = kb; m.vc[(cbase + pos) * D + kv_col(pos, d)] = vb;
               kn[d] = bf2f(kb); vn[d] = bf2f(vb);
+#if AIMPL == 2
+              knb[d] = kb; knb[D + d] = vb;  // the new key and value rows for attn_mma (plain)
+#endif
             }
           if (tid < G) { mrun[tid] = -1e30f; lrun[tid] = 0.f; }
           float oacc[2] = {0.f, 0.f};  // thread's (gq, d) = tid, tid + 256 (G * D <= 512)
@@ -540,6 +674,32 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           const bool tr = m.phases && b == 0 && tid == 0;  // block 0's attention parts
           unsigned long long ta = tr ? clock64() : 0;
           if (tr) atomicAdd(&m.phases[26], ta - tq);
+#if AIMPL == 2
+          const int item = g * m.S_split + sp;
+          {
+            float* wml = part + ((GD + 2 * D + 3 * G + G * SCW + 3) & ~3);  // [NCONS][G][2], then [NCONS][G][D]
+            float* wst = wml + 2 * NCONS * G;
+            uint4* qf = reinterpret_cast<uint4*>(wst + NCONS * G * D);  // [D / 16][32]
+            if (D == 64) attn_mma<64, 64>(m, ring, full, empty, it, S, qs, knb, knb + D, wml, wst, qf, G, k0, nk, last, warp, lane);
+            else attn_mma<128, 64>(m, ring, full, empty, it, S, qs, knb, knb + D, wml, wst, qf, G, k0, nk, last, warp, lane);
+            cons_sync();
+            if (tr) { unsigned long long t = clock64(); atomicAdd(&m.phases[28], t - ta); ta = t; }
+            for (int i = tid; i < GD; i += NCONS * 32) {  // the warps' softmax states combined
+              const int gq = i / D, ns = D / 64, w0 = (i % D) / 64;  // (attn_mma's DH = 64: warps w0, w0 + ns, ..)
+              float M = -1e30f;
+              for (int w = w0; w < NCONS; w += ns) M = fmaxf(M, wml[(w * G + gq) * 2]);
+              float acc = 0.f, L = 0.f;
+              for (int w = w0; w < NCONS; w += ns) {
+                const float e = __expf(wml[(w * G + gq) * 2] - M);
+                acc += e * wst[(w * G + gq) * D + i % D];
+                L += e * wml[(w * G + gq) * 2 + 1];
+              }
+              m.apart[(long)item * GD + i] = acc;
+              if (i % D == 0) { m.aml[item * G * 2 + gq * 2] = M; m.aml[item * G * 2 + gq * 2 + 1] = L; }
+            }
+          }
+          (void)oacc; (void)alpha;
+#else
           // sub-chunks of <= ck cached keys (one ring slot each); the last split's new key rides
           // along with its last sub-chunk (or alone where the split has no cached keys)
           const int nsub = max((nk + m.ck - 1) / m.ck, last ? 1 : 0);
@@ -673,6 +833,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             if (i < GD) m.apart[(long)item * GD + i] = oacc[r];
           }
           if (tid < G) { m.aml[item * G * 2 + tid * 2] = mrun[tid]; m.aml[item * G * 2 + tid * 2 + 1] = lrun[tid]; }
+#endif
           cons_sync();
           if (m.omerge) {  // O-proj merges: the split's partials released to its kv head's counter
             if (tid == 0) {
@@ -1161,7 +1322,7 @@ __global__ void ref_argmax(const float* logits, int V, int* tok, float* gap) {  
 __global__ void ref_append(const float* qkv, bf16* kc, bf16* vc, int Q, int KV, int D, int nKV, int maxlen,
                            int l, int pos) {
   for (int i = threadIdx.x; i < KV; i += blockDim.x) {
-    long off = (((long)l * nKV + i / D) * maxlen + pos) * D + i % D;
+    long off = (((long)l * nKV + i / D) * maxlen + pos) * D + kv_col(pos, i % D);
     kc[off] = __float2bfloat16(qkv[Q + i]); vc[off] = __float2bfloat16(qkv[Q + KV + i]);
   }
 }
@@ -1175,7 +1336,7 @@ __global__ void ref_attn(const float* qkv, const bf16* kc, const bf16* vc, float
   const float scale = rsqrtf((float)D);
   for (int j = threadIdx.x; j <= pos; j += blockDim.x) {
     float a = 0.f;
-    for (int d = 0; d < D; ++d) a += q[d] * scale * bf2f(kc[(base + j) * D + d]);
+    for (int d = 0; d < D; ++d) a += q[d] * scale * bf2f(kc[(base + j) * D + kv_col(j, d)]);
     rsc[j] = a;
   }
   __syncthreads();
@@ -1188,7 +1349,7 @@ __global__ void ref_attn(const float* qkv, const bf16* kc, const bf16* vc, float
   __syncthreads();
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float o = 0.f;
-    for (int j = 0; j <= pos; ++j) o += __expf(rsc[j] - rmx) * bf2f(vc[(base + j) * D + d]);
+    for (int j = 0; j <= pos; ++j) o += __expf(rsc[j] - rmx) * bf2f(vc[(base + j) * D + kv_col(j, d)]);
     out[(long)hq * D + d] = o / rsum;
   }
 }
@@ -1228,6 +1389,7 @@ int main(int argc, char** argv) {
   const int ctx = argc > 11 ? atoi(argv[11]) : 0;
   const int asplit = argc > 12 ? atoi(argv[12]) : 0, amode = argc > 13 ? atoi(argv[13]) : 0;
   const int aimpl = argc > 14 ? atoi(argv[14]) : 0, omerge = argc > 15 ? atoi(argv[15]) : 0;
+  const int pkv = argc > 16 ? atoi(argv[16]) : 0;
   Model m{};
   m.D = (name == "qwen3-1.7b" || name == "qwen3-8b") ? 128 : 64;
   if (name == "qwen3-1.7b") { m.H = 2048; m.Q = 2048; m.KV = 1024; m.I = 6144; m.L = 28; m.V = 151936; }
@@ -1238,10 +1400,10 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
   m.fuse = fuse; m.cl = fuse ? cl : 1;
   if (aimpl != AIMPL) { fprintf(stderr, "aimpl %d: this binary was built with -DAIMPL=%d\n", aimpl, AIMPL); return 2; }
-  if (aimpl && (m.G > 4 || (m.D != 64 && m.D != 128))) { fprintf(stderr, "aimpl 1: G <= 4, D 64 or 128\n"); return 2; }
+  if (aimpl && (m.G > 4 || (m.D != 64 && m.D != 128))) { fprintf(stderr, "aimpl 1, 2: G <= 4, D 64 or 128\n"); return 2; }
   m.ctx = ctx; m.nKV = m.KV / m.D; m.G = m.Q / m.D / m.nKV; m.ck = 16384 / (2 * m.D); m.maxlen = ctx + steps + 1;
   if (ctx && m.G * m.D > 2 * NCONS * 32) { fprintf(stderr, "attention: G * D > 512\n"); return 2; }
-  m.omerge = omerge;
+  m.omerge = omerge; m.pkv = pkv;
   if (omerge && (!fuse || !ctx || (m.G * m.D) % 64 || m.G * m.D > 1024)) {
     fprintf(stderr, "omerge: needs fuse, ctx > 0 and G * D a multiple of 64 up to 1024\n"); return 2;
   }
@@ -1291,6 +1453,7 @@ int main(int argc, char** argv) {
     m.maxpart = 64;
     if (ctx) m.maxpart = m.G * m.D + 2 * m.D + 3 * m.G + m.G * (m.ck + 1) + 3 * m.G * (m.nb / m.nKV)
                          + 2 * NCONS * 32 * m.G + 8;  // (+ attn_sum_v2's KG x G x D)
+    if (ctx) m.maxpart += 2 * NCONS * m.G + NCONS * m.G * m.D + 8 * m.D + 4;  // (attn_mma's warp states, q fragments)
     for (int j = 0; j < 5; ++j) {
       int R = j < 4 ? Rs[j] : m.H, G = R / GR, rows = (G + m.nb - 1) / m.nb * GR;
       if (rows * 4 > m.maxpart) m.maxpart = rows * 4;
@@ -1408,13 +1571,14 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(tv.data(), trb, tv.size() * 8, cudaMemcpyDeviceToHost));
     unsigned long long t0 = ~0ull;
     for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16] && tv[bb * 16] < t0) t0 = tv[bb * 16];
-    const char* en[9] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
-                         "oproj tiles", "oproj release", "mlp waited", "mlp release"};
+    const char* en[13] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
+                          "oproj tiles", "oproj release", "mlp waited", "mlp release", "prod kv wait", "prod kv waited",
+                          "prod oproj", "prod mlp"};
     fprintf(stderr, "one layer's events (step %d, layer %d), us after the first attention start: blocks min / median / max\n",
             m.steps / 2, m.L / 2);
-    for (int e = 0; e < 9; ++e) {
+    for (int e = 0; e < 13; ++e) {
       std::vector<double> x;
-      for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16 + e]) x.push_back((double)(tv[bb * 16 + e] - t0) / 1e3);
+      for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16 + e]) x.push_back((double)(long long)(tv[bb * 16 + e] - t0) / 1e3);
       if (x.empty()) continue;
       std::sort(x.begin(), x.end());
       fprintf(stderr, "  %-15s %4zu %8.2f %8.2f %8.2f\n", en[e], x.size(), x[0], x[x.size() / 2], x.back());
@@ -1440,11 +1604,11 @@ int main(int argc, char** argv) {
   double kv_bytes = ctx ? 2.0 * m.L * m.nKV * (ctx + (steps - 1) / 2.0) * m.D * 2 : 0.0;
   double bytes = nw * 2.0 + kv_bytes, us = best * 1e3 / steps;
   double roof_us = bytes / copy_bw * 1e6;
-  printf("{\"omerge\": %d, \"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
+  printf("{\"pkv\": %d, \"omerge\": %d, \"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
          "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"ctx\": %d, \"kv_bytes\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
          "\"roofline_us\": %.1f, \"frac_roofline\": %.3f, \"resid_rel_err_step1\": %.2e, "
          "\"tokens_equal\": \"%d/%d\", \"first_diff\": %d, \"gap_at_first_diff\": %.4f, \"smem\": %zu}\n",
-         omerge, aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
+         pkv, omerge, aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
          roof_us / us, sqrt(num / den), same, ref_steps, first_diff,
          first_diff >= 0 ? gaps[first_diff] : 0.f, smem);
   return 0;
