@@ -566,6 +566,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             issue(m.wof + (long)op.layer * m.H * m.Q + (long)t * GR * GD, (uint32_t)(n * GR * GD * 2));
             t += n;
           }
+          if (m.trace && step == m.steps / 2 && op.layer == m.L / 2) m.trace[b * 16 + 13] = gtime();
           continue;
         }
         int nc = (op.K + CW - 1) / CW;
@@ -586,6 +587,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         for (int g = g0; g < g1; ++g)
           for (int c = 0; c < nc; ++c)
             issue(op.W + (long)g * GR * op.K + (long)c * GR * CW, (uint32_t)GR * min(CW, op.K - c * CW) * 2);
+        if (op.kind == OPROJ && m.trace && step == m.steps / 2 && op.layer == m.L / 2) m.trace[b * 16 + 13] = gtime();
       }
     return;
   }
@@ -671,6 +673,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           if (tid < G) { mrun[tid] = -1e30f; lrun[tid] = 0.f; }
           float oacc[2] = {0.f, 0.f};  // thread's (gq, d) = tid, tid + 256 (G * D <= 512)
           cons_sync();
+          tmark(15);
           const bool tr = m.phases && b == 0 && tid == 0;  // block 0's attention parts
           unsigned long long ta = tr ? clock64() : 0;
           if (tr) atomicAdd(&m.phases[26], ta - tq);
@@ -974,6 +977,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             const int n = oproj_chunk(m, t, te);
             const int slot = it % S;
             mbar_wait(&full[slot], (it / S) & 1);
+            if (t == ts) tmark(14);
             for (int i = 0; i < n; ++i) {
               float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
               tile_mma(s32(ring + (size_t)slot * m.stage + (size_t)i * GR * GD * 2), GD, 0, rs, ks, lane, xf4, c0, c1, c2, c3);
@@ -1195,6 +1199,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           for (int c = 0; c < nc; ++c, ++it) {
             int slot = it % S, cw = min(CW, K - c * CW);
             mbar_wait(&full[slot], (it / S) & 1);
+            if (op.kind == OPROJ && g == g0 && c == 0) tmark(14);
             if (m.mode != 1 && m.mode != 3) {
               tile_mma(s32(ring + (size_t)slot * m.stage), cw, c, rs, ks, lane, xf4, c0, c1, c2, c3);
             }
@@ -1450,6 +1455,7 @@ int main(int argc, char** argv) {
   {  // shared memory: the input vector and the split rows' partial sums, per op
     int Rs[4] = {m.Q + 2 * m.KV, m.H, 2 * m.I, m.V}, Ks[4] = {m.H, m.Q, m.H, m.H};
     m.maxk = m.I > m.H ? m.I : m.H; if (m.Q > m.maxk) m.maxk = m.Q;
+    if (fuse) m.maxk = m.H > m.Q ? m.H : m.Q;  // (no DOWN op: the MLP's act is a few groups)
     m.maxpart = 64;
     if (ctx) m.maxpart = m.G * m.D + 2 * m.D + 3 * m.G + m.G * (m.ck + 1) + 3 * m.G * (m.nb / m.nKV)
                          + 2 * NCONS * 32 * m.G + 8;  // (+ attn_sum_v2's KG x G x D)
@@ -1571,12 +1577,12 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(tv.data(), trb, tv.size() * 8, cudaMemcpyDeviceToHost));
     unsigned long long t0 = ~0ull;
     for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16] && tv[bb * 16] < t0) t0 = tv[bb * 16];
-    const char* en[13] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
+    const char* en[16] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
                           "oproj tiles", "oproj release", "mlp waited", "mlp release", "prod kv wait", "prod kv waited",
-                          "prod oproj", "prod mlp"};
+                          "prod oproj", "prod mlp", "prod oproj all", "oproj slot 0", "attn q loaded"};
     fprintf(stderr, "one layer's events (step %d, layer %d), us after the first attention start: blocks min / median / max\n",
             m.steps / 2, m.L / 2);
-    for (int e = 0; e < 13; ++e) {
+    for (int e = 0; e < 16; ++e) {
       std::vector<double> x;
       for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16 + e]) x.push_back((double)(long long)(tv[bb * 16 + e] - t0) / 1e3);
       if (x.empty()) continue;
