@@ -47,6 +47,7 @@
 typedef __nv_bfloat16 bf16;
 constexpr int NCONS = 8;             // consumer warps
 constexpr int NTHREADS = (NCONS + 1) * 32;
+constexpr int TRW = 32;  // trace words per block
 constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
 #ifndef AIMPL  // attention compute: 0 as session 30 measured it, 1 reworked (attn_scores_v2 / attn_sum_v2,
 #define AIMPL 0  // build with -DAIMPL=1; session 31 run 8: no faster), 2 on the tensor cores (attn_mma, session 31)
@@ -536,7 +537,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           const int g = sl.g, k0 = sl.k0, k1 = sl.k1;
           if (k1 <= k0) continue;
           const bool ptr = m.trace && step == m.steps / 2 && op.layer == m.L / 2;
-          if (ptr) m.trace[b * 16 + 9] = gtime();
+          if (ptr) m.trace[b * TRW + 9] = gtime();
           if (step > 0 && m.pkv == 0) {  // the previous step's new key and value are in the cache
             while (ld_acquire(&m.flags[o]) < step * nb) {}
             asm volatile("fence.proxy.async.global;" ::: "memory");
@@ -544,7 +545,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             while (ld_relaxed(&m.flags[o]) < step * nb) {}
             asm volatile("fence.acq_rel.gpu;\n\tfence.proxy.async.global;" ::: "memory");
           }
-          if (ptr) m.trace[b * 16 + 10] = gtime();
+          if (ptr) m.trace[b * TRW + 10] = gtime();
           const long base = ((long)op.layer * m.nKV + g) * m.maxlen;
           for (int j0 = k0; j0 < k1; j0 += m.ck) {
             const uint32_t nbytes = (uint32_t)min(m.ck, k1 - j0) * m.D * 2;
@@ -556,7 +557,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           continue;
         }
         if (m.trace && step == m.steps / 2 && op.layer == m.L / 2 && (op.kind == OPROJ || op.kind == MLP))
-          m.trace[b * 16 + (op.kind == OPROJ ? 11 : 12)] = gtime();  // (before its first slot is free)
+          m.trace[b * TRW + (op.kind == OPROJ ? 11 : 12)] = gtime();  // (before its first slot is free)
         if (op.kind == OPROJ && m.omerge) {  // (kv head, 16 rows) tiles, a slot's run at a time
           const int2 tr = oproj_range(m, b);
           const int t0 = tr.x, t1 = tr.y;
@@ -566,7 +567,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             issue(m.wof + (long)op.layer * m.H * m.Q + (long)t * GR * GD, (uint32_t)(n * GR * GD * 2));
             t += n;
           }
-          if (m.trace && step == m.steps / 2 && op.layer == m.L / 2) m.trace[b * 16 + 13] = gtime();
+          if (m.trace && step == m.steps / 2 && op.layer == m.L / 2) m.trace[b * TRW + 13] = gtime();
           continue;
         }
         int nc = (op.K + CW - 1) / CW;
@@ -587,7 +588,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         for (int g = g0; g < g1; ++g)
           for (int c = 0; c < nc; ++c)
             issue(op.W + (long)g * GR * op.K + (long)c * GR * CW, (uint32_t)GR * min(CW, op.K - c * CW) * 2);
-        if (op.kind == OPROJ && m.trace && step == m.steps / 2 && op.layer == m.L / 2) m.trace[b * 16 + 13] = gtime();
+        if (op.kind == OPROJ && m.trace && step == m.steps / 2 && op.layer == m.L / 2) m.trace[b * TRW + 13] = gtime();
       }
     return;
   }
@@ -610,8 +611,12 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       }
       cons_sync();
       unsigned long long ts1 = gtime(), ts2 = ts1, ts3 = ts1;
+#ifdef NO_TRACE  // (is the trace's code what costs the default path time? session 31 run 13)
+      const bool tmk = false;
+#else
       const bool tmk = m.trace && step == m.steps / 2 && op.layer == m.L / 2 && tid == 0;
-      auto tmark = [&](int e) { if (tmk) m.trace[b * 16 + e] = gtime(); };
+#endif
+      auto tmark = [&](int e) { if (tmk) m.trace[b * TRW + e] = gtime(); };
       if (op.kind == ATTN) tmark(0);
       if (op.kind == OPROJ && !m.omerge) tmark(3);
       if (op.kind == MLP) tmark(7);
@@ -978,6 +983,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             const int slot = it % S;
             mbar_wait(&full[slot], (it / S) & 1);
             if (t == ts) tmark(14);
+            if (t + n == te) tmark(16);
             for (int i = 0; i < n; ++i) {
               float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
               tile_mma(s32(ring + (size_t)slot * m.stage + (size_t)i * GR * GD * 2), GD, 0, rs, ks, lane, xf4, c0, c1, c2, c3);
@@ -1200,6 +1206,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             int slot = it % S, cw = min(CW, K - c * CW);
             mbar_wait(&full[slot], (it / S) & 1);
             if (op.kind == OPROJ && g == g0 && c == 0) tmark(14);
+            if (op.kind == OPROJ && g == g1 - 1 && c == nc - 1) tmark(16);
             if (m.mode != 1 && m.mode != 3) {
               tile_mma(s32(ring + (size_t)slot * m.stage), cw, c, rs, ks, lane, xf4, c0, c1, c2, c3);
             }
@@ -1558,7 +1565,7 @@ int main(int argc, char** argv) {
     float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (ms < best) best = ms;
   }
   unsigned long long* ph; CK(cudaMalloc(&ph, 32 * 8)); CK(cudaMemset(ph, 0, 32 * 8));
-  unsigned long long* trb; CK(cudaMalloc(&trb, (size_t)m.nb * 16 * 8)); CK(cudaMemset(trb, 0, (size_t)m.nb * 16 * 8));
+  unsigned long long* trb; CK(cudaMalloc(&trb, (size_t)m.nb * TRW * 8)); CK(cudaMemset(trb, 0, (size_t)m.nb * TRW * 8));
   {
     Model tm = m; tm.phases = ph; tm.trace = trb;
     CK(cudaMemset(m.flags, 0, sizeof(int) * (5 * m.L + 1)));
@@ -1573,18 +1580,18 @@ int main(int argc, char** argv) {
             hph[28] / cps / 1e3 / steps, hph[29] / cps / 1e3 / steps, hph[30] / cps / 1e3 / steps);
   fprintf(stderr, "SM clock during the traced run: %.0f MHz\n", hph[24] * 1e3 / (double)hph[25]);
   {  // one layer's events over the blocks, us after the first block's attention start
-    std::vector<unsigned long long> tv((size_t)m.nb * 16);
+    std::vector<unsigned long long> tv((size_t)m.nb * TRW);
     CK(cudaMemcpy(tv.data(), trb, tv.size() * 8, cudaMemcpyDeviceToHost));
     unsigned long long t0 = ~0ull;
-    for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16] && tv[bb * 16] < t0) t0 = tv[bb * 16];
-    const char* en[16] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
+    for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * TRW] && tv[bb * TRW] < t0) t0 = tv[bb * TRW];
+    const char* en[17] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
                           "oproj tiles", "oproj release", "mlp waited", "mlp release", "prod kv wait", "prod kv waited",
-                          "prod oproj", "prod mlp", "prod oproj all", "oproj slot 0", "attn q loaded"};
+                          "prod oproj", "prod mlp", "prod oproj all", "oproj slot 0", "attn q loaded", "oproj last slot"};
     fprintf(stderr, "one layer's events (step %d, layer %d), us after the first attention start: blocks min / median / max\n",
             m.steps / 2, m.L / 2);
-    for (int e = 0; e < 16; ++e) {
+    for (int e = 0; e < 17; ++e) {
       std::vector<double> x;
-      for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * 16 + e]) x.push_back((double)(long long)(tv[bb * 16 + e] - t0) / 1e3);
+      for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * TRW + e]) x.push_back((double)(long long)(tv[bb * TRW + e] - t0) / 1e3);
       if (x.empty()) continue;
       std::sort(x.begin(), x.end());
       fprintf(stderr, "  %-15s %4zu %8.2f %8.2f %8.2f\n", en[e], x.size(), x[0], x[x.size() / 2], x.back());
