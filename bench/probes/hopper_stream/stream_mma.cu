@@ -311,6 +311,51 @@ __device__ __forceinline__ void tile_mma(uint32_t tile, int cw, int c, int rs, i
   }
 }
 
+#ifndef TMMA  // the matvec tile: 0 x as mma's m operand (16 rows, 2 used: x hi / lo), the weights' 8 rows as n,
+#define TMMA 0  // 4 k quarters x 2 row halves over the warps; 1 (session 31) the tile's 16 weight rows as m (one
+#endif          // ldmatrix.x4), x hi / lo as n columns 0 / 1, k blocks over the 8 warps: half the mma count
+constexpr int KP = TMMA ? NCONS : 4;  // partial sums per row (part[row * KP + ..]) reduced at the op's end
+__device__ __forceinline__ void tile_mma2(uint32_t tile, int cw, int c, int warp, int lane, const uint4* xf4,
+                                          float& c0, float& c1, float& c2, float& c3) {
+  const int nkb = cw >> 4, mi = lane >> 3, g = lane >> 2, t = lane & 3;
+  const uint32_t rowaddr = tile + ((lane & 7) + (mi & 1) * 8) * cw * 2;
+  const uint4* af = xf4 + ((c * CW) >> 4) * 4 + t;
+  for (int kb = warp; kb < nkb; kb += NCONS) {
+    uint32_t a0, a1, a2, a3;
+    ldsm_x4(rowaddr + (((kb * 2 + (mi >> 1)) ^ (lane & 7)) << 4), a0, a1, a2, a3);
+    uint32_t b0 = 0, b1 = 0;
+    if (g < 2) { const uint4 x = af[kb * 4]; b0 = g ? x.y : x.x; b1 = g ? x.w : x.z; }
+    mma16816(c0, c1, c2, c3, make_uint4(a0, a1, a2, a3), b0, b1);
+  }
+}
+// a tile's accumulators into part: rows rb .. rb + 15
+__device__ __forceinline__ void tile_mv(uint32_t tile, int cw, int c, int warp, int lane, const uint4* xf4,
+                                        float& c0, float& c1, float& c2, float& c3) {
+#if TMMA == 1
+  tile_mma2(tile, cw, c, warp, lane, xf4, c0, c1, c2, c3);
+#else
+  tile_mma(tile, cw, c, warp >> 2, warp & 3, lane, xf4, c0, c1, c2, c3);
+#endif
+}
+__device__ __forceinline__ void put_part(float* part, int rb, int warp, int lane, float c0, float c1, float c2, float c3) {
+#if TMMA == 1
+  if ((lane & 3) == 0) {  // rows g, g + 8: columns 0 (x hi) + 1 (x lo)
+    part[(rb + (lane >> 2)) * KP + warp] = c0 + c1; part[(rb + (lane >> 2) + 8) * KP + warp] = c2 + c3;
+  }
+#else
+  if (lane < 4) {  // rows 2q, 2q+1 of the warp's 8: x_hi part (c0, c1) + x_lo part (c2, c3)
+    const int rl = rb + (warp >> 2) * 8 + 2 * lane;
+    part[rl * KP + (warp & 3)] = c0 + c2; part[(rl + 1) * KP + (warp & 3)] = c1 + c3;
+  }
+#endif
+}
+__device__ __forceinline__ float psum(const float* pp) {
+  float a = 0.f;
+#pragma unroll
+  for (int k = 0; k < KP; ++k) a += pp[k];
+  return a;
+}
+
 // Attention compute, version 2 (aimpl = 1; written after session 30's run 7, not yet timed).
 // Scores: one thread per (head, key) pair; D known at compile time, the key's 16-byte chunks
 // rotated by a mask (no bank conflicts between adjacent keys) and all of them loaded before use.
@@ -986,11 +1031,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             if (t + n == te) tmark(16);
             for (int i = 0; i < n; ++i) {
               float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
-              tile_mma(s32(ring + (size_t)slot * m.stage + (size_t)i * GR * GD * 2), GD, 0, rs, ks, lane, xf4, c0, c1, c2, c3);
-              if (lane < 4) {
-                const int rl = (t + i - ts) * GR + rs * 8 + 2 * q;
-                part[rl * 4 + ks] = c0 + c2; part[(rl + 1) * 4 + ks] = c1 + c3;
-              }
+              tile_mv(s32(ring + (size_t)slot * m.stage + (size_t)i * GR * GD * 2), GD, 0, warp, lane, xf4, c0, c1, c2, c3);
+              put_part(part, (t + i - ts) * GR, warp, lane, c0, c1, c2, c3);
             }
             __syncwarp();
             if (lane == 0) mbar_arrive(&empty[slot]);
@@ -999,8 +1041,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           }
           cons_sync();
           for (int i = tid; i < (te - ts) * GR; i += NCONS * 32) {
-            const float* pp = part + i * 4;
-            atomicAdd(&m.h[((ts + i / GR) % RG) * GR + i % GR], (pp[0] + pp[1]) + (pp[2] + pp[3]));
+            atomicAdd(&m.h[((ts + i / GR) % RG) * GR + i % GR], psum(part + i * KP));
           }
         }
         tmark(5);
@@ -1110,21 +1151,17 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               for (int c = 0; c < nc; ++c, ++it) {
                 int slot = it % S, cw = min(CW, K - c * CW);
                 mbar_wait(&full[slot], (it / S) & 1);
-                tile_mma(s32(ring + (size_t)slot * m.stage), cw, c, rs, ks, lane, xf4, c0, c1, c2, c3);
+                tile_mv(s32(ring + (size_t)slot * m.stage), cw, c, warp, lane, xf4, c0, c1, c2, c3);
                 __syncwarp();
                 if (lane == 0) mbar_arrive(&empty[slot]);
               }
-              if (lane < 4) {
-                int rl = ((j - j0) * 2 + half) * GR + rs * 8 + 2 * q;
-                part[rl * 4 + ks] = c0 + c2; part[(rl + 1) * 4 + ks] = c1 + c3;
-              }
+              put_part(part, ((j - j0) * 2 + half) * GR, warp, lane, c0, c1, c2, c3);
             }
           cons_sync();
           float* act = xs;  // (the input fragments are no longer read)
           for (int i = tid; i < (j1 - j0) * GR; i += NCONS * 32) {
-            const float* pg = part + ((i / GR) * 2 * GR + i % GR) * 4;
-            const float* pu = pg + GR * 4;
-            float g = (pg[0] + pg[1]) + (pg[2] + pg[3]), u = (pu[0] + pu[1]) + (pu[2] + pu[3]);
+            const float* pg = part + ((i / GR) * 2 * GR + i % GR) * KP;
+            float g = psum(pg), u = psum(pg + GR * KP);
             act[i] = g / (1.f + __expf(-g)) * u;
           }
           cons_sync();
@@ -1208,20 +1245,16 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             if (op.kind == OPROJ && g == g0 && c == 0) tmark(14);
             if (op.kind == OPROJ && g == g1 - 1 && c == nc - 1) tmark(16);
             if (m.mode != 1 && m.mode != 3) {
-              tile_mma(s32(ring + (size_t)slot * m.stage), cw, c, rs, ks, lane, xf4, c0, c1, c2, c3);
+              tile_mv(s32(ring + (size_t)slot * m.stage), cw, c, warp, lane, xf4, c0, c1, c2, c3);
             }
             __syncwarp();
             if (lane == 0) mbar_arrive(&empty[slot]);
           }
-          if (lane < 4) {  // rows 2q, 2q+1 of the slice: x_hi part (c0, c1) + x_lo part (c2, c3)
-            int rl = (g - g0) * GR + rs * 8 + 2 * q;
-            part[rl * 4 + ks] = c0 + c2; part[(rl + 1) * 4 + ks] = c1 + c3;
-          }
+          put_part(part, (g - g0) * GR, warp, lane, c0, c1, c2, c3);
         }
         cons_sync();
         for (int gr = r0 + tid; gr < r1; gr += NCONS * 32) {
-          const float* pp = part + (gr - r0) * 4;
-          float acc = (pp[0] + pp[1]) + (pp[2] + pp[3]);
+          float acc = psum(part + (gr - r0) * KP);
           if (op.kind == QKV) m.qkv[gr] = acc;
           else if (op.kind == GATEUP) m.gu[gr] = acc;
           else if (op.kind == LMHEAD) { if (acc > bv || (acc == bv && gr < bi)) { bv = acc; bi = gr; } }
@@ -1469,13 +1502,13 @@ int main(int argc, char** argv) {
     if (ctx) m.maxpart += 2 * NCONS * m.G + NCONS * m.G * m.D + 8 * m.D + 4;  // (attn_mma's warp states, q fragments)
     for (int j = 0; j < 5; ++j) {
       int R = j < 4 ? Rs[j] : m.H, G = R / GR, rows = (G + m.nb - 1) / m.nb * GR;
-      if (rows * 4 > m.maxpart) m.maxpart = rows * 4;
+      if (rows * KP > m.maxpart) m.maxpart = rows * KP;
       if (R % GR) { fprintf(stderr, "rows %d not a multiple of %d\n", R, GR); return 2; }
     }
     int GI = m.I / GR, mrows = (GI + m.nb - 1) / m.nb * 2 * GR;  // MLP: gate + up rows per block
-    if (fuse && mrows * 4 > m.maxpart) m.maxpart = mrows * 4;
+    if (fuse && mrows * KP > m.maxpart) m.maxpart = mrows * KP;
     int orows = ((m.H / GR) * m.nKV / m.nb + 2) * GR;  // omerge: O-proj rows per block (>= oproj_range's)
-    if (omerge && orows * 4 > m.maxpart) m.maxpart = orows * 4;
+    if (omerge && orows * KP > m.maxpart) m.maxpart = orows * KP;
     if (omerge && 6 * NCONS * 32 > m.maxpart) m.maxpart = 6 * NCONS * 32;  // the merge's groups
     if (omerge && (m.H + m.nb - 1) / m.nb > 4 * NCONS * 32) { fprintf(stderr, "omerge: H / blocks > 1024\n"); return 2; }
     if (fuse && (m.H > 4096 || m.H % (4 * m.cl) || (m.nb % m.cl))) { fprintf(stderr, "fuse: bad H / cluster\n"); return 2; }
