@@ -49,8 +49,8 @@ constexpr int NCONS = 8;             // consumer warps
 constexpr int NTHREADS = (NCONS + 1) * 32;
 constexpr int TRW = 32;  // trace words per block
 constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
-#ifndef AIMPL  // attention compute: 0 as session 30 measured it, 1 reworked (attn_scores_v2 / attn_sum_v2,
-#define AIMPL 0  // build with -DAIMPL=1; session 31 run 8: no faster), 2 on the tensor cores (attn_mma, session 31)
+#ifndef AIMPL  // attention compute: 2 (default since session 31) on the tensor cores (attn_mma); 0 as session
+#define AIMPL 2  // 30 measured it; 1 reworked (attn_scores_v2 / attn_sum_v2; session 31 run 8: no faster)
 #endif
 
 struct Model {
@@ -311,9 +311,9 @@ __device__ __forceinline__ void tile_mma(uint32_t tile, int cw, int c, int rs, i
   }
 }
 
-#ifndef TMMA  // the matvec tile: 0 x as mma's m operand (16 rows, 2 used: x hi / lo), the weights' 8 rows as n,
-#define TMMA 0  // 4 k quarters x 2 row halves over the warps; 1 (session 31) the tile's 16 weight rows as m (one
-#endif          // ldmatrix.x4), x hi / lo as n columns 0 / 1, k blocks over the 8 warps: half the mma count
+#ifndef TMMA  // the matvec tile: 1 (default since session 31) the tile's 16 weight rows as mma's m operand (one
+#define TMMA 1  // ldmatrix.x4), x hi / lo as n columns 0 / 1, k blocks over the 8 warps; 0 x as the m operand (16
+#endif          // rows, 2 used: x hi / lo), the weights' 8 rows as n, 4 k quarters x 2 row halves: twice the mmas
 constexpr int KP = TMMA ? NCONS : 4;  // partial sums per row (part[row * KP + ..]) reduced at the op's end
 __device__ __forceinline__ void tile_mma2(uint32_t tile, int cw, int c, int warp, int lane, const uint4* xf4,
                                           float& c0, float& c1, float& c2, float& c3) {
@@ -1433,7 +1433,7 @@ int main(int argc, char** argv) {
   const int fuse = argc > 9 ? atoi(argv[9]) : 0, cl = argc > 10 ? atoi(argv[10]) : 1;
   const int ctx = argc > 11 ? atoi(argv[11]) : 0;
   const int asplit = argc > 12 ? atoi(argv[12]) : 0, amode = argc > 13 ? atoi(argv[13]) : 0;
-  const int aimpl = argc > 14 ? atoi(argv[14]) : 0, omerge = argc > 15 ? atoi(argv[15]) : 0;
+  const int aimpl = argc > 14 ? atoi(argv[14]) : AIMPL, omerge = argc > 15 ? atoi(argv[15]) : 0;
   const int pkv = argc > 16 ? atoi(argv[16]) : 0;
   Model m{};
   m.D = (name == "qwen3-1.7b" || name == "qwen3-8b") ? 128 : 64;
