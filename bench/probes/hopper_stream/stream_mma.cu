@@ -1241,6 +1241,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           float c0 = 0.f, c1 = 0.f, c2 = 0.f, c3 = 0.f;
           for (int c = 0; c < nc; ++c, ++it) {
             int slot = it % S, cw = min(CW, K - c * CW);
+            if (op.kind == OPROJ && g == g1 - 1 && c == nc - 1 && (g > g0 || c > 0)) tmark(17);
             mbar_wait(&full[slot], (it / S) & 1);
             if (op.kind == OPROJ && g == g0 && c == 0) tmark(14);
             if (op.kind == OPROJ && g == g1 - 1 && c == nc - 1) tmark(16);
@@ -1617,12 +1618,13 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(tv.data(), trb, tv.size() * 8, cudaMemcpyDeviceToHost));
     unsigned long long t0 = ~0ull;
     for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * TRW] && tv[bb * TRW] < t0) t0 = tv[bb * TRW];
-    const char* en[17] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
+    const char* en[18] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
                           "oproj tiles", "oproj release", "mlp waited", "mlp release", "prod kv wait", "prod kv waited",
-                          "prod oproj", "prod mlp", "prod oproj all", "oproj slot 0", "attn q loaded", "oproj last slot"};
+                          "prod oproj", "prod mlp", "prod oproj all", "oproj slot 0", "attn q loaded", "oproj last slot",
+                          "oproj last wait"};
     fprintf(stderr, "one layer's events (step %d, layer %d), us after the first attention start: blocks min / median / max\n",
             m.steps / 2, m.L / 2);
-    for (int e = 0; e < 17; ++e) {
+    for (int e = 0; e < 18; ++e) {
       std::vector<double> x;
       for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * TRW + e]) x.push_back((double)(long long)(tv[bb * TRW + e] - t0) / 1e3);
       if (x.empty()) continue;
