@@ -78,7 +78,9 @@ struct Model {
   // (hcnt, a release add per split, no ticket), merges their partials into its input and adds its
   // rows' sums into h by atomics. The MLP then adds into hd (not h), which the next O-proj's row
   // owners fold into h; QKV and the LM head read h + hd.
-  int omerge;
+  int omerge;  // 2 (session 31, AIMPL 2): a cluster per kv head (cl = S_split = 16): the splits' partials stay in
+              // their CTA's shared memory (cpart), an mbarrier per CTA (abar) counts the cluster's splits, and
+              // O-proj's blocks (the same cluster) merge them through DSMEM: no global partials, ticket or counter
   int pkv;  // the producer's wait for the previous step's K/V: 0 ld.acquire polls; 1 relaxed polls then
             // fence.acq_rel (does an acquire wait for the producer's own bulk copies in flight?); 2 no wait (timing)
   const bf16* wof;
@@ -243,6 +245,14 @@ __device__ __forceinline__ bool mbar_try_cluster(uint64_t* b, uint32_t parity) {
   asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
                "selp.u32 %0, 1, 0, p;\n}" : "=r"(ok) : "r"(s32(b)), "r"(parity) : "memory");
   return ok;
+}
+__device__ __forceinline__ float2 ld_cluster_v2(uint32_t a) {
+  float2 v; asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(a) : "memory"); return v;
+}
+__device__ __forceinline__ float4 ld_cluster_v4(uint32_t a) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(a) : "memory");
+  return v;
 }
 __device__ __forceinline__ void red_add_v4(float* p, float4 v) {
   asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};"
@@ -543,11 +553,14 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   float* rbuf = reinterpret_cast<float*>(ired + 64);      // [NCONS * 32] residual rows
   float* recv = rbuf + NCONS * 32;                        // [H] fuse, cl > 1: the cluster's partials
   uint64_t* cbar = reinterpret_cast<uint64_t*>(recv + ((m.H + 3) & ~3));  // their arrival
+  uint64_t* abar = cbar + 1;                              // omerge 2: the cluster's splits
+  float* cpart = reinterpret_cast<float*>(cbar + 2);      // omerge 2: [G * D] partial output, [G][2] max, sum
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, b = blockIdx.x, nb = m.nb;
   const int nops = per_layer(m) * m.L + 1;
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) { mbar_init(&full[s], 1); mbar_init(&empty[s], NCONS); }
     mbar_init(cbar, m.cl > 1 ? m.cl : 1);
+    mbar_init(abar, m.cl > 1 ? m.cl : 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -641,7 +654,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   // consumers
   const int tid = threadIdx.x;  // 0 .. NCONS*32-1
   const long long clk0 = clock64(); const unsigned long long ns0 = gtime();
-  uint32_t it = 0, mlp_phase = 0;
+  uint32_t it = 0, mlp_phase = 0, a_phase = 0;
   int tok = m.first_token;
   const int hr0 = (int)((long)b * m.H / nb), hr1 = (int)((long)(b + 1) * m.H / nb);
   for (int step = 0; step < m.steps; ++step) {
@@ -747,8 +760,13 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
                 acc += e * wst[(w * G + gq) * D + i % D];
                 L += e * wml[(w * G + gq) * 2 + 1];
               }
-              m.apart[(long)item * GD + i] = acc;
-              if (i % D == 0) { m.aml[item * G * 2 + gq * 2] = M; m.aml[item * G * 2 + gq * 2 + 1] = L; }
+              if (m.omerge == 2) {
+                cpart[i] = acc;
+                if (i % D == 0) { cpart[GD + gq * 2] = M; cpart[GD + gq * 2 + 1] = L; }
+              } else {
+                m.apart[(long)item * GD + i] = acc;
+                if (i % D == 0) { m.aml[item * G * 2 + gq * 2] = M; m.aml[item * G * 2 + gq * 2 + 1] = L; }
+              }
             }
           }
           (void)oacc; (void)alpha;
@@ -888,7 +906,10 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           if (tid < G) { m.aml[item * G * 2 + tid * 2] = mrun[tid]; m.aml[item * G * 2 + tid * 2 + 1] = lrun[tid]; }
 #endif
           cons_sync();
-          if (m.omerge) {  // O-proj merges: the split's partials released to its kv head's counter
+          if (m.omerge == 2) {  // the split's partials are in cpart: tell every CTA of the cluster
+            if (tid < m.cl) mbar_arrive_remote(mapa(s32(abar), tid));
+            if (tid == 0) ired[0] = 0;
+          } else if (m.omerge) {  // O-proj merges: the split's partials released to its kv head's counter
             if (tid == 0) {
               __threadfence();
               asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(&m.hcnt[op.layer * m.nKV + g]) : "memory");
@@ -971,8 +992,12 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           hdv[k] = r < hr1 ? __ldcg(&m.hd[r]) : 0.f;
         }
         ts2 = gtime();
+        if (m.omerge == 2) {  // every CTA of the cluster (= kv head g) has its split's partials in cpart
+          while (!mbar_try_cluster(abar, a_phase & 1)) {}
+          ++a_phase;
+        }
         if (ts < te) {
-          if (tid == 0) while (ld_acquire(&m.hcnt[op.layer * m.nKV + g]) < (step + 1) * S2) {}
+          if (m.omerge == 1 && tid == 0) while (ld_acquire(&m.hcnt[op.layer * m.nKV + g]) < (step + 1) * S2) {}
           tmark(3);
           cons_sync();
           float* mrg = part;  // [NSG][6][NCH]: group max, sum, acc x4
@@ -987,8 +1012,14 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
                 const int s2 = s0 + i * NSG;
                 const int item = g * S2 + (s2 < S2 ? s2 : 0);
                 const int gq = 4 * cc / D;
-                mlv[i] = __ldcg(reinterpret_cast<const float2*>(m.aml + (long)item * G * 2 + gq * 2));
-                av[i] = __ldcg(reinterpret_cast<const float4*>(m.apart + (long)item * GD) + cc);
+                if (m.omerge == 2) {  // split s2 is cluster rank s2
+                  const uint32_t rk = (uint32_t)(s2 < S2 ? s2 : 0);
+                  mlv[i] = ld_cluster_v2(mapa(s32(cpart + GD + gq * 2), rk));
+                  av[i] = ld_cluster_v4(mapa(s32(cpart + 4 * cc), rk));
+                } else {
+                  mlv[i] = __ldcg(reinterpret_cast<const float2*>(m.aml + (long)item * G * 2 + gq * 2));
+                  av[i] = __ldcg(reinterpret_cast<const float4*>(m.apart + (long)item * GD) + cc);
+                }
                 if (s2 >= S2) mlv[i].x = -1e30f;
               }
               float Mn = M;
@@ -1453,7 +1484,8 @@ int main(int argc, char** argv) {
   if (omerge && (!fuse || !ctx || (m.G * m.D) % 64 || m.G * m.D > 1024)) {
     fprintf(stderr, "omerge: needs fuse, ctx > 0 and G * D a multiple of 64 up to 1024\n"); return 2;
   }
-  m.nb = prop.multiProcessorCount; m.steps = steps; m.attn_ns = attn_ns; m.first_token = 17;
+  m.nb = prop.multiProcessorCount; m.steps = steps;
+  if (m.cl > 1) m.nb = m.nb / m.cl * m.cl;  // whole clusters (132 SMs: 128 blocks at cluster 16) m.attn_ns = attn_ns; m.first_token = 17;
   (void)stage_kb;
   m.stages = stages; m.stage = GR * CW * 2; m.nodeps = 0; m.hint = hint;
   long nqkv = (long)m.L * (m.Q + 2 * m.KV) * m.H, no = (long)m.L * m.H * m.Q;
@@ -1516,12 +1548,13 @@ int main(int argc, char** argv) {
     (void)Ks;
   }
   size_t smem = (size_t)stages * m.stage + 2 * stages * 8 + sizeof(float) * (m.maxk + m.maxpart + 64) + 64 * 4 + NCONS * 32 * 4
-                + sizeof(float) * ((m.H + 3) & ~3) + 16;
+                + sizeof(float) * ((m.H + 3) & ~3) + 16 + 16 + sizeof(float) * (m.G * m.D + 2 * m.G + 4);
   if (smem > (size_t)prop.sharedMemPerBlockOptin) {
     fprintf(stderr, "shared memory %zu > %zu: use fewer stages\n", smem, (size_t)prop.sharedMemPerBlockOptin);
     return 2;
   }
   CK(cudaFuncSetAttribute(stream_chain, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  if (m.cl > 8) CK(cudaFuncSetAttribute(stream_chain, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   cudaLaunchConfig_t lc = {};
   cudaLaunchAttribute la[1];
   lc.gridDim = dim3(m.nb); lc.blockDim = dim3(NTHREADS); lc.dynamicSmemBytes = smem; lc.stream = 0;
@@ -1537,6 +1570,11 @@ int main(int argc, char** argv) {
     }
   }
   m.S_split = asplit > 0 && asplit <= m.nb / m.nKV ? asplit : m.nb / m.nKV;
+  if (omerge == 2 && (AIMPL != 2 || m.S_split != m.cl || m.nb != m.nKV * m.cl)) {
+    fprintf(stderr, "omerge 2: needs AIMPL 2 and a cluster per kv head (cluster %d, splits %d, blocks %d, kv heads %d)\n",
+            m.cl, m.S_split, m.nb, m.nKV);
+    return 2;
+  }
   auto launch = [&](Model mm) {
     CK(cudaMemset(m.hcnt, 0, sizeof(int) * m.L * m.nKV));
     CK(cudaLaunchKernelEx(&lc, stream_chain, mm));
