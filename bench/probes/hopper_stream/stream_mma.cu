@@ -1543,6 +1543,7 @@ int main(int argc, char** argv) {
     int orows = ((m.H / GR) * m.nKV / m.nb + 2) * GR;  // omerge: O-proj rows per block (>= oproj_range's)
     if (omerge && orows * KP > m.maxpart) m.maxpart = orows * KP;
     if (omerge && 6 * NCONS * 32 > m.maxpart) m.maxpart = 6 * NCONS * 32;  // the merge's groups
+    m.maxpart = (m.maxpart + 3) & ~3;  // what follows part (red .. recv, cbar, cpart) 16-byte aligned
     if (omerge && (m.H + m.nb - 1) / m.nb > 4 * NCONS * 32) { fprintf(stderr, "omerge: H / blocks > 1024\n"); return 2; }
     if (fuse && (m.H > 4096 || m.H % (4 * m.cl) || (m.nb % m.cl))) { fprintf(stderr, "fuse: bad H / cluster\n"); return 2; }
     (void)Ks;
