@@ -982,7 +982,6 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         const int NSG = NCONS * 32 / NCH, sg = tid / NCH, cc = tid % NCH;
         const int2 tr = oproj_range(m, b);
         const int ts = tr.x, te = tr.y, g = ts / RG;  // (no tiles: g unused)
-        const int rs = warp >> 2, ks = warp & 3, q = lane & 3;
         const uint4* xf4 = reinterpret_cast<const uint4*>(xs);
         uint32_t* xfw = reinterpret_cast<uint32_t*>(xs);
         float hdv[4];
@@ -1173,7 +1172,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           // rows rs*8.. of each group over k quarter ks), act = silu(g) * u, then the down
           // columns of those groups: thread t adds act . Wd[n][group] for n = t + 256 rr
           const uint4* xf4 = reinterpret_cast<const uint4*>(xs);
-          const int rs = warp >> 2, ks = warp & 3, q = lane & 3, nc = (K + CW - 1) / CW;
+          const int nc = (K + CW - 1) / CW;
           const int GI = m.I / GR, j0 = (int)((long)b * GI / nb), j1 = (int)((long)(b + 1) * GI / nb);
           ts2 = gtime();
           for (int j = j0; j < j1; ++j)
@@ -1264,7 +1263,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         // ---- the tiles: warp (rs, ks) computes rows rs*8.. +8 of each 16-row group over the
         // k quarter ks of each chunk; partial sums per (row, quarter) reduced at the op's end
         const uint4* xf4 = reinterpret_cast<const uint4*>(xs);
-        const int rs = warp >> 2, ks = warp & 3, q = lane & 3, nc = (K + CW - 1) / CW;
+        const int nc = (K + CW - 1) / CW;
         float bv = -INFINITY; int bi = 0x7fffffff;
         ts2 = gtime();
         if (op.kind == OPROJ) tmark(4);
