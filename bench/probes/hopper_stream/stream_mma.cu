@@ -49,6 +49,9 @@ constexpr int NCONS = 8;             // consumer warps
 constexpr int NTHREADS = (NCONS + 1) * 32;
 constexpr int TRW = 32;  // trace words per block
 constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
+#ifndef LL  // session 32: 1 = QKV -> attention, merge -> O-proj and O-proj -> MLP hand their values over as
+#define LL 0  // (value, epoch) 8-byte words (NCCL's LL protocol): the readers spin on the words, not on a flag,
+#endif        // so those ops release without a fence (needs ctx, fuse, omerge 0, AIMPL 2)
 #ifndef AIMPL  // attention compute: 2 (default since session 31) on the tensor cores (attn_mma); 0 as session
 #define AIMPL 2  // 30 measured it; 1 reworked (attn_scores_v2 / attn_sum_v2; session 31 run 8: no faster)
 #endif
@@ -59,6 +62,8 @@ struct Model {
   const bf16 *wqkv, *wo, *wgu, *wd, *wlm, *emb;
   const bf16* wdf;  // fuse: Wdown per layer as [I / 16 groups][H rows][16 columns] (a group contiguous)
   float *h, *qkv, *attn, *gu, *best_val;
+  unsigned long long *qkvl, *attnl, *hml;  // LL: q/k/v, the merged attention, hm as (float bits, epoch) words
+  unsigned long long *apartl, *amll;        // LL 2: the splits' partials (apart, aml) as words, no ticket
   float* hm;  // fuse: the MLP's input copy of the residual (O-proj writes h and hm; the MLP adds into h)
   // real attention (ctx > 0; else the stand-in): T = 1 over a bf16 KV cache [L][nKV][maxlen][D]
   // holding ctx positions at step 0 (random), the step's key and value appended at pos = ctx +
@@ -227,6 +232,32 @@ __device__ __forceinline__ int ld_relaxed(const int* p) {
   int v;
   asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
+}
+// LL words: low 32 bits the float, high 32 the epoch (step * L + layer + 1; the buffers start zeroed)
+__device__ __forceinline__ void ll_put(unsigned long long* p, float v, uint32_t e) {
+  const unsigned long long w = ((unsigned long long)e << 32) | __float_as_uint(v);
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" :: "l"(p), "l"(w) : "memory");
+}
+__device__ __forceinline__ unsigned long long ll_ld(const unsigned long long* p) {
+  unsigned long long w;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(p) : "memory");
+  return w;
+}
+__device__ __forceinline__ float ll_get(const unsigned long long* p, uint32_t e) {
+  unsigned long long w = ll_ld(p);
+  while ((uint32_t)(w >> 32) != e) w = ll_ld(p);
+  return __uint_as_float((uint32_t)w);
+}
+__device__ __forceinline__ void ll_ld2(const unsigned long long* p, unsigned long long& a, unsigned long long& b) {
+  asm volatile("ld.relaxed.gpu.global.v2.u64 {%0, %1}, [%2];" : "=l"(a), "=l"(b) : "l"(p) : "memory");
+}
+// four words (32-byte aligned) into f; whether all four carried epoch e
+__device__ __forceinline__ bool ll_get4(const unsigned long long* p, uint32_t e, float4& f) {
+  unsigned long long a, b, c, d;
+  ll_ld2(p, a, b); ll_ld2(p + 2, c, d);
+  f = make_float4(__uint_as_float((uint32_t)a), __uint_as_float((uint32_t)b), __uint_as_float((uint32_t)c),
+                  __uint_as_float((uint32_t)d));
+  return ((uint32_t)(a >> 32) == e) & ((uint32_t)(b >> 32) == e) & ((uint32_t)(c >> 32) == e) & ((uint32_t)(d >> 32) == e);
 }
 __device__ __forceinline__ uint32_t cluster_rank() {
   uint32_t r; asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r)); return r;
@@ -596,7 +627,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           if (k1 <= k0) continue;
           const bool ptr = m.trace && step == m.steps / 2 && op.layer == m.L / 2;
           if (ptr) m.trace[b * TRW + 9] = gtime();
-          if (step > 0 && m.pkv == 0) {  // the previous step's new key and value are in the cache
+          if (LL && step > 0) {  // (ATTN releases without a fence: see LL_KV_ORDER in the README)
+            asm volatile("fence.proxy.async.global;" ::: "memory");
+          } else if (step > 0 && m.pkv == 0) {  // the previous step's new key and value are in the cache
             while (ld_acquire(&m.flags[o]) < step * nb) {}
             asm volatile("fence.proxy.async.global;" ::: "memory");
           } else if (step > 0 && m.pkv == 1) {
@@ -658,11 +691,16 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   int tok = m.first_token;
   const int hr0 = (int)((long)b * m.H / nb), hr1 = (int)((long)(b + 1) * m.H / nb);
   for (int step = 0; step < m.steps; ++step) {
+    // LL: the residual of step s is h[s & 1], built by adds only (O-proj's owner adds emb + its rows at
+    // layer 0, its rows after; the MLP's fan-in), so no add has to be ordered after a store; the rows
+    // of h[(s + 1) & 1] are zeroed at s's start, ordered before step s + 1's adds by the LM head's release
+    float* const hs = m.h + (LL ? (step & 1) * m.H : 0);
     for (int o = 0; o < nops; ++o) {
       Op op = op_of(m, o);
       unsigned long long ts0 = gtime();
       // ---- wait for the op before (all blocks) ----
-      if (tid == 0 && !m.nodeps && !(m.omerge && op.kind == OPROJ)) {  // (omerge: per kv head below)
+      if (tid == 0 && !m.nodeps && !(m.omerge && op.kind == OPROJ)  // (omerge: per kv head below)
+          && !(LL && (op.kind == ATTN || op.kind == OPROJ || op.kind == MLP))) {  // (LL: spins on the words)
         const int* f = (o == 0) ? &m.flags[nops - 1] : &m.flags[o - 1];
         int target = (o == 0) ? step * nb : (step + 1) * nb;
         while (ld_acquire(f) < target) {}
@@ -702,7 +740,11 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       }
       const bf16* emb = m.emb + (long)tok * m.H;
       if (o == 0)  // the residual starts as the token's embedding (this block's rows)
+#if LL
+        for (int r = hr0 + tid; r < hr1; r += NCONS * 32) m.h[((step + 1) & 1) * m.H + r] = 0.f;
+#else
         for (int r = hr0 + tid; r < hr1; r += NCONS * 32) { m.h[r] = bf2f(emb[r]); if (m.omerge) m.hd[r] = 0.f; }
+#endif
       if (op.kind == ATTN && m.ctx) {
         const long long tq = clock64();
         if (b < m.nKV * m.S_split) {
@@ -721,12 +763,22 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           const int SCW = m.ck + 1;
           bf16* knb = reinterpret_cast<bf16*>(part + ((GD + 2 * D + 3 * G + 3) & ~3));  // aimpl 2: [2][D] (16-byte aligned)
           const float qscale = rsqrtf((float)D);
+#if LL
+          const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
+          for (int i = tid; i < GD; i += NCONS * 32) qs[i] = ll_get(&m.qkvl[g * GD + i], ep) * qscale;
+#else
           for (int i = tid; i < GD; i += NCONS * 32) qs[i] = __ldcg(&m.qkv[g * GD + i]) * qscale;
+#endif
           const long cbase = ((long)op.layer * m.nKV + g) * m.maxlen;
           if (last)
             for (int d = tid; d < D; d += NCONS * 32) {
+#if LL
+              bf16 kb = __float2bfloat16(ll_get(&m.qkvl[m.Q + g * D + d], ep));
+              bf16 vb = __float2bfloat16(ll_get(&m.qkvl[m.Q + m.KV + g * D + d], ep));
+#else
               bf16 kb = __float2bfloat16(__ldcg(&m.qkv[m.Q + g * D + d]));
               bf16 vb = __float2bfloat16(__ldcg(&m.qkv[m.Q + m.KV + g * D + d]));
+#endif
               m.kc[(cbase + pos) * D + kv_col(pos, d)] = kb; m.vc[(cbase + pos) * D + kv_col(pos, d)] = vb;
               kn[d] = bf2f(kb); vn[d] = bf2f(vb);
 #if AIMPL == 2
@@ -764,8 +816,14 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
                 cpart[i] = acc;
                 if (i % D == 0) { cpart[GD + gq * 2] = M; cpart[GD + gq * 2 + 1] = L; }
               } else {
+#if LL >= 2
+                const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
+                ll_put(&m.apartl[(long)item * GD + i], acc, ep);
+                if (i % D == 0) { ll_put(&m.amll[item * G * 2 + gq * 2], M, ep); ll_put(&m.amll[item * G * 2 + gq * 2 + 1], L, ep); }
+#else
                 m.apart[(long)item * GD + i] = acc;
                 if (i % D == 0) { m.aml[item * G * 2 + gq * 2] = M; m.aml[item * G * 2 + gq * 2 + 1] = L; }
+#endif
               }
             }
           }
@@ -917,21 +975,43 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             }
           } else if (m.amode >= 1) {
             if (tid == 0) ired[0] = 0;
+#if LL >= 2
+          } else if (tid == 0) {  // no ticket: the head's last split merges, spinning on the others' words
+            ired[0] = sp == m.S_split - 1;
+#endif
           } else if (tid == 0) {
+#ifndef OLD_TICKET  // the ticket as one acq_rel atomic (release of the partials, acquire of the others'; before
+                    // session 32: __threadfence, relaxed atomicAdd, __threadfence: run 18, 8 us a step more)
+            int old;
+#ifdef RELAXED_REL
+            asm volatile("atom.relaxed.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(&m.hcnt[op.layer * m.nKV + g]) : "memory");
+#else
+            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;" : "=r"(old) : "l"(&m.hcnt[op.layer * m.nKV + g]) : "memory");
+#endif
+#else
             __threadfence();
             int old = atomicAdd(&m.hcnt[op.layer * m.nKV + g], 1);
+#endif
             ired[0] = (old + 1 == (step + 1) * m.S_split);
           }
           cons_sync();
           tmark(1);
           if (ired[0]) {  // the head's last split: merge its S splits
+#ifdef OLD_TICKET
             __threadfence();
+#endif
             float* wsp = sc;  // [S][G] split weights exp(m_s - M) / L, all loads issued at once
             const int SG = m.S_split * G;
             for (int i = tid; i < SG; i += NCONS * 32) {
               const int q2 = i / G, gq = i % G;
+#if LL >= 2
+              const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
+              wsp[i] = ll_get(&m.amll[(g * m.S_split + q2) * G * 2 + gq * 2], ep);
+              wsp[SG + i] = ll_get(&m.amll[(g * m.S_split + q2) * G * 2 + gq * 2 + 1], ep);
+#else
               wsp[i] = __ldcg(&m.aml[(g * m.S_split + q2) * G * 2 + gq * 2]);
               wsp[SG + i] = __ldcg(&m.aml[(g * m.S_split + q2) * G * 2 + gq * 2 + 1]);
+#endif
             }
             cons_sync();
             if (warp < G) {
@@ -952,15 +1032,38 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               for (; q2 + 8 <= m.S_split; q2 += 8) {
                 float v[8];
 #pragma unroll
+#if LL >= 2
+                {
+                  const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
+                  unsigned long long w[8];
+#pragma unroll
+                  for (int e = 0; e < 8; ++e) w[e] = ll_ld(&m.apartl[(long)(g * m.S_split + q2 + e) * GD + i]);
+#pragma unroll
+                  for (int e = 0; e < 8; ++e) {
+                    while ((uint32_t)(w[e] >> 32) != ep) w[e] = ll_ld(&m.apartl[(long)(g * m.S_split + q2 + e) * GD + i]);
+                    v[e] = __uint_as_float((uint32_t)w[e]);
+                  }
+                }
+#else
                 for (int e = 0; e < 8; ++e) v[e] = __ldcg(&m.apart[(long)(g * m.S_split + q2 + e) * GD + i]);
+#endif
 #pragma unroll
                 for (int e = 0; e < 8; e += 2) {
                   o0 += wsp[2 * SG + (q2 + e) * G + gq] * v[e];
                   o1 += wsp[2 * SG + (q2 + e + 1) * G + gq] * v[e + 1];
                 }
               }
+#if LL >= 2
+              for (; q2 < m.S_split; ++q2)
+                o0 += wsp[2 * SG + q2 * G + gq] * ll_get(&m.apartl[(long)(g * m.S_split + q2) * GD + i], (uint32_t)(step * m.L + op.layer + 1));
+#else
               for (; q2 < m.S_split; ++q2) o0 += wsp[2 * SG + q2 * G + gq] * __ldcg(&m.apart[(long)(g * m.S_split + q2) * GD + i]);
+#endif
+#if LL
+              ll_put(&m.attnl[g * GD + i], o0 + o1, (uint32_t)(step * m.L + op.layer + 1));
+#else
               m.attn[g * GD + i] = o0 + o1;
+#endif
             }
             tmark(2);
           }
@@ -1089,7 +1192,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         const bool norm = op.kind == QKV || op.kind == GATEUP || op.kind == LMHEAD || op.kind == MLP;
         const bool resid = op.kind == OPROJ || op.kind == DOWN;
         float rv = 0.f;
-        if (resid && tid < r1 - r0) rv = __ldcg(&m.h[r0 + tid]);
+        if (resid && tid < r1 - r0) rv = LL && op.layer == 0 ? bf2f(emb[r0 + tid]) : __ldcg(&hs[r0 + tid]);
         float ss = 0.f;
         float4 v[XCH];
         for (int c0 = 0; c0 < nch; c0 += XCH * NCONS * 32) {  // rounds of XCH float4 per thread
@@ -1122,9 +1225,25 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               v[j].z = v[j].z / (1.f + __expf(-v[j].z)) * u[j].z;
               v[j].w = v[j].w / (1.f + __expf(-v[j].w)) * u[j].w;
             }
+#if LL
+          } else if (op.kind == OPROJ || op.kind == MLP) {  // the words, all loads issued, then each spun on
+            const unsigned long long* ls = op.kind == OPROJ ? m.attnl : m.hml;
+            const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
+            uint32_t ok = 0;  // bit j: chunk j's four words carried the epoch
+#pragma unroll
+            for (int j = 0; j < XCH; ++j) {
+              int c = c0 + tid + j * NCONS * 32;
+              if (c < nch) ok |= (uint32_t)ll_get4(ls + 4 * c, ep, v[j]) << j;
+            }
+#pragma unroll
+            for (int j = 0; j < XCH; ++j) {
+              int c = c0 + tid + j * NCONS * 32;
+              if (c < nch && !((ok >> j) & 1)) while (!ll_get4(ls + 4 * c, ep, v[j])) {}
+            }
+#endif
           } else {
             const float4* src = reinterpret_cast<const float4*>(
-                op.kind == OPROJ ? m.attn : (op.kind == MLP && !m.omerge) ? m.hm : m.h);
+                op.kind == OPROJ ? m.attn : (op.kind == MLP && !m.omerge) ? m.hm : hs);
 #pragma unroll
             for (int j = 0; j < XCH; ++j) {
               int c = c0 + tid + j * NCONS * 32;
@@ -1228,7 +1347,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             }
           }
           // ---- fan-in of the down partial sums into the residual h (omerge: hd) ----
-          float* mlp_out = m.omerge ? m.hd : m.h;
+          float* mlp_out = m.omerge ? m.hd : hs;
           if (m.cl <= 1) {
 #pragma unroll
             for (int rr = 0; rr < RN; ++rr) {
@@ -1286,12 +1405,21 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
         cons_sync();
         for (int gr = r0 + tid; gr < r1; gr += NCONS * 32) {
           float acc = psum(part + (gr - r0) * KP);
+#if LL
+          if (op.kind == QKV) ll_put(&m.qkvl[gr], acc, (uint32_t)(step * m.L + op.layer + 1));
+#else
           if (op.kind == QKV) m.qkv[gr] = acc;
+#endif
           else if (op.kind == GATEUP) m.gu[gr] = acc;
           else if (op.kind == LMHEAD) { if (acc > bv || (acc == bv && gr < bi)) { bv = acc; bi = gr; } }
           else {
+#if LL  // h: an add (the MLP's adds into h may reach it first: no flag orders them after this)
+            atomicAdd(&hs[gr], op.layer == 0 ? rbuf[gr - r0] + acc : acc);
+            ll_put(&m.hml[gr], rbuf[gr - r0] + acc, (uint32_t)(step * m.L + op.layer + 1));
+#else
             m.h[gr] = rbuf[gr - r0] + acc;
             if (m.fuse) m.hm[gr] = rbuf[gr - r0] + acc;
+#endif
           }
         }
         if (op.kind == LMHEAD) {
@@ -1315,11 +1443,20 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
       ts3 = gtime();
       if (op.kind == OPROJ && !m.omerge) tmark(5);
       cons_sync();
+      if (op.kind == OPROJ) tmark(18);
       if (tid == 0) {
-#ifndef NO_FENCE  // (the release add is cumulative over the block's writes seen through bar.sync)
-        __threadfence();
+#ifdef OLD_FENCE  // (to session 31; the release add is cumulative over the block's writes seen through bar.sync,
+        __threadfence();  // and the fence before it cost 1.4 us more per release: session 32 run 18)
 #endif
+        if (op.kind == OPROJ) tmark(19);
+#ifdef RELAXED_REL  // timing only: no ordering of the op's stores before the flag (an upper bound for a flag-in-data protocol)
+        asm volatile("red.relaxed.gpu.global.add.s32 [%0], 1;" :: "l"(&m.flags[o]) : "memory");
+#else
+        if (LL && (op.kind == QKV || op.kind == ATTN || op.kind == OPROJ))  // (their readers spin on LL words)
+          asm volatile("red.relaxed.gpu.global.add.s32 [%0], 1;" :: "l"(&m.flags[o]) : "memory");
+        else
         asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(&m.flags[o]) : "memory");
+#endif
         if (op.kind == OPROJ) tmark(6);
         if (op.kind == MLP) tmark(8);
         if (b == 0 && m.phases) {
@@ -1510,8 +1647,9 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&m.hd, sizeof(float) * m.H));
     CK(cudaMemset(m.hd, 0, sizeof(float) * m.H));
   }
-  float* fbuf; CK(cudaMalloc(&fbuf, sizeof(float) * (m.H + m.Q + 2 * m.KV + m.Q + 2 * m.I + m.nb + 2 * 16384 + m.V + 8 + m.H)));
-  m.h = fbuf; m.qkv = m.h + m.H; m.attn = m.qkv + m.Q + 2 * m.KV; m.gu = m.attn + m.Q; m.best_val = m.gu + 2 * m.I;
+  float* fbuf; CK(cudaMalloc(&fbuf, sizeof(float) * (2 * m.H + m.Q + 2 * m.KV + m.Q + 2 * m.I + m.nb + 2 * 16384 + m.V + 8 + m.H)));
+  m.h = fbuf; m.qkv = m.h + 2 * m.H; m.attn = m.qkv + m.Q + 2 * m.KV; m.gu = m.attn + m.Q; m.best_val = m.gu + 2 * m.I;
+  // (h: two residuals, LL's step parity)
   float* rx = m.best_val + m.nb; float* rlog = rx + 2 * 16384; float* rgap = rlog + m.V;
   m.hm = rgap + 8;
   int* ibuf; CK(cudaMalloc(&ibuf, sizeof(int) * (m.nb + 8 * m.L + 8 + 2 * steps + 4)));
@@ -1575,8 +1713,18 @@ int main(int argc, char** argv) {
             m.cl, m.S_split, m.nb, m.nKV);
     return 2;
   }
+  if (LL && (!ctx || !fuse || omerge || amode)) {
+    fprintf(stderr, "LL: needs ctx > 0, fuse, omerge 0 and amode 0\n"); return 2;
+  }
+  const size_t nll = (size_t)(m.Q + 2 * m.KV) + m.Q + m.H + (size_t)m.nb * m.G * (m.D + 2);
+  unsigned long long* llbuf; CK(cudaMalloc(&llbuf, nll * 8));
+  m.qkvl = llbuf; m.attnl = llbuf + m.Q + 2 * m.KV; m.hml = m.attnl + m.Q;
+  m.apartl = m.hml + m.H; m.amll = m.apartl + (size_t)m.nb * m.G * m.D;
   auto launch = [&](Model mm) {
     CK(cudaMemset(m.hcnt, 0, sizeof(int) * m.L * m.nKV));
+    if (LL) {  // (the epochs start again at 1 in every launch; h[0] is built by adds from zero)
+      CK(cudaMemset(llbuf, 0, nll * 8)); CK(cudaMemset(m.h, 0, sizeof(float) * 2 * m.H));
+    }
     CK(cudaLaunchKernelEx(&lc, stream_chain, mm));
   };
 
@@ -1656,13 +1804,13 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(tv.data(), trb, tv.size() * 8, cudaMemcpyDeviceToHost));
     unsigned long long t0 = ~0ull;
     for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * TRW] && tv[bb * TRW] < t0) t0 = tv[bb * TRW];
-    const char* en[18] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
+    const char* en[20] = {"attn start", "split released", "merge done", "oproj waited", "oproj input",
                           "oproj tiles", "oproj release", "mlp waited", "mlp release", "prod kv wait", "prod kv waited",
                           "prod oproj", "prod mlp", "prod oproj all", "oproj slot 0", "attn q loaded", "oproj last slot",
-                          "oproj last wait"};
+                          "oproj last wait", "oproj rel synced", "oproj rel fenced"};
     fprintf(stderr, "one layer's events (step %d, layer %d), us after the first attention start: blocks min / median / max\n",
             m.steps / 2, m.L / 2);
-    for (int e = 0; e < 18; ++e) {
+    for (int e = 0; e < 20; ++e) {
       std::vector<double> x;
       for (int bb = 0; bb < m.nb; ++bb) if (tv[bb * TRW + e]) x.push_back((double)(long long)(tv[bb * TRW + e] - t0) / 1e3);
       if (x.empty()) continue;
@@ -1690,11 +1838,11 @@ int main(int argc, char** argv) {
   double kv_bytes = ctx ? 2.0 * m.L * m.nKV * (ctx + (steps - 1) / 2.0) * m.D * 2 : 0.0;
   double bytes = nw * 2.0 + kv_bytes, us = best * 1e3 / steps;
   double roof_us = bytes / copy_bw * 1e6;
-  printf("{\"pkv\": %d, \"omerge\": %d, \"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
+  printf("{\"ll\": %d, \"pkv\": %d, \"omerge\": %d, \"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
          "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"ctx\": %d, \"kv_bytes\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
          "\"roofline_us\": %.1f, \"frac_roofline\": %.3f, \"resid_rel_err_step1\": %.2e, "
          "\"tokens_equal\": \"%d/%d\", \"first_diff\": %d, \"gap_at_first_diff\": %.4f, \"smem\": %zu}\n",
-         pkv, omerge, aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
+         LL, pkv, omerge, aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
          roof_us / us, sqrt(num / den), same, ref_steps, first_diff,
          first_diff >= 0 ? gaps[first_diff] : 0.f, smem);
   return 0;
