@@ -112,7 +112,7 @@ def _monokernel(
     NS_QKV_N: tl.constexpr, NS_O_N: tl.constexpr, NS_GU_N: tl.constexpr, NS_DN_N: tl.constexpr,
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
-    KT: tl.constexpr, NM: tl.constexpr, ALW: tl.constexpr,
+    KT: tl.constexpr, NM: tl.constexpr, ALW: tl.constexpr, RELAXED: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -385,7 +385,9 @@ def _monokernel(
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
             if ok == 1:
-                if idle == 1:
+                if RELAXED:  # noqa: SIM114 (constexpr, then runtime) timing only: relaxed_release
+                    release_idle(ctr + seq, tl.load(rec + 11))
+                elif idle == 1:
                     release_idle(ctr + seq, tl.load(rec + 11))
                 else:
                     release(ctr + seq, tl.load(rec + 11))
@@ -418,7 +420,7 @@ class Monokernel:
 
     def __init__(self, plan: P.Plan, w: W.MonoWeights, num_warps: int = 4, num_stages: int = 1,
                  use_ptx: bool | None = None, maxnreg: int | None = None,
-                 reduce_chunks: bool = False):
+                 reduce_chunks: bool = False, relaxed_release: bool = False):
         assert plan.ranks == 1, "the kernel runs one rank; use the VM for ranks > 1"
         c, dev = plan.cfg, w.w_qkv.device
         assert c.head_dim in (16, 32, 64, 128, 256), f"head_dim {c.head_dim}"
@@ -427,7 +429,9 @@ class Monokernel:
         self.plan, self.w, self.num_warps, self.num_stages = plan, w, num_warps, num_stages
         # maxnreg caps registers/thread (CUDA) so more programs fit per SM; spills go to local
         # memory. reduce_chunks: T = 1 matvec chunks summed as they arrive ([BN] accumulators,
-        # fewer registers)
+        # fewer registers). relaxed_release: every op's counter added without the release's
+        # fence (timing only, tune's relaxed=1: what a flag-in-data hand-over could save at most;
+        # the stores before the add are then unordered, so results may be wrong)
         self.opts = {"maxnreg": maxnreg} if maxnreg else {}
         self._fits: dict[bool, int] = {}
         self.fit_info: dict = {}  # registers, shared memory, programs per SM (CUDA, 1st launch)
@@ -473,7 +477,7 @@ class Monokernel:
             NS_OM=plan.op_stages(P.OPROJ_M) if plan.oproj_merge else 1,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu",
             KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge,
-            ALW=plan.attn_wait_loop)
+            ALW=plan.attn_wait_loop, RELAXED=relaxed_release)
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:

@@ -14,7 +14,9 @@ weights' last layer; its head runs where the next step is one position, as where
 drafts nothing, and its draft is never used, so every step keeps its width)
 and launch knobs (warps, per_sm, programs: a total program count instead of per_sm x SMs, e.g.
 fewer than one per SM for small models, maxnreg: a register cap, red=1: matvec chunks reduced as
-they arrive; unset: the backend's defaults, 4 warps, 2 per SM, registers uncapped). --breakdown
+they arrive, relaxed=1: every release without its fence (timing only: results may be wrong;
+the most a flag-in-data hand-over could save); unset: the backend's defaults, 4 warps, 2 per
+SM, registers uncapped). --breakdown
 times every variant with each op kind's compute skipped (its waits and releases kept; its
 weight loads too on the one-position and narrow paths, not in a T-step's tl.dot matvecs), in
 its own kernel and step kind (T, one): op cost = full - skipped; "sync only" skips them all.
@@ -60,8 +62,8 @@ def parse_variant(text: str) -> dict:
         if not eq or not v.strip().lstrip("-").isdigit():
             raise SystemExit(f"variant item {kv!r}: expected key=integer (e.g. chunk=16384)")
         out[k.strip()] = int(v)
-    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "programs", "maxnreg", "red", "T", "one",
-                                    "mtp"}
+    bad = set(out) - TILING_KEYS - {"warps", "per_sm", "programs", "maxnreg", "red", "relaxed",
+                                    "T", "one", "mtp"}
     if bad:
         raise SystemExit(f"unknown variant keys {sorted(bad)}")
     return out
@@ -197,7 +199,7 @@ def build(base: Harness, v: dict, sms: int, T: int, ctx: int) -> tuple[Harness, 
                            base.bufs.v_cache, hidden=base.cache.hidden if mtp else None)
     h = Harness(base.cfg, base.model, base.w, pl, bufs, base.cache, base.max_len, base.mtp)
     mk = Monokernel(h.plan, h.w, num_warps=v.get("warps", 4), maxnreg=v.get("maxnreg"),
-                    reduce_chunks=bool(v.get("red", 0)))
+                    reduce_chunks=bool(v.get("red", 0)), relaxed_release=bool(v.get("relaxed", 0)))
     start_at(h, ctx, 1 << 30)
     mk.launch(h.bufs, 2)  # compile + residency check
     torch.cuda.synchronize()

@@ -293,3 +293,30 @@ def test_gpu_kernel_equals_vm(dtype, T):
     assert compare(h.bufs, b, tol=1e-4 if dtype == torch.float32 else 3e-2) is None
     if dtype == torch.float32:
         assert h.tokens(b) == ref
+
+
+def test_tune_relaxed_variant_reaches_the_kernel():
+    """tune's relaxed=1 (timing only: every release without its fence) parses, misspelled knobs
+    do not, and it becomes the kernel's RELAXED constant, off by default."""
+    from agentfast.kernels.monokernel.tune import parse_variant
+
+    assert parse_variant("relaxed=1,red=1") == {"relaxed": 1, "red": 1}
+    with pytest.raises(SystemExit, match="unknown variant keys"):
+        parse_variant("relax=1")
+    h = harness("llama_gqa_tied_hd64")
+    assert Monokernel(h.plan, h.w).consts["RELAXED"] is False
+    assert Monokernel(h.plan, h.w, relaxed_release=True).consts["RELAXED"] is True
+
+
+@interpreted
+def test_relaxed_release_changes_only_ordering():
+    """With one program (nothing runs concurrently) the relaxed build decodes what the
+    release build does: the constant switches the release's fence, nothing else."""
+    h = harness("llama_gqa_tied_hd64")
+    ref, _ = h.reference_greedy(PROMPT, N)
+    h.start(PROMPT, N)
+    b = h.bufs.clone()
+    mk = Monokernel(h.plan, h.w, relaxed_release=True)
+    mk.launch(b, N)
+    mk.check(b)
+    assert h.tokens(b) == ref

@@ -49,9 +49,13 @@ constexpr int NCONS = 8;             // consumer warps
 constexpr int NTHREADS = (NCONS + 1) * 32;
 constexpr int TRW = 32;  // trace words per block
 constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
-#ifndef LL  // session 32: 1 = QKV -> attention, merge -> O-proj and O-proj -> MLP hand their values over as
-#define LL 0  // (value, epoch) 8-byte words (NCCL's LL protocol): the readers spin on the words, not on a flag,
-#endif        // so those ops release without a fence (needs ctx, fuse, omerge 0, AIMPL 2)
+#ifndef LL  // session 32 (default 1): QKV -> attention, merge -> O-proj and O-proj -> MLP hand their values
+#define LL 1  // over as (value, epoch) 8-byte words (NCCL's LL protocol): the readers spin on the words, not on
+#endif        // a flag, so those ops release without a fence (needs ctx, fuse, omerge 0); 2 also the splits'
+              // partials (no ticket: slower on SmolLM2, run 21); 0 the flags of session 31
+#ifndef PF  // session 32: L2 lookahead. While the producer waits for a free ring slot, it requests into L2
+#define PF 0  // (cp.async.bulk.prefetch.L2, 16 KB at a time, no data back to the SM) the block's MLP weights
+#endif        // of the layer in consumption order, up to PF KB per layer, armed at the layer's ATTN (fuse only)
 #ifndef AIMPL  // attention compute: 2 (default since session 31) on the tensor cores (attn_mma); 0 as session
 #define AIMPL 2  // 30 measured it; 1 reworked (attn_scores_v2 / attn_sum_v2; session 31 run 8: no faster)
 #endif
@@ -206,6 +210,15 @@ __device__ __forceinline__ bool mbar_try(uint64_t* b, uint32_t parity) {
                "selp.u32 %0, 1, 0, p;\n}" : "=r"(ok) : "r"(s32(b)), "r"(parity) : "memory");
 #endif
   return ok;
+}
+__device__ __forceinline__ bool mbar_test(uint64_t* b, uint32_t parity) {  // never suspends
+  uint32_t ok;
+  asm volatile("{\n\t.reg .pred p;\n\tmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+               "selp.u32 %0, 1, 0, p;\n}" : "=r"(ok) : "r"(s32(b)), "r"(parity) : "memory");
+  return ok;
+}
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(p), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
   while (!mbar_try(b, parity)) {}
@@ -604,8 +617,21 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
     uint64_t policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     uint32_t it = 0;
+    long pf_pos = 0, pf_end = 0;  // PF: the lookahead's bytes into the layer's MLP sequence (gate j, up j, .., down)
+    const char *pf_gu = nullptr, *pf_dn = nullptr;
+    const int pf_GI = m.I / GR, pf_j0 = (int)((long)b * pf_GI / nb), pf_j1 = (int)((long)(b + 1) * pf_GI / nb);
+    const long pf_GB = (long)GR * m.H * 2, pf_gun = 2L * (pf_j1 - pf_j0) * pf_GB;
     auto next_slot = [&]() {  // the next ring slot, once its consumers have freed it
       int slot = it % S;
+#if PF
+      while (pf_pos < pf_end && !mbar_test(&empty[slot], ((it / S) & 1) ^ 1)) {
+        const char* a = pf_pos < pf_gun
+            ? pf_gu + (pf_j0 + pf_pos / (2 * pf_GB) + ((pf_pos / pf_GB) & 1) * pf_GI) * pf_GB + pf_pos % pf_GB
+            : pf_dn + (pf_pos - pf_gun);
+        prefetch_l2(a, (uint32_t)min(16384L, pf_end - pf_pos));
+        pf_pos += 16384;
+      }
+#endif
       mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
       ++it;
       return slot;
@@ -620,6 +646,15 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
     for (int step = 0; step < m.steps; ++step)
       for (int o = 0; o < nops; ++o) {
         Op op = op_of(m, o);
+#if PF
+        if (op.kind == ATTN && m.fuse) {  // arm the lookahead: this layer's MLP (op o + 2)
+          const Op mo = op_of(m, o + 2);
+          pf_gu = reinterpret_cast<const char*>(mo.W);
+          pf_dn = reinterpret_cast<const char*>(m.wdf + (long)op.layer * m.I * m.H) + (long)pf_j0 * GR * m.H * 2;
+          pf_pos = 0;
+          pf_end = min((long)PF * 1024, pf_gun + (long)(pf_j1 - pf_j0) * GR * m.H * 2);
+        }
+#endif
         if (op.kind == ATTN) {
           if (!m.ctx || b >= m.nKV * m.S_split) continue;
           const Split sl = split_of(m, b, step);
@@ -627,7 +662,11 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           if (k1 <= k0) continue;
           const bool ptr = m.trace && step == m.steps / 2 && op.layer == m.L / 2;
           if (ptr) m.trace[b * TRW + 9] = gtime();
-          if (LL && step > 0) {  // (ATTN releases without a fence: see LL_KV_ORDER in the README)
+          if (LL && step > 0) {  // LL: ATTN's flag is relaxed, no wait. The key of step s - 1 (layer l)
+            // was written before its writer's fenced MLP release of (s - 1, l) (or, at the last layer, the
+            // LM head's); this block's consumers acquired that before QKV (s - 1, l + 1), and this producer
+            // runs at most `stages` slots ahead of them (the ring's mbarriers). The proxy fence orders
+            // those generic writes before the bulk copies.
             asm volatile("fence.proxy.async.global;" ::: "memory");
           } else if (step > 0 && m.pkv == 0) {  // the previous step's new key and value are in the cache
             while (ld_acquire(&m.flags[o]) < step * nb) {}
