@@ -1768,6 +1768,8 @@ int main(int argc, char** argv) {
   };
 
   // ---- reference: `steps` greedy steps with naive kernels ----
+  if (ctx)  // (ref_attn keeps a head's scores in shared memory: past 48 KB at long contexts)
+    CK(cudaFuncSetAttribute(ref_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (ctx + 17) * 4));
   int ref_steps = steps < 16 ? steps : 16;
   std::vector<int> ref_tokens(ref_steps);
   std::vector<float> gaps(ref_steps), h_ref(m.H);
