@@ -46,7 +46,16 @@
 
 typedef __nv_bfloat16 bf16;
 constexpr int NCONS = 8;             // consumer warps
-constexpr int NTHREADS = (NCONS + 1) * 32;
+#ifndef WG_REGS  // session 32: 1 = a producer warpgroup (4 warps, 3 exit at once) so the registers can be
+#define WG_REGS 0  // split by warpgroup (setmaxnreg: producer 40, consumers 232); 0 = one producer warp (9 warps:
+#endif             // 168 registers, one SM sub-partition holding 3 warps)
+#ifndef WG_PROD
+#define WG_PROD 40
+#endif
+#ifndef WG_CONS
+#define WG_CONS 232
+#endif
+constexpr int NTHREADS = (NCONS + (WG_REGS ? 4 : 1)) * 32;
 constexpr int TRW = 32;  // trace words per block
 constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
 #ifndef LL  // session 32 (default 1): QKV -> attention, merge -> O-proj and O-proj -> MLP hand their values
@@ -612,8 +621,11 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
     asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
   }
 
-  if (warp == NCONS) {  // producer: every tile of every op, in order, as slots free up
-    if (lane != 0) return;
+  if (warp >= NCONS) {  // producer: every tile of every op, in order, as slots free up
+#if WG_REGS
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" :: "n"(WG_PROD) : "memory");
+#endif
+    if (warp != NCONS || lane != 0) return;
     uint64_t policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     uint32_t it = 0;
@@ -724,6 +736,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   }
 
   // consumers
+#if WG_REGS
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" :: "n"(WG_CONS) : "memory");
+#endif
   const int tid = threadIdx.x;  // 0 .. NCONS*32-1
   const long long clk0 = clock64(); const unsigned long long ns0 = gtime();
   uint32_t it = 0, mlp_phase = 0, a_phase = 0;
