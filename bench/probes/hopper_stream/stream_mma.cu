@@ -39,6 +39,7 @@
 #include <vector>
 #include <algorithm>
 #include <string>
+#include <cmath>
 
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { \
   fprintf(stderr, "CUDA error %s at %s:%d: %s\n", #x, __FILE__, __LINE__, cudaGetErrorString(e)); \
@@ -46,6 +47,9 @@
 
 typedef __nv_bfloat16 bf16;
 constexpr int NCONS = 8;             // consumer warps
+#ifndef ROPE  // session 32: 1 = attention takes q and the new key through RoPE (and, on the Qwen3 shapes,
+#define ROPE 0  // the per-head q/k RMSNorm with its weights first), as the models and the Triton kernel do, the
+#endif          // reference too (compiled, NOT yet run on a GPU: run30.sh); 0 = q and k as QKV wrote them
 #ifndef WG_REGS  // session 32: 1 = a producer warpgroup (4 warps, 3 exit at once) so the registers can be
 #define WG_REGS 0  // split by warpgroup (setmaxnreg: producer 40, consumers 232); 0 = one producer warp (9 warps:
 #endif             // 168 registers, one SM sub-partition holding 3 warps)
@@ -85,6 +89,8 @@ struct Model {
   // online softmax; split S - 1 also the new key; the last split of a head to finish (a ticket)
   // merges the head's splits into attn
   int ctx, D, nKV, G, S_split, ck, maxlen;
+  int qkn;                      // ROPE: the Qwen3 shapes' per-head q/k RMSNorm (weights qnw, knw [L][D])
+  const float *rope, *qnw, *knw;  // ROPE: [maxlen][D] cos (D / 2) then sin (D / 2) per position
   int amode;  // timing variants, wrong by construction: 1 no ticket and no merge (attn not written),
               // 2 also no scores / softmax / weighted sum (the K/V slots still waited for and freed)
   bf16 *kc, *vc;
@@ -817,12 +823,72 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           const int SCW = m.ck + 1;
           bf16* knb = reinterpret_cast<bf16*>(part + ((GD + 2 * D + 3 * G + 3) & ~3));  // aimpl 2: [2][D] (16-byte aligned)
           const float qscale = rsqrtf((float)D);
+#if ROPE  // (host check: G * D <= NCONS * 32, so thread tid holds q element tid and new-key element tid)
+          {
+            const long cbase = ((long)op.layer * m.nKV + g) * m.maxlen;
+            float* cs = part + ((GD + 2 * D + 3 * G + G * (m.ck + 1) + 3) & ~3) + 2 * NCONS * G;  // (wst: free here)
+            float* rsq = cs + D;  // [NCONS] the warps' sums of squares of q, then [NCONS] of k
+            for (int d = tid; d < D; d += NCONS * 32) cs[d] = __ldcg(&m.rope[(long)pos * D + d]);
+            float qv = 0.f, kv = 0.f, vv = 0.f;
+            const bool hk = last && tid < D;
 #if LL
+            const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
+            if (tid < GD) qv = ll_get(&m.qkvl[g * GD + tid], ep);
+            if (hk) { kv = ll_get(&m.qkvl[m.Q + g * D + tid], ep); vv = ll_get(&m.qkvl[m.Q + m.KV + g * D + tid], ep); }
+#else
+            if (tid < GD) qv = __ldcg(&m.qkv[g * GD + tid]);
+            if (hk) { kv = __ldcg(&m.qkv[m.Q + g * D + tid]); vv = __ldcg(&m.qkv[m.Q + m.KV + g * D + tid]); }
+#endif
+            if (tid < GD) qs[tid] = qv;
+            if (hk) kn[tid] = kv;
+            if (m.qkn) {
+              float a = qv * qv, c = kv * kv;
+              for (int dd = 16; dd; dd >>= 1) { a += __shfl_xor_sync(0xffffffff, a, dd); c += __shfl_xor_sync(0xffffffff, c, dd); }
+              if (lane == 0) { rsq[warp] = a; rsq[NCONS + warp] = c; }
+            }
+            cons_sync();
+            const int h = D / 2, d = tid % D, pd = d < h ? d + h : d - h, j = d % h;
+            const float cj = cs[j], sj = cs[h + j];
+            float qo = 0.f, ko = 0.f;
+            if (tid < GD) {
+              const int gq = tid / D;
+              float r = 1.f, wd = 1.f, wp = 1.f;
+              if (m.qkn) {
+                float ss = 0.f;
+                for (int w = gq * D / 32; w < (gq + 1) * D / 32; ++w) ss += rsq[w];
+                r = rsqrtf(ss / D + 1e-6f); wd = m.qnw[op.layer * D + d]; wp = m.qnw[op.layer * D + pd];
+              }
+              const float x = qs[tid] * r * wd, y = qs[gq * D + pd] * r * wp;
+              qo = d < h ? x * cj - y * sj : x * cj + y * sj;
+            }
+            if (hk) {
+              float r = 1.f, wd = 1.f, wp = 1.f;
+              if (m.qkn) {
+                float ss = 0.f;
+                for (int w = 0; w < D / 32; ++w) ss += rsq[NCONS + w];
+                r = rsqrtf(ss / D + 1e-6f); wd = m.knw[op.layer * D + d]; wp = m.knw[op.layer * D + pd];
+              }
+              const float x = kn[tid] * r * wd, y = kn[pd] * r * wp;
+              ko = d < h ? x * cj - y * sj : x * cj + y * sj;
+            }
+            cons_sync();
+            if (tid < GD) qs[tid] = qo * qscale;
+            if (hk) {
+              const bf16 kb = __float2bfloat16(ko), vb = __float2bfloat16(vv);
+              m.kc[(cbase + pos) * D + kv_col(pos, tid)] = kb; m.vc[(cbase + pos) * D + kv_col(pos, tid)] = vb;
+              kn[tid] = bf2f(kb); vn[tid] = bf2f(vb);
+#if AIMPL == 2
+              knb[tid] = kb; knb[D + tid] = vb;
+#endif
+            }
+          }
+#elif LL
           const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
           for (int i = tid; i < GD; i += NCONS * 32) qs[i] = ll_get(&m.qkvl[g * GD + i], ep) * qscale;
 #else
           for (int i = tid; i < GD; i += NCONS * 32) qs[i] = __ldcg(&m.qkv[g * GD + i]) * qscale;
 #endif
+#if !ROPE
           const long cbase = ((long)op.layer * m.nKV + g) * m.maxlen;
           if (last)
             for (int d = tid; d < D; d += NCONS * 32) {
@@ -839,6 +905,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               knb[d] = kb; knb[D + d] = vb;  // the new key and value rows for attn_mma (plain)
 #endif
             }
+#endif  // !ROPE
           if (tid < G) { mrun[tid] = -1e30f; lrun[tid] = 0.f; }
           float oacc[2] = {0.f, 0.f};  // thread's (gq, d) = tid, tid + 256 (G * D <= 512)
           cons_sync();
@@ -1593,6 +1660,32 @@ __global__ void ref_append(const float* qkv, bf16* kc, bf16* vc, int Q, int KV, 
     kc[off] = __float2bfloat16(qkv[Q + i]); vc[off] = __float2bfloat16(qkv[Q + KV + i]);
   }
 }
+// ROPE: q heads then k heads in place, one block each: per-head RMSNorm with weights (qkn), then RoPE
+// (HF rotate_half: out[d] = x[d] cos_j -/+ x[d +/- D/2] sin_j, j = d % (D / 2))
+__global__ void ref_rope(float* qkv, const float* rope, const float* qnw, const float* knw, int Q, int D, int pos,
+                         int qkn, int l) {
+  __shared__ float xs[256];
+  __shared__ float r;
+  const int hh = blockIdx.x;
+  const bool isq = hh < Q / D;
+  float* x = qkv + (long)hh * D;  // (the k heads follow the q heads: Q + (hh - Q / D) * D)
+  const float* w = (isq ? qnw : knw) + (long)l * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) xs[d] = x[d];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float ss = 0.f;
+    for (int d = 0; d < D; ++d) ss += xs[d] * xs[d];
+    r = qkn ? rsqrtf(ss / D + 1e-6f) : 1.f;
+  }
+  __syncthreads();
+  const int h = D / 2;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const int pd = d < h ? d + h : d - h, j = d % h;
+    const float c = rope[(long)pos * D + j], sn = rope[(long)pos * D + h + j];
+    const float xn = xs[d] * r * (qkn ? w[d] : 1.f), yn = xs[pd] * r * (qkn ? w[pd] : 1.f);
+    x[d] = d < h ? xn * c - yn * sn : xn * c + yn * sn;
+  }
+}
 __global__ void ref_attn(const float* qkv, const bf16* kc, const bf16* vc, float* out, int D, int G, int nKV,
                          int maxlen, int l, int pos) {  // one block per q head, keys 0..pos
   extern __shared__ float rsc[];
@@ -1669,6 +1762,23 @@ int main(int argc, char** argv) {
   if (aimpl != AIMPL) { fprintf(stderr, "aimpl %d: this binary was built with -DAIMPL=%d\n", aimpl, AIMPL); return 2; }
   if (aimpl && (m.G > 4 || (m.D != 64 && m.D != 128))) { fprintf(stderr, "aimpl 1, 2: G <= 4, D 64 or 128\n"); return 2; }
   m.ctx = ctx; m.nKV = m.KV / m.D; m.G = m.Q / m.D / m.nKV; m.ck = 16384 / (2 * m.D); m.maxlen = ctx + steps + 1;
+  m.qkn = name.rfind("qwen3", 0) == 0;
+  if (ROPE && ctx) {  // cos / sin per position (theta as the models'), q/k norm weights near 1 (a fixed LCG)
+    if (m.G * m.D > NCONS * 32) { fprintf(stderr, "ROPE: G * D > %d (qwen3-8b): build -DROPE=0\n", NCONS * 32); return 2; }
+    const double theta = name == "llama-3.2-1b" ? 500000.0 : name == "smollm2-135m" ? 100000.0 : 1000000.0;
+    std::vector<float> rt((size_t)m.maxlen * m.D), nw((size_t)2 * m.L * m.D);
+    for (int p = 0; p < m.maxlen; ++p)
+      for (int j = 0; j < m.D / 2; ++j) {
+        const double a = p * std::pow(theta, -2.0 * j / m.D);
+        rt[(size_t)p * m.D + j] = (float)std::cos(a); rt[(size_t)p * m.D + m.D / 2 + j] = (float)std::sin(a);
+      }
+    uint32_t lcg = 12345u;
+    for (auto& x : nw) { lcg = lcg * 1664525u + 1013904223u; x = 1.f + 0.2f * ((lcg >> 8) / 16777216.f - 0.5f); }
+    float* rb; CK(cudaMalloc(&rb, sizeof(float) * (rt.size() + nw.size())));
+    CK(cudaMemcpy(rb, rt.data(), sizeof(float) * rt.size(), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(rb + rt.size(), nw.data(), sizeof(float) * nw.size(), cudaMemcpyHostToDevice));
+    m.rope = rb; m.qnw = rb + rt.size(); m.knw = m.qnw + (size_t)m.L * m.D;
+  }
   if (ctx && m.G * m.D > 2 * NCONS * 32) { fprintf(stderr, "attention: G * D > 512\n"); return 2; }
   m.omerge = omerge; m.pkv = pkv;
   if (omerge && (!fuse || !ctx || (m.G * m.D) % 64 || m.G * m.D > 1024)) {
@@ -1796,6 +1906,9 @@ int main(int argc, char** argv) {
       ref_norm<<<1, 256>>>(m.h, rx, m.H);
       ref_matvec<<<(R + 7) / 8, 256>>>(m.wqkv + (long)l * R * m.H, rx, m.qkv, R, m.H, 0);
       if (ctx) {
+#if ROPE
+        ref_rope<<<(m.Q + m.KV) / m.D, 128>>>(m.qkv, m.rope, m.qnw, m.knw, m.Q, m.D, ctx + s, m.qkn, l);
+#endif
         ref_append<<<1, 256>>>(m.qkv, m.kc, m.vc, m.Q, m.KV, m.D, m.nKV, m.maxlen, l, ctx + s);
         ref_attn<<<m.Q / m.D, 128, (ctx + s + 1) * 4>>>(m.qkv, m.kc, m.vc, m.attn, m.D, m.G, m.nKV, m.maxlen, l, ctx + s);
       } else {
@@ -1894,11 +2007,11 @@ int main(int argc, char** argv) {
   double kv_bytes = ctx ? 2.0 * m.L * m.nKV * (ctx + (steps - 1) / 2.0) * m.D * 2 : 0.0;
   double bytes = nw * 2.0 + kv_bytes, us = best * 1e3 / steps;
   double roof_us = bytes / copy_bw * 1e6;
-  printf("{\"ll\": %d, \"pkv\": %d, \"omerge\": %d, \"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
+  printf("{\"rope\": %d, \"qkn\": %d, \"ll\": %d, \"pkv\": %d, \"omerge\": %d, \"aimpl\": %d, \"splits\": %d, \"amode\": %d, \"fuse\": %d, \"cluster\": %d, \"shape\": \"%s\", \"steps\": %d, \"attn_ns\": %d, \"stages\": %d, \"stage_kb\": %d, \"nodeps\": %d, \"hint\": %d, \"mode\": %d, \"blocks\": %d, "
          "\"us_per_step\": %.1f, \"tok_per_s\": %.0f, \"ctx\": %d, \"kv_bytes\": %.0f, \"weight_bytes\": %.0f, \"copy_TBps\": %.3f, "
          "\"roofline_us\": %.1f, \"frac_roofline\": %.3f, \"resid_rel_err_step1\": %.2e, "
          "\"tokens_equal\": \"%d/%d\", \"first_diff\": %d, \"gap_at_first_diff\": %.4f, \"smem\": %zu}\n",
-         LL, pkv, omerge, aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
+         ROPE && ctx, m.qkn && ROPE && ctx, LL, pkv, omerge, aimpl, m.S_split, amode, fuse, m.cl, name.c_str(), steps, attn_ns, stages, stage_kb, nodeps, hint, mode, m.nb, us, 1e6 / us, ctx, kv_bytes, nw * 2.0, copy_bw / 1e12, roof_us,
          roof_us / us, sqrt(num / den), same, ref_steps, first_diff,
          first_diff >= 0 ? gaps[first_diff] : 0.f, smem);
   return 0;
