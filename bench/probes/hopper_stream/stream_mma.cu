@@ -64,11 +64,9 @@ constexpr int TRW = 32;  // trace words per block
 constexpr int XCH = 6;               // float4 chunks of the input per consumer thread and round
 #ifndef LL  // session 32 (default 1): QKV -> attention, merge -> O-proj and O-proj -> MLP hand their values
 #define LL 1  // over as (value, epoch) 8-byte words (NCCL's LL protocol): the readers spin on the words, not on
-#endif        // a flag, so those ops release without a fence (needs ctx, fuse, omerge 0); 2 also the splits'
-              // partials (no ticket: slower on SmolLM2, run 21); 0 the flags of session 31
-#ifndef PF  // session 32: L2 lookahead. While the producer waits for a free ring slot, it requests into L2
-#define PF 0  // (cp.async.bulk.prefetch.L2, 16 KB at a time, no data back to the SM) the block's MLP weights
-#endif        // of the layer in consumption order, up to PF KB per layer, armed at the layer's ATTN (fuse only)
+#endif        // a flag, so those ops release without a fence (needs ctx, fuse, omerge 0); 0 the flags of session
+              // 31. (2, the splits' partials too, was slower on SmolLM2, run 21; removed after session 32, as were
+              // omerge 2 and -DPF: `git show 76e4555:bench/probes/hopper_stream/stream_mma.cu` has them)
 #ifndef AIMPL  // attention compute: 2 (default since session 31) on the tensor cores (attn_mma); 0 as session
 #define AIMPL 2  // 30 measured it; 1 reworked (attn_scores_v2 / attn_sum_v2; session 31 run 8: no faster)
 #endif
@@ -80,7 +78,6 @@ struct Model {
   const bf16* wdf;  // fuse: Wdown per layer as [I / 16 groups][H rows][16 columns] (a group contiguous)
   float *h, *qkv, *attn, *gu, *best_val;
   unsigned long long *qkvl, *attnl, *hml;  // LL: q/k/v, the merged attention, hm as (float bits, epoch) words
-  unsigned long long *apartl, *amll;        // LL 2: the splits' partials (apart, aml) as words, no ticket
   float* hm;  // fuse: the MLP's input copy of the residual (O-proj writes h and hm; the MLP adds into h)
   // real attention (ctx > 0; else the stand-in): T = 1 over a bf16 KV cache [L][nKV][maxlen][D]
   // holding ctx positions at step 0 (random), the step's key and value appended at pos = ctx +
@@ -102,9 +99,8 @@ struct Model {
   // (hcnt, a release add per split, no ticket), merges their partials into its input and adds its
   // rows' sums into h by atomics. The MLP then adds into hd (not h), which the next O-proj's row
   // owners fold into h; QKV and the LM head read h + hd.
-  int omerge;  // 2 (session 31, AIMPL 2): a cluster per kv head (cl = S_split = 16): the splits' partials stay in
-              // their CTA's shared memory (cpart), an mbarrier per CTA (abar) counts the cluster's splits, and
-              // O-proj's blocks (the same cluster) merge them through DSMEM: no global partials, ticket or counter
+  int omerge;  // 0 or 1 (2, a cluster of 16 per kv head merging through DSMEM, cannot run on the H200: 7
+              // clusters of 16 resident, session 32 run 17; removed, see LL above)
   int pkv;  // the producer's wait for the previous step's K/V: 0 ld.acquire polls; 1 relaxed polls then
             // fence.acq_rel (does an acquire wait for the producer's own bulk copies in flight?); 2 no wait (timing)
   const bf16* wof;
@@ -226,15 +222,6 @@ __device__ __forceinline__ bool mbar_try(uint64_t* b, uint32_t parity) {
 #endif
   return ok;
 }
-__device__ __forceinline__ bool mbar_test(uint64_t* b, uint32_t parity) {  // never suspends
-  uint32_t ok;
-  asm volatile("{\n\t.reg .pred p;\n\tmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
-               "selp.u32 %0, 1, 0, p;\n}" : "=r"(ok) : "r"(s32(b)), "r"(parity) : "memory");
-  return ok;
-}
-__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(p), "r"(bytes) : "memory");
-}
 __device__ __forceinline__ void mbar_wait(uint64_t* b, uint32_t parity) {
   while (!mbar_try(b, parity)) {}
 }
@@ -304,14 +291,6 @@ __device__ __forceinline__ bool mbar_try_cluster(uint64_t* b, uint32_t parity) {
   asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
                "selp.u32 %0, 1, 0, p;\n}" : "=r"(ok) : "r"(s32(b)), "r"(parity) : "memory");
   return ok;
-}
-__device__ __forceinline__ float2 ld_cluster_v2(uint32_t a) {
-  float2 v; asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(a) : "memory"); return v;
-}
-__device__ __forceinline__ float4 ld_cluster_v4(uint32_t a) {
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(a) : "memory");
-  return v;
 }
 __device__ __forceinline__ void red_add_v4(float* p, float4 v) {
   asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};"
@@ -612,14 +591,11 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
   float* rbuf = reinterpret_cast<float*>(ired + 64);      // [NCONS * 32] residual rows
   float* recv = rbuf + NCONS * 32;                        // [H] fuse, cl > 1: the cluster's partials
   uint64_t* cbar = reinterpret_cast<uint64_t*>(recv + ((m.H + 3) & ~3));  // their arrival
-  uint64_t* abar = cbar + 1;                              // omerge 2: the cluster's splits
-  float* cpart = reinterpret_cast<float*>(cbar + 2);      // omerge 2: [G * D] partial output, [G][2] max, sum
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, b = blockIdx.x, nb = m.nb;
   const int nops = per_layer(m) * m.L + 1;
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) { mbar_init(&full[s], 1); mbar_init(&empty[s], NCONS); }
     mbar_init(cbar, m.cl > 1 ? m.cl : 1);
-    mbar_init(abar, m.cl > 1 ? m.cl : 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -635,21 +611,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
     uint64_t policy;
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     uint32_t it = 0;
-    long pf_pos = 0, pf_end = 0;  // PF: the lookahead's bytes into the layer's MLP sequence (gate j, up j, .., down)
-    const char *pf_gu = nullptr, *pf_dn = nullptr;
-    const int pf_GI = m.I / GR, pf_j0 = (int)((long)b * pf_GI / nb), pf_j1 = (int)((long)(b + 1) * pf_GI / nb);
-    const long pf_GB = (long)GR * m.H * 2, pf_gun = 2L * (pf_j1 - pf_j0) * pf_GB;
     auto next_slot = [&]() {  // the next ring slot, once its consumers have freed it
       int slot = it % S;
-#if PF
-      while (pf_pos < pf_end && !mbar_test(&empty[slot], ((it / S) & 1) ^ 1)) {
-        const char* a = pf_pos < pf_gun
-            ? pf_gu + (pf_j0 + pf_pos / (2 * pf_GB) + ((pf_pos / pf_GB) & 1) * pf_GI) * pf_GB + pf_pos % pf_GB
-            : pf_dn + (pf_pos - pf_gun);
-        prefetch_l2(a, (uint32_t)min(16384L, pf_end - pf_pos));
-        pf_pos += 16384;
-      }
-#endif
       mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
       ++it;
       return slot;
@@ -664,15 +627,6 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
     for (int step = 0; step < m.steps; ++step)
       for (int o = 0; o < nops; ++o) {
         Op op = op_of(m, o);
-#if PF
-        if (op.kind == ATTN && m.fuse) {  // arm the lookahead: this layer's MLP (op o + 2)
-          const Op mo = op_of(m, o + 2);
-          pf_gu = reinterpret_cast<const char*>(mo.W);
-          pf_dn = reinterpret_cast<const char*>(m.wdf + (long)op.layer * m.I * m.H) + (long)pf_j0 * GR * m.H * 2;
-          pf_pos = 0;
-          pf_end = min((long)PF * 1024, pf_gun + (long)(pf_j1 - pf_j0) * GR * m.H * 2);
-        }
-#endif
         if (op.kind == ATTN) {
           if (!m.ctx || b >= m.nKV * m.S_split) continue;
           const Split sl = split_of(m, b, step);
@@ -747,7 +701,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
 #endif
   const int tid = threadIdx.x;  // 0 .. NCONS*32-1
   const long long clk0 = clock64(); const unsigned long long ns0 = gtime();
-  uint32_t it = 0, mlp_phase = 0, a_phase = 0;
+  uint32_t it = 0, mlp_phase = 0;
   int tok = m.first_token;
   const int hr0 = (int)((long)b * m.H / nb), hr1 = (int)((long)(b + 1) * m.H / nb);
   for (int step = 0; step < m.steps; ++step) {
@@ -849,28 +803,22 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             cons_sync();
             const int h = D / 2, d = tid % D, pd = d < h ? d + h : d - h, j = d % h;
             const float cj = cs[j], sj = cs[h + j];
+            // element d of the head at v + base, normalized (r, weights w: Qwen3's q/k norm) and rotated
+            auto rot = [&](const float* v, int base, float r, const float* w) {
+              const float x = v[base + d] * r * (w ? w[d] : 1.f), y = v[base + pd] * r * (w ? w[pd] : 1.f);
+              return d < h ? x * cj - y * sj : x * cj + y * sj;
+            };
+            auto rstd = [&](int w0) {  // the head's 1 / rms from the sums of its D / 32 warps at rsq[w0..]
+              float ss = 0.f;
+              for (int w = w0; w < w0 + D / 32; ++w) ss += rsq[w];
+              return rsqrtf(ss / D + 1e-6f);
+            };
             float qo = 0.f, ko = 0.f;
             if (tid < GD) {
               const int gq = tid / D;
-              float r = 1.f, wd = 1.f, wp = 1.f;
-              if (m.qkn) {
-                float ss = 0.f;
-                for (int w = gq * D / 32; w < (gq + 1) * D / 32; ++w) ss += rsq[w];
-                r = rsqrtf(ss / D + 1e-6f); wd = m.qnw[op.layer * D + d]; wp = m.qnw[op.layer * D + pd];
-              }
-              const float x = qs[tid] * r * wd, y = qs[gq * D + pd] * r * wp;
-              qo = d < h ? x * cj - y * sj : x * cj + y * sj;
+              qo = m.qkn ? rot(qs, gq * D, rstd(gq * D / 32), m.qnw + op.layer * D) : rot(qs, gq * D, 1.f, nullptr);
             }
-            if (hk) {
-              float r = 1.f, wd = 1.f, wp = 1.f;
-              if (m.qkn) {
-                float ss = 0.f;
-                for (int w = 0; w < D / 32; ++w) ss += rsq[NCONS + w];
-                r = rsqrtf(ss / D + 1e-6f); wd = m.knw[op.layer * D + d]; wp = m.knw[op.layer * D + pd];
-              }
-              const float x = kn[tid] * r * wd, y = kn[pd] * r * wp;
-              ko = d < h ? x * cj - y * sj : x * cj + y * sj;
-            }
+            if (hk) ko = m.qkn ? rot(kn, 0, rstd(NCONS), m.knw + op.layer * D) : rot(kn, 0, 1.f, nullptr);
             cons_sync();
             if (tid < GD) qs[tid] = qo * qscale;
             if (hk) {
@@ -933,19 +881,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
                 acc += e * wst[(w * G + gq) * D + i % D];
                 L += e * wml[(w * G + gq) * 2 + 1];
               }
-              if (m.omerge == 2) {
-                cpart[i] = acc;
-                if (i % D == 0) { cpart[GD + gq * 2] = M; cpart[GD + gq * 2 + 1] = L; }
-              } else {
-#if LL >= 2
-                const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
-                ll_put(&m.apartl[(long)item * GD + i], acc, ep);
-                if (i % D == 0) { ll_put(&m.amll[item * G * 2 + gq * 2], M, ep); ll_put(&m.amll[item * G * 2 + gq * 2 + 1], L, ep); }
-#else
-                m.apart[(long)item * GD + i] = acc;
-                if (i % D == 0) { m.aml[item * G * 2 + gq * 2] = M; m.aml[item * G * 2 + gq * 2 + 1] = L; }
-#endif
-              }
+              m.apart[(long)item * GD + i] = acc;
+              if (i % D == 0) { m.aml[item * G * 2 + gq * 2] = M; m.aml[item * G * 2 + gq * 2 + 1] = L; }
             }
           }
           (void)oacc; (void)alpha;
@@ -1085,10 +1022,7 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           if (tid < G) { m.aml[item * G * 2 + tid * 2] = mrun[tid]; m.aml[item * G * 2 + tid * 2 + 1] = lrun[tid]; }
 #endif
           cons_sync();
-          if (m.omerge == 2) {  // the split's partials are in cpart: tell every CTA of the cluster
-            if (tid < m.cl) mbar_arrive_remote(mapa(s32(abar), tid));
-            if (tid == 0) ired[0] = 0;
-          } else if (m.omerge) {  // O-proj merges: the split's partials released to its kv head's counter
+          if (m.omerge) {  // O-proj merges: the split's partials released to its kv head's counter
             if (tid == 0) {
               __threadfence();
               asm volatile("red.release.gpu.global.add.s32 [%0], 1;" :: "l"(&m.hcnt[op.layer * m.nKV + g]) : "memory");
@@ -1096,10 +1030,6 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             }
           } else if (m.amode >= 1) {
             if (tid == 0) ired[0] = 0;
-#if LL >= 2
-          } else if (tid == 0) {  // no ticket: the head's last split merges, spinning on the others' words
-            ired[0] = sp == m.S_split - 1;
-#endif
           } else if (tid == 0) {
 #ifndef OLD_TICKET  // the ticket as one acq_rel atomic (release of the partials, acquire of the others'; before
                     // session 32: __threadfence, relaxed atomicAdd, __threadfence: run 18, 8 us a step more)
@@ -1125,14 +1055,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             const int SG = m.S_split * G;
             for (int i = tid; i < SG; i += NCONS * 32) {
               const int q2 = i / G, gq = i % G;
-#if LL >= 2
-              const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
-              wsp[i] = ll_get(&m.amll[(g * m.S_split + q2) * G * 2 + gq * 2], ep);
-              wsp[SG + i] = ll_get(&m.amll[(g * m.S_split + q2) * G * 2 + gq * 2 + 1], ep);
-#else
               wsp[i] = __ldcg(&m.aml[(g * m.S_split + q2) * G * 2 + gq * 2]);
               wsp[SG + i] = __ldcg(&m.aml[(g * m.S_split + q2) * G * 2 + gq * 2 + 1]);
-#endif
             }
             cons_sync();
             if (warp < G) {
@@ -1153,33 +1077,14 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               for (; q2 + 8 <= m.S_split; q2 += 8) {
                 float v[8];
 #pragma unroll
-#if LL >= 2
-                {
-                  const uint32_t ep = (uint32_t)(step * m.L + op.layer + 1);
-                  unsigned long long w[8];
-#pragma unroll
-                  for (int e = 0; e < 8; ++e) w[e] = ll_ld(&m.apartl[(long)(g * m.S_split + q2 + e) * GD + i]);
-#pragma unroll
-                  for (int e = 0; e < 8; ++e) {
-                    while ((uint32_t)(w[e] >> 32) != ep) w[e] = ll_ld(&m.apartl[(long)(g * m.S_split + q2 + e) * GD + i]);
-                    v[e] = __uint_as_float((uint32_t)w[e]);
-                  }
-                }
-#else
                 for (int e = 0; e < 8; ++e) v[e] = __ldcg(&m.apart[(long)(g * m.S_split + q2 + e) * GD + i]);
-#endif
 #pragma unroll
                 for (int e = 0; e < 8; e += 2) {
                   o0 += wsp[2 * SG + (q2 + e) * G + gq] * v[e];
                   o1 += wsp[2 * SG + (q2 + e + 1) * G + gq] * v[e + 1];
                 }
               }
-#if LL >= 2
-              for (; q2 < m.S_split; ++q2)
-                o0 += wsp[2 * SG + q2 * G + gq] * ll_get(&m.apartl[(long)(g * m.S_split + q2) * GD + i], (uint32_t)(step * m.L + op.layer + 1));
-#else
               for (; q2 < m.S_split; ++q2) o0 += wsp[2 * SG + q2 * G + gq] * __ldcg(&m.apart[(long)(g * m.S_split + q2) * GD + i]);
-#endif
 #if LL
               ll_put(&m.attnl[g * GD + i], o0 + o1, (uint32_t)(step * m.L + op.layer + 1));
 #else
@@ -1215,12 +1120,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
           hdv[k] = r < hr1 ? __ldcg(&m.hd[r]) : 0.f;
         }
         ts2 = gtime();
-        if (m.omerge == 2) {  // every CTA of the cluster (= kv head g) has its split's partials in cpart
-          while (!mbar_try_cluster(abar, a_phase & 1)) {}
-          ++a_phase;
-        }
         if (ts < te) {
-          if (m.omerge == 1 && tid == 0) while (ld_acquire(&m.hcnt[op.layer * m.nKV + g]) < (step + 1) * S2) {}
+          if (tid == 0) while (ld_acquire(&m.hcnt[op.layer * m.nKV + g]) < (step + 1) * S2) {}
           tmark(3);
           cons_sync();
           float* mrg = part;  // [NSG][6][NCH]: group max, sum, acc x4
@@ -1235,14 +1136,8 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
                 const int s2 = s0 + i * NSG;
                 const int item = g * S2 + (s2 < S2 ? s2 : 0);
                 const int gq = 4 * cc / D;
-                if (m.omerge == 2) {  // split s2 is cluster rank s2
-                  const uint32_t rk = (uint32_t)(s2 < S2 ? s2 : 0);
-                  mlv[i] = ld_cluster_v2(mapa(s32(cpart + GD + gq * 2), rk));
-                  av[i] = ld_cluster_v4(mapa(s32(cpart + 4 * cc), rk));
-                } else {
-                  mlv[i] = __ldcg(reinterpret_cast<const float2*>(m.aml + (long)item * G * 2 + gq * 2));
-                  av[i] = __ldcg(reinterpret_cast<const float4*>(m.apart + (long)item * GD) + cc);
-                }
+                mlv[i] = __ldcg(reinterpret_cast<const float2*>(m.aml + (long)item * G * 2 + gq * 2));
+                av[i] = __ldcg(reinterpret_cast<const float4*>(m.apart + (long)item * GD) + cc);
                 if (s2 >= S2) mlv[i].x = -1e30f;
               }
               float Mn = M;
@@ -1780,6 +1675,7 @@ int main(int argc, char** argv) {
     m.rope = rb; m.qnw = rb + rt.size(); m.knw = m.qnw + (size_t)m.L * m.D;
   }
   if (ctx && m.G * m.D > 2 * NCONS * 32) { fprintf(stderr, "attention: G * D > 512\n"); return 2; }
+  if (omerge != 0 && omerge != 1) { fprintf(stderr, "omerge: 0 or 1 (2 was removed in session 32)\n"); return 2; }
   m.omerge = omerge; m.pkv = pkv;
   if (omerge && (!fuse || !ctx || (m.G * m.D) % 64 || m.G * m.D > 1024)) {
     fprintf(stderr, "omerge: needs fuse, ctx > 0 and G * D a multiple of 64 up to 1024\n"); return 2;
@@ -1844,13 +1740,13 @@ int main(int argc, char** argv) {
     int orows = ((m.H / GR) * m.nKV / m.nb + 2) * GR;  // omerge: O-proj rows per block (>= oproj_range's)
     if (omerge && orows * KP > m.maxpart) m.maxpart = orows * KP;
     if (omerge && 6 * NCONS * 32 > m.maxpart) m.maxpart = 6 * NCONS * 32;  // the merge's groups
-    m.maxpart = (m.maxpart + 3) & ~3;  // what follows part (red .. recv, cbar, cpart) 16-byte aligned
+    m.maxpart = (m.maxpart + 3) & ~3;  // what follows part (red .. recv, cbar) 16-byte aligned
     if (omerge && (m.H + m.nb - 1) / m.nb > 4 * NCONS * 32) { fprintf(stderr, "omerge: H / blocks > 1024\n"); return 2; }
     if (fuse && (m.H > 4096 || m.H % (4 * m.cl) || (m.nb % m.cl))) { fprintf(stderr, "fuse: bad H / cluster\n"); return 2; }
     (void)Ks;
   }
   size_t smem = (size_t)stages * m.stage + 2 * stages * 8 + sizeof(float) * (m.maxk + m.maxpart + 64) + 64 * 4 + NCONS * 32 * 4
-                + sizeof(float) * ((m.H + 3) & ~3) + 16 + 16 + sizeof(float) * (m.G * m.D + 2 * m.G + 4);
+                + sizeof(float) * ((m.H + 3) & ~3) + 16;
   if (smem > (size_t)prop.sharedMemPerBlockOptin) {
     fprintf(stderr, "shared memory %zu > %zu: use fewer stages\n", smem, (size_t)prop.sharedMemPerBlockOptin);
     return 2;
@@ -1872,18 +1768,12 @@ int main(int argc, char** argv) {
     }
   }
   m.S_split = asplit > 0 && asplit <= m.nb / m.nKV ? asplit : m.nb / m.nKV;
-  if (omerge == 2 && (AIMPL != 2 || m.S_split != m.cl || m.nb != m.nKV * m.cl)) {
-    fprintf(stderr, "omerge 2: needs AIMPL 2 and a cluster per kv head (cluster %d, splits %d, blocks %d, kv heads %d)\n",
-            m.cl, m.S_split, m.nb, m.nKV);
-    return 2;
-  }
   if (LL && (!ctx || !fuse || omerge || amode)) {
     fprintf(stderr, "LL: needs ctx > 0, fuse, omerge 0 and amode 0\n"); return 2;
   }
-  const size_t nll = (size_t)(m.Q + 2 * m.KV) + m.Q + m.H + (size_t)m.nb * m.G * (m.D + 2);
+  const size_t nll = (size_t)(m.Q + 2 * m.KV) + m.Q + m.H;
   unsigned long long* llbuf; CK(cudaMalloc(&llbuf, nll * 8));
   m.qkvl = llbuf; m.attnl = llbuf + m.Q + 2 * m.KV; m.hml = m.attnl + m.Q;
-  m.apartl = m.hml + m.H; m.amll = m.apartl + (size_t)m.nb * m.G * m.D;
   auto launch = [&](Model mm) {
     CK(cudaMemset(m.hcnt, 0, sizeof(int) * m.L * m.nKV));
     if (LL) {  // (the epochs start again at 1 in every launch; h[0] is built by adds from zero)
