@@ -72,6 +72,17 @@ LOG2E = 1.4426950408889634
 DEFAULT_SPIN_CAP = 1 << 22  # polls (an L2 round trip + 20 ns sleep each): seconds, not a hang
 
 
+def relaxed_mask(relaxed: bool | int) -> int:
+    """Monokernel's relaxed_release as the kernel's RELAXED mask (bit `op`: that opcode's
+    releases unfenced): False / 0 none, True / 1 every opcode, another int the mask itself."""
+    if relaxed is True or relaxed == 1:
+        return (1 << len(P.OP_NAMES)) - 1
+    if not 0 <= int(relaxed) < 1 << len(P.OP_NAMES) or int(relaxed) & 1:
+        raise ValueError(f"relaxed_release {relaxed!r}: a bool or a mask of (1 << opcode), "
+                         f"opcodes {P.OP_NAMES}")
+    return int(relaxed)
+
+
 class MonokernelError(AgentfastError):
     """The kernel stopped on an error it recorded (a wait that never completed)."""
 
@@ -385,10 +396,16 @@ def _monokernel(
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
             if ok == 1:
-                if RELAXED | (idle == 1):  # (RELAXED: timing only, Monokernel's relaxed_release)
-                    release_idle(ctr + seq, tl.load(rec + 11))
-                else:
-                    release(ctr + seq, tl.load(rec + 11))
+                if RELAXED == 0:
+                    if idle == 1:
+                        release_idle(ctr + seq, tl.load(rec + 11))
+                    else:
+                        release(ctr + seq, tl.load(rec + 11))
+                else:  # timing only (Monokernel's relaxed_release): the ops in the mask unfenced
+                    if (((RELAXED >> op) & 1) == 1) | (idle == 1):
+                        release_idle(ctr + seq, tl.load(rec + 11))
+                    else:
+                        release(ctr + seq, tl.load(rec + 11))
                 if TRACE:
                     stamp(slot + NSTAMP - 1, tracing, USE_PTX)
             go = ok
@@ -418,7 +435,7 @@ class Monokernel:
 
     def __init__(self, plan: P.Plan, w: W.MonoWeights, num_warps: int = 4, num_stages: int = 1,
                  use_ptx: bool | None = None, maxnreg: int | None = None,
-                 reduce_chunks: bool = False, relaxed_release: bool = False):
+                 reduce_chunks: bool = False, relaxed_release: bool | int = False):
         assert plan.ranks == 1, "the kernel runs one rank; use the VM for ranks > 1"
         c, dev = plan.cfg, w.w_qkv.device
         assert c.head_dim in (16, 32, 64, 128, 256), f"head_dim {c.head_dim}"
@@ -429,7 +446,8 @@ class Monokernel:
         # memory. reduce_chunks: T = 1 matvec chunks summed as they arrive ([BN] accumulators,
         # fewer registers). relaxed_release: every op's counter added without the release's
         # fence (timing only, tune's relaxed=1: what a flag-in-data hand-over could save at most;
-        # the stores before the add are then unordered, so results may be wrong)
+        # the stores before the add are then unordered, so results may be wrong); an int other
+        # than 0 / 1: a mask of opcodes (bit `op`) whose releases go unfenced, the others fenced
         self.opts = {"maxnreg": maxnreg} if maxnreg else {}
         self._fits: dict[bool, int] = {}
         self.fit_info: dict = {}  # registers, shared memory, programs per SM (CUDA, 1st launch)
@@ -475,7 +493,7 @@ class Monokernel:
             NS_OM=plan.op_stages(P.OPROJ_M) if plan.oproj_merge else 1,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu",
             KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge,
-            ALW=plan.attn_wait_loop, RELAXED=relaxed_release)
+            ALW=plan.attn_wait_loop, RELAXED=relaxed_mask(relaxed_release))
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:

@@ -15,8 +15,9 @@ drafts nothing, and its draft is never used, so every step keeps its width)
 and launch knobs (warps, per_sm, programs: a total program count instead of per_sm x SMs, e.g.
 fewer than one per SM for small models, maxnreg: a register cap, red=1: matvec chunks reduced as
 they arrive, relaxed=1: every release without its fence (timing only: results may be wrong;
-the most a flag-in-data hand-over could save); unset: the backend's defaults, 4 warps, 2 per
-SM, registers uncapped). --breakdown
+the most a flag-in-data hand-over could save; relaxed=M, M > 1 even: only the opcodes in the mask
+M, bit op, e.g. 2 QKV, 4 ATTN, 16 GATEUP, 32 DOWN, 4096 OPROJ_M); unset: the backend's
+defaults, 4 warps, 2 per SM, registers uncapped). --breakdown
 times every variant with each op kind's compute skipped (its waits and releases kept; its
 weight loads too on the one-position and narrow paths, not in a T-step's tl.dot matvecs), in
 its own kernel and step kind (T, one): op cost = full - skipped; "sync only" skips them all.
@@ -199,7 +200,7 @@ def build(base: Harness, v: dict, sms: int, T: int, ctx: int) -> tuple[Harness, 
                            base.bufs.v_cache, hidden=base.cache.hidden if mtp else None)
     h = Harness(base.cfg, base.model, base.w, pl, bufs, base.cache, base.max_len, base.mtp)
     mk = Monokernel(h.plan, h.w, num_warps=v.get("warps", 4), maxnreg=v.get("maxnreg"),
-                    reduce_chunks=bool(v.get("red", 0)), relaxed_release=bool(v.get("relaxed", 0)))
+                    reduce_chunks=bool(v.get("red", 0)), relaxed_release=v.get("relaxed", 0))
     start_at(h, ctx, 1 << 30)
     mk.launch(h.bufs, 2)  # compile + residency check
     torch.cuda.synchronize()

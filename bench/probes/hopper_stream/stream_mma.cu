@@ -780,9 +780,17 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
 #if ROPE  // (host check: G * D <= NCONS * 32, so thread tid holds q element tid and new-key element tid)
           {
             const long cbase = ((long)op.layer * m.nKV + g) * m.maxlen;
-            float* cs = part + ((GD + 2 * D + 3 * G + G * (m.ck + 1) + 3) & ~3) + 2 * NCONS * G;  // (wst: free here)
-            float* rsq = cs + D;  // [NCONS] the warps' sums of squares of q, then [NCONS] of k
-            for (int d = tid; d < D; d += NCONS * 32) cs[d] = __ldcg(&m.rope[(long)pos * D + d]);
+            float* rsq = part + ((GD + 2 * D + 3 * G + G * (m.ck + 1) + 3) & ~3) + 2 * NCONS * G;  // (wst: free here)
+            // [NCONS] the warps' sums of squares of q, then [NCONS] of k
+            // RoPE's cos / sin and the q/k norm weights of this thread's element into registers before
+            // the q/k/v wait (they do not depend on it; in shared memory they were on the chain)
+            const int h = D / 2, d = tid % D, pd = d < h ? d + h : d - h, j = d % h;
+            const float cj = __ldcg(&m.rope[(long)pos * D + j]), sj = __ldcg(&m.rope[(long)pos * D + h + j]);
+            float wqd = 1.f, wqp = 1.f, wkd = 1.f, wkp = 1.f;
+            if (m.qkn) {
+              wqd = __ldg(m.qnw + op.layer * D + d); wqp = __ldg(m.qnw + op.layer * D + pd);
+              wkd = __ldg(m.knw + op.layer * D + d); wkp = __ldg(m.knw + op.layer * D + pd);
+            }
             float qv = 0.f, kv = 0.f, vv = 0.f;
             const bool hk = last && tid < D;
 #if LL
@@ -801,11 +809,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
               if (lane == 0) { rsq[warp] = a; rsq[NCONS + warp] = c; }
             }
             cons_sync();
-            const int h = D / 2, d = tid % D, pd = d < h ? d + h : d - h, j = d % h;
-            const float cj = cs[j], sj = cs[h + j];
-            // element d of the head at v + base, normalized (r, weights w: Qwen3's q/k norm) and rotated
-            auto rot = [&](const float* v, int base, float r, const float* w) {
-              const float x = v[base + d] * r * (w ? w[d] : 1.f), y = v[base + pd] * r * (w ? w[pd] : 1.f);
+            // element d of the head at v + base, normalized (r, weights wd / wp: Qwen3's q/k norm) and rotated
+            auto rot = [&](const float* v, int base, float r, float wd, float wp) {
+              const float x = v[base + d] * r * wd, y = v[base + pd] * r * wp;
               return d < h ? x * cj - y * sj : x * cj + y * sj;
             };
             auto rstd = [&](int w0) {  // the head's 1 / rms from the sums of its D / 32 warps at rsq[w0..]
@@ -816,9 +822,9 @@ __global__ void __launch_bounds__(NTHREADS, 1) stream_chain(Model m) {
             float qo = 0.f, ko = 0.f;
             if (tid < GD) {
               const int gq = tid / D;
-              qo = m.qkn ? rot(qs, gq * D, rstd(gq * D / 32), m.qnw + op.layer * D) : rot(qs, gq * D, 1.f, nullptr);
+              qo = rot(qs, gq * D, m.qkn ? rstd(gq * D / 32) : 1.f, wqd, wqp);
             }
-            if (hk) ko = m.qkn ? rot(kn, 0, rstd(NCONS), m.knw + op.layer * D) : rot(kn, 0, 1.f, nullptr);
+            if (hk) ko = rot(kn, 0, m.qkn ? rstd(NCONS) : 1.f, wkd, wkp);
             cons_sync();
             if (tid < GD) qs[tid] = qo * qscale;
             if (hk) {
