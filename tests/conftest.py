@@ -8,6 +8,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# `python -m pytest` puts the repo root on sys.path, where the folder kernels/ (installed as
+# agentfast.kernels) shadows the `kernels` distribution that transformers >= 5.25 imports (HF
+# hub kernels): "cannot import name 'CUDAProperties' from 'kernels'". The package is installed
+# (pip install -e .), so the root is not needed there.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
+if getattr(sys.modules.get("kernels"), "__file__", None) == str(_ROOT / "kernels" / "__init__.py"):
+    del sys.modules["kernels"]
 
 from tiny_models import make_checkpoint  # noqa: E402
 

@@ -91,7 +91,7 @@ class MonokernelError(AgentfastError):
                                 "trace_rows"])
 def _monokernel(
     instr, offs, ctr, err, state, fparams, tokens, stop_ids, drafts, host, hist, hidden,
-    x, qkv, att_acc, att_ml, attn, part, act, logits, lm_val, lm_idx, lm_stat, cand, m_stat,
+    x, qkv, qkv_ll, att_acc, att_ml, attn, part, act, logits, lm_val, lm_idx, lm_stat, cand, m_stat,
     c_bitmask, c_default, c_exc_ptr, c_exc_tokens, c_exc_next, c_done, c_forced,
     w_qkv, b_qkv, attn_norm, q_norm, k_norm, w_o, b_o, mlp_norm, w_gu, w_down, norm_f, embed,
     lm_head, w_eh, enorm, hnorm, mtp_norm, cos, sin, k_cache, v_cache, nsteps, spin_cap, eps,
@@ -124,6 +124,7 @@ def _monokernel(
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
     KT: tl.constexpr, NM: tl.constexpr, ALW: tl.constexpr, RELAXED: tl.constexpr,
+    QLL: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -236,7 +237,11 @@ def _monokernel(
                         ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, TB, TP, BN_QKV_N, BK_QKV_N, HAS_QKV_BIAS, IEEE, RED,
                                      NS_QKV_N, NW, USE_PTX, FN_QKV, TP2B)
-                if oc == 0:
+                if QLL:  # (T = 1) q, k, v also as tagged words, which attention polls
+                    ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
+                                 1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW,
+                                 USE_PTX, False, 1, qkv_ll, step * (NL + 1) + layer + 1, True)
+                elif oc == 0:
                     ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  T, TP, BN_QKV_T, BK_QKV_T, HAS_QKV_BIAS, IEEE, RED, NS_QKV_T,
                                  NW, USE_PTX, FT_QKV, TP2)
@@ -337,13 +342,15 @@ def _monokernel(
                         ok = attn_run_one(layer, a, b, p, qkv, att_acc, att_ml, attn, q_norm,
                                           k_norm, cos, sin, k_cache, v_cache, kv_cap, window,
                                           eps, qk_scale, sy, NH, NKV, HD, S, BT, M, QK_NORM,
-                                          HAS_WINDOW, IEEE, NSA, NW, USE_PTX)
+                                          HAS_WINDOW, IEEE, NSA, NW, USE_PTX, 1, qkv_ll,
+                                          step * (NL + 1) + layer + 1, QLL)
                     else:
                         ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
                                       ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                       v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T,
                                       S, SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                      USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM0)
+                                      USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM0, qkv_ll,
+                                      step * (NL + 1) + layer + 1, QLL)
             elif (op == LMHEAD) & (layer >= 0):  # the MTP module's head
                 if MTP:
                     ok = mtp_head_run(a, b, p, x, logits, lm_val, lm_idx, m_stat, lm_head,
@@ -395,6 +402,9 @@ def _monokernel(
                     # ALLREDUCE (ranks > 1), garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
+            if QLL:  # noqa: SIM102 (constexpr, then runtime)
+                if op == QKV:  # attention polls the words, not the counter: no fence
+                    idle = 1
             if ok == 1:
                 if RELAXED == 0:
                     if idle == 1:
@@ -493,7 +503,8 @@ class Monokernel:
             NS_OM=plan.op_stages(P.OPROJ_M) if plan.oproj_merge else 1,
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu",
             KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge,
-            ALW=plan.attn_wait_loop, RELAXED=relaxed_mask(relaxed_release))
+            ALW=plan.attn_wait_loop, RELAXED=relaxed_mask(relaxed_release),
+            QLL=plan.qkv_ll)
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:
@@ -513,8 +524,8 @@ class Monokernel:
         dummy = w.attn_norm
         return (
             self.instr, self.offs, b.ctr, b.err, b.state, b.fparams, b.tokens, b.stop_ids,
-            b.drafts, b.host, b.hist, b.hidden, b.x, b.qkv, b.att_acc, b.att_ml, b.attn, b.part,
-            b.act,
+            b.drafts, b.host, b.hist, b.hidden, b.x, b.qkv, b.qkv_ll, b.att_acc, b.att_ml, b.attn,
+            b.part, b.act,
             b.logits, b.lm_val, b.lm_idx, b.lm_stat, b.cand, b.m_stat, b.c_bitmask, b.c_default,
             b.c_exc_ptr,
             b.c_exc_tokens, b.c_exc_next, b.c_done, b.c_forced, w.w_qkv,
@@ -549,6 +560,9 @@ class Monokernel:
                 warnings.warn(f"monokernel: residency check skipped ({e})", stacklevel=2)
                 self._fits[sampling] = 0
         b.ctr.zero_()
+        if self.plan.qkv_ll:  # QKV's tagged words: tags restart at 1 per launch
+            assert nsteps * (self.plan.cfg.num_layers + 1) < 2**31, "qkv_ll: tag overflow"
+            b.qkv_ll.zero_()
         if self.plan.oproj_merge:  # O-proj's sums (a launch that stopped mid-layer left some)
             b.part.zero_()
         _monokernel[(self.plan.num_programs,)](
@@ -609,6 +623,12 @@ def raise_recorded(plan: P.Plan, err: torch.Tensor) -> None:
                               f"automaton state {target} (nothing was: non-finite logits?)")
     dep = plan.ops[wseq].name if 0 <= wseq < len(plan.ops) else f"counter {wseq}"
     where = "at the start of the step" if rec < 0 else f"before {name} (record {rec})"
+    if code == W.ERR_LL:
+        nl = plan.cfg.num_layers + 1
+        raise MonokernelError(
+            f"monokernel stalled: program {pid} in step {step} waited in {name} (record {rec}) "
+            f"for the outputs of {dep} tagged {target} (step {(target - 1) // nl}, layer "
+            f"{(target - 1) % nl}), the oldest word seen has tag {seen}; the wait cap expired")
     raise MonokernelError(
         f"monokernel stalled: program {pid} in step {step} waited {where} for the counter of "
         f"{dep} to reach {target}, saw {seen}; the wait cap expired")

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from .ops_mv import NOINLINE, _row_tile
-from .sync import mark, wait_args
+from .sync import ERR_LL, ll_missing, ll_seen, ll_value, mark, record_error, stamp, wait_args
 
 
 @triton.jit
@@ -57,11 +57,80 @@ def _norm_rope(ptr, rows_ok, d, dr, sgn, nw, nwr, c, s, eps, HD: tl.constexpr,
     a = tl.load(ptr[:, None] + d[None, :], mask=rows_ok[:, None], other=0.0, cache_modifier=".cg")
     ar = tl.load(ptr[:, None] + dr[None, :], mask=rows_ok[:, None], other=0.0,
                  cache_modifier=".cg")
+    return _norm_rope_v(a, ar, sgn, nw, nwr, c, s, eps, HD, QK_NORM)
+
+
+@triton.jit
+def _norm_rope_v(a, ar, sgn, nw, nwr, c, s, eps, HD: tl.constexpr, QK_NORM: tl.constexpr):
+    """_norm_rope of values: a [R, HD] fp32 and ar, the same at the rotated d."""
     if QK_NORM:
         rs = 1.0 / tl.sqrt(tl.sum(a * a, axis=1) / HD + eps)
         a = a * rs[:, None] * nw[None, :]
         ar = ar * rs[:, None] * nwr[None, :]
     return a * c + sgn[None, :] * ar * s
+
+
+@triton.jit
+def _qkv_words(qll, kvh, d, dr, tag, sy, NH: tl.constexpr, NKV: tl.constexpr,
+               HD: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, USE_PTX: tl.constexpr):
+    """T = 1 with Plan.qkv_ll: kv head kvh's q rows [GP, HD] (heads past G masked), k and v
+    [1, HD], fp32, read from QKV's tagged words (sync.ll_pack), each also at the rotate_half
+    partner dr for RoPE: every thread polls its words (volatile loads, all issued at once) until
+    each carries `tag`, bounded by sy's cap and given up when another program has recorded an
+    error; no counter, no acquire (the words are their own flags; the cached keys were ordered
+    by the step's start). On expiry records ERR_LL (target the tag, seen the oldest tag left).
+    Returns (ok, q, q at dr, k, k at dr, v); the wait's end goes to the trace as a counter
+    wait's does."""
+    hh = tl.arange(0, GP)
+    hm = (hh < G)[:, None] & (d >= 0)[None, :]  # [GP, HD]
+    km = (d >= 0)[None, :]  # [1, HD]
+    pq = qll + (kvh * G + hh)[:, None] * HD
+    pk = qll + (NH + kvh) * HD + d[None, :] * 0
+    pv = qll + (NH + NKV + kvh) * HD + d[None, :]
+    wq = tl.load(pq + d[None, :], mask=hm, other=0, volatile=True)
+    wqr = tl.load(pq + dr[None, :], mask=hm, other=0, volatile=True)
+    wk = tl.load(pk + d[None, :], volatile=True)
+    wkr = tl.load(pk + dr[None, :], volatile=True)
+    wv = tl.load(pv, volatile=True)
+    miss = _qkv_missing(wq, wqr, wk, wkr, wv, hm, tag, GP, HD)
+    n = 0
+    while (miss > 0) & (n < sy[3]):
+        wq = tl.load(pq + d[None, :], mask=hm, other=0, volatile=True)
+        wqr = tl.load(pq + dr[None, :], mask=hm, other=0, volatile=True)
+        wk = tl.load(pk + d[None, :], volatile=True)
+        wkr = tl.load(pk + dr[None, :], volatile=True)
+        wv = tl.load(pv, volatile=True)
+        miss = _qkv_missing(wq, wqr, wk, wkr, wv, hm, tag, GP, HD)
+        n += 1
+        if (n % 32) == 0:  # noqa: SIM102 (another program failed: give up)
+            if tl.load(sy[2], volatile=True) != 0:
+                n = sy[3]
+    ok = (miss == 0).to(tl.int32)
+    if ok == 0:
+        seen = tl.minimum(tl.minimum(ll_seen(wq, hm), ll_seen(wk, km)), ll_seen(wv, km))
+        record_error(sy[2], ERR_LL, sy[4], sy[5], sy[6], tag, seen, sy[7], sy[8])
+    stamp(sy[10] + 1, sy[11], USE_PTX)
+    return ok, ll_value(wq), ll_value(wqr), ll_value(wk), ll_value(wkr), ll_value(wv)
+
+
+@triton.jit
+def _qkv_missing(wq, wqr, wk, wkr, wv, hm, tag, GP: tl.constexpr, HD: tl.constexpr):
+    """Whether any of the words lacks `tag`: one [GP, HD] flag tensor (k and v broadcast over
+    the rows), one reduction (one CTA barrier a poll)."""
+    kv = (ll_missing(wk, tag) | ll_missing(wkr, tag) | ll_missing(wv, tag))  # [1, HD]
+    bad = ((ll_missing(wq, tag) | ll_missing(wqr, tag)) & hm) | kv
+    return tl.max(tl.reshape(bad.to(tl.int32), (GP * HD,)), axis=0)
+
+
+@triton.jit
+def _rows_of_group(qc, rv, M: tl.constexpr, GP: tl.constexpr, HD: tl.constexpr):
+    """[GP, HD] -> the [M, HD] query rows of a T = 1 tile (row r: head r; rows past the group,
+    rv false, zero)."""
+    if M == GP:
+        r = qc
+    else:
+        r = tl.reshape(tl.broadcast_to(qc[None, :, :], (M // GP, GP, HD)), (M, HD))
+    return tl.where(rv[:, None], r, 0.0)
 
 
 @triton.jit
@@ -197,7 +266,7 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
              IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr,
              FOLD: tl.constexpr = False, MH: tl.constexpr = False, SR: tl.constexpr = 1,
              TL: tl.constexpr = 1, BT0: tl.constexpr = 0, MR: tl.constexpr = 8192,
-             OM: tl.constexpr = False):
+             OM: tl.constexpr = False, qll=None, tag=0, LL: tl.constexpr = False):
     """Tiles [t0, t1) of a layer's attention (see the module text); waits for QKV itself
     (`sy`: sync.wait_args) after requesting the first cached block, at its first tile with keys
     (tiles past the live range or the step's splits have nothing to wait for). `tickets`: this
@@ -211,7 +280,10 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
     its layout). BT0 (Tiling.attn_block_t0; 0: BT): keys of a chunk's first block, requested
     before the wait and held in registers across it; the loop after the wait walks the rest in
     blocks of BT. MR: see _merge. OM (Plan.oproj_merge, T = 1): no ticket and no merge, O-proj
-    merges the partials (oproj_merge_run). Returns the wait's verdict."""
+    merges the partials (oproj_merge_run). LL (Plan.qkv_ll, T = 1): q, k and v polled from
+    QKV's tagged words at `qll` (_qkv_words: every tile with keys polls its own) instead of the
+    wait for QKV's counter. Returns the wait's verdict."""
+    tl.static_assert(not LL or (T == 1), "qkv_ll: T = 1")
     SE: tl.constexpr = S // SR
     B0: tl.constexpr = BT if BT0 == 0 else BT0
     G: tl.constexpr = NH // NKV
@@ -253,26 +325,46 @@ def attn_run(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, tickets, q_norm, k_
         if TN == 1:  # one RoPE row: cheap to hold across the wait
             ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
             sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
-        if (first == 1) & (start < end):  # (a run of empty tiles only: done without a wait)
+        if LL:  # q, k, v from their tagged words (zeros: a tile without keys polls nothing)
+            a = tl.zeros((GP, HD), tl.float32)
+            ar = a
+            ka = tl.zeros((1, HD), tl.float32)
+            kar = ka
+            va = ka
+            if start < end:
+                okt, a, ar, ka, kar, va = _qkv_words(qll, kvh, d, dr, tag, sy, NH, NKV, HD, G,
+                                                     GP, USE_PTX)
+                ok = ok & okt
+        elif (first == 1) & (start < end):  # (a run of empty tiles only: done without a wait)
             ok = wait_args(sy, NW, USE_PTX)
             first = 0
         if (ok == 1) & (sy[9] == 1) & (start < end):
             heads = kvh * G + g
-            if TN == 1:  # one position: its RoPE row (requested before the wait) serves q too
-                cq = ck
-                sq = sk
+            if LL:
+                q = _rows_of_group(_norm_rope_v(a, ar, sgn, qw, qwr, ck, sk, eps, HD, QK_NORM),
+                                   rv, M, GP, HD) * qk_scale
+                k = _norm_rope_v(ka, kar, sgn, kw, kwr, ck, sk, eps, HD, QK_NORM).to(dt)
+                v = va.to(dt)
             else:
-                cq = tl.load(cos + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
-                sq = tl.load(sin + qp[:, None] * HD + d[None, :], mask=rv[:, None], other=0.0)
-                ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
-                sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None], other=0.0)
-            q = _norm_rope(qkv + t * NQKV + heads * HD, rv, d, dr, sgn, qw, qwr, cq, sq, eps,
-                           HD, QK_NORM) * qk_scale  # [M, HD]
-            k = _norm_rope(qkv + j * NQKV + NH * HD + kvh * HD, jv, d, dr, sgn, kw, kwr, ck, sk,
-                           eps, HD, QK_NORM).to(dt)  # [TN, HD]
-            vrow = qkv + j * NQKV + (NH + NKV) * HD + kvh * HD
-            v = tl.load(vrow[:, None] + d[None, :], mask=jv[:, None], other=0.0,
-                        cache_modifier=".cg").to(dt)
+                if TN == 1:  # one position: its RoPE row (requested before the wait) serves q
+                    cq = ck
+                    sq = sk
+                else:
+                    cq = tl.load(cos + qp[:, None] * HD + d[None, :], mask=rv[:, None],
+                                 other=0.0)
+                    sq = tl.load(sin + qp[:, None] * HD + d[None, :], mask=rv[:, None],
+                                 other=0.0)
+                    ck = tl.load(cos + kp[:, None] * HD + d[None, :], mask=jv[:, None],
+                                 other=0.0)
+                    sk = tl.load(sin + kp[:, None] * HD + d[None, :], mask=jv[:, None],
+                                 other=0.0)
+                q = _norm_rope(qkv + t * NQKV + heads * HD, rv, d, dr, sgn, qw, qwr, cq, sq, eps,
+                               HD, QK_NORM) * qk_scale  # [M, HD]
+                k = _norm_rope(qkv + j * NQKV + NH * HD + kvh * HD, jv, d, dr, sgn, kw, kwr, ck,
+                               sk, eps, HD, QK_NORM).to(dt)  # [TN, HD]
+                vrow = qkv + j * NQKV + (NH + NKV) * HD + kvh * HD
+                v = tl.load(vrow[:, None] + d[None, :], mask=jv[:, None], other=0.0,
+                            cache_modifier=".cg").to(dt)
             dep = tl.sum(tl.sum(q, axis=1), axis=0) + tl.sum(tl.sum(v.to(tl.float32), axis=1),
                                                              axis=0)
             mark(sy, 2, dep, USE_PTX)  # timeline: q, k, v ready
@@ -348,7 +440,8 @@ def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm,
                  NKV: tl.constexpr, HD: tl.constexpr, S: tl.constexpr, BT: tl.constexpr,
                  M: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
                  IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr,
-                 USE_PTX: tl.constexpr, TL: tl.constexpr = 1):
+                 USE_PTX: tl.constexpr, TL: tl.constexpr = 1, qll=None, tag=0,
+                 LL: tl.constexpr = False):
     """attn_run for one position (a T = 1 step, or a T > 1 kernel's one-position step) where
     O-proj merges the splits (Plan.oproj_merge) and the new key folds in (Tiling.attn_fold),
     with the wait for QKV inside the key-block loop's first iteration
@@ -357,8 +450,11 @@ def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm,
     (head_dim 128 past 32 x 32 keys: 64-key chunks at ctx 1024 on Qwen3-1.7B) reads no cached
     block after the wait. Same splits, same partials as attn_run; the new key and value,
     computed after the wait, are patched into the block that holds their position (that
-    block's cp.async masks the position out)."""
+    block's cp.async masks the position out). LL (Plan.qkv_ll, T = 1 kernels): q, k and v
+    polled from QKV's tagged words (_qkv_words, each tile with keys its own) instead of the
+    wait for QKV's counter."""
     G: tl.constexpr = NH // NKV
+    GP: tl.constexpr = triton.next_power_of_2(G)
     HALF: tl.constexpr = HD // 2
     dt = k_cache.dtype.element_ty
     r = tl.arange(0, M)
@@ -397,16 +493,27 @@ def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm,
             kb = tl.load(lk + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
             vb = tl.load(lv + offs, mask=km[:, None], other=0.0, cache_modifier=".cg")
             if ib == 0:
-                if first == 1:
+                if LL:
+                    okt, a, ar, ka, kar, va = _qkv_words(qll, kvh, d, dr, tag, sy, NH, NKV, HD,
+                                                         G, GP, USE_PTX)
+                    ok = ok & okt
+                elif first == 1:
                     ok = wait_args(sy, NW, USE_PTX)
                     first = 0
                 if (ok == 1) & (sy[9] == 1):
-                    q = _norm_rope(qkv + heads * HD, rv, d, dr, sgn, qw, qwr, ck, sk, eps, HD,
-                                   QK_NORM) * qk_scale  # [M, HD]
-                    k = _norm_rope(qkv + NH * HD + kvh * HD + one, one >= 0, d, dr, sgn, kw,
-                                   kwr, ck, sk, eps, HD, QK_NORM).to(dt)  # [1, HD]
-                    v = tl.load(qkv + (NH + NKV) * HD + kvh * HD + one[:, None] * 0
-                                + d[None, :], cache_modifier=".cg").to(dt)
+                    if LL:
+                        q = _rows_of_group(_norm_rope_v(a, ar, sgn, qw, qwr, ck, sk, eps, HD,
+                                                        QK_NORM), rv, M, GP, HD) * qk_scale
+                        k = _norm_rope_v(ka, kar, sgn, kw, kwr, ck, sk, eps, HD,
+                                         QK_NORM).to(dt)
+                        v = va.to(dt)
+                    else:
+                        q = _norm_rope(qkv + heads * HD, rv, d, dr, sgn, qw, qwr, ck, sk, eps,
+                                       HD, QK_NORM) * qk_scale  # [M, HD]
+                        k = _norm_rope(qkv + NH * HD + kvh * HD + one, one >= 0, d, dr, sgn, kw,
+                                       kwr, ck, sk, eps, HD, QK_NORM).to(dt)  # [1, HD]
+                        v = tl.load(qkv + (NH + NKV) * HD + kvh * HD + one[:, None] * 0
+                                    + d[None, :], cache_modifier=".cg").to(dt)
                     dep = tl.sum(tl.sum(q, axis=1), axis=0) + tl.sum(tl.sum(
                         v.to(tl.float32), axis=1), axis=0)
                     mark(sy, 2, dep, USE_PTX)  # timeline: q, k, v ready

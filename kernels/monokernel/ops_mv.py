@@ -29,14 +29,14 @@ import triton
 import triton.language as tl
 
 from . import weights as W
-from .sync import mark, wait_args
+from .sync import ll_pack, mark, wait_args
 
 # Each op is its own function in the machine code: inlined, the loop invariants of every op
 # are hoisted out of the persistent loop and live at once (252 registers/thread on Qwen3-1.7B
 # shapes at 8 warps, against 104 noinline; see tests/monokernel/test_mk_compile.py).
 NOINLINE = True
 
-E_QKV, E_RESID, E_GATEUP, E_LM = (tl.constexpr(i) for i in range(4))
+E_QKV, E_RESID, E_GATEUP, E_LM, E_QKV_LL = (tl.constexpr(i) for i in range(5))
 BIG = tl.constexpr(2147483647)
 W_POS, W_N_HIST = tl.constexpr(W.POS), tl.constexpr(W.N_HIST)
 W_M_FILL, W_FILL_END = tl.constexpr(W.M_FILL), tl.constexpr(W.FILL_END)
@@ -169,6 +169,7 @@ def _epilogue(y, yu, rows, rm, tile, out, b_ptr, aux0, aux1, aux2, aux3, mode, i
               pre, OUT_LD: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, HAS_BIAS: tl.constexpr,
               EPI: tl.constexpr, SAMPLING: tl.constexpr, NT: tl.constexpr):
     """One finished tile, y / yu [BN, TP] (normalized already). QKV: out = qkv (fp32);
+    QKV_LL (T = 1, Tiling.qkv_ll): also aux0 = the same values as words tagged `key`;
     RESID: out = x (residual, in place; `pre` != 0: the residual is `res`, loaded earlier, else
     loaded here); GATEUP: out = act; LM: out = logits, aux = lm_val, lm_idx, lm_stat's maxima
     and its sums (aux3)."""
@@ -178,8 +179,10 @@ def _epilogue(y, yu, rows, rm, tile, out, b_ptr, aux0, aux1, aux2, aux3, mode, i
     op = out + t[None, :] * OUT_LD + rows[:, None]
     if HAS_BIAS:
         y += tl.load(b_ptr + rows, mask=rm, other=0.0)[:, None]
-    if EPI == E_QKV:
+    if (EPI == E_QKV) | (EPI == E_QKV_LL):
         tl.store(op, y, mask=m2)
+        if EPI == E_QKV_LL:
+            tl.store(aux0 + t[None, :] * OUT_LD + rows[:, None], ll_pack(y, key), mask=m2)
     elif EPI == E_RESID:
         if pre != 0:
             y += res
@@ -293,13 +296,15 @@ def mv_stream(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, aux0, aux1,
 def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.constexpr,
              OUT_LD: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr,
              GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EPI: tl.constexpr, NS: tl.constexpr,
-             NW: tl.constexpr, USE_PTX: tl.constexpr, part=None, PART: tl.constexpr = False):
+             NW: tl.constexpr, USE_PTX: tl.constexpr, part=None, PART: tl.constexpr = False,
+             ll=None, tag=0):
     """T = 1, BK >= K: one chunk per tile of BN whole rows, x loaded (and normalized) once. The
     wait for x's producer sits in the loop's first iteration, so the pipeliner's prologue, the
     first NS - 1 tiles' weights (cp.async to shared memory), is in flight while it waits.
     PART (Plan.oproj_merge): O-proj's sum waits in `part` [H] fp32: the normed input is
     round(x + part) (GATEUP); RESID (DOWN) adds round(x + part) as the residual and zeroes its
-    rows of part."""
+    rows of part. QKV_LL: `ll` gets the outputs as words tagged `tag` too (the tags alone,
+    values 0, where the compute is skipped: timing variants)."""
     cols = tl.arange(0, BK)
     cm = cols < K
     x = tl.zeros((BK,), tl.float32)
@@ -347,11 +352,14 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
                             tl.float32), (BN, 1))
                         pre_t = 1
                     tl.store(part + rows, tl.zeros((BN,), tl.float32), mask=rm)
-            _epilogue(y, yu, rows, rm, 0, out, b_ptr, out, out, out, out, 0, 1.0, 0, res, pre_t,
-                      OUT_LD, 1, 1, HAS_BIAS, EPI, False, 1)
+            _epilogue(y, yu, rows, rm, 0, out, b_ptr, ll, out, out, out, 0, 1.0, tag, res,
+                      pre_t, OUT_LD, 1, 1, HAS_BIAS, EPI, False, 1)
             if c == 0:  # timeline: the first tile done, then the last
                 mark(sy, 3, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
             mark(sy, 4, tl.sum(tl.sum(y, axis=1), axis=0), USE_PTX)
+        if EPI == E_QKV_LL:  # noqa: SIM102 (constexpr, then runtime)
+            if (ok == 1) & (sy[9] == 0):
+                tl.store(ll + rows, ll_pack(tl.zeros((BN,), tl.float32), tag), mask=rm)
     return ok
 
 
@@ -436,10 +444,16 @@ def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.const
             NQKV: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
             BK: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
             NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
-            TP2: tl.constexpr = 1):
+            TP2: tl.constexpr = 1, ll=None, tag=0, LL: tl.constexpr = False):
     """qkv[t, n0:n1] = rmsnorm(x[t]) @ Wqkv[layer, n0:n1].T (+ bias), fp32. FT: T > 1 on the
-    FMA path (mv_tiles_t, TP2 = T rounded up to a power of two)."""
+    FMA path (mv_tiles_t, TP2 = T rounded up to a power of two). LL (Plan.qkv_ll: T = 1,
+    whole-row tiles): also into `ll` as words tagged `tag`, which attention polls."""
     w = w_qkv + layer.to(tl.int64) * (NQKV * H)
+    tl.static_assert(not LL or ((T == 1) & (BK >= H)), "qkv_ll: T = 1, whole-row tiles")
+    if LL:
+        return mv_tiles(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
+                        sy, H, NQKV, BN, BK, True, False, HAS_BIAS, E_QKV_LL, NS, NW, USE_PTX,
+                        None, False, ll, tag)
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
                         sy, H, NQKV, BN, BK, True, False, HAS_BIAS, E_QKV, NS, NW, USE_PTX)

@@ -319,6 +319,12 @@ class Tiling:
     # 1,739.6 -> 1,698.8; one-position and wide steps unchanged
     # (bench/results/monokernel-20261202-s23, run 3)
     narrow_merge: bool | None = None
+    # T = 1 kernels: QKV hands q, k and v to attention as words that carry their own flag
+    # (NCCL's LL protocol: fp32 value and a step-and-layer tag in one 8-byte store, sync.ll_pack)
+    # which attention polls, instead of QKV's release (the fence before the add waits for the
+    # program's stores: ~1 us a layer on the critical path, BENCH.md session 33) and an
+    # acquire on its counter. None: on where QKV's T = 1 tiles are whole rows, no MTP module
+    qkv_ll: bool | None = None
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:
@@ -531,6 +537,18 @@ class Plan:
         if on is None:
             on = self.cfg.head_dim <= 64
         return bool(on) and self.oproj_merge and self.tiling.attn_fold
+
+    @property
+    def qkv_ll(self) -> bool:
+        """Tiling.qkv_ll resolved: a T = 1 decode plan on one rank, no MTP module, QKV in whole
+        rows (ops_mv.qkv_run's mv_tiles path)."""
+        on = self.tiling.qkv_ll
+        fits = (self.T == 1 and self.ranks == 1 and not self.mtp and not self.fill
+                and self.blocks[QKV][1] >= self.cfg.hidden_size)
+        if on and not fits:
+            raise ValueError("Tiling.qkv_ll: a T = 1 plan on one rank without an MTP module, "
+                             "QKV in whole-row tiles")
+        return fits if on is None else bool(on)
 
     @property
     def kind_tables(self) -> bool:

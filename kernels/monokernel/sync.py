@@ -24,6 +24,8 @@ import triton.language as tl
 from . import weights as W
 
 ERR_WAIT = tl.constexpr(W.ERR_WAIT)
+ERR_LL = tl.constexpr(W.ERR_LL)
+LOW32 = tl.constexpr(0xFFFFFFFF)
 NSTAMP = tl.constexpr(8)  # timeline slots per record: start, waited, marks 2-6, released
 
 # One poll of the counter per iteration (an L2 round trip); the error word, which only ends a
@@ -84,16 +86,54 @@ def wait(ctr_ptr, target, err_ptr, cap, rec, seq, wseq, pid, step, NW: tl.conste
             if tl.load(err_ptr, volatile=True) != 0:
                 n = cap
         ok = (seen >= target).to(tl.int32)
-    if ok == 0:  # noqa: SIM102 (the atomic must not run when the wait succeeded)
-        if tl.atomic_cas(err_ptr, 0, ERR_WAIT) == 0:
-            tl.store(err_ptr + 1, rec)
-            tl.store(err_ptr + 2, seq)
-            tl.store(err_ptr + 3, wseq)
-            tl.store(err_ptr + 4, target)
-            tl.store(err_ptr + 5, tl.load(ctr_ptr, volatile=True))
-            tl.store(err_ptr + 6, pid)
-            tl.store(err_ptr + 7, step)
+    if ok == 0:
+        record_error(err_ptr, ERR_WAIT, rec, seq, wseq, target,
+                     tl.load(ctr_ptr, volatile=True), pid, step)
     return ok
+
+
+@triton.jit
+def record_error(err_ptr, code, rec, seq, wseq, target, seen, pid, step):
+    """err = [code, record, seq, wait seq, target, seen, program, step], the first error
+    only."""
+    if tl.atomic_cas(err_ptr, 0, code) == 0:
+        tl.store(err_ptr + 1, rec)
+        tl.store(err_ptr + 2, seq)
+        tl.store(err_ptr + 3, wseq)
+        tl.store(err_ptr + 4, target)
+        tl.store(err_ptr + 5, seen)
+        tl.store(err_ptr + 6, pid)
+        tl.store(err_ptr + 7, step)
+
+
+# Words that carry their own flag (NCCL's LL protocol; Tiling.qkv_ll): an fp32 value in the low
+# half of an int64, the tag of the step and layer that wrote it in the high half. One 8-byte
+# store is seen whole or not at all, so a reader that polls the words themselves needs no
+# counter, no acquire and no fence on the writer's side: a word with the expected tag is the
+# value. Tags are >= 1 and the words are zeroed per launch.
+@triton.jit
+def ll_pack(y, tag):
+    """fp32 y -> words (tag << 32) | bits(y)."""
+    bits = y.to(tl.int32, bitcast=True).to(tl.int64) & LOW32
+    return (tag.to(tl.int64) << 32) | bits
+
+
+@triton.jit
+def ll_value(w):
+    """The fp32 values of words."""
+    return (w & LOW32).to(tl.int32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def ll_missing(w, tag):
+    """Per word: it does not carry `tag` (yet)."""
+    return (w >> 32) != tag
+
+
+@triton.jit
+def ll_seen(w, m):
+    """The oldest tag among the words `w` under mask `m` (an error record's `seen`)."""
+    return tl.min(tl.min(tl.where(m, w >> 32, 1 << 30), axis=1), axis=0).to(tl.int32)
 
 
 @triton.jit

@@ -100,6 +100,7 @@ DONE_PAUSE = 6
 GREEDY, TEMPERATURE, FILTERED = 0, 1, 2  # state[MODE]
 # err: [code, record, seq, wait_seq, target, seen, program, step]
 ERR_WAIT, ERR_CAP, ERR_OPCODE, ERR_DEAD = 1, 2, 3, 4  # ERR_DEAD: [code, -1, seq, token, state]
+ERR_LL = 5  # a wait for QKV's tagged words (Tiling.qkv_ll): target the tag, seen the oldest
 ERR_SIZE = 8
 
 
@@ -211,6 +212,8 @@ class Buffers:
     # MTP module's own
     x: torch.Tensor
     qkv: torch.Tensor  # [T, q + 2kv] fp32
+    # [T, q + 2kv] int64: the same as words tagged by step and layer (Plan.qkv_ll, T = 1)
+    qkv_ll: torch.Tensor
     att_acc: torch.Tensor  # [nh, S, T, hd] fp32: per-split unnormalized outputs
     att_ml: torch.Tensor  # [2, nh, S, T] fp32: per-split max (log2 units) and sum
     attn: torch.Tensor  # [T, q] model dtype
@@ -281,6 +284,7 @@ def alloc_buffers(plan: Plan, device: torch.device | str, dtype: torch.dtype,
         assert hidden is not None, "an MTP plan reads the kept hidden states"
     return Buffers(
         x=z(T * (1 + m), c.hidden_size, dt=dtype), qkv=z(T, c.q_size + 2 * c.kv_size),
+        qkv_ll=z(T, c.q_size + 2 * c.kv_size, dt=torch.int64),
         att_acc=z(c.num_heads, plan.splits, T, c.head_dim),
         att_ml=z(2, c.num_heads, plan.splits, T), attn=z(T, c.q_size, dt=dtype),
         part=z(T, c.hidden_size), act=z(T, c.intermediate_size, dt=dtype),

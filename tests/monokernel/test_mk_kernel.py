@@ -209,23 +209,54 @@ def test_kernel_stops_on_stop_id_and_cancel():
 
 
 @interpreted
-def test_unsatisfiable_wait_names_the_op():
+@pytest.mark.parametrize("qkv_ll", [False, True])
+def test_unsatisfiable_wait_names_the_op(qkv_ll):
     """A 2-program plan run by one program: the first op program 1 should have helped with
-    never completes; the bounded wait records it and the host error names the op."""
-    h = harness("llama_gqa_tied_hd64", programs=2)
+    never completes; the bounded wait records it and the host error names the op. With
+    Tiling.qkv_ll attention polls QKV's tagged words instead of its counter: the error names
+    both ops and the tag (step, layer) it waited for."""
+    from mk_utils import FAST
+
+    h = harness("llama_gqa_tied_hd64", programs=2,
+                tiling=dataclasses.replace(FAST, qkv_ll=qkv_ll))
+    assert h.plan.qkv_ll == qkv_ll
     h.start(PROMPT, N)
     one = dataclasses.replace(h.plan, num_programs=1)
     mk = Monokernel(one, h.w)
     mk.offs = mk.offs[:2].clone()  # program 0's instructions only
     mk.launch(h.bufs, 2, spin_cap=20)
-    code, rec, seq, wseq = h.bufs.err.tolist()[:4]
-    assert code == W.ERR_WAIT
+    code, rec, seq, wseq, target, seen = h.bufs.err.tolist()[:6]
+    assert code == (W.ERR_LL if qkv_ll else W.ERR_WAIT)
     op, dep = h.plan.ops[seq].name, h.plan.ops[wseq].name
-    pattern = f"before {re.escape(op)}.*counter of {re.escape(dep)}"
+    if qkv_ll:  # step 0, layer 0: tag 1; program 1's words were never written (0)
+        assert (target, seen) == (1, 0)
+        pattern = f"in {re.escape(op)}.*outputs of {re.escape(dep)} tagged 1 .step 0, layer 0"
+    else:
+        pattern = f"before {re.escape(op)}.*counter of {re.escape(dep)}"
     with pytest.raises(MonokernelError, match=pattern) as e:
         mk.check(h.bufs)
     # program 0 did half of layer 0's QKV rows; its ATTN run waits for all of them
-    assert "before layer 0 ATTN (op 1)" in str(e.value) and "saw 4" in str(e.value)
+    assert "layer 0 ATTN (op 1)" in str(e.value) and "layer 0 QKV (op 0)" in str(e.value)
+    if not qkv_ll:
+        assert "saw 4" in str(e.value)
+
+
+@interpreted
+def test_qkv_words_carry_the_values_and_last_tag():
+    """Tiling.qkv_ll (on by default at T = 1): after a launch, QKV's tagged words hold the
+    last step's last layer's q, k and v bit for bit (low half) and its tag, step x (layers + 1)
+    + layer + 1 (high half); the T = 4 kernel has them off."""
+    h = harness("qwen3_qknorm_hd128")
+    assert h.plan.qkv_ll
+    h.start(PROMPT, N)
+    b = run_both(h, N)
+    words = b.qkv_ll[0]
+    assert torch.equal((words & 0xFFFFFFFF).to(torch.int32).view(torch.float32), b.qkv[0])
+    steps, nl = int(b.state[W.STEPS]), h.plan.cfg.num_layers
+    assert set((words >> 32).tolist()) == {(steps - 1) * (nl + 1) + nl}
+    assert not harness("qwen3_qknorm_hd128", T=4).plan.qkv_ll
+    with pytest.raises(ValueError, match="qkv_ll"):
+        _ = harness("qwen3_qknorm_hd128", T=4, tiling=Tiling(qkv_ll=True)).plan.qkv_ll
 
 
 @interpreted
