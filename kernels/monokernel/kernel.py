@@ -45,7 +45,7 @@ from . import weights as W
 from .ops_attn import attn_run, attn_run_one, oproj_merge_run
 from .ops_mv import eh_run, gateup_run, proj_run, qkv_run
 from .ops_sample import _positions, fill_next, lm_run, mtp_head_run, mtp_sample_run, sample_run
-from .sync import NSTAMP, release, release_heads, release_idle, stamp, wait
+from .sync import NSTAMP, release, release_idle, stamp, wait
 
 RECORD = tl.constexpr(P.RECORD)
 QKV = tl.constexpr(P.QKV)
@@ -124,7 +124,7 @@ def _monokernel(
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
     KT: tl.constexpr, NM: tl.constexpr, ALW: tl.constexpr, RELAXED: tl.constexpr,
-    QLL: tl.constexpr, AHW: tl.constexpr,
+    QLL: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -213,10 +213,6 @@ def _monokernel(
                 if (op == OPROJ) & (om_step == 0):  # waits for ATTN (OPROJ_M released at once)
                     wseq = wseq - 1
                     target = epoch * (NKV * S)
-            if AHW:  # noqa: SIM102 (constexpr, then runtime)
-                if op == OPROJ_M:  # its kv head's attention tiles only (Plan.attn_head_wait)
-                    wseq = TK + layer * NKV + tl.load(rec + 5) // ((NH // NKV) * HD)
-                    target = epoch * S
             run = (((skip >> op) & 1) == 0).to(tl.int32)  # skip: timing variants (tune.py)
             if TRACE:
                 sy = (ctr + wseq, target, err, spin_cap, i, seq, wseq, pid, step, run, slot,
@@ -409,11 +405,6 @@ def _monokernel(
             if QLL:  # noqa: SIM102 (constexpr, then runtime)
                 if op == QKV:  # attention polls the words, not the counter: no fence
                     idle = 1
-            if AHW:  # noqa: SIM102 (constexpr, then runtime)
-                if (op == ATTN) & (ok == 1):  # its kv heads' counters, which O-proj waits on;
-                    # the op's own counter (no one waits on it) then without a fence
-                    release_heads(ctr + TK + layer * NKV, a, b, (RELAXED >> op) & 1, S)
-                    idle = 1
             if ok == 1:
                 if RELAXED == 0:
                     if idle == 1:
@@ -513,7 +504,7 @@ class Monokernel:
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu",
             KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge,
             ALW=plan.attn_wait_loop, RELAXED=relaxed_mask(relaxed_release),
-            QLL=plan.qkv_ll, AHW=plan.attn_head_wait)
+            QLL=plan.qkv_ll)
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:
@@ -631,9 +622,6 @@ def raise_recorded(plan: P.Plan, err: torch.Tensor) -> None:
         raise MonokernelError(f"monokernel: token {wseq} is not allowed by the constraint in "
                               f"automaton state {target} (nothing was: non-finite logits?)")
     dep = plan.ops[wseq].name if 0 <= wseq < len(plan.ops) else f"counter {wseq}"
-    if wseq >= plan.ticket_base:  # Plan.attn_head_wait: a kv head's attention tiles
-        layer, kvh = divmod(wseq - plan.ticket_base, plan.cfg.num_kv_heads // plan.ranks)
-        dep = f"layer {layer} ATTN's tiles of kv head {kvh}"
     where = "at the start of the step" if rec < 0 else f"before {name} (record {rec})"
     if code == W.ERR_LL:
         nl = plan.cfg.num_layers + 1

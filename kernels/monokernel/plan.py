@@ -325,10 +325,6 @@ class Tiling:
     # program's stores: ~1 us a layer on the critical path, BENCH.md session 33) and an
     # acquire on its counter. None: on where QKV's T = 1 tiles are whole rows, no MTP module
     qkv_ll: bool | None = None
-    # T = 1 kernels where O-proj merges (oproj_merge): each O-proj tile waits for its kv
-    # head's attention tiles only (their own counters, the tickets' slots, released per kv head)
-    # instead of the whole layer's. None: on where oproj_merge is, at T = 1, no MTP module
-    attn_head_wait: bool | None = None
 
 
 def attn_block(head_dim: int, T: int, wbytes: int) -> int:
@@ -552,17 +548,6 @@ class Plan:
         if on and not fits:
             raise ValueError("Tiling.qkv_ll: a T = 1 plan on one rank without an MTP module, "
                              "QKV in whole-row tiles")
-        return fits if on is None else bool(on)
-
-    @property
-    def attn_head_wait(self) -> bool:
-        """Tiling.attn_head_wait resolved: a T = 1 decode plan whose O-proj merges the splits
-        (OPROJ_M), no MTP module."""
-        on = self.tiling.attn_head_wait
-        fits = self.T == 1 and self.oproj_merge and not self.mtp and not self.fill
-        if on and not fits:
-            raise ValueError("Tiling.attn_head_wait: a T = 1 plan with oproj_merge, no MTP "
-                             "module")
         return fits if on is None else bool(on)
 
     @property

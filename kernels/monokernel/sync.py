@@ -183,20 +183,6 @@ def release(ctr_ptr, n):
 
 
 @triton.jit
-def release_heads(base, t0, t1, relaxed, S: tl.constexpr):
-    """Attention tiles [t0, t1) (kv head tile // S) released on their kv heads' counters
-    (base + kv head; Plan.attn_head_wait): counter += the record's tiles of that head, one
-    CTA barrier first; `relaxed` != 0 (timing only) without the release's fence."""
-    tl.debug_barrier()
-    for k in range(t0 // S, (t1 + S - 1) // S):
-        n = tl.minimum(t1, (k + 1) * S) - tl.maximum(t0, k * S)
-        if relaxed != 0:
-            tl.atomic_add(base + k, n, sem="relaxed", scope="gpu")
-        else:
-            tl.atomic_add(base + k, n, sem="release", scope="gpu")
-
-
-@triton.jit
 def release_idle(ctr_ptr, n):
     """counter += n for a record that did nothing this step (an op that does not run in this
     step kind: OPROJ in a one-position step where OPROJ_M merged, OPROJ_M in the others, an

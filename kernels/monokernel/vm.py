@@ -115,16 +115,7 @@ class VM:
                         if run:
                             getattr(self, P.OP_NAMES[ins.opcode].lower())(ins, b, step)
                         b.ctr[ins.seq] += ins.signal
-                        if ins.opcode == P.ATTN and self.plan.attn_head_wait:
-                            self._release_heads(ins, b)
         return nsteps
-
-    def _release_heads(self, ins, b: W.Buffers) -> None:
-        """Plan.attn_head_wait: the kernel adds an ATTN record's tiles to its kv heads'
-        counters too (sync.release_heads; the tickets' slots), which O-proj waits on."""
-        S, nkv = self.plan.splits, self.cfg.num_kv_heads // self.plan.ranks
-        for t in range(ins.start, ins.end):
-            b.ctr[self.plan.ticket_base + ins.layer * nkv + t // S] += 1
 
     def _module_positions(self) -> bool:
         """A decode step's MTP module ops run over positions [M_POS, M_POS + M_W), on the

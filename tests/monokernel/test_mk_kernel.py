@@ -242,42 +242,18 @@ def test_unsatisfiable_wait_names_the_op(qkv_ll):
 
 
 @interpreted
-@pytest.mark.parametrize("qkv_ll,head_wait", [(False, False), (True, False), (False, True)])
-def test_sync_variants_equal_vm(qkv_ll, head_wait):
-    """The T = 1 hand-overs other than the defaults (both on): QKV's counter instead of its
-    tagged words (Tiling.qkv_ll) and O-proj waiting for the layer's attention tiles instead
-    of its kv head's (Tiling.attn_head_wait) decode what the VM and the reference do."""
+def test_qkv_counter_path_equals_vm():
+    """QKV's counter instead of its tagged words (Tiling.qkv_ll=False: the T > 1 kernels'
+    hand-over) decodes what the VM and the reference do at T = 1 too."""
     from mk_utils import FAST
 
-    h = harness("qwen3_qknorm_hd128", tiling=dataclasses.replace(
-        FAST, qkv_ll=qkv_ll, attn_head_wait=head_wait))
-    assert (h.plan.qkv_ll, h.plan.attn_head_wait) == (qkv_ll, head_wait)
-    mk = Monokernel(h.plan, h.w)
-    assert (mk.consts["QLL"], mk.consts["AHW"]) == (qkv_ll, head_wait)
+    h = harness("qwen3_qknorm_hd128", tiling=dataclasses.replace(FAST, qkv_ll=False))
+    assert not h.plan.qkv_ll and not Monokernel(h.plan, h.w).consts["QLL"]
     ref, _ = h.reference_greedy(PROMPT, N)
     h.start(PROMPT, N)
     b = run_both(h, N)
     assert compare(h.bufs, b) is None, compare(h.bufs, b)
     assert h.tokens(b) == h.tokens() == ref
-
-
-def test_stall_on_a_kv_heads_attention_is_named():
-    """With Tiling.attn_head_wait O-proj waits on a kv head's counter (past the ops'): a
-    stall there names the layer and the kv head."""
-    from agentfast.kernels.monokernel.kernel import raise_recorded
-
-    h = harness("llama_gqa_tied_hd64")
-    assert h.plan.attn_head_wait
-    p = h.plan
-    om = next(o for o in p.ops if o.name.startswith("layer 1 OPROJ_M"))
-    wseq = p.ticket_base + 1 * p.cfg.num_kv_heads + 1
-    err = torch.tensor([W.ERR_WAIT, 7, om.seq, wseq, 6, 3, 0, 2], dtype=torch.int32)
-    with pytest.raises(MonokernelError, match="layer 1 OPROJ_M .* layer 1 ATTN's tiles of kv "
-                                              "head 1 to reach 6, saw 3"):
-        raise_recorded(p, err)
-    with pytest.raises(ValueError, match="attn_head_wait"):
-        _ = harness("llama_gqa_tied_hd64", T=4,
-                    tiling=Tiling(attn_head_wait=True)).plan.attn_head_wait
 
 
 @interpreted
