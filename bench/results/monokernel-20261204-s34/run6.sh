@@ -1,8 +1,10 @@
 #!/bin/bash
-# Session 34, call 6c (carry .carry/q2 and .whl_core; calls 6a and 6b, carrying .carry/q0 and
-# .carry/q1, ran `mkdir -p /tmp/emb && cp .carry/q*/* /tmp/emb/` on the same machine just
-# before: the embedded GGUF in three parts, as the tracked tree is 31 MB of the 64 MiB): #4's
-# greedy check with today's kernel (qkv_ll on): 512 steps against the fp32 reference on the
+# Session 34, call 6d. Calls 6a and 6b carried .carry/q0 and .carry/q1 (the embedded GGUF split
+# in three, `split -n 3`: the tracked tree is 31 MB of a call's 64 MiB) and ran `mkdir -p /tmp/emb
+# && cp .carry/q*/* /tmp/emb/`; call 6c carried .whl_core and ran `mkdir -p /tmp/whl && cp
+# .whl_core/*.whl /tmp/whl/`; this one carried .carry/q2 and ran `mkdir -p .whl_core && cp
+# /tmp/whl/*.whl .whl_core/ && bash run6.sh`, each within 30 s of the last on the same machine.
+# #4's greedy check with today's kernel (qkv_ll on): 512 steps against the fp32 reference on the
 # embedded model and the four random-weight shapes at ctx 128 and 4096, monokernel backend.
 set -u
 mkdir -p .whl && cp .whl_core/*.whl .whl/; source bench/device_setup.sh >/dev/null 2>&1
