@@ -12,7 +12,9 @@ the code paths of that width, and a fill plan (plan(fill=True)) runs them alone 
 step's positions, ending each step with FILL_NEXT; per
 record it requests what the op reads that no other op of the step writes (weights, cached
 keys), waits for the producer op's counter (bounded), runs the op (ops_mv, ops_attn,
-ops_sample) and releases its own counter (a record that does nothing in the step, as OPROJ
+ops_sample) and releases its own counter (in T = 1 kernels attention polls QKV's outputs
+themselves, as words tagged by step and layer, and QKV's counter goes without the fence:
+Tiling.qkv_ll) (a record that does nothing in the step, as OPROJ
 in a one-position step where OPROJ_M merged, adds to it without the release's fence:
 sync.release_idle; with Tiling.kind_tables each step kind walks its own records, those idle in it
 dropped but one per op that adds their count: Plan.kind_programs). Counters past the ops'
