@@ -87,19 +87,11 @@ def _qkv_words(qll, kvh, d, dr, tag, sy, NH: tl.constexpr, NKV: tl.constexpr,
     pq = qll + (kvh * G + hh)[:, None] * HD
     pk = qll + (NH + kvh) * HD + d[None, :] * 0
     pv = qll + (NH + NKV + kvh) * HD + d[None, :]
-    wq = tl.load(pq + d[None, :], mask=hm, other=0, volatile=True)
-    wqr = tl.load(pq + dr[None, :], mask=hm, other=0, volatile=True)
-    wk = tl.load(pk + d[None, :], volatile=True)
-    wkr = tl.load(pk + dr[None, :], volatile=True)
-    wv = tl.load(pv, volatile=True)
+    wq, wqr, wk, wkr, wv = _qkv_load(pq, pk, pv, d, dr, hm)
     miss = _qkv_missing(wq, wqr, wk, wkr, wv, hm, tag, GP, HD)
     n = 0
     while (miss > 0) & (n < sy[3]):
-        wq = tl.load(pq + d[None, :], mask=hm, other=0, volatile=True)
-        wqr = tl.load(pq + dr[None, :], mask=hm, other=0, volatile=True)
-        wk = tl.load(pk + d[None, :], volatile=True)
-        wkr = tl.load(pk + dr[None, :], volatile=True)
-        wv = tl.load(pv, volatile=True)
+        wq, wqr, wk, wkr, wv = _qkv_load(pq, pk, pv, d, dr, hm)
         miss = _qkv_missing(wq, wqr, wk, wkr, wv, hm, tag, GP, HD)
         n += 1
         if (n % 32) == 0:  # noqa: SIM102 (another program failed: give up)
@@ -111,6 +103,16 @@ def _qkv_words(qll, kvh, d, dr, tag, sy, NH: tl.constexpr, NKV: tl.constexpr,
         record_error(sy[2], ERR_LL, sy[4], sy[5], sy[6], tag, seen, sy[7], sy[8])
     stamp(sy[10] + 1, sy[11], USE_PTX)
     return ok, ll_value(wq), ll_value(wqr), ll_value(wk), ll_value(wkr), ll_value(wv)
+
+
+@triton.jit
+def _qkv_load(pq, pk, pv, d, dr, hm):
+    """One poll of _qkv_words: the q rows at d and dr (hm: the group's heads), k at d and dr, v
+    (volatile loads, issued together)."""
+    return (tl.load(pq + d[None, :], mask=hm, other=0, volatile=True),
+            tl.load(pq + dr[None, :], mask=hm, other=0, volatile=True),
+            tl.load(pk + d[None, :], volatile=True), tl.load(pk + dr[None, :], volatile=True),
+            tl.load(pv, volatile=True))
 
 
 @triton.jit

@@ -20,6 +20,15 @@ from agentfast.kernels.monokernel.sampling import philox_uniform
 N = 7
 
 
+def _decodes_as_vm_and_reference(h) -> None:
+    """N greedy steps of the kernel: every buffer equals the VM's, the tokens the reference's."""
+    ref, _ = h.reference_greedy(PROMPT, N)
+    h.start(PROMPT, N)
+    b = run_both(h, N)
+    assert compare(h.bufs, b) is None, compare(h.bufs, b)
+    assert h.tokens(b) == h.tokens() == ref
+
+
 @interpreted
 @pytest.mark.parametrize("name,T,drafts", [
     ("llama_gqa_tied_hd64", 1, None),
@@ -63,11 +72,7 @@ def test_new_key_folded_into_its_block(name, splits, block, fold, loop):
                                                  attn_fold=fold, attn_wait_loop=loop))
     assert h.plan.tiling.attn_fold == fold and h.plan.splits == splits
     assert h.plan.attn_wait_loop == (fold and loop)
-    ref, _ = h.reference_greedy(PROMPT, N)
-    h.start(PROMPT, N)
-    b = run_both(h, N)
-    assert compare(h.bufs, b) is None, compare(h.bufs, b)
-    assert h.tokens(b) == h.tokens() == ref
+    _decodes_as_vm_and_reference(h)
 
 
 @interpreted
@@ -249,11 +254,7 @@ def test_qkv_counter_path_equals_vm():
 
     h = harness("qwen3_qknorm_hd128", tiling=dataclasses.replace(FAST, qkv_ll=False))
     assert not h.plan.qkv_ll and not Monokernel(h.plan, h.w).consts["QLL"]
-    ref, _ = h.reference_greedy(PROMPT, N)
-    h.start(PROMPT, N)
-    b = run_both(h, N)
-    assert compare(h.bufs, b) is None, compare(h.bufs, b)
-    assert h.tokens(b) == h.tokens() == ref
+    _decodes_as_vm_and_reference(h)
 
 
 @interpreted
