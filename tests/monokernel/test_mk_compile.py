@@ -55,7 +55,7 @@ def _compile(case: str, target: str = "cuda") -> dict:
     w_ty = "*bf16" if wt == "bf16" else "*fp32"
     types = {"x": w_ty, "hidden": w_ty, "attn": w_ty, "act": w_ty, "w_qkv": w_ty,
              "w_o": w_ty, "w_gu": w_ty, "w_down": w_ty, "embed": w_ty, "lm_head": w_ty,
-             "k_cache": w_ty, "v_cache": w_ty,
+             "k_cache": w_ty, "v_cache": w_ty, "qkv_ll": "*i64",
              "cand": "*i64", "instr": "*i32", "offs": "*i32", "ctr": "*i32", "err": "*i32",
              "state": "*i32", "tokens": "*i32", "stop_ids": "*i32", "drafts": "*i32",
              "host": "*i32", "lm_idx": "*i32", "c_bitmask": "*i32", "c_default": "*i32",
