@@ -178,6 +178,7 @@ def _monokernel(
             b = tl.load(rec + 4)
             aux = tl.load(rec + 7)
             wseq = tl.load(rec + 8)
+            lltag = step * (NL + 1) + layer + 1  # this layer's QKV words (Tiling.qkv_ll)
             xl = x  # the rows of x this op's layer reads and writes (the MTP module: its own)
             if MTP:
                 xl = x + (layer == NL).to(tl.int32) * (T * H)
@@ -224,7 +225,8 @@ def _monokernel(
             # matvec ops request their first weights and ATTN its first cached keys, then they
             # wait (ops_mv, ops_attn); SAMPLE waits here
             ok = 0
-            idle = 0  # 1: the record does nothing in this step (released without a fence)
+            idle = 0  # 1: released without a fence (the record does nothing in this step, or
+            # no one waits on its counter)
             if mskip == 1:  # a module op on a step without it: its counter released at once
                 ok = mok
                 idle = 1
@@ -239,10 +241,12 @@ def _monokernel(
                         ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, TB, TP, BN_QKV_N, BK_QKV_N, HAS_QKV_BIAS, IEEE, RED,
                                      NS_QKV_N, NW, USE_PTX, FN_QKV, TP2B)
-                if QLL:  # (T = 1) q, k, v also as tagged words, which attention polls
+                if QLL:  # (T = 1) q, k, v also as tagged words, which attention polls: the
+                    # counter is added without a fence (no one waits on it)
                     ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW,
-                                 USE_PTX, False, 1, qkv_ll, step * (NL + 1) + layer + 1, True)
+                                 USE_PTX, False, 1, qkv_ll, lltag, True)
+                    idle = 1
                 elif oc == 0:
                     ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  T, TP, BN_QKV_T, BK_QKV_T, HAS_QKV_BIAS, IEEE, RED, NS_QKV_T,
@@ -344,15 +348,15 @@ def _monokernel(
                         ok = attn_run_one(layer, a, b, p, qkv, att_acc, att_ml, attn, q_norm,
                                           k_norm, cos, sin, k_cache, v_cache, kv_cap, window,
                                           eps, qk_scale, sy, NH, NKV, HD, S, BT, M, QK_NORM,
-                                          HAS_WINDOW, IEEE, NSA, NW, USE_PTX, 1, qkv_ll,
-                                          step * (NL + 1) + layer + 1, QLL)
+                                          HAS_WINDOW, IEEE, NSA, NW, USE_PTX, 1, qkv_ll, lltag,
+                                          QLL)
                     else:
                         ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
                                       ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
                                       v_cache, kv_cap, window, eps, qk_scale, sy, NH, NKV, HD, T,
                                       S, SPT, BT, M, TP2, TN, QK_NORM, HAS_WINDOW, IEEE, NSA, NW,
-                                      USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM0, qkv_ll,
-                                      step * (NL + 1) + layer + 1, QLL)
+                                      USE_PTX, AFOLD, AMH, SR, T, BT0, MR, OM0, qkv_ll, lltag,
+                                      QLL)
             elif (op == LMHEAD) & (layer >= 0):  # the MTP module's head
                 if MTP:
                     ok = mtp_head_run(a, b, p, x, logits, lm_val, lm_idx, m_stat, lm_head,
@@ -404,9 +408,6 @@ def _monokernel(
                     # ALLREDUCE (ranks > 1), garbage: not here
                     tl.atomic_cas(err, 0, ERR_OPCODE)
                     ok = 0
-            if QLL:  # noqa: SIM102 (constexpr, then runtime)
-                if op == QKV:  # attention polls the words, not the counter: no fence
-                    idle = 1
             if ok == 1:
                 if RELAXED == 0:
                     if idle == 1:

@@ -450,13 +450,10 @@ def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.const
     whole-row tiles): also into `ll` as words tagged `tag`, which attention polls."""
     w = w_qkv + layer.to(tl.int64) * (NQKV * H)
     tl.static_assert(not LL or ((T == 1) & (BK >= H)), "qkv_ll: T = 1, whole-row tiles")
-    if LL:
-        return mv_tiles(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
-                        sy, H, NQKV, BN, BK, True, False, HAS_BIAS, E_QKV_LL, NS, NW, USE_PTX,
-                        None, False, ll, tag)
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
-                        sy, H, NQKV, BN, BK, True, False, HAS_BIAS, E_QKV, NS, NW, USE_PTX)
+                        sy, H, NQKV, BN, BK, True, False, HAS_BIAS, E_QKV_LL if LL else E_QKV,
+                        NS, NW, USE_PTX, None, False, ll, tag)
     if FT:
         return mv_tiles_t(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv,
                           b_qkv + layer * NQKV, sy, H, NQKV, T, TP2, BN, BK, True, False,
