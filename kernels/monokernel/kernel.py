@@ -126,7 +126,7 @@ def _monokernel(
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
     KT: tl.constexpr, NM: tl.constexpr, ALW: tl.constexpr, RELAXED: tl.constexpr,
-    QLL: tl.constexpr,
+    QLL: tl.constexpr, ANL: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -328,7 +328,8 @@ def _monokernel(
                             ok = attn_run_one(layer, a, b, p, qkv, att_acc, att_ml, attn, q_norm,
                                               k_norm, cos, sin, k_cache, v_cache, kv_cap, window,
                                               eps, qk_scale, sy, NH, NKV, HD, S, BT1, M1,
-                                              QK_NORM, HAS_WINDOW, IEEE, NSA, NW, USE_PTX, T)
+                                              QK_NORM, HAS_WINDOW, IEEE, NSA, NW, USE_PTX, T,
+                                              NEWLAST=ANL)
                         else:
                             ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
                                           ctr + TK + layer * NKV, q_norm, k_norm, cos, sin,
@@ -349,7 +350,7 @@ def _monokernel(
                                           k_norm, cos, sin, k_cache, v_cache, kv_cap, window,
                                           eps, qk_scale, sy, NH, NKV, HD, S, BT, M, QK_NORM,
                                           HAS_WINDOW, IEEE, NSA, NW, USE_PTX, 1, qkv_ll, lltag,
-                                          QLL)
+                                          QLL, ANL)
                     else:
                         ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
                                       ctr + TK + layer * NKV, q_norm, k_norm, cos, sin, k_cache,
@@ -507,7 +508,7 @@ class Monokernel:
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu",
             KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge,
             ALW=plan.attn_wait_loop, RELAXED=relaxed_mask(relaxed_release),
-            QLL=plan.qkv_ll)
+            QLL=plan.qkv_ll, ANL=plan.tiling.attn_new_last)
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:

@@ -443,7 +443,7 @@ def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm,
                  M: tl.constexpr, QK_NORM: tl.constexpr, HAS_WINDOW: tl.constexpr,
                  IEEE: tl.constexpr, NSA: tl.constexpr, NW: tl.constexpr,
                  USE_PTX: tl.constexpr, TL: tl.constexpr = 1, qll=None, tag=0,
-                 LL: tl.constexpr = False):
+                 LL: tl.constexpr = False, NEWLAST: tl.constexpr = False):
     """attn_run for one position (a T = 1 step, or a T > 1 kernel's one-position step) where
     O-proj merges the splits (Plan.oproj_merge) and the new key folds in (Tiling.attn_fold),
     with the wait for QKV inside the key-block loop's first iteration
@@ -454,7 +454,9 @@ def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm,
     computed after the wait, are patched into the block that holds their position (that
     block's cp.async masks the position out). LL (Plan.qkv_ll, T = 1 kernels): q, k and v
     polled from QKV's tagged words (_qkv_words, each tile with keys its own) instead of the
-    wait for QKV's counter."""
+    wait for QKV's counter. NEWLAST (Tiling.attn_new_last): the new key is not patched into
+    its block (which then goes from the cp.async buffer straight into the dots, without a
+    round trip through registers) but takes an online step of its own after the blocks."""
     G: tl.constexpr = NH // NKV
     GP: tl.constexpr = triton.next_power_of_2(G)
     HALF: tl.constexpr = HD // 2
@@ -525,14 +527,23 @@ def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm,
                     tl.store(lk + dst, k, mask=mm)  # for later steps
                     tl.store(lv + dst, v, mask=mm)
             if (ok == 1) & (sy[9] == 1):
-                newrow = (kk == pos) & (kk < end)  # the new key: from registers
-                kb = tl.where(newrow[:, None], k, kb)
-                vb = tl.where(newrow[:, None], v, vb)
-                okb = (km | newrow)[None, :]
+                if NEWLAST:  # the blocks straight from shared memory into the dots
+                    okb = km[None, :]
+                else:  # the new key patched in from registers
+                    newrow = (kk == pos) & (kk < end)
+                    kb = tl.where(newrow[:, None], k, kb)
+                    vb = tl.where(newrow[:, None], v, vb)
+                    okb = (km | newrow)[None, :]
                 if HAS_WINDOW:
                     okb = okb & (kk[None, :] > pos - window)
                 m_i, l_i, acc = _online(_dot(q, tl.trans(kb), IEEE, dt), vb, okb, m_i, l_i,
                                         acc, IEEE, dt)
+        if NEWLAST:  # noqa: SIM102 (constexpr, then runtime)
+            if (ok == 1) & (sy[9] == 1) & (start <= pos) & (pos < end):  # the new key's split
+                # one online step of its own, from registers (the query's own position: in
+                # the window, never masked)
+                sn = tl.sum(q * k.to(tl.float32), axis=1)[:, None]  # [M, 1]
+                m_i, l_i, acc = _online(sn, v, sn == sn, m_i, l_i, acc, IEEE, dt)
         if (ok == 1) & (sy[9] == 1) & (start < end):
             mark(sy, 3, tl.sum(tl.sum(acc, axis=1), axis=0), USE_PTX)  # timeline: softmax done
             slot = (heads * S + split) * TL

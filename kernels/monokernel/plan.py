@@ -215,10 +215,11 @@ class Tiling:
     attn_splits: int | None = None  # KV splits per kv head (default: from the program count)
     # splits in a T > 1 step (default 8, or attn_splits): its first tiles of each kv head
     attn_splits_t: int | None = None
-    # keys per attention block (0: at T = 1 in 16 bits 4096 / head_dim, i.e. a block of keys
-    # and one of values, 8 KB each, held across the wait: 64 keys at head_dim 64, 32 at 128,
-    # where 64 spilled registers; else 32, as 64 rows of fp32 or of T > 1 do not fit 2 programs
-    # per SM), and T = 1's new key folded into the cached blocks (ops_attn FOLD). H200, ctx
+    # keys per attention block (0: attn_block(): at T = 1 in 16 bits 64 on the loop path
+    # (Plan.attn_wait_loop, the blocks through shared memory), else 4096 / head_dim, i.e. a
+    # block of keys and one of values, 8 KB each, held across the wait: 64 keys at head_dim 64,
+    # 32 at 128, where 64 spilled registers; else 32, as 64 rows of fp32 or of T > 1 do not fit
+    # 2 programs per SM), and T = 1's new key folded into the cached blocks (ops_attn FOLD). H200, ctx
     # 1024, us/step, 32-key blocks unfolded -> folded -> 64-key blocks folded: Qwen3-1.7B 1,372
     # -> 1,348 -> 1,364, Llama-3.2-1B 856 -> 853 -> 846, SmolLM2 588 -> 584 -> 570
     # (bench/results/monokernel-20261129-s6). Again with today's kernel, Qwen3-1.7B 32 -> 64:
@@ -237,13 +238,19 @@ class Tiling:
     # one-position steps whose O-proj merges the splits, new key folded in: the wait for QKV
     # inside the key-block loop's first iteration (ops_attn.attn_run_one: the blocks stream
     # through shared memory, up to attn_stages - 1 requested before the wait, the new key
-    # patched in from registers) instead of the first block held in registers across it and
-    # the rest loaded after it (ops_attn.attn_run). None: on at head_dim <= 64. H200, ctx 1024,
-    # T = 1, us per step, off / on / off, two calls: Llama-3.2-1B 824.4 / 815.4 / 822.5 and
+    # patched in from registers or, attn_new_last, its own step) instead of the first block
+    # held in registers across it and the rest loaded after it (ops_attn.attn_run). Until
+    # session 35 on at head_dim <= 64 only. H200, ctx 1024, T = 1, us per step, off / on /
+    # off, two calls: Llama-3.2-1B 824.4 / 815.4 / 822.5 and
     # 821.8 / 814.5 / 819.1, SmolLM2 540.3 / 532.8 / 537.1 and 539.5 / 533.0 / 542.1; head_dim
     # 128 (two 32-key blocks a chunk from ctx 1024): Qwen3-1.7B 1,311.4 / 1,314.3 / 1,309.8,
     # Qwen3-8B 4,093 / 4,141 / 4,077 (10 spill words); 64-key blocks through the loop spill
-    # (Qwen3-1.7B 1,399-1,426) (bench/results/monokernel-20261202-s24, runs 1-2)
+    # (Qwen3-1.7B 1,399-1,426) (bench/results/monokernel-20261202-s24, runs 1-2). With
+    # attn_new_last (no register round trip) it pays at head_dim 128 too, 64-key blocks most:
+    # H200, ctx 1024, us per step, session 34's default (off, 32-key blocks) / on, 32 / on, 64:
+    # Qwen3-1.7B 1,291.9 / 1,270.7 / 1,254.1 and 1,287.8 / 1,271.2 / 1,256.0, Qwen3-8B 4,059.6
+    # / 4,027.3 / 4,015.6 and 4,057.4 / 4,025.1 / 4,015.2 (bench/results/monokernel-20261204-
+    # s35, run 2). None: on
     attn_wait_loop: bool | None = None
     # the merge of a kv head's split partials, when the whole group's are too many for one
     # round of loads (G x splits x T x head_dim > 8192: Qwen3-8B at T = 1, every T > 1 shape):
@@ -325,12 +332,32 @@ class Tiling:
     # program's stores: ~1 us a layer on the critical path, BENCH.md session 33) and an
     # acquire on its counter. None: on where QKV's T = 1 tiles are whole rows, no MTP module
     qkv_ll: bool | None = None
+    # attention of one position on the loop path (Plan.attn_wait_loop): the new key takes an
+    # online step of its own after the cached blocks instead of being patched into the block
+    # that holds its position, so the blocks go from the cp.async buffers straight into the
+    # dots (patching one row made each block a shared -> registers -> shared round trip after
+    # the wait). H200, ctx 1024, us per step, off / on, twice: Llama-3.2-1B 815.6 / 807.4 and
+    # 813.9 / 811.1, SmolLM2 521.7 / 508.0 and 526.4 / 509.9 (bench/results/monokernel-
+    # 20261204-s35, run 1)
+    attn_new_last: bool = True
 
 
-def attn_block(head_dim: int, T: int, wbytes: int) -> int:
-    """Keys per attention block by default (Tiling.attn_block): at T = 1 in 16 bits 4096 /
-    head_dim (16..64), else 32."""
-    return min(64, max(16, 4096 // head_dim)) if T == 1 and wbytes <= 2 else 32
+def attn_block(head_dim: int, T: int, wbytes: int, loop: bool = False) -> int:
+    """Keys per attention block by default (Tiling.attn_block): at T = 1 in 16 bits, 64 where
+    the blocks stream through shared memory into the dots (`loop`: Plan.attn_wait_loop, head_dim
+    <= 128), else 4096 / head_dim (16..64: a block of keys and one of values held in registers
+    across the wait); 32 otherwise."""
+    if T == 1 and wbytes <= 2:
+        return 64 if loop and head_dim <= 128 else min(64, max(16, 4096 // head_dim))
+    return 32
+
+
+def wait_loop(tiling: Tiling, oproj_merge: bool) -> bool:
+    """Tiling.attn_wait_loop resolved (None: on) for a plan whose one-position steps merge in
+    O-proj (`oproj_merge`): those steps' attention waits inside its key-block loop (needs the
+    merge in O-proj and attn_fold)."""
+    on = True if tiling.attn_wait_loop is None else tiling.attn_wait_loop
+    return bool(on) and oproj_merge and tiling.attn_fold
 
 
 def merge_round(tiling: Tiling, T: int, head_dim: int) -> int:
@@ -453,7 +480,7 @@ class Plan:
         T = 1 default (a T > 1 kernel's one-position steps attend as a T = 1 kernel does)."""
         if self.T == 1:
             return self.tiling.attn_block
-        return attn_block(self.cfg.head_dim, 1, self.wbytes)
+        return attn_block(self.cfg.head_dim, 1, self.wbytes, self.attn_wait_loop)
 
     def block_t0(self, T: int | None = None) -> int:
         """Tiling.attn_block_t0 resolved for steps of T positions (default: the plan's; 0 at
@@ -531,12 +558,8 @@ class Plan:
 
     @property
     def attn_wait_loop(self) -> bool:
-        """Tiling.attn_wait_loop resolved (None: head_dim <= 64): the one-position steps'
-        attention waits inside its key-block loop (needs OPROJ_M's merge, the new key folded)."""
-        on = self.tiling.attn_wait_loop
-        if on is None:
-            on = self.cfg.head_dim <= 64
-        return bool(on) and self.oproj_merge and self.tiling.attn_fold
+        """Tiling.attn_wait_loop resolved (wait_loop)."""
+        return wait_loop(self.tiling, self.oproj_merge)
 
     @property
     def qkv_ll(self) -> bool:
@@ -689,7 +712,7 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     assert not om or om_ok, "oproj_merge: one rank, whole-row tiles (bk 0), T = 1 tiles"
     nkv_r, nh_r, i_r = nkv // R, nh // R, inter // R
     if not tl_.attn_block:
-        tl_ = replace(tl_, attn_block=attn_block(cfg.head_dim, T, wbytes))
+        tl_ = replace(tl_, attn_block=attn_block(cfg.head_dim, T, wbytes, wait_loop(tl_, om)))
     blocks = math.ceil(max_len / tl_.attn_block)
     # KV splits per kv head: 32 at most at T = 1, and no more than the merging program loads
     # in one round (GP x splits x head_dim <= 8192, ops_attn._merge); 8 when T > 1 (each

@@ -56,22 +56,28 @@ def test_kernel_equals_vm_and_reference(name, T, drafts):
 @interpreted
 @pytest.mark.parametrize("name", ["qwen3_qknorm_hd128", "mistral_window_hd64",
                                   "llama_gqa_tied_hd64"])
-@pytest.mark.parametrize("splits,block,fold,loop", [(2, 8, True, True), (1, 4, True, True),
-                                                    (1, 4, True, False), (2, 8, False, True)])
-def test_new_key_folded_into_its_block(name, splits, block, fold, loop):
+@pytest.mark.parametrize("splits,block,fold,loop,last", [
+    (2, 8, True, True, False), (1, 4, True, True, False), (1, 4, True, False, False),
+    (2, 8, False, True, False), (2, 8, True, True, True), (1, 4, True, True, True)])
+def test_new_key_folded_into_its_block(name, splits, block, fold, loop, last):
     """Tiling.attn_fold (T = 1, the default): the new key and value join the cached keys
     instead of a separate online-softmax step: patched into the first block's registers (2
     splits of 8-key blocks: the new position is in its split's first block) or, in a later
     block, patched from registers too where the wait sits in the key-block loop
     (Tiling.attn_wait_loop, ops_attn.attn_run_one; 1 split of 4-key blocks: many blocks a
     chunk), else read back from the cache. Unfolded (attn_fold=False), its own step from
-    registers first (attn_run). Buffers equal the VM's, tokens the reference's."""
+    registers first (attn_run). Tiling.attn_new_last (`last`, on the loop path): not patched
+    in, its own step after the blocks (in the split whose chunk holds it: the first block of
+    2 splits of 8 keys, the last of 1 split of 4-key blocks). Buffers equal the VM's, tokens
+    the reference's."""
     from mk_utils import FAST
 
     h = harness(name, tiling=dataclasses.replace(FAST, attn_splits=splits, attn_block=block,
-                                                 attn_fold=fold, attn_wait_loop=loop))
+                                                 attn_fold=fold, attn_wait_loop=loop,
+                                                 attn_new_last=last))
     assert h.plan.tiling.attn_fold == fold and h.plan.splits == splits
     assert h.plan.attn_wait_loop == (fold and loop)
+    assert Monokernel(h.plan, h.w).consts["ANL"] == last
     _decodes_as_vm_and_reference(h)
 
 
@@ -200,13 +206,16 @@ def test_kernel_sampling_equals_vm(params):
 
 @interpreted
 def test_kernel_stops_on_stop_id_and_cancel():
+    """Stop ids and the host's cancel flag end the sequence; the host ring's progress and the
+    reason reach the host."""
     h = harness("llama_gqa_tied_hd64")
     ref, _ = h.reference_greedy(PROMPT, N)
     stop = next(t for t in ref[2:] if t not in ref[:2])
     h.start(PROMPT, N, stop_ids=(stop, 999))
     b = run_both(h, N)
     assert h.tokens(b) == ref[: ref.index(stop) + 1]
-    assert int(b.state[W.DONE]) == W.DONE_STOP
+    assert int(b.state[W.DONE]) == W.DONE_STOP and int(b.host[W.H_DONE]) == W.DONE_STOP
+    assert int(b.host[W.H_PROGRESS]) == ref.index(stop) + 1
     h.start(PROMPT, N)
     h.bufs.host[W.H_CANCEL] = 1  # read once per step: the first step still runs
     b = run_both(h, N)

@@ -310,13 +310,23 @@ def test_narrow_merge_walks_three_tables(programs):
         P.plan(c, programs, 8, 64, tiling=P.Tiling(narrow_merge=True))  # no narrow steps
 
 
-def test_attn_wait_loop_resolves_by_head_dim():
-    """Tiling.attn_wait_loop None: on at head_dim <= 64 (H200: 1-1.7% there, none or slower at
-    128); it needs OPROJ_M's merge and the folded new key, whatever it says."""
+def test_attn_wait_loop_and_its_block():
+    """Tiling.attn_wait_loop None: on at every head_dim (with attn_new_last its blocks go from
+    shared memory into the dots: 64-key blocks at head_dim 128 too, H200 session 35); it needs
+    OPROJ_M's merge and attn_fold, whatever it says. The default block (16-bit weights, T = 1
+    and a T > 1 kernel's one-position steps): 64 keys on the loop path, else 4096 / head_dim
+    (held in registers across the wait); 32 in T-position steps and in fp32."""
     hd64, hd128 = cfg("llama_gqa_tied_hd64"), cfg("qwen3_qknorm_hd128")
     assert P.plan(hd64, 2, 1, 64).attn_wait_loop
-    assert not P.plan(hd128, 2, 1, 64).attn_wait_loop
-    assert P.plan(hd128, 2, 1, 64, tiling=P.Tiling(attn_wait_loop=True)).attn_wait_loop
+    assert P.plan(hd128, 2, 1, 64).attn_wait_loop
+    assert not P.plan(hd128, 2, 1, 64, tiling=P.Tiling(attn_wait_loop=False)).attn_wait_loop
+    for hd, c in ((64, hd64), (128, hd128)):
+        for loop in (None, False):
+            p = P.plan(c, 2, 1, 256, tiling=P.Tiling(attn_wait_loop=loop), wbytes=2)
+            assert p.tiling.attn_block == (64 if loop is None else 4096 // hd), (hd, loop)
+        assert P.plan(c, 2, 1, 256, wbytes=4).tiling.attn_block == 32
+        p4 = P.plan(c, 2, 4, 256, wbytes=2)
+        assert p4.tiling.attn_block == 32 and p4.block_one == 64
     assert not P.plan(hd64, 2, 1, 64, tiling=P.Tiling(attn_wait_loop=False)).attn_wait_loop
     assert not P.plan(hd64, 2, 1, 64, tiling=P.Tiling(attn_fold=False)).attn_wait_loop
     assert not P.plan(hd64, 2, 1, 64, tiling=P.Tiling(oproj_merge=False)).attn_wait_loop
