@@ -126,7 +126,7 @@ def _monokernel(
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
     KT: tl.constexpr, NM: tl.constexpr, ALW: tl.constexpr, RELAXED: tl.constexpr,
-    QLL: tl.constexpr, ANL: tl.constexpr,
+    QLL: tl.constexpr, ANL: tl.constexpr, NSA1: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -328,7 +328,7 @@ def _monokernel(
                             ok = attn_run_one(layer, a, b, p, qkv, att_acc, att_ml, attn, q_norm,
                                               k_norm, cos, sin, k_cache, v_cache, kv_cap, window,
                                               eps, qk_scale, sy, NH, NKV, HD, S, BT1, M1,
-                                              QK_NORM, HAS_WINDOW, IEEE, NSA, NW, USE_PTX, T,
+                                              QK_NORM, HAS_WINDOW, IEEE, NSA1, NW, USE_PTX, T,
                                               NEWLAST=ANL)
                         else:
                             ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
@@ -349,7 +349,7 @@ def _monokernel(
                         ok = attn_run_one(layer, a, b, p, qkv, att_acc, att_ml, attn, q_norm,
                                           k_norm, cos, sin, k_cache, v_cache, kv_cap, window,
                                           eps, qk_scale, sy, NH, NKV, HD, S, BT, M, QK_NORM,
-                                          HAS_WINDOW, IEEE, NSA, NW, USE_PTX, 1, qkv_ll, lltag,
+                                          HAS_WINDOW, IEEE, NSA1, NW, USE_PTX, 1, qkv_ll, lltag,
                                           QLL, ANL)
                     else:
                         ok = attn_run(layer, a, b, p, qkv, att_acc, att_ml, attn,
@@ -478,6 +478,7 @@ class Monokernel:
             NKV=c.num_kv_heads, HD=c.head_dim, T=plan.T, TP=plan.TP, TP2=tp2,
             M=max(16, triton.next_power_of_2(g) * tp2), S=plan.splits,
             SP=triton.next_power_of_2(plan.splits), NSA=plan.tiling.attn_stages,
+            NSA1=plan.stages_one,
             SR=plan.split_ratio, SPT=triton.next_power_of_2(plan.splits // plan.split_ratio),
             TN=1 if plan.T == 1 else max(16, tp2), TK=plan.ticket_base,
             BT=plan.tiling.attn_block,

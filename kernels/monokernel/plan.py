@@ -219,9 +219,9 @@ class Tiling:
     # (Plan.attn_wait_loop, the blocks through shared memory), else 4096 / head_dim, i.e. a
     # block of keys and one of values, 8 KB each, held across the wait: 64 keys at head_dim 64,
     # 32 at 128, where 64 spilled registers; else 32, as 64 rows of fp32 or of T > 1 do not fit
-    # 2 programs per SM), and T = 1's new key folded into the cached blocks (ops_attn FOLD). H200, ctx
-    # 1024, us/step, 32-key blocks unfolded -> folded -> 64-key blocks folded: Qwen3-1.7B 1,372
-    # -> 1,348 -> 1,364, Llama-3.2-1B 856 -> 853 -> 846, SmolLM2 588 -> 584 -> 570
+    # 2 programs per SM), and T = 1's new key folded into the cached blocks (ops_attn FOLD).
+    # H200, ctx 1024, us/step, 32-key blocks unfolded -> folded -> 64-key blocks folded:
+    # Qwen3-1.7B 1,372 -> 1,348 -> 1,364, Llama-3.2-1B 856 -> 853 -> 846, SmolLM2 588 -> 584 -> 570
     # (bench/results/monokernel-20261129-s6). Again with today's kernel, Qwen3-1.7B 32 -> 64:
     # 1,311.5 -> 1,330.2 us (255 registers), 1,427.8 through shared memory (attn_wait_loop,
     # spilling) (bench/results/monokernel-20261203-s28, run 8)
@@ -234,6 +234,13 @@ class Tiling:
     # matvec variant since dropped; bench/results/monokernel-20261130-s13)
     attn_block_t0: int = 0
     attn_stages: int = 3  # pipeline stages of the key-block loop (cp.async)
+    # the same for the one-position loop path (Plan.attn_wait_loop; 0: 2 at head_dim > 64,
+    # where a 64-key block of keys or values is 16 KB, else attn_stages). H200, ctx 1024, us per
+    # step, 3 / 2 stages, same call: Qwen3-1.7B 1,260.1 / 1,246.0, 1,253.9 / 1,247.0 and 1,254.2
+    # / 1,249.8, 1,254.4 / 1,248.7; Qwen3-8B 3,955.8 / 3,927.2, 3,959.2 / 3,925.1; at head_dim
+    # 64 none: Llama-3.2-1B 799.7 / 792.6, 795.1 / 795.9, SmolLM2 507.5 / 513.0, 510.1 / 509.3
+    # (bench/results/monokernel-20261204-s35, runs 8, 9, 11)
+    attn_stages_one: int = 0
     attn_fold: bool = True
     # one-position steps whose O-proj merges the splits, new key folded in: the wait for QKV
     # inside the key-block loop's first iteration (ops_attn.attn_run_one: the blocks stream
@@ -473,6 +480,13 @@ class Plan:
     @property
     def merge_round(self) -> int:  # Tiling.merge_elems resolved for this plan's T
         return merge_round(self.tiling, self.T, self.cfg.head_dim)
+
+    @property
+    def stages_one(self) -> int:
+        """Tiling.attn_stages_one resolved: the one-position loop path's key-block stages."""
+        if self.tiling.attn_stages_one:
+            return self.tiling.attn_stages_one
+        return 2 if self.cfg.head_dim > 64 else self.tiling.attn_stages
 
     @property
     def block_one(self) -> int:

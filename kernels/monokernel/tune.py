@@ -49,7 +49,8 @@ from .kernel import Monokernel
 from .sync import NSTAMP
 
 TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits", "attn_splits_t",
-               "attn_block", "attn_stages", "tiles", "attn_fold", "fma_t", "fma_t_max",
+               "attn_block", "attn_stages", "attn_stages_one",
+               "tiles", "attn_fold", "fma_t", "fma_t_max",
                "fma_t_elems", "merge_heads", "attn_block_t0", "merge_elems", "one_tiles",
                "narrow", "oproj_merge", "kind_tables", "narrow_merge",
                "attn_wait_loop", "stages_qkv", "stages_om", "stages_gu", "stages_dn", "qkv_ll",
