@@ -541,7 +541,7 @@ def attn_run_one(layer, t0, t1, pos, qkv, att_acc, att_ml, attn, q_norm, k_norm,
         if NEWLAST:  # noqa: SIM102 (constexpr, then runtime)
             if (ok == 1) & (sy[9] == 1) & (start <= pos) & (pos < end):  # the new key's split
                 # one online step of its own, from registers (the query's own position: in
-                # the window, never masked)
+                # the window, never masked: the mask `sn == sn` keeps every row)
                 sn = tl.sum(q * k.to(tl.float32), axis=1)[:, None]  # [M, 1]
                 m_i, l_i, acc = _online(sn, v, sn == sn, m_i, l_i, acc, IEEE, dt)
         if (ok == 1) & (sy[9] == 1) & (start < end):
