@@ -126,7 +126,7 @@ def _monokernel(
     OM: tl.constexpr, OM0: tl.constexpr, BN_OM: tl.constexpr, BK_OM: tl.constexpr,
     NS_OM: tl.constexpr, IEEE: tl.constexpr, NW: tl.constexpr, TRACE: tl.constexpr,
     KT: tl.constexpr, NM: tl.constexpr, ALW: tl.constexpr, RELAXED: tl.constexpr,
-    QLL: tl.constexpr, ANL: tl.constexpr, NSA1: tl.constexpr,
+    QLL: tl.constexpr, ANL: tl.constexpr, NSA1: tl.constexpr, NWE: tl.constexpr,
 ):
     Q: tl.constexpr = NH * HD
     NQKV: tl.constexpr = Q + 2 * NKV * HD
@@ -235,7 +235,7 @@ def _monokernel(
                     if oc == 1:
                         ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
                                      NQKV, 1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV,
-                                     NW, USE_PTX, False, 1)
+                                     NW, USE_PTX, False, 1, NWE=NWE)
                 if TB > 1:  # noqa: SIM102 (constexpr, then runtime)
                     if oc == 2:
                         ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H,
@@ -245,7 +245,7 @@ def _monokernel(
                     # counter is added without a fence (no one waits on it)
                     ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
                                  1, 1, BN_QKV, BK_QKV, HAS_QKV_BIAS, IEEE, RED, NS_QKV, NW,
-                                 USE_PTX, False, 1, qkv_ll, lltag, True)
+                                 USE_PTX, False, 1, qkv_ll, lltag, True, NWE)
                     idle = 1
                 elif oc == 0:
                     ok = qkv_run(layer, a, b, xl, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H, NQKV,
@@ -296,7 +296,7 @@ def _monokernel(
                     if oc == 1:
                         ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, 1,
                                         1, BN_GU, BK_GU, IEEE, RED, NS_GU, NW, USE_PTX, False, 1,
-                                        part, OM)
+                                        part, OM, NWE)
                 if TB > 1:  # noqa: SIM102
                     if oc == 2:
                         ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, TB,
@@ -305,7 +305,7 @@ def _monokernel(
                 if oc == 0:
                     ok = gateup_run(layer, a, b, xl, act, w_gu, mlp_norm, eps, sy, H, FF, T, TP,
                                     BN_GU_T, BK_GU_T, IEEE, RED, NS_GU_T, NW, USE_PTX, FT_GU,
-                                    TP2, part, OM0)
+                                    TP2, part, OM0, NWE)
             elif op == DOWN:
                 if T > 1:  # noqa: SIM102
                     if oc == 1:
@@ -509,7 +509,7 @@ class Monokernel:
             IEEE=w.w_qkv.dtype == torch.float32 or dev.type == "cpu",
             KT=len(plan.kinds) if plan.kind_tables else 0, NM=plan.narrow_merge,
             ALW=plan.attn_wait_loop, RELAXED=relaxed_mask(relaxed_release),
-            QLL=plan.qkv_ll, ANL=plan.tiling.attn_new_last)
+            QLL=plan.qkv_ll, ANL=plan.tiling.attn_new_last, NWE=plan.tiling.norm_early)
 
     @staticmethod
     def _narrow_consts(plan: P.Plan) -> dict:

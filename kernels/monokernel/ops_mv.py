@@ -297,10 +297,13 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
              OUT_LD: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, HAS_NORM: tl.constexpr,
              GATED: tl.constexpr, HAS_BIAS: tl.constexpr, EPI: tl.constexpr, NS: tl.constexpr,
              NW: tl.constexpr, USE_PTX: tl.constexpr, part=None, PART: tl.constexpr = False,
-             ll=None, tag=0):
+             ll=None, tag=0, NWE: tl.constexpr = False):
     """T = 1, BK >= K: one chunk per tile of BN whole rows, x loaded (and normalized) once. The
     wait for x's producer sits in the loop's first iteration, so the pipeliner's prologue, the
-    first NS - 1 tiles' weights (cp.async to shared memory), is in flight while it waits.
+    first NS - 1 tiles' weights (cp.async to shared memory), is in flight while it waits. NWE
+    (Tiling.norm_early): the RMSNorm weights, constant, are requested before the wait and held
+    in registers across it, instead of loaded after x's sum of squares (one dependent round
+    trip fewer after the wake).
     PART (Plan.oproj_merge): O-proj's sum waits in `part` [H] fp32: the normed input is
     round(x + part) (GATEUP); RESID (DOWN) adds round(x + part) as the residual and zeroes its
     rows of part. QKV_LL: `ll` gets the outputs as words tagged `tag` too (the tags alone,
@@ -314,6 +317,9 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
     rr = tl.arange(0, RR)
     res_all = tl.zeros((RR,), tl.float32)
     pre = (n1 - n0 <= RR).to(tl.int32)  # (read by RESID epilogues only)
+    nw = x
+    if HAS_NORM and NWE:
+        nw = tl.load(nw_ptr + cols, mask=cm, other=0.0)
     for c in tl.range(0, (n1 - n0 + BN - 1) // BN, num_stages=NS):
         rows, rm, w, wu = _row_tile(w_ptr, wu_ptr, n0, n1, c, K, BN, cols, cm, GATED)
         if c == 0:
@@ -324,7 +330,9 @@ def mv_tiles(w_ptr, wu_ptr, n0, n1, x_ptr, nw_ptr, eps, out, b_ptr, sy, K: tl.co
                     x_ptr.dtype.element_ty).to(tl.float32)
             if HAS_NORM:
                 rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / K + eps)
-                x = x * tl.load(nw_ptr + cols, mask=cm, other=0.0)
+                if not NWE:
+                    nw = tl.load(nw_ptr + cols, mask=cm, other=0.0)
+                x = x * nw
             mark(sy, 2, tl.sum(x, axis=0), USE_PTX)  # timeline: x loaded
             if EPI == E_RESID:  # with x: one round trip, not one per tile in the epilogues
                 lim = tl.where(n1 - n0 <= RR, n1 - n0, 0)  # rows to load (0: tile by tile)
@@ -444,16 +452,18 @@ def qkv_run(layer, n0, n1, x, qkv, w_qkv, b_qkv, attn_norm, eps, sy, H: tl.const
             NQKV: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
             BK: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr,
             NS: tl.constexpr, NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
-            TP2: tl.constexpr = 1, ll=None, tag=0, LL: tl.constexpr = False):
+            TP2: tl.constexpr = 1, ll=None, tag=0, LL: tl.constexpr = False,
+            NWE: tl.constexpr = False):
     """qkv[t, n0:n1] = rmsnorm(x[t]) @ Wqkv[layer, n0:n1].T (+ bias), fp32. FT: T > 1 on the
     FMA path (mv_tiles_t, TP2 = T rounded up to a power of two). LL (Plan.qkv_ll: T = 1,
-    whole-row tiles): also into `ll` as words tagged `tag`, which attention polls."""
+    whole-row tiles): also into `ll` as words tagged `tag`, which attention polls. NWE: see
+    mv_tiles."""
     w = w_qkv + layer.to(tl.int64) * (NQKV * H)
     tl.static_assert(not LL or ((T == 1) & (BK >= H)), "qkv_ll: T = 1, whole-row tiles")
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv, b_qkv + layer * NQKV,
                         sy, H, NQKV, BN, BK, True, False, HAS_BIAS, E_QKV_LL if LL else E_QKV,
-                        NS, NW, USE_PTX, None, False, ll, tag)
+                        NS, NW, USE_PTX, None, False, ll, tag, NWE)
     if FT:
         return mv_tiles_t(w, w, n0, n1, x, attn_norm + layer * H, eps, qkv,
                           b_qkv + layer * NQKV, sy, H, NQKV, T, TP2, BN, BK, True, False,
@@ -490,15 +500,17 @@ def gateup_run(layer, n0, n1, x, act, w_gu, mlp_norm, eps, sy, H: tl.constexpr,
                FF: tl.constexpr, T: tl.constexpr, TP: tl.constexpr, BN: tl.constexpr,
                BK: tl.constexpr, IEEE: tl.constexpr, RED: tl.constexpr, NS: tl.constexpr,
                NW: tl.constexpr, USE_PTX: tl.constexpr, FT: tl.constexpr = False,
-               TP2: tl.constexpr = 1, part=None, PART: tl.constexpr = False):
+               TP2: tl.constexpr = 1, part=None, PART: tl.constexpr = False,
+               NWE: tl.constexpr = False):
     """act[t, n0:n1] = silu(Wg @ n(x)) * (Wu @ n(x)), Wg/Wu rows of the fused [2I, H]. PART
-    (Plan.oproj_merge): x is round(x + part)."""
+    (Plan.oproj_merge): x is round(x + part). NWE: see mv_tiles."""
     tl.static_assert(not PART or (BK >= H), "PART: whole-row tiles only")
     tl.static_assert(not PART or (T == 1) or FT, "PART: T = 1, or the FMA path")
     w = w_gu + layer.to(tl.int64) * (2 * FF * H)
     if (T == 1) & (BK >= H):
         return mv_tiles(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm, sy,
-                        H, FF, BN, BK, True, True, False, E_GATEUP, NS, NW, USE_PTX, part, PART)
+                        H, FF, BN, BK, True, True, False, E_GATEUP, NS, NW, USE_PTX, part, PART,
+                        NWE=NWE)
     if FT:
         return mv_tiles_t(w, w + FF * H, n0, n1, x, mlp_norm + layer * H, eps, act, mlp_norm,
                           sy, H, FF, T, TP2, BN, BK, True, True, False, E_GATEUP, NS, NW,

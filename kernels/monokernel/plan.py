@@ -347,6 +347,12 @@ class Tiling:
     # 813.9 / 811.1, SmolLM2 521.7 / 508.0 and 526.4 / 509.9 (bench/results/monokernel-
     # 20261204-s35, run 1)
     attn_new_last: bool = True
+    # T = 1 matvecs with an RMSNorm (QKV, gate/up; ops_mv.mv_tiles): the norm weights requested
+    # before the wait for x and held in registers across it (16 registers a thread at H = 2048)
+    # instead of loaded after x's sum of squares, a dependent round trip on every layer's path
+    # twice (offline sm_90 compile: the load follows the reduction's barrier). Not measured yet
+    # (session 35 ran out of device time): off until it is
+    norm_early: bool = False
 
 
 def attn_block(head_dim: int, T: int, wbytes: int, loop: bool = False) -> int:

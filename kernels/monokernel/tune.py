@@ -54,7 +54,7 @@ TILING_KEYS = {"bn", "bk", "chunk", "stages", "bn_lm", "bn_lm_t", "attn_splits",
                "fma_t_elems", "merge_heads", "attn_block_t0", "merge_elems", "one_tiles",
                "narrow", "oproj_merge", "kind_tables", "narrow_merge",
                "attn_wait_loop", "stages_qkv", "stages_om", "stages_gu", "stages_dn", "qkv_ll",
-               "attn_new_last"}
+               "attn_new_last", "norm_early"}
 SKIPPABLE = [P.QKV, P.ATTN, P.OPROJ, P.OPROJ_M, P.GATEUP, P.DOWN, P.LMHEAD]
 
 

@@ -82,6 +82,18 @@ def test_new_key_folded_into_its_block(name, splits, block, fold, loop, last):
 
 
 @interpreted
+@pytest.mark.parametrize("name", ["qwen3_qknorm_hd128", "llama_obias_hd64"])
+def test_norm_weights_before_the_wait(name):
+    """Tiling.norm_early: QKV's and gate/up's RMSNorm weights requested before their waits
+    (held in registers across them): buffers equal the VM's, tokens the reference's."""
+    from mk_utils import FAST
+
+    h = harness(name, tiling=dataclasses.replace(FAST, norm_early=True))
+    assert Monokernel(h.plan, h.w).consts["NWE"]
+    _decodes_as_vm_and_reference(h)
+
+
+@interpreted
 @pytest.mark.parametrize("hidden", [96, 192])
 def test_residual_loaded_per_run_or_per_tile(hidden):
     """O-proj and down load a run's residual rows once, right after their wait, when the run
