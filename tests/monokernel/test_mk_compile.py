@@ -1,10 +1,11 @@
 """The monokernel compiles for the H200 (cuda sm_90) on a CPU machine, and its machine code
 has the properties the design relies on; the portable path (no inline PTX) compiles for MI300X.
 
-triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32)) in a child process with the
-interpreter off (as tests/kernels/test_kernels_compile.py does). Checked in the PTX: thread-0
-polling with ld.acquire.gpu, release atomics on the counters, system-scope release for the host
-ring's progress counter, 16-byte weight loads in the matvec tiles.
+codegen.compile_kernel (triton.compile for GPUTarget("cuda", 90, 32)) in a child process with
+the interpreter off (as tests/kernels/test_kernels_compile.py does). Checked in the PTX:
+thread-0 polling with ld.acquire.gpu, release atomics on the counters, system-scope release for
+the host ring's progress counter, 16-byte weight loads in the matvec tiles. Checked in the TTGIR
+(codegen.after_waits): what an op does after its wait, where session 35 found time.
 """
 
 from __future__ import annotations
@@ -13,65 +14,35 @@ import json
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
-# (case, T, sampling, head_dim, qk_norm, qkv_bias, window, weight type)
+# (case, T, sampling, head_dim, qk_norm, qkv_bias, window, weight type, Tiling fields)
 CASES = {
-    "qwen3_1p7b_T1_greedy": (1, False, 128, True, False, False, "bf16"),
-    "qwen3_1p7b_T4_sampling": (4, True, 128, True, False, False, "bf16"),
-    "smollm2_T1_sampling_window_bias": (1, True, 64, False, True, True, "bf16"),
-    "llama_T16_fp32": (16, False, 64, False, False, False, "fp32"),
+    "qwen3_1p7b_T1_greedy": (1, False, 128, True, False, False, "bf16", {}),
+    "qwen3_1p7b_T4_sampling": (4, True, 128, True, False, False, "bf16", {}),
+    "smollm2_T1_sampling_window_bias": (1, True, 64, False, True, True, "bf16", {}),
+    "llama_T16_fp32": (16, False, 64, False, False, False, "fp32", {}),
+    "qwen3_1p7b_T1_norm_early": (1, False, 128, True, False, False, "bf16",
+                                 {"norm_early": True}),
 }
 
 
 def _compile(case: str, target: str = "cuda") -> dict:
     """target "cuda": sm_90 with the PTX waits; "hip": gfx942 (MI300X) with the portable path."""
-    import torch
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from agentfast.engine.config import ModelConfig
-    from agentfast.kernels.monokernel import kernel as K
-    from agentfast.kernels.monokernel.plan import plan
+    from agentfast.kernels.monokernel import codegen
+    from agentfast.kernels.monokernel.plan import Tiling, plan
 
-    T, sampling, hd, qk_norm, bias, window, wt = CASES[case]
+    T, sampling, hd, qk_norm, bias, window, wt, fields = CASES[case]
     cfg = ModelConfig(arch="qwen3" if qk_norm else "llama", vocab_size=151936,
                       hidden_size=2048 if hd == 128 else 576,
                       intermediate_size=6144 if hd == 128 else 1536, num_layers=28,
                       num_heads=16 if hd == 128 else 9, num_kv_heads=8 if hd == 128 else 3,
                       head_dim=hd, qk_norm=qk_norm, qkv_bias=bias, o_bias=bias,
                       sliding_window=4096 if window else None)
-    p = plan(cfg, 264, T, 4096)
-
-    dt = torch.bfloat16 if wt == "bf16" else torch.float32
-    fake = SimpleNamespace(w_qkv=torch.empty(0, dtype=dt), b_qkv=1 if bias else None,
-                           b_o=1 if bias else None, q_norm=1 if qk_norm else None)
-    mk = K.Monokernel(p, fake)  # only for its constexprs
-    consts = {**mk.consts, "SAMPLING": sampling, "USE_PTX": target == "cuda",
-              "IEEE": wt == "fp32"}
-    w_ty = "*bf16" if wt == "bf16" else "*fp32"
-    types = {"x": w_ty, "hidden": w_ty, "attn": w_ty, "act": w_ty, "w_qkv": w_ty,
-             "w_o": w_ty, "w_gu": w_ty, "w_down": w_ty, "embed": w_ty, "lm_head": w_ty,
-             "k_cache": w_ty, "v_cache": w_ty, "qkv_ll": "*i64",
-             "cand": "*i64", "instr": "*i32", "offs": "*i32", "ctr": "*i32", "err": "*i32",
-             "state": "*i32", "tokens": "*i32", "stop_ids": "*i32", "drafts": "*i32",
-             "host": "*i32", "lm_idx": "*i32", "c_bitmask": "*i32", "c_default": "*i32",
-             "c_exc_ptr": "*i32", "c_exc_tokens": "*i32", "c_exc_next": "*i32", "c_done": "*i1",
-             "hist": "*i32", "c_forced": "*i32",
-             "nsteps": "i32", "spin_cap": "i32",
-             "eps": "fp32", "qk_scale": "fp32", "kv_cap": "i32", "window": "i32", "skip": "i32"}
-    types.update(trace="*i64", trace_step="i32", trace_rows="i32")
-    fn = K._monokernel
-    sig = {a.name: "constexpr" if a.is_constexpr else types.get(a.name, "*fp32")
-           for a in fn.params}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.params)
-             if sig[a.name].startswith("*")}
-    gpu = GPUTarget("cuda", 90, 32) if target == "cuda" else GPUTarget("hip", "gfx942", 64)
-    k = triton.compile(ASTSource(fn, sig, consts, attrs), target=gpu,
-                       options={"num_warps": 4, "num_stages": 1})
+    p = plan(cfg, 264, T, 4096, tiling=Tiling(**fields), wbytes=2 if wt == "bf16" else 4)
+    k = codegen.compile_kernel(p, wt, sampling, target)
     if target == "hip":
         return {"hsaco": bool(k.asm.get("hsaco"))}
     ptx = k.asm["ptx"]
@@ -91,28 +62,13 @@ def _compile(case: str, target: str = "cuda") -> dict:
         "async_copies": len(copies),
         "wide_async_copies": sum(", 16" in ln or ", 0x10" in ln for ln in copies),
         "shared": k.metadata.shared,
-        **_resources(k.asm["cubin"]),
+        "hidden": cfg.hidden_size,
+        "block": p.tiling.attn_block,
+        "head_dim": hd,
+        "waits": codegen.after_waits(k.asm["ttgir"]),
+        "waits_full": codegen.after_waits(k.asm["ttgir"], until_tile=False),
+        **codegen.resources(k.asm["cubin"]),
     }
-
-
-def _resources(cubin: bytes) -> dict:
-    """Registers per thread and stack bytes, from cuobjdump (bundled with triton)."""
-    import re
-    import tempfile
-
-    import triton
-
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
-                        "cuobjdump")
-    if not os.path.exists(tool):
-        return {}
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True,
-                             text=True).stdout
-    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
-    return {"registers": int(m.group(1)), "stack": int(m.group(2))} if m else {}
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +105,32 @@ def test_compiles_for_h200(compiled, case):
         # spills (inlined ops, whose hoisted loop invariants all live at once, needed 252
         # registers at 8 warps before spilling)
         assert r["registers"] <= 255 and r["stack"] == 0, r
+
+
+@pytest.mark.parametrize("case", ["qwen3_1p7b_T1_greedy", "smollm2_T1_sampling_window_bias"])
+def test_attention_blocks_go_straight_into_the_dots(compiled, case):
+    """Tiling.attn_new_last (the default): after attention's wait (the tagged words' poll) no
+    cached block of keys or values is written to shared memory from registers: the cp.async
+    buffers feed the dots (patching the new key in made each block a shared -> registers ->
+    shared round trip, session 35). The query rows are staged for their dot (16 x head_dim)."""
+    r = compiled[f"{case}:cuda"]
+    ops = r["waits_full"]["attn_run_one"]
+    assert ops and ops[0] == "wait", ops
+    block = f"to_shared:{r['block']}x{r['head_dim']}"
+    assert block not in ops, ops
+    assert f"to_shared:16x{r['head_dim']}" in ops and f"dot:16x{r['head_dim']}" in ops, ops
+
+
+def test_norm_weights_load_before_or_after_the_wait(compiled):
+    """QKV's and gate/up's RMSNorm weights: loaded after x's sum of squares by default (a
+    dependent round trip after the wake, what Tiling.norm_early removes); with norm_early no
+    load of H values follows the reduction."""
+    for case, early in (("qwen3_1p7b_T1_greedy", False), ("qwen3_1p7b_T1_norm_early", True)):
+        r = compiled[f"{case}:cuda"]
+        for fn in ("qkv_run", "gateup_run"):
+            ops = r["waits"][fn]
+            after = ops[ops.index("reduce"):]
+            assert (f"load:{r['hidden']}" in after) != early, (case, fn, ops)
 
 
 def test_compiles_for_mi300x(compiled):

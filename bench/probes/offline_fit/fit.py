@@ -23,7 +23,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from types import SimpleNamespace
 
 os.environ["TRITON_INTERPRET"] = "0"
 
@@ -50,40 +49,17 @@ def functions(sass: str) -> list[dict]:
 
 
 def compile_fit(shape: str, T: int, variant: dict, programs: int = 264) -> dict:
-    import torch
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     from agentfast.engine.bench.models import SHAPES
-    from agentfast.kernels.monokernel import kernel as K
+    from agentfast.kernels.monokernel import codegen
     from agentfast.kernels.monokernel import plan as P
     from agentfast.kernels.monokernel.tune import TILING_KEYS
 
     cfg = SHAPES[shape]
     tiling = P.Tiling(**{k: variant[k] for k in TILING_KEYS if k in variant})
     p = P.plan(cfg, programs, T, 4096, tiling=tiling, context=1024)
-    fake = SimpleNamespace(w_qkv=torch.empty(0, dtype=torch.bfloat16), b_qkv=None,
-                           b_o=None, q_norm=1 if cfg.qk_norm else None)
-    mk = K.Monokernel(p, fake)  # only for its constexprs
-    consts = {**mk.consts, "SAMPLING": False, "USE_PTX": True, "IEEE": False, "TRACE": False}
-    bf = "*bf16"
-    types = {n: bf for n in ("x", "hidden", "attn", "act", "w_qkv", "w_o", "w_gu", "w_down",
-                             "embed", "lm_head", "k_cache", "v_cache")}
-    types.update({n: "*i32" for n in ("instr", "offs", "ctr", "err", "state", "tokens",
-                                      "stop_ids", "drafts", "host", "lm_idx", "c_bitmask",
-                                      "c_default", "c_exc_ptr", "c_exc_tokens", "c_exc_next",
-                                      "hist", "c_forced")})
-    types.update(cand="*i64", c_done="*i1", nsteps="i32", spin_cap="i32", eps="fp32",
-                 qk_scale="fp32", kv_cap="i32", window="i32", skip="i32", trace="*i64",
-                 trace_step="i32", trace_rows="i32")
-    fn = K._monokernel
-    sig = {a.name: "constexpr" if a.is_constexpr else types.get(a.name, "*fp32")
-           for a in fn.params}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.params)
-             if sig[a.name].startswith("*")}
-    k = triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": 4, "num_stages": 1})
+    k = codegen.compile_kernel(p, "bf16")  # (the kernel's signature and constants)
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
                         "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
