@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from agentfast.engine.bench.models import SHAPES
 
     from .plan import Tiling, plan
+    from .tune import TILING_KEYS, parse_variant
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
@@ -199,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", default="", help="Tiling fields, k=v,k=v (ints; 0/1 for flags)")
     args = ap.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"
-    fields = dict(kv.split("=") for kv in args.set.split(",") if kv)
-    tiling = Tiling(**{k: int(v) for k, v in fields.items()})
+    fields = parse_variant(args.set)  # (tune's variant syntax and its errors)
+    if set(fields) - TILING_KEYS:
+        raise SystemExit(f"--set takes Tiling fields only, not {sorted(set(fields) - TILING_KEYS)}")
+    tiling = Tiling(**fields)
     p = plan(SHAPES[args.shape], args.programs, args.T, args.max_len, tiling=tiling,
              wbytes=2 if args.weights == "bf16" else 4)
     k = compile_kernel(p, args.weights)

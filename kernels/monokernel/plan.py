@@ -725,6 +725,8 @@ def plan(cfg: ModelConfig, num_programs: int, T: int, max_len: int, ranks: int =
     assert tl_.merge_elems == 0 or tl_.merge_elems >= 1024, "merge_elems: 0 or >= 1024"
     assert tl_.stages >= 1 and min(tl_.stages_qkv, tl_.stages_om, tl_.stages_gu,
                                    tl_.stages_dn) >= 0, "stages >= 1; per-op stage caps 0 or >= 1"
+    assert tl_.attn_stages >= 1 and tl_.attn_stages_one >= 0, (
+        "attn_stages >= 1; attn_stages_one 0 (by head_dim) or >= 1")
     assert not mtp or R == 1, "an MTP module runs on one rank"
     assert not fill or (mtp and T > 1), "a module fill: mtp=True, T > 1 positions a step"
     om_ok = R == 1 and not tl_.bk and (T == 1 or tl_.one_tiles)
