@@ -350,9 +350,11 @@ class Tiling:
     # T = 1 matvecs with an RMSNorm (QKV, gate/up; ops_mv.mv_tiles): the norm weights requested
     # before the wait for x and held in registers across it (16 registers a thread at H = 2048)
     # instead of loaded after x's sum of squares, a dependent round trip on every layer's path
-    # twice (offline sm_90 compile: the load follows the reduction's barrier). Not measured yet
-    # (session 35 ran out of device time): off until it is
-    norm_early: bool = False
+    # twice (offline sm_90 compile: the load follows the reduction's barrier). H200, ctx 1024,
+    # us per step, off / on, twice (bench/results/monokernel-20261204-s36, run 14): Llama-3.2-1B
+    # 804.0 / 788.7 and 801.8 / 790.7, Qwen3-1.7B 1,251.7 / 1,235.5 and 1,254.4 / 1,230.3,
+    # SmolLM2 508.7 / 498.0 and 506.9 / 496.8, Qwen3-8B 3,994.9 / 3,944.6 and 3,992.2 / 3,943.4
+    norm_early: bool = True
 
 
 def attn_block(head_dim: int, T: int, wbytes: int, loop: bool = False) -> int:

@@ -23,8 +23,8 @@ CASES = {
     "qwen3_1p7b_T4_sampling": (4, True, 128, True, False, False, "bf16", {}),
     "smollm2_T1_sampling_window_bias": (1, True, 64, False, True, True, "bf16", {}),
     "llama_T16_fp32": (16, False, 64, False, False, False, "fp32", {}),
-    "qwen3_1p7b_T1_norm_early": (1, False, 128, True, False, False, "bf16",
-                                 {"norm_early": True}),
+    "qwen3_1p7b_T1_norm_late": (1, False, 128, True, False, False, "bf16",
+                                {"norm_early": False}),
 }
 
 
@@ -122,10 +122,10 @@ def test_attention_blocks_go_straight_into_the_dots(compiled, case):
 
 
 def test_norm_weights_load_before_or_after_the_wait(compiled):
-    """QKV's and gate/up's RMSNorm weights: loaded after x's sum of squares by default (a
-    dependent round trip after the wake, what Tiling.norm_early removes); with norm_early no
-    load of H values follows the reduction."""
-    for case, early in (("qwen3_1p7b_T1_greedy", False), ("qwen3_1p7b_T1_norm_early", True)):
+    """QKV's and gate/up's RMSNorm weights: by default (Tiling.norm_early) no load of H values
+    follows x's sum of squares; with norm_early off they load after it (a dependent round trip
+    after the wake)."""
+    for case, early in (("qwen3_1p7b_T1_greedy", True), ("qwen3_1p7b_T1_norm_late", False)):
         r = compiled[f"{case}:cuda"]
         for fn in ("qkv_run", "gateup_run"):
             ops = r["waits"][fn]

@@ -83,13 +83,15 @@ def test_new_key_folded_into_its_block(name, splits, block, fold, loop, last):
 
 @interpreted
 @pytest.mark.parametrize("name", ["qwen3_qknorm_hd128", "llama_obias_hd64"])
-def test_norm_weights_before_the_wait(name):
-    """Tiling.norm_early: QKV's and gate/up's RMSNorm weights requested before their waits
-    (held in registers across them): buffers equal the VM's, tokens the reference's."""
+@pytest.mark.parametrize("early", [True, False])
+def test_norm_weights_before_or_after_the_wait(name, early):
+    """Tiling.norm_early (default on): QKV's and gate/up's RMSNorm weights requested before
+    their waits (held in registers across them), or loaded after x's sum of squares: buffers
+    equal the VM's, tokens the reference's either way."""
     from mk_utils import FAST
 
-    h = harness(name, tiling=dataclasses.replace(FAST, norm_early=True))
-    assert Monokernel(h.plan, h.w).consts["NWE"]
+    h = harness(name, tiling=dataclasses.replace(FAST, norm_early=early))
+    assert Monokernel(h.plan, h.w).consts["NWE"] == early
     _decodes_as_vm_and_reference(h)
 
 
